@@ -1,0 +1,64 @@
+"""resile: make unreliable work reliable.
+
+Retries with backoff and jitter (sync and async), deadlines, retry budgets,
+the seed's ``BackoffExecutor``; see ``docs/`` for the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from resile import presets
+from resile.backoff import Backoff, Constant, DecorrelatedJitter, Exponential, Linear
+from resile.budget import RetryBudget
+from resile.deadline import check, current_deadline, deadline, remaining
+from resile.errors import (
+    CircuitOpen,
+    DeadlineExceeded,
+    DuplicateTask,
+    Permanent,
+    ResileError,
+    RetryAfter,
+    RetryError,
+)
+from resile.executor import BackoffExecutor
+from resile.retry import AttemptManager, Retrying, RetryState, RetryStatistics, retry
+from resile.stop import Stop, after_attempts, after_elapsed, at_deadline, never
+
+__version__ = "0.1.0"
+
+# A library logs to its own logger and leaves output to the application.
+logging.getLogger("resile").addHandler(logging.NullHandler())
+
+__all__ = [
+    "AttemptManager",
+    "Backoff",
+    "BackoffExecutor",
+    "CircuitOpen",
+    "Constant",
+    "DeadlineExceeded",
+    "DecorrelatedJitter",
+    "DuplicateTask",
+    "Exponential",
+    "Linear",
+    "Permanent",
+    "ResileError",
+    "RetryAfter",
+    "RetryBudget",
+    "RetryError",
+    "RetryState",
+    "RetryStatistics",
+    "Retrying",
+    "Stop",
+    "__version__",
+    "after_attempts",
+    "after_elapsed",
+    "at_deadline",
+    "check",
+    "current_deadline",
+    "deadline",
+    "never",
+    "presets",
+    "remaining",
+    "retry",
+]

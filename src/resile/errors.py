@@ -1,0 +1,119 @@
+"""Every error resile raises on purpose, in one place.
+
+Each message names the field, the value and what to do about it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = [
+    "CircuitOpen",
+    "DeadlineExceeded",
+    "DuplicateTask",
+    "Permanent",
+    "ResileError",
+    "RetryAfter",
+    "RetryError",
+]
+
+
+class ResileError(Exception):
+    """Base class of the errors resile raises itself."""
+
+
+class Permanent(Exception):
+    """Wrap an error to stop retrying at once.
+
+    ``raise Permanent(ValueError("bad token"))`` makes the retry engine give up
+    immediately and re-raise the wrapped ``ValueError``; a stored task that
+    raises it is dead-lettered without using its remaining retries.
+
+    Args:
+        error: the exception to re-raise, or a message (then ``Permanent``
+            itself is raised).
+    """
+
+    def __init__(self, error: BaseException | str) -> None:
+        super().__init__(error)
+        self.error: BaseException | None = error if isinstance(error, BaseException) else None
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class RetryAfter(Exception):
+    """A retryable error that says how long to wait (HTTP 429/503 ``Retry-After``).
+
+    Any exception with a numeric ``retry_after`` attribute is honoured the
+    same way; this class is a convenience.
+
+    Args:
+        seconds: how long the server asked us to wait; finite and >= 0.
+        message: optional text.
+    """
+
+    def __init__(self, seconds: float, message: str = "") -> None:
+        if not isinstance(seconds, (int, float)) or not 0 <= seconds < float("inf"):
+            raise ValueError(f"RetryAfter: seconds must be a finite number >= 0, got {seconds!r}")
+        super().__init__(message or f"retry after {seconds:g} s")
+        self.retry_after = float(seconds)
+
+
+class RetryError(ResileError):
+    """Raised on give-up when ``raise_retry_error=True``.
+
+    Attributes:
+        attempts: the outcome of every attempt, oldest first: the exception it
+            raised, or the result that the ``on_result`` predicate rejected.
+        last: the last outcome.
+    """
+
+    def __init__(self, attempts: Sequence[Any], name: str = "call") -> None:
+        self.attempts = list(attempts)
+        self.last = self.attempts[-1] if self.attempts else None
+        super().__init__(
+            f"{name}: gave up after {len(self.attempts)} attempt(s); last outcome: {self.last!r}"
+        )
+
+
+class DeadlineExceeded(TimeoutError):
+    """The current ``resile.deadline`` has passed.
+
+    A subclass of ``TimeoutError``, so code that already handles timeouts
+    handles this too.
+    """
+
+
+class CircuitOpen(ResileError):
+    """A circuit breaker refused the call without touching the dependency.
+
+    Attributes:
+        name: the breaker's name.
+        retry_after: seconds until the breaker lets a probe call through; the
+            retry engine waits that long when it fits the deadline.
+    """
+
+    def __init__(self, name: str, retry_after: float) -> None:
+        self.name = name
+        self.retry_after = max(0.0, retry_after)
+        super().__init__(
+            f"circuit {name!r} is open: calls are refused for {self.retry_after:.3f} s more; "
+            "retry after that or handle CircuitOpen as a fast failure"
+        )
+
+
+class DuplicateTask(ResileError):
+    """A task with this id already exists in the queue.
+
+    Pass ``if_exists="return"`` to get the existing task instead.
+    """
+
+    def __init__(self, queue: str, task_id: str) -> None:
+        self.queue = queue
+        self.task_id = task_id
+        super().__init__(
+            f"task id {task_id!r} already exists in queue {queue!r}; "
+            'use another id or pass if_exists="return" to get the existing task'
+        )

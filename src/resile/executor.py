@@ -1,0 +1,272 @@
+"""``BackoffExecutor``: the seed's MicroPython executor (``seeds/000``), on resile's engine.
+
+The contract, as the seed states it:
+
+* exponential backoff ``min(base_delay_ms * 2 ** (n - 1), max_backoff_ms)``
+  after failure ``n``, with optional full jitter (a delay in ``[0, backoff]``);
+* ``max_retry`` retries after the first attempt (``-1``: retry for ever);
+* ``fn`` is a zero-argument callable, sync or async; an exception or a falsy
+  result is a failure;
+* ``on_success(result)``, ``on_fail(exc, retry_count, next_delay_ms)`` on
+  every failure, ``on_retry(last_exc)`` once the retries run out; each may be
+  sync or async and its errors never break the loop;
+* a second ``execute`` while one runs is refused (returns ``False`` at once);
+* ``cancel()`` ends the loop at its next check (before an attempt; it also
+  cuts the current wait short), ``running`` tells whether it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from resile import _time
+from resile.backoff import Exponential
+from resile.retry import Retrying, RetryState, _emit_async, _emit_sync
+from resile.stop import Stop, after_attempts, never
+
+__all__ = ["BackoffExecutor"]
+
+
+class _FalsyResult(OSError):
+    """The seed's ``OSError("Execution returned False")``: a falsy result counts as a failure."""
+
+
+def _check_ms(value: object, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(
+            f"BackoffExecutor: {field} must be an int >= 0 (milliseconds), got {value!r}"
+        )
+    return value
+
+
+class BackoffExecutor:
+    """Run a callable until it succeeds, with exponential backoff between attempts.
+
+    Args:
+        base_delay_ms: the first wait, in milliseconds (default 500).
+        max_backoff_ms: the cap on any wait, in milliseconds (default 10000).
+        max_retry: retries after the first attempt; ``-1`` retries for ever
+            (default 5, so at most 6 attempts).
+        jitter: ``True`` for full jitter (a uniform wait in ``[0, backoff]``).
+        seed: seed for the jitter's RNG, for reproducible waits.
+
+    Raises:
+        ValueError: a negative delay, a cap below the base delay, or
+            ``max_retry`` below -1; the message names the field and the value.
+    """
+
+    def __init__(
+        self,
+        base_delay_ms: int = 500,
+        max_backoff_ms: int = 10000,
+        max_retry: int = 5,
+        jitter: bool = False,
+        *,
+        seed: int | None = None,
+    ) -> None:
+        self.base_delay_ms = _check_ms(base_delay_ms, "base_delay_ms")
+        self.max_backoff_ms = _check_ms(max_backoff_ms, "max_backoff_ms")
+        if self.max_backoff_ms < self.base_delay_ms:
+            raise ValueError(
+                f"BackoffExecutor: max_backoff_ms ({max_backoff_ms!r}) must not be below "
+                f"base_delay_ms ({base_delay_ms!r})"
+            )
+        if isinstance(max_retry, bool) or not isinstance(max_retry, int) or max_retry < -1:
+            raise ValueError(
+                f"BackoffExecutor: max_retry must be an int >= -1 (-1 = forever), got {max_retry!r}"
+            )
+        self.max_retry = max_retry
+        self.jitter = bool(jitter)
+        self.backoff = Exponential(
+            self.base_delay_ms / 1000.0,
+            2.0,
+            max_delay=self.max_backoff_ms / 1000.0,
+            jitter="full" if self.jitter else "none",
+            seed=seed,
+        )
+        self._lock = threading.Lock()
+        self._running = False
+        self._cancel_requested = False
+        self._wake_sync = threading.Event()
+        self._wake_async: asyncio.Event | None = None
+
+    @property
+    def running(self) -> bool:
+        """True while an ``execute`` is in progress."""
+        return self._running
+
+    def cancel(self) -> None:
+        """Ask the running ``execute`` to stop at its next check; it then returns ``False``.
+
+        A running ``fn`` is not interrupted; a wait between attempts is cut short.
+        """
+        self._cancel_requested = True
+        self._wake_sync.set()
+        wake = self._wake_async
+        if wake is not None:
+            loop = getattr(wake, "_resile_loop", None)
+            if loop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(wake.set)
+
+    def _stop(self) -> Stop:
+        return never if self.max_retry == -1 else after_attempts(self.max_retry + 1)
+
+    async def _async_sleep(self, seconds: float) -> None:
+        wake = self._wake_async
+        if wake is None or _time.clock is not _time.SYSTEM:
+            await _time.clock.async_sleep(seconds)
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(wake.wait(), seconds)
+
+    def _sync_sleep(self, seconds: float) -> None:
+        if _time.clock is not _time.SYSTEM:
+            _time.clock.sleep(seconds)
+        else:
+            self._wake_sync.wait(seconds)
+
+    async def execute(
+        self,
+        fn: Callable[[], Any],
+        on_success: Callable[[Any], Any] | None = None,
+        on_fail: Callable[[BaseException, int, int], Any] | None = None,
+        on_retry: Callable[[BaseException], Any] | None = None,
+    ) -> bool:
+        """Run ``fn`` until it succeeds. Returns ``True`` on success; ``False`` when cancelled,
+        out of retries, or refused because another ``execute`` is running."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            self._running = True
+            self._cancel_requested = False
+            try:
+                asyncio.get_running_loop()
+                self._wake_async = asyncio.Event()
+                self._wake_async._resile_loop = asyncio.get_running_loop()  # type: ignore[attr-defined]
+            except RuntimeError:  # trio: waits are not cut short by cancel()
+                self._wake_async = None
+
+            async def failed(state: RetryState) -> None:
+                if on_fail is not None:
+                    await _emit_async(
+                        on_fail, state.exception, state.attempt, _ms(state.next_delay)
+                    )
+
+            async def gave_up(state: RetryState) -> None:
+                await failed(state)
+                if on_retry is not None:
+                    await _emit_async(on_retry, state.exception)
+
+            policy = Retrying(
+                backoff=self.backoff,
+                stop=self._stop(),
+                on_retry=failed,
+                on_giveup=gave_up,
+                fallback=_none,
+                async_sleep=self._async_sleep,
+                name="BackoffExecutor",
+            )
+            result: Any = None
+            succeeded = False
+            async for attempt in policy:
+                if self._cancel_requested:
+                    return False
+                with attempt:
+                    result = fn()
+                    if inspect.isawaitable(result):
+                        result = await result
+                    if not result:
+                        raise _FalsyResult("Execution returned False")
+                    succeeded = True
+            if not succeeded:
+                return False
+            if on_success is not None:
+                await _emit_async(on_success, result)
+            return True
+        finally:
+            self._running = False
+            self._wake_async = None
+            self._lock.release()
+
+    def execute_sync(
+        self,
+        fn: Callable[[], Any],
+        on_success: Callable[[Any], Any] | None = None,
+        on_fail: Callable[[BaseException, int, int], Any] | None = None,
+        on_retry: Callable[[BaseException], Any] | None = None,
+    ) -> bool:
+        """The thread-safe sync twin of ``execute``: same contract, blocking waits.
+
+        ``fn`` should be sync; async callbacks are run to completion.
+        """
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            self._running = True
+            self._cancel_requested = False
+            self._wake_sync.clear()
+
+            def failed(state: RetryState) -> None:
+                if on_fail is not None:
+                    _emit_sync(on_fail, state.exception, state.attempt, _ms(state.next_delay))
+
+            def gave_up(state: RetryState) -> None:
+                failed(state)
+                if on_retry is not None:
+                    _emit_sync(on_retry, state.exception)
+
+            policy = Retrying(
+                backoff=self.backoff,
+                stop=self._stop(),
+                on_retry=failed,
+                on_giveup=gave_up,
+                fallback=_none,
+                sleep=self._sync_sleep,
+                name="BackoffExecutor",
+            )
+            result: Any = None
+            succeeded = False
+            for attempt in policy:
+                if self._cancel_requested:
+                    return False
+                with attempt:
+                    result = fn()
+                    if inspect.isawaitable(result):
+                        result = _run_coroutine(result)
+                    if not result:
+                        raise _FalsyResult("Execution returned False")
+                    succeeded = True
+            if not succeeded:
+                return False
+            if on_success is not None:
+                _emit_sync(on_success, result)
+            return True
+        finally:
+            self._running = False
+            self._lock.release()
+
+    def __repr__(self) -> str:
+        return (
+            f"BackoffExecutor(base_delay_ms={self.base_delay_ms}, max_backoff_ms="
+            f"{self.max_backoff_ms}, max_retry={self.max_retry}, jitter={self.jitter})"
+        )
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000.0)
+
+
+def _none(state: RetryState) -> None:
+    return None
+
+
+def _run_coroutine(aw: Awaitable[Any]) -> Any:
+    async def main() -> Any:
+        return await aw
+
+    return asyncio.run(main())
