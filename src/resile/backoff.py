@@ -230,6 +230,11 @@ class Constant(Backoff):
     def _raw(self, attempt: int, previous: float | None) -> float:
         return self.delay_s
 
+    def delay(self, attempt: int, previous: float | None = None) -> float:
+        if self.jitter == "none" and attempt >= 1:  # the common case, kept cheap
+            return self.delay_s
+        return super().delay(attempt, previous)
+
     def to_dict(self) -> dict[str, Any]:
         data = super().to_dict()
         data["delay"] = data.pop("delay_s")
