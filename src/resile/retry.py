@@ -314,6 +314,12 @@ class Retrying:
         return wrapper  # type: ignore[no-any-return]
 
     def _wrap_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
+        if self.attempt_timeout is not None:
+            raise ValueError(
+                f"Retrying: attempt_timeout={self.attempt_timeout!r} needs an async function "
+                f"(a sync call cannot be interrupted); {fn!r} is sync: use timeout= or "
+                "resile.deadline instead"
+            )
         r = self
         catch = self._catch
         on_result = self.on_result
