@@ -1,0 +1,24 @@
+"""The durable task queue: tasks, stores, the user API.
+
+``resile.connect(url)`` is the way in; see ``docs/queue.md``.
+"""
+
+from __future__ import annotations
+
+from resile.queue._names import Outcome, TaskStatus
+from resile.queue.context import TaskContext
+from resile.queue.store import Store, open_store, register_store
+from resile.queue.task import Attempt, Task, TaskError, TaskSpec
+
+__all__ = [
+    "Attempt",
+    "Outcome",
+    "Store",
+    "Task",
+    "TaskContext",
+    "TaskError",
+    "TaskSpec",
+    "TaskStatus",
+    "open_store",
+    "register_store",
+]

@@ -1,0 +1,537 @@
+"""The contract every task store honours; one conformance suite tests them all.
+
+Rules for every backend:
+
+* **Each method is one atomic step**: one SQLite transaction, one Redis Lua
+  script. No read-modify-write spans two calls, so any number of threads,
+  processes and machines may call any method at any time.
+* **Times are epoch seconds** (``float``, sub-millisecond precision). Every
+  method that reads the time takes ``now=``; ``None`` means ``store.now()``
+  (the store's ``clock``, ``time.time`` by default). Tests pass ``now``
+  explicitly and never sleep.
+* **Ids are unique in the store** (so within every queue too).
+* **Who may write a leased task**: ``complete``, ``fail``, ``release`` and
+  ``renew`` check that the task is ``DOING`` and that ``worker_id`` holds its
+  lease. A worker whose lease lapsed and was reclaimed (or whose task was
+  canceled) gets ``None`` / ``False`` and nothing is written, so it can never
+  overwrite the new owner's state.
+
+State machine (see ``docs/queue.md``)::
+
+    create ─▶ PENDING ──lease──▶ DOING ──complete──▶ DONE
+                 ▲                 │ fail, retries left ─▶ PENDING (due = now + backoff)
+                 │                 │ fail, none left / permanent ─▶ FAILED
+                 │                 │ lease expired: retries left ─▶ PENDING, else FAILED
+                 └──── release ────┘
+    cancel: PENDING | DOING ─▶ CANCELED        requeue: FAILED | CANCELED ─▶ PENDING
+
+Ordering: among the tasks that are due (``due_at <= now``), ``lease`` takes the
+lowest ``priority`` first and, within a priority, the lowest ``sequence``
+(creation order, FIFO). A due urgent task therefore overtakes an older due
+routine one; ``due_at`` only decides *whether* a task may run, not its rank.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Literal
+
+from resile.queue._names import (
+    DEFAULT_LEASE_SECONDS,
+    TERMINAL_STATUSES,
+    Outcome,
+    TaskStatus,
+)
+from resile.queue.task import JSONValue, Task, TaskError, TaskSpec
+
+__all__ = [
+    "IfExists",
+    "Listener",
+    "Store",
+    "check_lease_args",
+    "check_pct",
+    "normalize_queues",
+    "normalize_statuses",
+]
+
+IfExists = Literal["error", "return"]
+# Called after tasks were created (in the creating process only), with the new tasks.
+Listener = Callable[[Sequence[Task]], None]
+
+log_name = "resile.queue"
+
+
+class Store(ABC):
+    """Durable storage of tasks: the operations a queue and its workers need.
+
+    Subclasses implement the abstract methods, each as one atomic step.
+    A store is safe to share between threads; ``close()`` releases it and is
+    idempotent. Stores are context managers.
+
+    Args:
+        clock: returns the current epoch time; ``now=None`` reads it.
+    """
+
+    #: The URL the store was opened with (``sqlite:///tasks.db``), for display.
+    url: str = ""
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self._listeners: list[Listener] = []
+        self._listeners_lock = threading.Lock()
+
+    # -- time and wake-ups (shared, not abstract) ---------------------------------------------
+
+    def now(self, now: float | None = None) -> float:
+        """``now`` when given, else the store's clock."""
+        return self.clock() if now is None else float(now)
+
+    def add_listener(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(tasks)`` after each successful create in this process.
+
+        Workers in the same process use it to wake up at once instead of
+        waiting for their next look at the store. The listener runs in the
+        producer's thread and must be quick; its errors are ignored.
+
+        Returns:
+            a function that removes the listener.
+        """
+        with self._listeners_lock:
+            self._listeners.append(listener)
+
+        def remove() -> None:
+            with self._listeners_lock, contextlib.suppress(ValueError):
+                self._listeners.remove(listener)
+
+        return remove
+
+    def _notify(self, tasks: Sequence[Task]) -> None:
+        """Backends call this after a create / requeue committed."""
+        if not tasks:
+            return
+        with self._listeners_lock:
+            listeners = list(self._listeners)
+        for fn in listeners:
+            try:
+                fn(tasks)
+            except Exception:  # a listener never breaks an enqueue
+                import logging
+
+                logging.getLogger(log_name).exception("resile: task listener %r failed", fn)
+
+    # -- producers --------------------------------------------------------------------------------
+
+    @abstractmethod
+    def create(
+        self, spec: TaskSpec, *, if_exists: IfExists = "error", now: float | None = None
+    ) -> Task:
+        """Store a new ``PENDING`` task, due at ``spec.due_time(now)``.
+
+        ``spec.id=None`` generates an id (``new_task_id()``). The sequence
+        number is the next in the store.
+
+        Args:
+            if_exists: a task with this id already exists: ``"error"`` raises
+                ``DuplicateTask``; ``"return"`` returns the existing task
+                unchanged (whatever its state) and stores nothing.
+
+        Raises:
+            resile.errors.DuplicateTask: the id exists and ``if_exists="error"``.
+            ValueError: ``if_exists`` is neither value.
+        """
+
+    @abstractmethod
+    def create_many(
+        self,
+        specs: Iterable[TaskSpec],
+        *,
+        if_exists: IfExists = "error",
+        now: float | None = None,
+    ) -> list[Task]:
+        """Create several tasks in one atomic step; all are stored or none is.
+
+        Returns the tasks in the order of ``specs`` (existing ones for
+        duplicates under ``if_exists="return"``). Sequence numbers follow the
+        order of ``specs``. A duplicate id *within* ``specs`` counts as a
+        duplicate of the first.
+
+        Raises:
+            resile.errors.DuplicateTask: under ``if_exists="error"``; nothing is stored.
+        """
+
+    # -- workers ----------------------------------------------------------------------------------
+
+    @abstractmethod
+    def lease(
+        self,
+        queues: str | Sequence[str],
+        worker_id: str,
+        *,
+        limit: int = 1,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        capacity: Mapping[str, float] | None = None,
+        now: float | None = None,
+    ) -> list[Task]:
+        """Take up to ``limit`` due tasks of ``queues`` for ``worker_id``, atomically.
+
+        In the same atomic step, first *reclaim* expired leases in ``queues``:
+        every ``DOING`` task whose ``lease_expires_at < now`` has lost its
+        attempt (already counted at lease time). Its history gets an
+        ``Outcome.LOST`` entry and ``last_error`` becomes
+        ``TaskError("LeaseExpired", LEASE_EXPIRED_REASON)``; it goes to
+        ``FAILED`` when ``attempts > max_retries``, else back to ``PENDING``
+        due at ``lease_expires_at + backoff.delay(attempts, last_delay)``.
+
+        Then pick ``PENDING`` tasks with ``due_at <= now`` that fit
+        ``capacity`` (``Task.fits``), lowest ``(priority, sequence)`` first,
+        and for each: ``status=DOING``, ``attempts += 1``,
+        ``lease_owner=worker_id``, ``lease_expires_at = now + lease_seconds``,
+        ``started_at = now``.
+
+        A stored task that cannot be decoded (corrupt JSON in a column) is not
+        returned: it is moved to ``FAILED`` with ``last_error`` type
+        ``"CorruptTask"`` naming the column, and leasing goes on.
+
+        Args:
+            queues: one queue name or several (their tasks compete on
+                ``(priority, sequence)``).
+            capacity: what this worker offers (``{"min_gpu_memory_gb": 8}``);
+                ``None`` leases regardless of resource needs.
+
+        Returns:
+            the leased tasks, in lease order; empty when nothing is due.
+
+        Raises:
+            ValueError: ``limit < 1`` or ``lease_seconds <= 0``.
+        """
+
+    @abstractmethod
+    def renew(
+        self,
+        task_id: str,
+        worker_id: str,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        now: float | None = None,
+    ) -> bool:
+        """Extend the lease to ``now + lease_seconds`` (the worker's heartbeat).
+
+        A lease past its expiry but not yet reclaimed may still be renewed.
+
+        Returns:
+            ``True`` while ``worker_id`` holds the task ``DOING``; ``False`` when
+            the lease was lost (reclaimed, another owner), the task was
+            canceled or is gone: the worker should stop the attempt.
+        """
+
+    def renew_many(
+        self,
+        task_ids: Iterable[str],
+        worker_id: str,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        now: float | None = None,
+    ) -> set[str]:
+        """Renew several leases; returns the ids still held (the others were lost).
+
+        The default calls ``renew`` for each id; backends may do it in one step.
+        """
+        at = self.now(now)
+        return {
+            tid
+            for tid in task_ids
+            if self.renew(tid, worker_id, lease_seconds=lease_seconds, now=at)
+        }
+
+    @abstractmethod
+    def complete(
+        self,
+        task_id: str,
+        worker_id: str,
+        result: JSONValue = None,
+        *,
+        now: float | None = None,
+    ) -> Task | None:
+        """Record success: ``DOING -> DONE``, ``result`` stored, ``progress=100``.
+
+        Clears the lease, sets ``finished_at=now`` and appends an
+        ``Outcome.OK`` history entry.
+
+        Returns:
+            the ``DONE`` task; ``None`` (and nothing written) when
+            ``worker_id`` does not hold the task ``DOING``.
+
+        Raises:
+            ValueError: ``result`` is not plain JSON (the path is named);
+                nothing is written and the lease is kept, so the worker can
+                ``fail`` the attempt instead.
+        """
+
+    @abstractmethod
+    def fail(
+        self,
+        task_id: str,
+        worker_id: str,
+        error: TaskError | BaseException,
+        *,
+        permanent: bool = False,
+        outcome: Outcome = Outcome.ERROR,
+        delay: float | None = None,
+        now: float | None = None,
+    ) -> Task | None:
+        """Record a failed attempt and schedule what comes next, atomically.
+
+        Stores ``error`` as ``last_error`` and appends a history entry with
+        ``outcome`` (``ERROR`` or ``TIMEOUT``). Then:
+
+        * ``permanent`` or ``attempts > max_retries``: ``FAILED`` (dead
+          letter), ``finished_at=now``;
+        * otherwise ``PENDING`` with ``due_at = now + d`` where
+          ``d = delay`` when given (a server's ``Retry-After``) else
+          ``Backoff.from_dict(backoff).delay(attempts, last_delay)``; ``d`` is
+          stored as ``last_delay``.
+
+        The lease is cleared in both cases. A stored policy that cannot be
+        rebuilt dead-letters the task with that reason.
+
+        Returns:
+            the task after the change; ``None`` (nothing written) when
+            ``worker_id`` does not hold the task ``DOING``.
+        """
+
+    @abstractmethod
+    def release(self, task_id: str, worker_id: str, *, now: float | None = None) -> Task | None:
+        """Hand a leased task back unrun (shutdown, prefetched but not started).
+
+        ``DOING -> PENDING`` due at ``now``, lease cleared, and the attempt is
+        *not* counted (``attempts -= 1``); no history entry.
+
+        Returns:
+            the ``PENDING`` task; ``None`` when ``worker_id`` does not hold it.
+        """
+
+    # -- anyone -----------------------------------------------------------------------------------
+
+    @abstractmethod
+    def cancel(self, task_id: str, *, now: float | None = None) -> bool:
+        """``PENDING`` or ``DOING`` -> ``CANCELED``, ``finished_at=now``.
+
+        A ``DOING`` task keeps its ``lease_owner`` and gets an
+        ``Outcome.CANCELED`` history entry; its worker finds out through
+        ``renew`` (``False``) or ``get``, and its later ``complete``/``fail``
+        write nothing.
+
+        Returns:
+            ``True`` when the task was canceled now; ``False`` when it does not
+            exist or was already terminal.
+        """
+
+    @abstractmethod
+    def progress(
+        self,
+        task_id: str,
+        pct: float,
+        *,
+        worker_id: str | None = None,
+        now: float | None = None,
+    ) -> bool:
+        """Set ``progress`` (0..100) of a ``PENDING`` or ``DOING`` task.
+
+        With ``worker_id``, only while that worker holds the task ``DOING``.
+
+        Returns:
+            ``True`` when written; ``False`` when the task is gone, terminal
+            or (with ``worker_id``) not held by that worker.
+
+        Raises:
+            ValueError: ``pct`` is not a number in ``[0, 100]``.
+        """
+
+    @abstractmethod
+    def save_checkpoint(
+        self,
+        task_id: str,
+        value: JSONValue,
+        *,
+        worker_id: str | None = None,
+        now: float | None = None,
+    ) -> bool:
+        """Store ``value`` (plain JSON) as the checkpoint the next attempt resumes from.
+
+        Same conditions and return value as ``progress``.
+
+        Raises:
+            ValueError: ``value`` is not plain JSON (the path is named).
+        """
+
+    @abstractmethod
+    def get_checkpoint(self, task_id: str) -> JSONValue:
+        """The task's checkpoint, ``None`` when there is none or the task is gone."""
+
+    @abstractmethod
+    def get(self, task_id: str) -> Task | None:
+        """The task with this id, or ``None``."""
+
+    @abstractmethod
+    def list(
+        self,
+        *,
+        queue: str | None = None,
+        status: TaskStatus | str | Collection[TaskStatus | str] | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        after: int | None = None,
+    ) -> list[Task]:
+        """Tasks in ``sequence`` order (oldest first), filtered and paginated.
+
+        Args:
+            queue: only this queue.
+            status: one status or several.
+            limit: at most this many (>= 1).
+            offset: skip this many matches (simple paging).
+            after: only tasks with ``sequence > after``; pass the last
+                ``sequence`` seen for stable cursor paging while tasks change.
+
+        Raises:
+            ValueError: a status that does not exist, ``limit < 1``, ``offset < 0``.
+        """
+
+    @abstractmethod
+    def stats(self, queue: str | None = None) -> dict[TaskStatus, int]:
+        """How many tasks are in each state (every ``TaskStatus`` is a key, zeros included)."""
+
+    @abstractmethod
+    def queues(self) -> builtins.list[str]:
+        """Names of the queues that hold at least one task, sorted."""
+
+    @abstractmethod
+    def requeue(self, task_id: str, *, delay: float = 0.0, now: float | None = None) -> Task | None:
+        """``FAILED`` or ``CANCELED`` -> ``PENDING`` due at ``now + delay``.
+
+        ``attempts`` and ``last_delay`` are reset; ``history``, ``last_error``,
+        ``checkpoint`` and ``progress`` are kept; ``finished_at`` is cleared.
+
+        Returns:
+            the ``PENDING`` task; ``None`` when it does not exist or is in
+            another state.
+        """
+
+    @abstractmethod
+    def purge(
+        self,
+        older_than: float,
+        *,
+        statuses: Collection[TaskStatus | str] = TERMINAL_STATUSES,
+        queue: str | None = None,
+        now: float | None = None,
+    ) -> int:
+        """Delete terminal tasks whose ``finished_at <= now - older_than``.
+
+        Returns:
+            how many were deleted.
+
+        Raises:
+            ValueError: ``older_than < 0`` or a non-terminal status in ``statuses``.
+        """
+
+    @abstractmethod
+    def next_due_at(
+        self,
+        queues: str | Sequence[str],
+        *,
+        capacity: Mapping[str, float] | None = None,
+    ) -> float | None:
+        """The earliest time ``lease`` on ``queues`` could return something.
+
+        The minimum of the ``due_at`` of ``PENDING`` tasks that fit
+        ``capacity`` and the ``lease_expires_at`` of ``DOING`` tasks (a lease
+        that will lapse); ``None`` when there are neither. A worker sleeps
+        until then (or until woken by ``add_listener``).
+        """
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections; idempotent. The store is unusable afterwards."""
+
+    # -- conveniences -----------------------------------------------------------------------------
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+
+def normalize_queues(queues: str | Sequence[str]) -> tuple[str, ...]:
+    """``"a"`` or ``["a", "b"]`` -> ``("a", "b")``, checked non-empty.
+
+    Raises:
+        ValueError: no queue, or a name that is not a non-empty str.
+    """
+    names = (queues,) if isinstance(queues, str) else tuple(queues)
+    if not names or not all(isinstance(q, str) and q for q in names):
+        raise ValueError(f"queues must be a queue name or a list of them, got {queues!r}")
+    return tuple(dict.fromkeys(names))
+
+
+def normalize_statuses(
+    status: TaskStatus | str | Collection[TaskStatus | str] | None,
+) -> tuple[TaskStatus, ...] | None:
+    """One status or several, as ``TaskStatus`` members; ``None`` stays ``None``.
+
+    Raises:
+        ValueError: a name that is not a ``TaskStatus`` value.
+    """
+    if status is None:
+        return None
+    items: Iterable[Any] = (status,) if isinstance(status, str) else status
+    out: list[TaskStatus] = []
+    for s in items:
+        try:
+            out.append(TaskStatus(s.upper() if isinstance(s, str) else s))
+        except ValueError:
+            raise ValueError(
+                f"status must be one of {[m.value for m in TaskStatus]}, got {s!r}"
+            ) from None
+    return tuple(dict.fromkeys(out))
+
+
+def check_pct(pct: object) -> float:
+    """``pct`` as a float in ``[0, 100]``.
+
+    Raises:
+        ValueError: not a number, NaN, or out of range.
+    """
+    if isinstance(pct, bool) or not isinstance(pct, (int, float)) or not 0 <= pct <= 100:
+        raise ValueError(f"progress must be a number from 0 to 100, got {pct!r}")
+    return float(pct)
+
+
+def check_lease_args(limit: int, lease_seconds: float) -> None:
+    """Validate ``lease``'s ``limit`` and ``lease_seconds``.
+
+    Raises:
+        ValueError: ``limit`` not an int >= 1, ``lease_seconds`` not a finite number > 0.
+    """
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"lease: limit must be an int >= 1, got {limit!r}")
+    if (
+        isinstance(lease_seconds, bool)
+        or not isinstance(lease_seconds, (int, float))
+        or not 0 < lease_seconds < float("inf")
+    ):
+        raise ValueError(f"lease: lease_seconds must be a finite number > 0, got {lease_seconds!r}")
