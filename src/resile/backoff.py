@@ -309,16 +309,19 @@ class Exponential(Backoff):
         try:
             return self.initial * self.multiplier ** (attempt - 1)
         except OverflowError:
-            return math.inf
+            # 0 * inf would be NaN; a zero initial delay stays zero however large the attempt.
+            return math.inf if self.initial > 0 else 0.0
 
 
 class DecorrelatedJitter(Backoff):
     """AWS "decorrelated jitter": ``d(n) = min(cap, uniform(base, d(n-1) * 3))``, ``d(0) = base``.
 
-    The jitter mode chooses where in ``[base, min(cap, 3 * previous)]`` the
-    delay falls: ``"full"`` (the default) is the AWS formula, ``"none"`` the
-    upper end. Without ``previous`` (a stored task that lost it), the
-    un-jittered previous delay ``base * 3 ** (n - 1)`` stands in.
+    The jitter mode chooses where in ``[base, 3 * previous]`` the delay falls
+    before the cap: ``"full"`` (the default) is the AWS formula, ``"none"``
+    the upper end. The cap applies after the draw, as in the AWS code, so
+    once the delays reach the cap most of them stay there. Without
+    ``previous`` (a stored task that lost it), the un-jittered previous delay
+    ``min(cap, base * 3 ** (n - 1))`` stands in.
     ``cap`` and ``max_delay`` are the same setting.
     """
 
@@ -362,6 +365,7 @@ class DecorrelatedJitter(Backoff):
             raise ValueError(f"DecorrelatedJitter.delay: attempt must be >= 1, got {attempt!r}")
         cap = _CEILING if self.max_delay is None else self.max_delay
         upper = self._raw(attempt, previous)
-        if not upper < cap:
-            upper = cap
-        return self._jittered(upper, min(self.base, upper), cap)
+        # No delay of this strategy exceeds the cap, so 3 * cap bounds the draw (and keeps it finite).
+        if not upper < 3.0 * cap:
+            upper = 3.0 * cap
+        return min(cap, self._jittered(upper, self.base, cap))
