@@ -146,7 +146,8 @@ class deadline:
         try:
             if self._scope is not None:
                 scope, self._scope = self._scope, None
-                if scope.__exit__(et, e, tb):
+                # __exit__ also returns True when the block ended without an exception.
+                if scope.__exit__(et, e, tb) and scope.cancelled_caught:
                     raise DeadlineExceeded(self._message()) from None
             elif self._cm is not None:
                 cm, self._cm = self._cm, None

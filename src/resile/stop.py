@@ -63,18 +63,22 @@ class Stop(ABC):
             ValueError: an unknown ``type`` or invalid fields.
         """
         kind = data.get("type") if isinstance(data, Mapping) else None
-        if kind == "after_attempts":
-            return after_attempts(data["attempts"])
-        if kind == "after_elapsed":
-            return after_elapsed(data["seconds"])
-        if kind == "never":
-            return never
-        if kind in ("any", "all"):
-            parts = [Stop.from_dict(p) for p in data["of"]]
-            combined = parts[0]
-            for p in parts[1:]:
-                combined = (combined | p) if kind == "any" else (combined & p)
-            return combined
+        try:
+            if kind == "after_attempts":
+                return after_attempts(data["attempts"])
+            if kind == "after_elapsed":
+                return after_elapsed(data["seconds"])
+            if kind == "never":
+                return never
+            if kind in ("any", "all"):
+                parts = [Stop.from_dict(p) for p in data["of"]]
+                combined = parts[0]
+                for p in parts[1:]:
+                    combined = (combined | p) if kind == "any" else (combined & p)
+                return combined
+        except (KeyError, IndexError, TypeError) as exc:
+            # A missing field or a value of the wrong kind: the documented error is ValueError.
+            raise ValueError(f"Stop.from_dict: bad fields in {data!r}: {exc!r}") from None
         raise ValueError(f"Stop.from_dict: unknown stop condition {data!r}")
 
     def __eq__(self, other: object) -> bool:
