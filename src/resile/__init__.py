@@ -22,6 +22,7 @@ from resile.errors import (
     RetryError,
 )
 from resile.executor import BackoffExecutor
+from resile.periodic import Periodic, repeat_every
 from resile.retry import AttemptManager, Retrying, RetryState, RetryStatistics, retry
 from resile.stop import Stop, after_attempts, after_elapsed, at_deadline, never
 
@@ -41,6 +42,7 @@ __all__ = [
     "DuplicateTask",
     "Exponential",
     "Linear",
+    "Periodic",
     "Permanent",
     "ResileError",
     "RetryAfter",
@@ -60,5 +62,6 @@ __all__ = [
     "never",
     "presets",
     "remaining",
+    "repeat_every",
     "retry",
 ]
