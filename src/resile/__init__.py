@@ -10,6 +10,7 @@ import logging
 
 from resile import presets
 from resile.backoff import Backoff, Constant, DecorrelatedJitter, Exponential, Linear
+from resile.breaker import CircuitBreaker, CircuitState
 from resile.budget import RetryBudget
 from resile.deadline import check, current_deadline, deadline, remaining
 from resile.errors import (
@@ -35,7 +36,9 @@ __all__ = [
     "AttemptManager",
     "Backoff",
     "BackoffExecutor",
+    "CircuitBreaker",
     "CircuitOpen",
+    "CircuitState",
     "Constant",
     "DeadlineExceeded",
     "DecorrelatedJitter",

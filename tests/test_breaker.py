@@ -1,0 +1,589 @@
+"""Tests of resile.breaker: the circuit breaker's states, rules, forms, and its use with @retry."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+
+from resile import (
+    CircuitBreaker,
+    CircuitOpen,
+    CircuitState,
+    Constant,
+    DeadlineExceeded,
+    Exponential,
+    after_attempts,
+    retry,
+)
+from resile.breaker import BreakerRecord, MemoryBreakerStorage
+from resile.testing import FakeClock, no_waits
+
+
+class Boom(Exception):
+    """The dependency failed."""
+
+
+@pytest.fixture
+def clock() -> Iterator[FakeClock]:
+    with no_waits() as fake:
+        yield fake
+
+
+def failing(breaker: CircuitBreaker, calls: list[int] | None = None) -> object:
+    """A sync dependency guarded by ``breaker`` that always raises Boom."""
+
+    @breaker
+    def dep() -> None:
+        if calls is not None:
+            calls.append(1)
+        raise Boom("down")
+
+    return dep
+
+
+def fail_times(breaker: CircuitBreaker, n: int) -> None:
+    dep = failing(breaker)
+    for _ in range(n):
+        with pytest.raises(Boom):
+            dep()  # type: ignore[operator]
+
+
+class TestValidation:
+    def test_threshold_below_one_is_rejected(self) -> None:
+        """A failure_threshold of 0 is refused, naming the field and the value."""
+        with pytest.raises(ValueError, match=r"failure_threshold must be an int >= 1, got 0"):
+            CircuitBreaker(failure_threshold=0)
+
+    def test_rate_outside_unit_interval_is_rejected(self) -> None:
+        """A failure_rate above 1 is refused."""
+        with pytest.raises(ValueError, match=r"failure_rate must be in \(0, 1\] or None, got 1.5"):
+            CircuitBreaker(failure_rate=1.5)
+
+    def test_no_rule_is_rejected(self) -> None:
+        """A breaker with neither rule could never open, so it is refused."""
+        with pytest.raises(ValueError, match="both None"):
+            CircuitBreaker(failure_threshold=None, failure_rate=None)
+
+    def test_bad_window_type_is_rejected(self) -> None:
+        """An unknown window_type is refused."""
+        with pytest.raises(ValueError, match=r"window_type must be .* got 'calls'"):
+            CircuitBreaker(window_type="calls")  # type: ignore[arg-type]
+
+    def test_count_window_must_be_an_int(self) -> None:
+        """A count-based window of 2.5 calls is refused."""
+        with pytest.raises(ValueError, match=r"window \(a number of calls\) must be an int"):
+            CircuitBreaker(failure_rate=0.5, window=2.5, window_type="count")
+
+    def test_zero_time_window_is_rejected(self) -> None:
+        """A time window of 0 seconds is refused."""
+        with pytest.raises(ValueError, match="window must be > 0 seconds"):
+            CircuitBreaker(window=0)
+
+    def test_recovery_must_be_a_backoff(self) -> None:
+        """recovery=30 (not a strategy) is refused with a TypeError."""
+        with pytest.raises(TypeError, match=r"recovery must be a resile\.backoff strategy, got 30"):
+            CircuitBreaker(recovery=30)  # type: ignore[arg-type]
+
+    def test_exclude_must_be_types_or_predicate(self) -> None:
+        """exclude='ValueError' (a string) is refused."""
+        with pytest.raises(TypeError, match="exclude must be"):
+            CircuitBreaker(exclude="ValueError")  # type: ignore[arg-type]
+
+    def test_listener_must_be_callable(self) -> None:
+        """A non-callable listener is refused."""
+        with pytest.raises(TypeError, match="listener must be callable"):
+            CircuitBreaker(listeners=[42])  # type: ignore[list-item]
+
+    def test_wrapping_a_non_callable_is_rejected(self) -> None:
+        """Decorating something that is not callable is refused."""
+        with pytest.raises(TypeError, match="expected a function"):
+            CircuitBreaker()(42)  # type: ignore[arg-type]
+
+
+class TestConsecutiveFailures:
+    def test_opens_after_threshold(self, clock: FakeClock) -> None:
+        """The third consecutive failure opens a breaker with failure_threshold=3."""
+        breaker = CircuitBreaker(failure_threshold=3)
+        fail_times(breaker, 2)
+        assert breaker.state is CircuitState.CLOSED
+        assert breaker.failure_count == 2
+        fail_times(breaker, 1)
+        assert breaker.state is CircuitState.OPEN
+
+    def test_success_resets_the_count(self, clock: FakeClock) -> None:
+        """A success between failures resets the consecutive count, so the circuit stays closed."""
+        breaker = CircuitBreaker(failure_threshold=3)
+        ok = breaker(lambda: "ok")
+        for _ in range(3):
+            fail_times(breaker, 2)
+            assert ok() == "ok"
+        assert breaker.state is CircuitState.CLOSED
+        assert breaker.failure_count == 0
+
+    def test_open_circuit_does_not_touch_the_dependency(self, clock: FakeClock) -> None:
+        """While open, calls raise CircuitOpen and the wrapped function is not called."""
+        breaker = CircuitBreaker(failure_threshold=2, recovery=Constant(30), name="db")
+        calls: list[int] = []
+        dep = failing(breaker, calls)
+        for _ in range(2):
+            with pytest.raises(Boom):
+                dep()  # type: ignore[operator]
+        with pytest.raises(CircuitOpen) as info:
+            dep()  # type: ignore[operator]
+        assert len(calls) == 2
+        assert info.value.name == "db"
+        assert info.value.retry_after == 30.0
+
+    def test_retry_after_counts_down(self, clock: FakeClock) -> None:
+        """CircuitOpen.retry_after is the time left until the next probe."""
+        breaker = CircuitBreaker(failure_threshold=1, recovery=Constant(30))
+        fail_times(breaker, 1)
+        clock.advance(12.5)
+        with pytest.raises(CircuitOpen) as info:
+            breaker.call(lambda: None)
+        assert info.value.retry_after == pytest.approx(17.5)
+        assert breaker.retry_after == pytest.approx(17.5)
+
+
+class TestRecovery:
+    def test_half_open_after_the_open_period(self, clock: FakeClock) -> None:
+        """Once recovery.delay(1) has passed, the circuit reads as half-open."""
+        breaker = CircuitBreaker(failure_threshold=1, recovery=Constant(10))
+        fail_times(breaker, 1)
+        clock.advance(9.99)
+        assert breaker.state is CircuitState.OPEN
+        clock.advance(0.01)
+        assert breaker.state is CircuitState.HALF_OPEN
+        assert breaker.retry_after == 0.0
+
+    def test_probe_success_closes(self, clock: FakeClock) -> None:
+        """A successful probe closes the circuit and forgets the openings."""
+        breaker = CircuitBreaker(failure_threshold=1, recovery=Constant(10))
+        fail_times(breaker, 1)
+        clock.advance(10)
+        assert breaker.call(lambda: 7) == 7
+        assert breaker.state is CircuitState.CLOSED
+        assert breaker.snapshot().opens == 0
+
+    def test_open_period_grows_with_reopenings(self, clock: FakeClock) -> None:
+        """Each failed probe re-opens for recovery.delay(k) with k = 1, 2, 3, ..."""
+        breaker = CircuitBreaker(
+            failure_threshold=1, recovery=Exponential(2, max_delay=5, jitter="none")
+        )
+        fail_times(breaker, 1)
+        periods = []
+        for _ in range(4):
+            periods.append(breaker.retry_after)
+            clock.advance(breaker.retry_after)
+            fail_times(breaker, 1)  # the probe fails
+        assert periods == [2.0, 4.0, 5.0, 5.0]
+
+    def test_openings_reset_after_closing(self, clock: FakeClock) -> None:
+        """After the circuit closes, the next opening uses recovery.delay(1) again."""
+        breaker = CircuitBreaker(failure_threshold=1, recovery=Exponential(2, jitter="none"))
+        fail_times(breaker, 1)
+        clock.advance(2)
+        fail_times(breaker, 1)
+        assert breaker.retry_after == 4.0
+        clock.advance(4)
+        breaker.call(lambda: None)
+        fail_times(breaker, 1)
+        assert breaker.retry_after == 2.0
+
+    def test_half_open_admits_only_max_calls(self, clock: FakeClock) -> None:
+        """With half_open_max_calls=2, a third concurrent call is refused; two successes close."""
+        breaker = CircuitBreaker(failure_threshold=1, recovery=Constant(5), half_open_max_calls=2)
+        fail_times(breaker, 1)
+        clock.advance(5)
+        with breaker:
+            with breaker:
+                with pytest.raises(CircuitOpen) as info:
+                    breaker.call(lambda: None)
+                assert info.value.retry_after == 5.0
+                assert breaker.state is CircuitState.HALF_OPEN
+            assert breaker.state is CircuitState.HALF_OPEN
+        assert breaker.state is CircuitState.CLOSED
+
+    def test_probe_failure_reopens_at_once(self, clock: FakeClock) -> None:
+        """One failed probe re-opens the circuit even when more probes are allowed."""
+        breaker = CircuitBreaker(failure_threshold=1, recovery=Constant(5), half_open_max_calls=3)
+        fail_times(breaker, 1)
+        clock.advance(5)
+        breaker.call(lambda: None)
+        fail_times(breaker, 1)
+        assert breaker.state is CircuitState.OPEN
+
+    def test_stale_call_does_not_count(self, clock: FakeClock) -> None:
+        """A call admitted while closed that fails after the circuit opened is ignored."""
+        breaker = CircuitBreaker(failure_threshold=1, recovery=Exponential(2, jitter="none"))
+        with pytest.raises(Boom), breaker:
+            breaker.trip()
+            raise Boom("late")
+        assert breaker.snapshot().opens == 1
+        assert breaker.retry_after == 2.0
+
+    def test_reset_and_trip(self, clock: FakeClock) -> None:
+        """trip() opens the circuit at once and reset() closes it."""
+        breaker = CircuitBreaker()
+        breaker.trip()
+        assert breaker.state is CircuitState.OPEN
+        breaker.reset()
+        assert breaker.state is CircuitState.CLOSED
+        assert breaker.call(lambda: 1) == 1
+
+
+class TestFailureRate:
+    def test_count_window_opens_at_rate(self, clock: FakeClock) -> None:
+        """Over the last 4 calls, 2 failures (50 %) open a breaker with failure_rate=0.5."""
+        breaker = CircuitBreaker(
+            failure_threshold=None,
+            failure_rate=0.5,
+            window=4,
+            window_type="count",
+            minimum_calls=4,
+        )
+        ok = breaker(lambda: None)
+        ok()
+        ok()
+        fail_times(breaker, 1)
+        assert breaker.state is CircuitState.CLOSED  # 3 calls < minimum_calls
+        fail_times(breaker, 1)
+        assert breaker.state is CircuitState.OPEN
+
+    def test_count_window_forgets_old_calls(self, clock: FakeClock) -> None:
+        """Failures older than the last ``window`` calls no longer count."""
+        breaker = CircuitBreaker(
+            failure_threshold=None, failure_rate=0.5, window=4, window_type="count", minimum_calls=4
+        )
+        ok = breaker(lambda: None)
+        fail_times(breaker, 1)
+        for _ in range(4):
+            ok()
+        fail_times(breaker, 1)  # window is now ok, ok, ok, fail: 25 %
+        assert breaker.state is CircuitState.CLOSED
+        assert breaker.snapshot().window == "0001"
+
+    def test_time_window_slides(self, clock: FakeClock) -> None:
+        """Failures that slid out of a 10 s window do not count toward the rate."""
+        breaker = CircuitBreaker(
+            failure_threshold=None, failure_rate=0.6, window=timedelta(seconds=10), minimum_calls=3
+        )
+        ok = breaker(lambda: None)
+        fail_times(breaker, 2)
+        clock.advance(11)
+        ok()
+        ok()
+        fail_times(breaker, 1)  # in the window: 2 ok, 1 failure
+        assert breaker.state is CircuitState.CLOSED
+        fail_times(breaker, 1)  # 2 ok, 2 failures: 50 % < 60 %
+        assert breaker.state is CircuitState.CLOSED
+        fail_times(breaker, 1)  # 2 ok, 3 failures: 60 %
+        assert breaker.state is CircuitState.OPEN
+
+    def test_either_rule_opens(self, clock: FakeClock) -> None:
+        """With both rules, the consecutive threshold opens before the rate applies."""
+        breaker = CircuitBreaker(failure_threshold=2, failure_rate=0.9, minimum_calls=100)
+        fail_times(breaker, 2)
+        assert breaker.state is CircuitState.OPEN
+
+
+class TestExclude:
+    def test_excluded_types_do_not_count(self, clock: FakeClock) -> None:
+        """An excluded exception propagates but never opens the circuit."""
+        breaker = CircuitBreaker(failure_threshold=1, exclude=KeyError)
+
+        @breaker
+        def lookup() -> None:
+            raise KeyError("missing")
+
+        for _ in range(3):
+            with pytest.raises(KeyError):
+                lookup()
+        assert breaker.state is CircuitState.CLOSED
+
+    def test_excluded_error_counts_as_success_for_a_probe(self, clock: FakeClock) -> None:
+        """A probe that raises an excluded error shows the dependency answered: it closes."""
+        breaker = CircuitBreaker(failure_threshold=1, exclude=lambda e: isinstance(e, KeyError))
+        fail_times(breaker, 1)
+        clock.advance(breaker.retry_after)
+        with pytest.raises(KeyError), breaker:
+            raise KeyError("missing")
+        assert breaker.state is CircuitState.CLOSED
+
+    def test_predicate_error_counts_as_failure(
+        self, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """An exclude predicate that raises is logged and the error counts as a failure."""
+
+        def bad(exc: BaseException) -> bool:
+            raise RuntimeError("bug")
+
+        breaker = CircuitBreaker(failure_threshold=1, exclude=bad)
+        with caplog.at_level(logging.ERROR, logger="resile"):
+            fail_times(breaker, 1)
+        assert breaker.state is CircuitState.OPEN
+        assert "exclude predicate raised" in caplog.text
+
+
+class TestListeners:
+    def test_every_transition_is_reported(self, clock: FakeClock) -> None:
+        """Listeners see closed->open->half_open->open->half_open->closed, in order."""
+        seen: list[tuple[str, str]] = []
+        breaker = CircuitBreaker(
+            failure_threshold=1,
+            recovery=Constant(1),
+            listeners=[lambda old, new: seen.append((old.value, new.value))],
+        )
+        fail_times(breaker, 1)
+        clock.advance(1)
+        fail_times(breaker, 1)
+        clock.advance(1)
+        breaker.call(lambda: None)
+        assert seen == [
+            ("closed", "open"),
+            ("open", "half_open"),
+            ("half_open", "open"),
+            ("open", "half_open"),
+            ("half_open", "closed"),
+        ]
+
+    def test_listener_error_is_logged_and_ignored(
+        self, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A listener that raises does not break the call or the other listeners."""
+        seen: list[CircuitState] = []
+
+        def broken(old: CircuitState, new: CircuitState) -> None:
+            raise RuntimeError("listener bug")
+
+        breaker = CircuitBreaker(failure_threshold=1, listeners=[broken])
+        breaker.add_listener(lambda old, new: seen.append(new))
+        with caplog.at_level(logging.ERROR, logger="resile"):
+            fail_times(breaker, 1)
+        assert seen == [CircuitState.OPEN]
+        assert "listener" in caplog.text
+
+    def test_remove_listener(self, clock: FakeClock) -> None:
+        """A removed listener is no longer called."""
+        seen: list[CircuitState] = []
+
+        def listener(old: CircuitState, new: CircuitState) -> None:
+            seen.append(new)
+
+        breaker = CircuitBreaker(failure_threshold=1)
+        breaker.add_listener(listener)
+        breaker.remove_listener(listener)
+        fail_times(breaker, 1)
+        assert seen == []
+
+
+class TestForms:
+    def test_decorator_keeps_metadata(self) -> None:
+        """The decorator keeps the name and docstring and exposes the breaker."""
+        breaker = CircuitBreaker()
+
+        @breaker
+        def fetch(url: str) -> str:
+            """Fetch a URL."""
+            return url
+
+        assert fetch.__name__ == "fetch"
+        assert fetch.__doc__ == "Fetch a URL."
+        assert fetch.breaker is breaker  # type: ignore[attr-defined]
+        assert fetch("x") == "x"
+
+    def test_context_manager_counts_failures(self, clock: FakeClock) -> None:
+        """``with breaker:`` counts an exception in the block as a failure and re-raises it."""
+        breaker = CircuitBreaker(failure_threshold=2)
+        for _ in range(2):
+            with pytest.raises(Boom), breaker:
+                raise Boom("x")
+        assert breaker.state is CircuitState.OPEN
+        ran = []
+        with pytest.raises(CircuitOpen), breaker:
+            ran.append(1)
+        assert ran == []
+
+    @pytest.mark.anyio
+    async def test_async_decorator(self, clock: FakeClock) -> None:
+        """An async function is guarded: failures open the circuit, then calls are refused."""
+        breaker = CircuitBreaker(failure_threshold=2)
+        calls = []
+
+        @breaker
+        async def dep() -> None:
+            calls.append(1)
+            raise Boom("down")
+
+        for _ in range(2):
+            with pytest.raises(Boom):
+                await dep()
+        with pytest.raises(CircuitOpen):
+            await dep()
+        assert len(calls) == 2
+
+    @pytest.mark.anyio
+    async def test_async_context_manager(self, clock: FakeClock) -> None:
+        """``async with breaker:`` guards a block; a success closes a half-open circuit."""
+        breaker = CircuitBreaker(failure_threshold=1, recovery=Constant(3))
+        with pytest.raises(Boom):
+            async with breaker:
+                raise Boom("x")
+        clock.advance(3)
+        async with breaker:
+            pass
+        assert breaker.state is CircuitState.CLOSED
+
+    def test_interrupt_gives_the_probe_slot_back(self, clock: FakeClock) -> None:
+        """A probe ended by a BaseException (cancellation) counts as nothing; its slot is free again."""
+        breaker = CircuitBreaker(failure_threshold=1, recovery=Constant(3))
+        fail_times(breaker, 1)
+        clock.advance(3)
+        with pytest.raises(KeyboardInterrupt), breaker:
+            raise KeyboardInterrupt
+        assert breaker.state is CircuitState.HALF_OPEN
+        assert breaker.call(lambda: "probe") == "probe"
+        assert breaker.state is CircuitState.CLOSED
+
+
+class TestThreads:
+    def test_one_probe_among_many_threads(self, clock: FakeClock) -> None:
+        """Sixteen threads race a half-open circuit: exactly one probe reaches the dependency."""
+        breaker = CircuitBreaker(failure_threshold=1, recovery=Constant(1))
+        fail_times(breaker, 1)
+        clock.advance(1)
+        release = threading.Event()
+        refused = []
+        calls = []
+        lock = threading.Lock()
+
+        @breaker
+        def probe() -> None:
+            calls.append(1)
+            assert release.wait(10)
+
+        def worker() -> None:
+            try:
+                probe()
+            except CircuitOpen:
+                with lock:
+                    refused.append(1)
+                    if len(refused) == 15:
+                        release.set()
+
+        threads = [threading.Thread(target=worker) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert len(calls) == 1
+        assert len(refused) == 15
+        assert breaker.state is CircuitState.CLOSED
+
+    def test_counts_are_exact_under_contention(self, clock: FakeClock) -> None:
+        """Eight threads x 250 calls into a count window lose no outcome."""
+        breaker = CircuitBreaker(
+            failure_threshold=None, failure_rate=1.0, window=5000, window_type="count"
+        )
+        ok = breaker(lambda: None)
+
+        def worker() -> None:
+            for _ in range(250):
+                ok()
+
+        threads = [threading.Thread(target=worker) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert breaker.snapshot().window == "0" * 2000
+
+
+class TestWithRetry:
+    def test_retry_waits_for_the_probe_when_it_fits(self, clock: FakeClock) -> None:
+        """@retry outside @breaker waits exactly retry_after, then the probe succeeds."""
+        breaker = CircuitBreaker(failure_threshold=2, recovery=Constant(10))
+        outcomes = [Boom("a"), Boom("b"), "ok"]
+        calls = []
+
+        @retry(backoff=Constant(0), stop=after_attempts(10), timeout=60)
+        @breaker
+        def dep() -> str:
+            calls.append(clock.now)
+            outcome = outcomes.pop(0)
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
+
+        assert dep() == "ok"
+        # two failures open the circuit; the third attempt is refused without a call and the
+        # engine waits the probe time, once.
+        assert clock.sleeps == [10.0]
+        assert calls == [1000.0, 1000.0, 1010.0]
+
+    def test_retry_gives_up_at_once_when_the_probe_is_past_the_deadline(
+        self, clock: FakeClock
+    ) -> None:
+        """When retry_after does not fit the deadline, @retry raises CircuitOpen without waiting."""
+        breaker = CircuitBreaker(failure_threshold=2, recovery=Constant(10))
+        calls = []
+
+        @retry(backoff=Constant(0), stop=after_attempts(10), timeout=5)
+        @breaker
+        def dep() -> None:
+            calls.append(1)
+            raise Boom("down")
+
+        with pytest.raises(CircuitOpen) as info:
+            dep()
+        assert clock.sleeps == []
+        assert len(calls) == 2
+        assert info.value.retry_after == 10.0
+
+    @pytest.mark.anyio
+    async def test_async_retry_waits_for_the_probe(self, clock: FakeClock) -> None:
+        """The async engine also waits the probe time: the wait equals retry_after."""
+        breaker = CircuitBreaker(failure_threshold=1, recovery=Constant(7))
+        outcomes: list[object] = [Boom("a"), "ok"]
+
+        @retry(backoff=Constant(0), stop=after_attempts(5))
+        @breaker
+        async def dep() -> object:
+            outcome = outcomes.pop(0)
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
+
+        assert await dep() == "ok"
+        assert clock.sleeps == [7.0]
+
+    def test_deadline_error_is_a_failure(self, clock: FakeClock) -> None:
+        """A DeadlineExceeded raised inside the breaker counts as a failure (a timeout is one)."""
+        breaker = CircuitBreaker(failure_threshold=1)
+        with pytest.raises(DeadlineExceeded), breaker:
+            raise DeadlineExceeded("slow")
+        assert breaker.state is CircuitState.OPEN
+
+
+class TestRecord:
+    def test_round_trip(self) -> None:
+        """A record survives to_dict/from_dict unchanged."""
+        rec = BreakerRecord()
+        rec.state = CircuitState.HALF_OPEN
+        rec.opens = 3
+        rec.window = [[5, 2, 1]]
+        again = BreakerRecord.from_dict(rec.to_dict())
+        assert again.to_dict() == rec.to_dict()
+
+    def test_bad_record_is_rejected(self) -> None:
+        """A record with an unknown state is refused, naming the record."""
+        with pytest.raises(ValueError, match="bad record"):
+            BreakerRecord.from_dict({"state": "melted"})
+
+    def test_memory_storage_is_the_default(self) -> None:
+        """Without storage=, the state lives in a MemoryBreakerStorage."""
+        assert isinstance(CircuitBreaker().storage, MemoryBreakerStorage)
