@@ -231,6 +231,13 @@ class Retrying:
             raise TypeError(
                 f"Retrying: on must be an exception type, a tuple of them or a predicate, got {on!r}"
             )
+        for t in self._catch:
+            if not issubclass(t, Exception):
+                # Retrying these would swallow Ctrl-C, sys.exit() and task cancellation.
+                raise TypeError(
+                    f"Retrying: on must name Exception subclasses, got {t.__name__} in {on!r}; "
+                    "KeyboardInterrupt, SystemExit and cancellation are never retried"
+                )
         if _is_exc_type(permanent_on):
             permanent_on = (permanent_on,)  # type: ignore[assignment]
         if not isinstance(permanent_on, tuple) or not all(_is_exc_type(t) for t in permanent_on):
@@ -274,7 +281,7 @@ class Retrying:
         self.async_sleep = async_sleep
         self.statistics = RetryStatistics()
         # Read the clock at the start only when something will look at the elapsed time.
-        self._timed = bool(stop.needs_clock or on_retry or on_giveup or fallback)
+        self._timed = bool(stop.needs_clock or on_retry or on_giveup or on_success or fallback)
         self._cap = math.inf if backoff.max_delay is None else backoff.max_delay
 
     def copy(self, **changes: Any) -> Retrying:
@@ -623,8 +630,8 @@ class _Call:
                 self.reason = "permanent"
                 return None
             if p._predicate is not None and not p._predicate(exc):
-                self.reason = "permanent"
-                return None
+                # Not retryable: propagate untouched, as a type missing from ``on`` does.
+                raise exc
         retry_after = getattr(exc, "retry_after", None) if exc is not None else None
         if isinstance(retry_after, (int, float)) and retry_after >= 0:
             # An open circuit says when it lets a probe through: waiting less only fails again.
