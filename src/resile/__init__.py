@@ -23,9 +23,11 @@ from resile.errors import (
     RetryError,
 )
 from resile.executor import BackoffExecutor
+from resile.hedge import hedge
 from resile.periodic import Periodic, repeat_every
 from resile.retry import AttemptManager, Retrying, RetryState, RetryStatistics, retry
 from resile.stop import Stop, after_attempts, after_elapsed, at_deadline, never
+from resile.throttle import AdaptiveThrottle, Throttled
 
 __version__ = "0.1.0"
 
@@ -33,6 +35,7 @@ __version__ = "0.1.0"
 logging.getLogger("resile").addHandler(logging.NullHandler())
 
 __all__ = [
+    "AdaptiveThrottle",
     "AttemptManager",
     "Backoff",
     "BackoffExecutor",
@@ -55,6 +58,7 @@ __all__ = [
     "RetryStatistics",
     "Retrying",
     "Stop",
+    "Throttled",
     "__version__",
     "after_attempts",
     "after_elapsed",
@@ -62,6 +66,7 @@ __all__ = [
     "check",
     "current_deadline",
     "deadline",
+    "hedge",
     "never",
     "presets",
     "remaining",
