@@ -219,7 +219,9 @@ class Periodic:
         max_repetitions: end the loop after this many runs (failed ones
             count); ``None`` for no end.
         on_exception: called with the exception of a failed run; sync or
-            async. Its own errors are logged and ignored.
+            async (in the async colour a sync handler runs in a worker
+            thread, as the function does). Its own errors are logged and
+            ignored.
         logger: where failures are logged (ERROR, with the traceback).
             Default: the ``"resile"`` logger.
         jitter: add a uniform random delay in ``[0, jitter]`` seconds to every
@@ -294,7 +296,6 @@ class Periodic:
         self.name = name or getattr(fn, "__qualname__", None) or repr(fn)
         self.statistics = PeriodicStatistics()
         self.error: BaseException | None = None
-        self._is_async = inspect.iscoroutinefunction(fn)
         self._schedule = _Schedule(self.interval, self.jitter, backoff, random.Random(seed))
         self._running = False
         self._stop_requested = False
@@ -384,6 +385,7 @@ class Periodic:
         self._owner_thread = threading.get_ident()
         self._wake.clear()
         self._done_thread.clear()
+        self._done_async = None
 
     def _end(self) -> None:
         self.statistics.next_run_at = None
@@ -424,14 +426,12 @@ class Periodic:
                     await self._wait_async(lib, arg)
                 elif kind == _RUN:
                     try:
-                        await self._call_async(lib)
+                        await self._call_async(lib, self.fn)
                     except Exception as exc:
                         reply = exc
                 else:
                     try:
-                        outcome = self.on_exception(arg)  # type: ignore[misc]
-                        if inspect.isawaitable(outcome):
-                            await outcome
+                        await self._call_async(lib, self.on_exception, arg)  # type: ignore[arg-type]
                     except Exception:
                         self._hook_failed()
         finally:
@@ -440,15 +440,17 @@ class Periodic:
             self._scope = None
             self._end()
 
-    async def _call_async(self, lib: str | None) -> None:
-        if self._is_async:
-            result = self.fn()
+    @staticmethod
+    async def _call_async(lib: str | None, fn: Callable[..., Any], *args: Any) -> None:
+        """Await an async callable; run a sync one in a worker thread, off the event loop."""
+        if inspect.iscoroutinefunction(fn):
+            result = fn(*args)
         elif lib == "trio":
             import trio
 
-            result = await trio.to_thread.run_sync(self.fn)
+            result = await trio.to_thread.run_sync(fn, *args)
         else:
-            result = await asyncio.to_thread(self.fn)
+            result = await asyncio.to_thread(fn, *args)
         if inspect.isawaitable(result):
             await result
 
@@ -711,6 +713,10 @@ class _Join:
         return p._join_async().__await__()
 
 
+def _nothing() -> None:
+    return None
+
+
 async def _ready(value: Any) -> Any:
     return value
 
@@ -739,8 +745,11 @@ class RepeatedFunction(Generic[P]):
     builds one without starting it. Each call starts a new loop.
     """
 
+    # Copied from the function by functools.update_wrapper.
+    __name__: str
+    __qualname__: str
+
     def __init__(self, fn: Callable[P, Any], options: dict[str, Any]) -> None:
-        Periodic(fn, **options)  # validate the options now, at decoration time
         self.__wrapped__ = fn
         self._options = options
         functools.update_wrapper(self, fn)
@@ -784,7 +793,7 @@ def repeat_every(
         cache_cleanup_task()         # in sync code: starts a daemon thread
 
     The arguments are those of ``Periodic`` (see there for each); they are
-    checked here, at decoration time.
+    checked here, before any function is decorated.
 
     Raises:
         TypeError, ValueError: a bad argument, named in the message.
@@ -802,6 +811,7 @@ def repeat_every(
     }
     if name is not None:
         options["name"] = name
+    Periodic(_nothing, **options)  # check the options now, where the mistake is
 
     def decorate(fn: Callable[P, Any]) -> RepeatedFunction[P]:
         return RepeatedFunction(fn, options)
