@@ -491,30 +491,11 @@ class Retrying:
                 self._succeeded_sync(call)
                 return
 
-    async def _async_steps(self, call: _Call) -> AsyncIterator[AttemptManager]:
-        while True:
-            if call.pending:
-                delay = call.failed()
-                if delay is None:
-                    if self.on_giveup is not None:
-                        await _emit_async(self.on_giveup, call.state(call.next_delay))
-                    call.give_up()
-                    return
-                if self.on_retry is not None:
-                    await _emit_async(self.on_retry, call.state(delay))
-                if delay > 0.0:
-                    await (self.async_sleep or _time.clock.async_sleep)(delay)
-                    self.statistics.waited += delay
-                self.statistics.retries += 1
-            attempt = AttemptManager(call)
-            yield attempt
-            if not call.pending:
-                if self.budget is not None:
-                    self.budget.record_success()
-                if self.on_success is not None:
-                    await _emit_async(self.on_success, call.state(0.0, succeeded=True))
-                call.value = call.result
-                return
+    def _async_steps(self, call: _Call) -> AsyncIterator[AttemptManager]:
+        # An iterator object, not an async generator: trio warns (ResourceWarning) about
+        # every async generator collected unexhausted, i.e. whenever a non-retryable
+        # exception or a ``return`` leaves the ``async for`` early.
+        return _AsyncSteps(self, call)
 
     def _succeeded_sync(self, call: _Call) -> None:
         if self.budget is not None:
@@ -566,6 +547,50 @@ class AttemptManager:
 
     def __repr__(self) -> str:
         return f"<AttemptManager number={self.number}>"
+
+
+class _AsyncSteps:
+    """The async attempt loop (the twin of ``Retrying._sync_steps``), as an iterator object."""
+
+    __slots__ = ("_call", "_done", "_policy", "_started")
+
+    def __init__(self, policy: Retrying, call: _Call) -> None:
+        self._policy = policy
+        self._call = call
+        self._started = False  # an attempt has been handed out
+        self._done = False
+
+    def __aiter__(self) -> _AsyncSteps:
+        return self
+
+    async def __anext__(self) -> AttemptManager:
+        p, call = self._policy, self._call
+        if self._done:
+            raise StopAsyncIteration
+        if self._started and not call.pending:
+            self._done = True
+            if p.budget is not None:
+                p.budget.record_success()
+            if p.on_success is not None:
+                await _emit_async(p.on_success, call.state(0.0, succeeded=True))
+            call.value = call.result
+            raise StopAsyncIteration
+        self._started = True
+        if call.pending:
+            delay = call.failed()
+            if delay is None:
+                self._done = True
+                if p.on_giveup is not None:
+                    await _emit_async(p.on_giveup, call.state(call.next_delay))
+                call.give_up()
+                raise StopAsyncIteration
+            if p.on_retry is not None:
+                await _emit_async(p.on_retry, call.state(delay))
+            if delay > 0.0:
+                await (p.async_sleep or _time.clock.async_sleep)(delay)
+                p.statistics.waited += delay
+            p.statistics.retries += 1
+        return AttemptManager(call)
 
 
 class _Call:
