@@ -25,7 +25,8 @@ from resile.backoff import Constant, Linear
 from resile.periodic import Periodic, PeriodicStatistics, RepeatedFunction, repeat_every
 from resile.testing import FakeClock, no_waits
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "periodic_fastapi.py"
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+EXAMPLE = DOCS / "examples" / "periodic_fastapi.py"
 BOUND = 10.0  # seconds: the most any real wait in these tests may take
 
 
@@ -847,3 +848,10 @@ class TestExample:
         assert done.returncode == 0, done.stderr
         assert "failures=2" in done.stdout
         assert "cleanup loop running after shutdown: False" in done.stdout
+
+    def test_docs_page_carries_the_example(self) -> None:
+        """docs/periodic.md shows the example script exactly as the file that the test runs."""
+        page = (DOCS / "periodic.md").read_text()
+        after = page.split("<!-- example: docs/examples/periodic_fastapi.py", 1)[1]
+        block = after.split("```python\n", 1)[1].rsplit("```", 1)[0]
+        assert block == EXAMPLE.read_text()
