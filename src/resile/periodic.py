@@ -298,6 +298,7 @@ class Periodic:
         self.error: BaseException | None = None
         self._schedule = _Schedule(self.interval, self.jitter, backoff, random.Random(seed))
         self._running = False
+        self._start_lock = threading.Lock()
         self._stop_requested = False
         self._mode: str | None = None  # "asyncio", "trio" or "thread" while (or since) running
         # Who runs the loop, to know when stop() is called from inside it.
@@ -376,9 +377,10 @@ class Periodic:
             stats.skipped += skipped
 
     def _begin(self, mode: str) -> None:
-        if self._running:
-            raise RuntimeError(f"Periodic {self.name!r} is already running; stop() it first")
-        self._running = True
+        with self._start_lock:  # two threads calling start() at once: one wins
+            if self._running:
+                raise RuntimeError(f"Periodic {self.name!r} is already running; stop() it first")
+            self._running = True
         self._stop_requested = False
         self.error = None
         self._mode = mode
