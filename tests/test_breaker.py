@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
-from collections.abc import Iterator
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -19,7 +23,7 @@ from resile import (
     after_attempts,
     retry,
 )
-from resile.breaker import BreakerRecord, MemoryBreakerStorage
+from resile.breaker import BreakerRecord, MemoryBreakerStorage, RedisBreakerStorage
 from resile.testing import FakeClock, no_waits
 
 
@@ -587,3 +591,143 @@ class TestRecord:
     def test_memory_storage_is_the_default(self) -> None:
         """Without storage=, the state lives in a MemoryBreakerStorage."""
         assert isinstance(CircuitBreaker().storage, MemoryBreakerStorage)
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[Any]:
+    redis = pytest.importorskip("redis")
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def redis_key(redis_client: Any) -> Iterator[str]:
+    key = f"resile:test:breaker:{uuid.uuid4().hex}"
+    yield key
+    redis_client.delete(key)
+
+
+class TestRedisStorage:
+    @pytest.fixture
+    def pair(
+        self, redis_url: str, redis_key: str, clock: FakeClock
+    ) -> Iterator[Callable[..., tuple[CircuitBreaker, CircuitBreaker]]]:
+        """Make two breakers with their own connections (two "processes") on one key."""
+        import redis
+
+        clients: list[Any] = []
+
+        def make(**options: Any) -> tuple[CircuitBreaker, CircuitBreaker]:
+            made = []
+            for _ in range(2):
+                client = redis.Redis.from_url(redis_url)
+                clients.append(client)
+                storage = RedisBreakerStorage(client, redis_key, clock=clock.monotonic)
+                made.append(CircuitBreaker(storage=storage, **options))
+            return made[0], made[1]
+
+        yield make
+        for client in clients:
+            client.close()
+
+    def test_failures_through_one_open_the_other(
+        self, pair: Callable[..., tuple[CircuitBreaker, CircuitBreaker]]
+    ) -> None:
+        """Three failures through breaker A open breaker B, which then refuses without calling."""
+        a, b = pair(failure_threshold=3, recovery=Constant(20))
+        seen: list[tuple[CircuitState, CircuitState]] = []
+        b.add_listener(lambda old, new: seen.append((old, new)))
+        assert b.state is CircuitState.CLOSED
+        fail_times(a, 3)
+        calls: list[int] = []
+        with pytest.raises(CircuitOpen) as info:
+            failing(b, calls)()  # type: ignore[operator]
+        assert calls == []
+        assert info.value.retry_after == 20.0
+        assert seen == [(CircuitState.CLOSED, CircuitState.OPEN)]
+
+    def test_probe_through_one_closes_both(
+        self, pair: Callable[..., tuple[CircuitBreaker, CircuitBreaker]], clock: FakeClock
+    ) -> None:
+        """After the open period, a probe through B closes the circuit for A too."""
+        a, b = pair(failure_threshold=1, recovery=Constant(5))
+        fail_times(a, 1)
+        clock.advance(5)
+        assert b.call(lambda: "up") == "up"
+        assert a.state is CircuitState.CLOSED
+        assert a.call(lambda: 1) == 1
+
+    def test_one_probe_across_processes(
+        self, pair: Callable[..., tuple[CircuitBreaker, CircuitBreaker]], clock: FakeClock
+    ) -> None:
+        """While B's probe runs, A is refused: the half-open slot is shared."""
+        a, b = pair(failure_threshold=1, recovery=Constant(5))
+        fail_times(a, 1)
+        clock.advance(5)
+        with b, pytest.raises(CircuitOpen):
+            a.call(lambda: None)
+        assert a.state is CircuitState.CLOSED
+
+    def test_no_update_is_lost_under_contention(
+        self, redis_url: str, redis_key: str, clock: FakeClock
+    ) -> None:
+        """Four threads, each with its own breaker and connection, record 4 x 50 outcomes exactly."""
+        import redis
+
+        clients = [redis.Redis.from_url(redis_url) for _ in range(4)]
+        breakers = [
+            CircuitBreaker(
+                failure_threshold=None,
+                failure_rate=1.0,
+                window=1000,
+                window_type="count",
+                storage=RedisBreakerStorage(c, redis_key, clock=clock.monotonic),
+            )
+            for c in clients
+        ]
+
+        def worker(breaker: CircuitBreaker) -> None:
+            ok = breaker(lambda: None)
+            for _ in range(50):
+                ok()
+
+        threads = [threading.Thread(target=worker, args=(br,)) for br in breakers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert breakers[0].snapshot().window == "0" * 200
+        for c in clients:
+            c.close()
+
+    def test_wall_clock_by_default(self, redis_client: Any, redis_key: str) -> None:
+        """Without a clock, open_until is wall-clock time, so every machine reads the same instant."""
+        before = time.time()
+        breaker = CircuitBreaker(
+            failure_threshold=1,
+            recovery=Constant(30),
+            storage=RedisBreakerStorage(redis_client, redis_key),
+        )
+        fail_times(breaker, 1)
+        rec = breaker.snapshot()
+        assert before + 30 <= rec.open_until <= time.time() + 30
+        assert 29 < breaker.retry_after <= 30
+
+    def test_record_is_json_in_redis(
+        self, redis_client: Any, redis_key: str, clock: FakeClock
+    ) -> None:
+        """The stored value is the record as JSON, readable by any tool."""
+        breaker = CircuitBreaker(
+            failure_threshold=1,
+            storage=RedisBreakerStorage(redis_client, redis_key, clock=clock.monotonic),
+        )
+        fail_times(breaker, 1)
+        stored = json.loads(redis_client.get(redis_key))
+        assert stored["state"] == "open"
+        assert stored["opens"] == 1
+
+    def test_bad_key_is_rejected(self) -> None:
+        """An empty key is refused, naming the field."""
+        with pytest.raises(TypeError, match="key must be a non-empty string"):
+            RedisBreakerStorage(object(), "")
