@@ -93,7 +93,9 @@ class BackoffExecutor:
         self._running = False
         self._cancel_requested = False
         self._wake_sync = threading.Event()
-        self._wake_async: asyncio.Event | None = None
+        # The async wait's wake-up: an asyncio.Event or a trio.Event, and a thread-safe setter.
+        self._wake_async: Any = None
+        self._wake_set: Callable[[], object] | None = None
 
     @property
     def running(self) -> bool:
@@ -107,11 +109,10 @@ class BackoffExecutor:
         """
         self._cancel_requested = True
         self._wake_sync.set()
-        wake = self._wake_async
-        if wake is not None:
-            loop = getattr(wake, "_resile_loop", None)
-            if loop is not None and not loop.is_closed():
-                loop.call_soon_threadsafe(wake.set)
+        wake_set = self._wake_set
+        if wake_set is not None:
+            with contextlib.suppress(RuntimeError):  # the loop or trio run has just ended
+                wake_set()
 
     def _stop(self) -> Stop:
         return never if self.max_retry == -1 else after_attempts(self.max_retry + 1)
@@ -121,8 +122,14 @@ class BackoffExecutor:
         if wake is None or _time.clock is not _time.SYSTEM:
             await _time.clock.async_sleep(seconds)
             return
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(wake.wait(), seconds)
+        if isinstance(wake, asyncio.Event):
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(wake.wait(), seconds)
+            return
+        import trio
+
+        with trio.move_on_after(seconds):
+            await wake.wait()
 
     def _sync_sleep(self, seconds: float) -> None:
         if _time.clock is not _time.SYSTEM:
@@ -144,12 +151,18 @@ class BackoffExecutor:
         try:
             self._running = True
             self._cancel_requested = False
-            try:
-                asyncio.get_running_loop()
-                self._wake_async = asyncio.Event()
-                self._wake_async._resile_loop = asyncio.get_running_loop()  # type: ignore[attr-defined]
-            except RuntimeError:  # trio: waits are not cut short by cancel()
-                self._wake_async = None
+            if _time.current_async_library() == "trio":
+                import trio
+
+                trio_wake = trio.Event()
+                token = trio.lowlevel.current_trio_token()
+                self._wake_async = trio_wake
+                self._wake_set = lambda: token.run_sync_soon(trio_wake.set)
+            else:
+                loop = asyncio.get_running_loop()
+                asyncio_wake = asyncio.Event()
+                self._wake_async = asyncio_wake
+                self._wake_set = lambda: loop.call_soon_threadsafe(asyncio_wake.set)
 
             async def failed(state: RetryState) -> None:
                 if on_fail is not None:
@@ -191,6 +204,7 @@ class BackoffExecutor:
         finally:
             self._running = False
             self._wake_async = None
+            self._wake_set = None
             self._lock.release()
 
     def execute_sync(
