@@ -25,6 +25,7 @@ from resile.errors import (
 from resile.executor import BackoffExecutor
 from resile.hedge import hedge
 from resile.periodic import Periodic, repeat_every
+from resile.queue import Queue, Store, Task, TaskContext, TaskStatus, connect
 from resile.retry import AttemptManager, Retrying, RetryState, RetryStatistics, retry
 from resile.stop import Stop, after_attempts, after_elapsed, at_deadline, never
 from resile.throttle import AdaptiveThrottle, Throttled
@@ -50,6 +51,7 @@ __all__ = [
     "Linear",
     "Periodic",
     "Permanent",
+    "Queue",
     "ResileError",
     "RetryAfter",
     "RetryBudget",
@@ -58,12 +60,17 @@ __all__ = [
     "RetryStatistics",
     "Retrying",
     "Stop",
+    "Store",
+    "Task",
+    "TaskContext",
+    "TaskStatus",
     "Throttled",
     "__version__",
     "after_attempts",
     "after_elapsed",
     "at_deadline",
     "check",
+    "connect",
     "current_deadline",
     "deadline",
     "hedge",

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from resile.queue._names import Outcome, TaskStatus
+from resile.queue.api import Queue, TaskFunction, connect
 from resile.queue.context import TaskContext
 from resile.queue.store import Store, open_store, register_store
 from resile.queue.task import Attempt, Task, TaskError, TaskSpec
@@ -13,12 +14,15 @@ from resile.queue.task import Attempt, Task, TaskError, TaskSpec
 __all__ = [
     "Attempt",
     "Outcome",
+    "Queue",
     "Store",
     "Task",
     "TaskContext",
     "TaskError",
+    "TaskFunction",
     "TaskSpec",
     "TaskStatus",
+    "connect",
     "open_store",
     "register_store",
 ]

@@ -1,0 +1,200 @@
+"""What only the SQLite store does: WAL, locks, corrupt rows, forks, URLs."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from resile.queue import TaskSpec, TaskStatus
+from resile.queue._names import META_TABLE, TASKS_TABLE
+from resile.queue.store.sqlite import SQLiteStore
+
+from .conftest import T0
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> str:
+    return str(tmp_path / "tasks.db")
+
+
+def raw(path: str) -> sqlite3.Connection:
+    return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+
+
+class TestSetup:
+    def test_wal_and_schema(self, path: str) -> None:
+        """A file store runs in WAL mode and records its schema version."""
+        with SQLiteStore(path):
+            c = raw(path)
+            assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            version = c.execute(f"SELECT value FROM {META_TABLE}").fetchone()[0]
+            assert version == "1"
+            c.close()
+
+    def test_reopen_keeps_tasks(self, path: str) -> None:
+        """Tasks survive closing and reopening the file."""
+        with SQLiteStore(path) as s:
+            s.create(TaskSpec("h", {"a": 1}, id="x"), now=T0)
+        with SQLiteStore(path) as s:
+            t = s.get("x")
+            assert t is not None and t.params == {"a": 1}
+
+    def test_newer_schema_is_refused(self, path: str) -> None:
+        """A file written by a newer resile is not touched."""
+        SQLiteStore(path).close()
+        c = raw(path)
+        c.execute(f"UPDATE {META_TABLE} SET value = '99'")
+        c.close()
+        with pytest.raises(RuntimeError, match="newer"):
+            SQLiteStore(path)
+
+    def test_not_a_database(self, path: str) -> None:
+        """A file that is not SQLite fails with sqlite3.DatabaseError."""
+        Path(path).write_bytes(b"definitely not sqlite" * 100)
+        with pytest.raises(sqlite3.DatabaseError):
+            SQLiteStore(path)
+
+    def test_closed_store(self) -> None:
+        """A closed store refuses calls clearly; close is idempotent."""
+        s = SQLiteStore()
+        s.close()
+        s.close()
+        with pytest.raises(RuntimeError, match="closed"):
+            s.get("x")
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [{"busy_timeout": -1}, {"lock_timeout": float("nan")}, {"synchronous": "sometimes"}],
+    )
+    def test_bad_options(self, kwargs: dict[str, object]) -> None:
+        """Bad options fail naming the option."""
+        with pytest.raises(ValueError, match=next(iter(kwargs))):
+            SQLiteStore(":memory:", **kwargs)  # type: ignore[arg-type]
+
+    def test_url_forms(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """sqlite:///relative, sqlite:////absolute and sqlite:///:memory: all open."""
+        monkeypatch.chdir(tmp_path)
+        with SQLiteStore.from_url("sqlite:///rel.db") as s:
+            assert s.path == "rel.db"
+        assert (tmp_path / "rel.db").exists()
+        absolute = tmp_path / "abs.db"
+        with SQLiteStore.from_url(f"sqlite:///{absolute}") as s:
+            assert s.path == str(absolute)
+        with SQLiteStore.from_url("sqlite:///:memory:") as s:
+            assert s.memory
+        with pytest.raises(ValueError, match="names no file"):
+            SQLiteStore.from_url("sqlite:///")
+
+
+class TestCorruptRows:
+    def _corrupt(self, path: str, task_id: str, column: str, value: str) -> None:
+        c = raw(path)
+        c.execute(f"UPDATE {TASKS_TABLE} SET {column} = ? WHERE id = ?", (value, task_id))
+        c.close()
+
+    @pytest.mark.parametrize(
+        ("column", "value"),
+        [("params", "{not json"), ("params", "[1, 2]"), ("history", "{{"), ("resources", '"x"')],
+    )
+    def test_lease_fails_the_corrupt_task_and_goes_on(
+        self, path: str, column: str, value: str
+    ) -> None:
+        """A task with an unreadable column goes to FAILED with the reason; lease takes the next."""
+        with SQLiteStore(path) as s:
+            s.create(TaskSpec("h", {"a": 1}, id="bad"), now=T0)
+            s.create(TaskSpec("h", {"a": 2}, id="good"), now=T0)
+            self._corrupt(path, "bad", column, value)
+            got = s.lease("default", "w", limit=5, now=T0)
+            assert [t.id for t in got] == ["good"]
+            bad = s.get("bad")  # readable again, with defaults for the broken column
+            assert bad is not None and bad.status is TaskStatus.FAILED
+            assert bad.last_error is not None and bad.last_error.type == "CorruptTask"
+            assert repr(column) in bad.last_error.message
+            c = raw(path)
+            kept = c.execute(
+                f"SELECT {column} FROM {TASKS_TABLE} WHERE id = 'bad'"
+            ).fetchone()[0]
+            c.close()
+            assert kept == value  # nothing stored is thrown away
+            assert s.list(status="FAILED")[0].id == "bad"
+
+    def test_corrupt_backoff_dead_letters_on_failure(self, path: str) -> None:
+        """A failure of a task whose stored policy is unusable dead-letters it with the reason."""
+        with SQLiteStore(path) as s:
+            s.create(TaskSpec("h", id="a", max_retries=5), now=T0)
+            self._corrupt(path, "a", "backoff", json.dumps({"type": "wobbly"}))
+            s.lease("default", "w", now=T0)
+            t = s.fail("a", "w", RuntimeError("boom"), now=T0)
+            assert t is not None and t.status is TaskStatus.FAILED
+            assert t.last_error is not None and "backoff policy is unusable" in t.last_error.message
+            assert "RuntimeError: boom" in t.last_error.message
+
+    def test_corrupt_checkpoint_reads_as_none(self, path: str) -> None:
+        """get_checkpoint of an unreadable checkpoint is None, not a crash."""
+        with SQLiteStore(path) as s:
+            s.create(TaskSpec("h", id="a"), now=T0)
+            self._corrupt(path, "a", "checkpoint", "{oops")
+            assert s.get_checkpoint("a") is None
+
+
+class TestLocking:
+    def test_locked_database_is_retried_with_backoff(self, path: str) -> None:
+        """A write that finds the database locked waits and retries instead of failing."""
+        with SQLiteStore(path, busy_timeout=0, lock_timeout=10) as s:
+            blocker = raw(path)
+            blocker.execute("BEGIN IMMEDIATE")
+            threading.Timer(0.3, lambda: blocker.execute("COMMIT")).start()
+            started = time.monotonic()
+            t = s.create(TaskSpec("h", id="a"), now=T0)
+            assert t.id == "a" and time.monotonic() - started >= 0.25
+            blocker.close()
+
+    def test_gives_up_after_lock_timeout(self, path: str) -> None:
+        """After lock_timeout the original 'database is locked' error is raised."""
+        with SQLiteStore(path, busy_timeout=0, lock_timeout=0.2) as s:
+            blocker = raw(path)
+            blocker.execute("BEGIN IMMEDIATE")
+            try:
+                with pytest.raises(sqlite3.OperationalError, match="locked"):
+                    s.create(TaskSpec("h"), now=T0)
+            finally:
+                blocker.execute("ROLLBACK")
+                blocker.close()
+            assert s.stats()[TaskStatus.PENDING] == 0
+
+    def test_readers_do_not_block_on_a_writer(self, path: str) -> None:
+        """WAL: get/list/stats work while another connection holds the write lock."""
+        with SQLiteStore(path, busy_timeout=0, lock_timeout=0) as s:
+            s.create(TaskSpec("h", id="a"), now=T0)
+            blocker = raw(path)
+            blocker.execute("BEGIN IMMEDIATE")
+            try:
+                assert s.get("a") is not None and s.stats()[TaskStatus.PENDING] == 1
+            finally:
+                blocker.execute("ROLLBACK")
+                blocker.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+class TestFork:
+    def test_forked_child_opens_its_own_connection(self, path: str) -> None:
+        """A store used in a forked child works there and leaves the parent's usable."""
+        with SQLiteStore(path) as s:
+            s.create(TaskSpec("h", id="parent"), now=T0)
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child
+                code = 1
+                try:
+                    s.create(TaskSpec("h", id="child"), now=T0)
+                    code = 0 if s.get("parent") is not None else 2
+                finally:
+                    os._exit(code)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+            assert s.get("child") is not None
