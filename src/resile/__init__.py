@@ -28,6 +28,7 @@ from resile.periodic import Periodic, repeat_every
 from resile.queue import Queue, Store, Task, TaskContext, TaskStatus, connect
 from resile.retry import AttemptManager, Retrying, RetryState, RetryStatistics, retry
 from resile.stop import Stop, after_attempts, after_elapsed, at_deadline, never
+from resile.supervisor import Supervisor
 from resile.throttle import AdaptiveThrottle, Throttled
 
 __version__ = "0.1.0"
@@ -60,6 +61,7 @@ __all__ = [
     "RetryStatistics",
     "Retrying",
     "Stop",
+    "Supervisor",
     "Store",
     "Task",
     "TaskContext",
