@@ -82,7 +82,8 @@ class WorkerStats:
         retried: failed attempts scheduled for a retry.
         failed: tasks dead-lettered.
         timeouts: attempts that overran their exec timeout.
-        lost: attempts stopped because the task was canceled or the lease lost.
+        lost: attempts stopped, or whose outcome was not recorded, because the
+            task was canceled or the lease lost meanwhile.
         released: tasks handed back unrun or unfinished at shutdown.
     """
 
@@ -850,13 +851,12 @@ class Worker:
                     if self.poll_interval is not None:
                         timeout = min(timeout, self.poll_interval)
                 if burst and not self._running and not self._reports and not self._writes:
-                    if free > 0 and self._burst_over(due, now, wait):
-                        return
                     if free <= 0 and not executor.booting():
-                        logger.warning(
-                            "resile worker %s: burst ends with every slot held by an abandoned attempt",
-                            self.worker_id,
-                        )
+                        # Every slot is held by an abandoned (timed-out, unkillable) thread:
+                        # end the burst only if there is nothing to wait for anyway.
+                        now = store.now()
+                        due = store.next_due_at(self.queues, capacity=self._offer())
+                    if (free > 0 or not executor.booting()) and self._burst_over(due, now, wait):
                         return
                 errors = 0
                 self._wait(timeout)
@@ -926,6 +926,8 @@ class Worker:
             else:
                 if done is not None:
                     self.stats.done += 1
+                else:  # canceled meanwhile, or the lease was lost: nothing was written
+                    self.stats.lost += 1
                 return
         assert result.error is not None
         after = store.fail(
@@ -937,6 +939,7 @@ class Worker:
             delay=result.retry_after,
         )
         if after is None:
+            self.stats.lost += 1
             return
         if after.status is TaskStatus.FAILED:
             self.stats.failed += 1
