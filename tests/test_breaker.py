@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -731,3 +734,47 @@ class TestRedisStorage:
         """An empty key is refused, naming the field."""
         with pytest.raises(TypeError, match="key must be a non-empty string"):
             RedisBreakerStorage(object(), "")
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
+
+
+def run_example(name: str) -> str:
+    """Run a docs example in a fresh interpreter (warnings are errors); return its output."""
+    proc = subprocess.run(
+        [sys.executable, "-W", "error", str(EXAMPLES / name)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+class TestExamples:
+    def test_breaker_example(self) -> None:
+        """docs/examples/breaker.py opens after 3 failures, refuses fast, then recovers via @retry."""
+        out = run_example("breaker.py")
+        assert "refused without a call: retry after 0.05 s" in out
+        assert "service calls so far: 3" in out
+        assert "circuit: half_open -> closed" in out
+        assert out.rstrip().endswith("charged 250 cents\nstate: closed")
+
+    def test_composition_example(self) -> None:
+        """docs/examples/composition.py recovers through a probe, and falls back when it can't fit."""
+        out = run_example("composition.py")
+        assert "recovering service: 7 (3 calls)" in out
+        assert "fallback after 3 attempt(s) (deadline): CircuitOpen" in out
+        assert "stuck service: 0 (2 calls)" in out
+
+    @pytest.mark.parametrize(
+        ("page", "example"),
+        [("breaker.md", "breaker.py"), ("composition.md", "composition.py")],
+    )
+    def test_page_carries_its_example(self, page: str, example: str) -> None:
+        """Each docs page names its runnable example and shows its code."""
+        text = (EXAMPLES.parent / page).read_text()
+        assert f"examples/{example}" in text
+        code = (EXAMPLES / example).read_text()
+        body = code.split('"""', 2)[2].strip()
+        assert body.splitlines()[-1] in text
