@@ -33,7 +33,14 @@ from resile.deadline import _DEADLINE, deadline
 from resile.errors import CircuitOpen, Permanent, RetryError
 from resile.stop import Stop, after_attempts
 
-__all__ = ["AttemptManager", "RetryState", "RetryStatistics", "Retrying", "retry"]
+__all__ = [
+    "AttemptManager",
+    "RetryBudgetLike",
+    "RetryState",
+    "RetryStatistics",
+    "Retrying",
+    "retry",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
