@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import anyio
 import anyio.lowlevel
@@ -215,3 +218,33 @@ class TestRetryStorm:
         with pytest.raises(ConnectionError):
             dep()
         assert calls == 2  # one retry was allowed again
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
+
+
+def run_example(name: str) -> str:
+    """Run a docs example in a fresh interpreter (warnings are errors); return its output."""
+    proc = subprocess.run(
+        [sys.executable, "-W", "error", str(EXAMPLES / name)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+class TestExample:
+    def test_budget_example(self) -> None:
+        """docs/examples/budget.py: the budget cuts 2,500 calls to 500 + 4; the throttle sheds load."""
+        out = run_example("budget.py")
+        assert "without a budget: 2500 calls" in out
+        assert "with RetryBudget(10, 0.1): 504 calls" in out
+        assert "throttle: 4 sent, 96 rejected locally" in out
+
+    def test_page_carries_the_example(self) -> None:
+        """docs/budget.md names the example and shows its code."""
+        text = (EXAMPLES.parent / "budget.md").read_text()
+        assert "examples/budget.py" in text
+        assert (EXAMPLES / "budget.py").read_text().strip().splitlines()[-1] in text

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import anyio
 import anyio.lowlevel
@@ -249,3 +252,33 @@ class TestRace:
         with anyio.fail_after(5):
             assert await fetch() == 2
         assert starts[1] - starts[0] >= 0.04
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
+
+
+def run_example(name: str) -> str:
+    """Run a docs example in a fresh interpreter (warnings are errors); return its output."""
+    proc = subprocess.run(
+        [sys.executable, "-W", "error", str(EXAMPLES / name)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+class TestExample:
+    def test_hedge_example(self) -> None:
+        """docs/examples/hedge.py: the second copy answers fast and the stuck one is cancelled."""
+        out = run_example("hedge.py")
+        assert "user 42 (answered by copy 2)" in out
+        assert "copies started: [1, 2]; cancelled: [1]" in out
+        assert "fast: True" in out
+
+    def test_page_carries_the_example(self) -> None:
+        """docs/hedge.md names the example and shows its code."""
+        text = (EXAMPLES.parent / "hedge.md").read_text()
+        assert "examples/hedge.py" in text
+        assert (EXAMPLES / "hedge.py").read_text().strip().splitlines()[-1] in text
