@@ -26,6 +26,7 @@ from resile.executor import BackoffExecutor
 from resile.hedge import hedge
 from resile.periodic import Periodic, repeat_every
 from resile.queue import Queue, Store, Task, TaskContext, TaskStatus, connect
+from resile.queue.worker import Worker
 from resile.retry import AttemptManager, Retrying, RetryState, RetryStatistics, retry
 from resile.stop import Stop, after_attempts, after_elapsed, at_deadline, never
 from resile.supervisor import Supervisor
@@ -67,6 +68,7 @@ __all__ = [
     "TaskContext",
     "TaskStatus",
     "Throttled",
+    "Worker",
     "__version__",
     "after_attempts",
     "after_elapsed",
