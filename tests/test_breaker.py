@@ -26,7 +26,12 @@ from resile import (
     after_attempts,
     retry,
 )
-from resile.breaker import BreakerRecord, MemoryBreakerStorage, RedisBreakerStorage
+from resile.breaker import (
+    BreakerRecord,
+    BreakerStorage,
+    MemoryBreakerStorage,
+    RedisBreakerStorage,
+)
 from resile.testing import FakeClock, no_waits
 
 
@@ -778,3 +783,55 @@ class TestExamples:
         code = (EXAMPLES / example).read_text()
         body = code.split('"""', 2)[2].strip()
         assert body.splitlines()[-1] in text
+
+
+class FlakyStorage(BreakerStorage):
+    """A custom storage (the protocol) whose transactions fail while ``down`` is set."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryBreakerStorage()
+        self.down = False
+
+    def transact(self, fn: Callable[[BreakerRecord, float], Any]) -> Any:
+        if self.down:
+            raise ConnectionError("storage unreachable")
+        return self.inner.transact(fn)
+
+
+class TestStorageErrors:
+    def test_admission_error_propagates_without_calling(self) -> None:
+        """When the storage cannot admit a call, its error is raised and the call is not made."""
+        storage = FlakyStorage()
+        breaker = CircuitBreaker(storage=storage)
+        calls: list[int] = []
+        storage.down = True
+        with pytest.raises(ConnectionError, match="storage unreachable"):
+            breaker.call(calls.append, 1)
+        assert calls == []
+
+    def test_recording_error_keeps_the_result(self, caplog: pytest.LogCaptureFixture) -> None:
+        """An error while recording the outcome is logged; the caller still gets the result."""
+        storage = FlakyStorage()
+        breaker = CircuitBreaker(storage=storage)
+
+        @breaker
+        def work() -> str:
+            storage.down = True
+            return "done"
+
+        with caplog.at_level(logging.ERROR, logger="resile"):
+            assert work() == "done"
+        assert "could not record an outcome" in caplog.text
+
+    def test_recording_error_keeps_the_original_error(self) -> None:
+        """If recording a failure fails, the caller still sees the call's own exception."""
+        storage = FlakyStorage()
+        breaker = CircuitBreaker(storage=storage)
+
+        @breaker
+        def work() -> None:
+            storage.down = True
+            raise Boom("the real error")
+
+        with pytest.raises(Boom, match="the real error"):
+            work()

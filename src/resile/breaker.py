@@ -598,6 +598,14 @@ class CircuitBreaker:
             return True
 
     def _settle(self, ticket: _Ticket, exc: BaseException | None) -> None:
+        try:
+            self._record(ticket, exc)
+        except Exception:
+            # The call itself is over: its result or error matters more to the caller than
+            # a storage that could not count it (Redis down, say).
+            log.exception("resile: circuit %s: could not record an outcome; ignored", self.name)
+
+    def _record(self, ticket: _Ticket, exc: BaseException | None) -> None:
         throttle = self.throttle
         if exc is None:
             self._run(lambda rec, now: self._succeeded(rec, now, ticket))
@@ -621,6 +629,10 @@ class CircuitBreaker:
             CircuitOpen: (from the wrapper) while the circuit is open, or
                 half-open with all probe slots taken; ``fn`` is not called.
             Throttled: (from the wrapper) when a ``throttle`` rejects the call.
+            Exception: (from the wrapper) whatever the storage raises while
+                admitting the call (Redis unreachable, say): the call is not
+                made. An error while recording the outcome afterwards is
+                logged and ignored, so the call's own result or error is kept.
             TypeError: ``fn`` is not callable.
         """
         if not callable(fn):

@@ -33,7 +33,7 @@ from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar
 
 from resile import _time
-from resile.retry import RetryBudgetLike
+from resile.retry import RetryBudgetLike, _add_note
 
 __all__ = ["hedge"]
 
@@ -78,9 +78,7 @@ class _Race:
     def final_error(self, name: str) -> BaseException:
         exc = self.errors[-1]
         note = f"resile: hedge {name}: all {self.started} copies failed; this is the last failure"
-        add = getattr(exc, "add_note", None)
-        if add is not None:
-            add(note)
+        _add_note(exc, note)
         return exc
 
 
