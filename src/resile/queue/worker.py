@@ -626,6 +626,13 @@ class Worker:
         """True while ``run`` / ``run_async`` is serving."""
         return self._running_flag
 
+    @property
+    def free_slots(self) -> int:
+        """Attempts that could start right now (0 when not running; process children
+        still starting are not counted)."""
+        executor = self._executor
+        return 0 if executor is None else max(0, executor.free())
+
     def run(self, *, burst: bool = False, wait_for_scheduled: bool | float = True) -> None:
         """Serve the queue in this thread until stopped.
 
