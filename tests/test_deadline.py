@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import runpy
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -196,3 +198,16 @@ class TestAsyncDeadline:
                 clock.advance(5.0)
                 with pytest.raises(DeadlineExceeded):
                     check()
+
+
+@pytest.mark.anyio
+async def test_docs_example(capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/examples/deadline_budget.py runs under asyncio and trio and prints what the docs say."""
+    example = runpy.run_path(str(Path(__file__).parent.parent / "docs/examples/deadline_budget.py"))
+    await example["main"]()
+    out = capsys.readouterr().out
+    assert "query 'select 1' with a timeout of 0.50 s" in out
+    assert "handler -> rows" in out
+    assert "callee sees 2.00 s left" in out
+    assert "cancelled: deadline exceeded" in out
+    assert "a TimeoutError: True" in out

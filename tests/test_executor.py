@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import runpy
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -470,3 +473,23 @@ class TestExecuteSync:
         assert ex.execute_sync(lambda: during.append(ex.running) or True)
         assert during == [True]
         assert not ex.running
+
+
+class TestDocsExample:
+    """docs/examples/executor_connect.py runs and shows the seed's callback lifecycle."""
+
+    def test_example_runs(self, clock: FakeClock, capsys: pytest.CaptureFixture[str]) -> None:
+        """Three failures (one a falsy result), a success, then a run out of retries."""
+        example = runpy.run_path(
+            str(Path(__file__).parent.parent / "docs/examples/executor_connect.py")
+        )
+        asyncio.run(example["main"]())
+        out = capsys.readouterr().out
+        assert "failure 1: broker not ready; waiting 50 ms" in out
+        assert "failure 3: Execution returned False; waiting 200 ms" in out
+        assert "connected: True" in out
+        assert "execute -> True | running: False" in out
+        assert "gave up after the last failure: OSError('no route to host')" in out
+        assert "execute -> False" in out
+        assert "execute_sync -> True" in out
+        assert clock.sleeps == [0.05, 0.1, 0.2, 0.01]

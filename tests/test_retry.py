@@ -10,7 +10,9 @@ import asyncio
 import functools
 import inspect
 import logging
+import runpy
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,6 +38,7 @@ from resile.testing import FakeClock, no_waits
 
 # Most tests run twice: through the decorator's lean path (no hooks) and its full path
 # (an on_success hook forces it), so that a change to either path is caught.
+EXAMPLES = Path(__file__).parent.parent / "docs" / "examples"
 PATHS = {"lean": {}, "full": {"on_success": lambda state: None}}
 
 
@@ -917,3 +920,20 @@ class TestValidation:
         assert b.name == "a"
         assert b.statistics.calls == 0
         assert "after_attempts(2)" in repr(a)
+
+
+class TestDocsExample:
+    """docs/examples/retry_flaky.py runs and shows what docs/retry.md says."""
+
+    def test_example_runs(self, clock: FakeClock, capsys: pytest.CaptureFixture[str]) -> None:
+        """The example retries fetch three times, pings until True, and shows a give-up note."""
+        example = runpy.run_path(str(EXAMPLES / "retry_flaky.py"))
+        example["main"]()
+        out = capsys.readouterr().out
+        assert out.count("failed (ConnectionError") == 3
+        assert "fetch -> b'hello'" in out
+        assert "'retries': 3" in out
+        assert "ping -> True" in out
+        assert "block attempt 1" in out
+        assert "gave up: still down | resile: always_down gave up after 2 attempt(s) (stop)" in out
+        assert len(clock.sleeps) == 5
