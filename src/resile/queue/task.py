@@ -129,12 +129,29 @@ def _check_seconds(value: object, field_: str, *, positive: bool = False) -> flo
     return seconds
 
 
+# Policies already checked, by their items: an enqueue does not rebuild the same strategy.
+_CHECKED_BACKOFFS: dict[tuple[tuple[Any, type, Any], ...], dict[str, Any]] = {}
+
+
 def _check_backoff(value: object) -> dict[str, Any]:
     if isinstance(value, Backoff):
         return value.to_dict()
     if isinstance(value, Mapping):
         try:
-            return Backoff.from_dict(value).to_dict()
+            # The type is part of the key: 1, 1.0 and True hash alike but do not check alike.
+            key: tuple[tuple[Any, type, Any], ...] | None = tuple(
+                sorted((k, type(v), v) for k, v in value.items())
+            )
+            hash(key)
+        except TypeError:
+            key = None
+        if key is not None and key in _CHECKED_BACKOFFS:
+            return dict(_CHECKED_BACKOFFS[key])
+        try:
+            checked = Backoff.from_dict(value).to_dict()
+            if key is not None and len(_CHECKED_BACKOFFS) < 1024:
+                _CHECKED_BACKOFFS[key] = checked
+            return dict(checked)
         except (ValueError, TypeError) as exc:
             raise ValueError(
                 f"task: backoff {dict(value)!r} is not a valid policy: {exc}"

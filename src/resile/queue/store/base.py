@@ -449,10 +449,12 @@ class Store(ABC):
     ) -> float | None:
         """The earliest time ``lease`` on ``queues`` could return something.
 
-        The minimum of the ``due_at`` of ``PENDING`` tasks that fit
-        ``capacity`` and the ``lease_expires_at`` of ``DOING`` tasks (a lease
-        that will lapse); ``None`` when there are neither. A worker sleeps
-        until then (or until woken by ``add_listener``).
+        The earliest ``due_at`` of ``PENDING`` tasks that fit ``capacity``, or
+        the earliest ``lease_expires_at`` of ``DOING`` tasks (a lease that will
+        lapse and must be reclaimed), whichever comes first; ``None`` when
+        there are neither. When some task is due already, any time ``<= now``
+        may be returned (a backend need not scan the due tasks for the exact
+        minimum). A worker sleeps until then, or until ``add_listener`` wakes it.
         """
 
     @abstractmethod

@@ -116,8 +116,8 @@ CREATE INDEX IF NOT EXISTS {_T}_status ON {_T} (queue, status, seq);
 CREATE INDEX IF NOT EXISTS {_T}_finished ON {_T} (status, finished_at);
 """
 
-# How many ready rows one query of ``lease`` reads per queue.
-_CHUNK = 64
+# The most ready rows one query of ``lease`` reads per queue.
+_MAX_CHUNK = 256
 
 
 def _dumps(value: Any) -> str:
@@ -143,6 +143,15 @@ class _Locked(Exception):
 def _is_locked(exc: sqlite3.OperationalError) -> bool:
     msg = str(exc).lower()
     return "locked" in msg or "busy" in msg
+
+
+def _locked_as_retryable(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except sqlite3.OperationalError as exc:
+        if _is_locked(exc):
+            raise _Locked(exc) from exc
+        raise
 
 
 def _load(row: sqlite3.Row, column: str, strict: bool, default: Any, kind: type | None) -> Any:
@@ -290,6 +299,8 @@ class SQLiteStore(Store):
             stop=after_elapsed(lock_timeout),
             name=f"sqlite transaction on {path}",
         )
+        # Wrapped once: only ``database is locked`` / ``busy`` is retried.
+        self._retry_call: Callable[[Callable[[], Any]], Any] = self._retrying(_locked_as_retryable)
         self._connect()
 
     @classmethod
@@ -385,16 +396,8 @@ class SQLiteStore(Store):
             self._connect()
 
     def _with_retry(self, fn: Callable[[], T]) -> T:
-        def once() -> T:
-            try:
-                return fn()
-            except sqlite3.OperationalError as exc:
-                if _is_locked(exc):
-                    raise _Locked(exc) from exc
-                raise
-
         try:
-            return self._retrying(once)()
+            return self._retry_call(fn)  # type: ignore[no-any-return]
         except _Locked as exc:
             raise exc.error from None
 
@@ -619,7 +622,7 @@ class SQLiteStore(Store):
         )
 
     def _ready_rows(
-        self, c: sqlite3.Connection, queue: str, now: float
+        self, c: sqlite3.Connection, queue: str, now: float, chunk: int
     ) -> Iterator[tuple[int, int, sqlite3.Row]]:
         """Ready, due rows of one queue in ``(priority, seq)`` order, read in chunks."""
         last: tuple[int, int] | None = None
@@ -628,17 +631,17 @@ class SQLiteStore(Store):
                 rows = c.execute(
                     f"SELECT * FROM {_T} WHERE status = 'PENDING' AND ready = 1 AND queue = ?"
                     " AND due_at <= ? ORDER BY priority, seq LIMIT ?",
-                    (queue, now, _CHUNK),
+                    (queue, now, chunk),
                 ).fetchall()
             else:
                 rows = c.execute(
                     f"SELECT * FROM {_T} WHERE status = 'PENDING' AND ready = 1 AND queue = ?"
                     " AND (priority, seq) > (?, ?) AND due_at <= ? ORDER BY priority, seq LIMIT ?",
-                    (queue, last[0], last[1], now, _CHUNK),
+                    (queue, last[0], last[1], now, chunk),
                 ).fetchall()
             for row in rows:
                 yield (row["priority"], row["seq"], row)
-            if len(rows) < _CHUNK:
+            if len(rows) < chunk:
                 return
             last = (rows[-1]["priority"], rows[-1]["seq"])
 
@@ -667,7 +670,8 @@ class SQLiteStore(Store):
                 f" AND queue IN ({marks}) AND due_at <= ?",
                 (*names, at),
             )
-            streams = [self._ready_rows(c, q, at) for q in names]
+            chunk = min(limit + 4, _MAX_CHUNK)
+            streams = [self._ready_rows(c, q, at, chunk) for q in names]
             merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=lambda t: t[:2])
             picked: builtins.list[Task] = []
             for _, _, row in merged:
@@ -782,7 +786,19 @@ class SQLiteStore(Store):
                 " updated_at = ? WHERE seq = ?",
                 (encoded, history, at, at, row["seq"]),
             )
-            return self._get(c, task_id)
+            # The snapshot from the row already read: no second SELECT on the hot path.
+            before = _decode(row, strict=False)
+            return before.replace(
+                status=TaskStatus.DONE,
+                result=json.loads(encoded),
+                progress=100.0,
+                history=(*before.history, entry)[-HISTORY_LIMIT:]
+                if history is not None
+                else before.history,
+                lease_expires_at=None,
+                finished_at=at,
+                updated_at=at,
+            )
 
         return self._write(body)
 
@@ -1062,13 +1078,22 @@ class SQLiteStore(Store):
             if lease is not None:
                 found.append(float(lease))
             resource_filter = "" if capacity is None else " AND has_resources = 0"
-            for ready in (1, 0):
+            row = c.execute(
+                f"SELECT MIN(due_at) FROM {_T} WHERE status = 'PENDING' AND ready = 0"
+                f" AND queue IN ({marks}){resource_filter}",
+                names,
+            ).fetchone()
+            if row[0] is not None:
+                found.append(float(row[0]))
+            for q in names:
+                # Any ready row will do: ready rows were due when they were flipped, so
+                # reading the ready index's first entry is enough (and O(1), not a scan).
                 row = c.execute(
-                    f"SELECT MIN(due_at) FROM {_T} WHERE status = 'PENDING' AND ready = {ready}"
-                    f" AND queue IN ({marks}){resource_filter}",
-                    names,
+                    f"SELECT due_at FROM {_T} INDEXED BY {_T}_ready WHERE status = 'PENDING'"
+                    f" AND ready = 1 AND queue = ?{resource_filter} LIMIT 1",
+                    (q,),
                 ).fetchone()
-                if row[0] is not None:
+                if row is not None:
                     found.append(float(row[0]))
             if capacity is not None:
                 # Tasks with needs are few (GPU work); check them one by one.
