@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import runpy
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -496,3 +497,64 @@ class TestExample:
         out = capsys.readouterr().out
         assert "received [1, 2, 3, 4, 5, 6]" in out
         assert "resumed from 3" in out
+
+
+class TestWebSocketTrio:
+    """The same restart under trio, with websockets' trio client and server."""
+
+    @pytest.fixture
+    def anyio_backend(self) -> str:
+        """websockets.trio: trio only."""
+        return "trio"
+
+    @pytest.mark.anyio
+    async def test_server_restart_resumes_under_trio(self) -> None:
+        """A context-manager connect (websockets.trio) is reconnected and resumed after a restart."""
+        import trio
+        from websockets.trio.client import connect as trio_connect
+        from websockets.trio.server import serve as trio_serve
+
+        received: list[int] = []
+        resumed_from: list[int] = []
+        got = {3: trio.Event(), 6: trio.Event()}
+
+        async def on_reconnect(ws: Any) -> None:
+            resumed_from.append(received[-1])
+            await ws.send(f"from {received[-1]}")
+
+        async def reader() -> None:
+            while True:
+                try:
+                    async with sup.session() as ws:
+                        received.append(int(await ws.recv()))
+                except ConnectionClosed:
+                    continue
+                if len(received) in got:
+                    got[len(received)].set()
+
+        policy = Constant(0.05)
+        async with trio.open_nursery() as servers:
+            server = await servers.start(partial(trio_serve, feed, 0, host="127.0.0.1"))
+            port = server.listeners[0].socket.getsockname()[1]
+            sup = Supervisor(
+                lambda: trio_connect(f"ws://127.0.0.1:{port}", open_timeout=2, close_timeout=1),
+                on_reconnect=on_reconnect,
+                wait_closed=lambda ws: ws.wait_closed(),
+                policy=policy,
+            )
+            async with sup, trio.open_nursery() as readers:
+                readers.start_soon(reader)
+                await (await sup.wait_connected(timeout=5)).send("from 0")
+                with trio.fail_after(5):
+                    await got[3].wait()
+                await server.aclose()
+                await until(lambda: sup.statistics.failures >= 2)
+                server = await servers.start(partial(trio_serve, feed, port, host="127.0.0.1"))
+                with trio.fail_after(5):
+                    await got[6].wait()
+                readers.cancel_scope.cancel()
+            await server.aclose()
+        assert received == [1, 2, 3, 4, 5, 6]
+        assert resumed_from == [3]
+        assert set(sup.statistics.delays) == {0.05}
+        assert sup.statistics.connects == 2
