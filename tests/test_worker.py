@@ -104,6 +104,15 @@ def gate(path: str) -> str:
     return "passed"
 
 
+@queue.task(max_retries=3)
+def report_pid(path: str, seconds: float) -> str:
+    with open(path + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(path + ".tmp", path)
+    time.sleep(seconds)
+    return "finished"
+
+
 @queue.task(backoff=resile.Constant(0.01), max_retries=1)
 def poison() -> None:
     os._exit(13)
@@ -427,6 +436,21 @@ class TestShutdown:
         bg.stop()
         assert env.get(first.id).status is TaskStatus.DONE
         assert env.get(later.id).status is TaskStatus.PENDING
+
+    def test_a_child_killed_by_a_group_sigterm_during_shutdown_is_handed_back(
+        self, env: Env
+    ) -> None:
+        """Process mode: a child that a process-group SIGTERM kills while the worker stops gives its task back uncounted."""
+        bg = Background(env.worker("process", concurrency=1, grace=10.0))
+        pid_file = env.tmp_path / "child.pid"
+        t = env.enqueue("report_pid", path=str(pid_file), seconds=60)
+        wait_for(pid_file.exists, what="the child to report its pid")
+        bg.worker.stop()
+        os.kill(int(pid_file.read_text()), signal.SIGTERM)
+        assert bg.stop() < 5
+        got = env.get(t.id)
+        assert (got.status, got.attempts) == (TaskStatus.PENDING, 0)
+        assert bg.worker.stats.released == 1
 
     def test_sigterm_shuts_a_worker_process_down_gracefully(self, env: Env, mode: str) -> None:
         """SIGTERM to a worker process lets the running task finish, then the process exits 0."""

@@ -66,6 +66,9 @@ _MIN_GAP = 0.001
 # Store trouble (disk full, database locked for long) is retried with this policy.
 _STORE_BACKOFF = Exponential(0.05, max_delay=2.0, jitter="full")
 
+# The error type of an attempt whose process-mode child died under it.
+_CHILD_DIED = "WorkerProcessDied"
+
 # Attempt states, as seen by the scheduler.
 _RUNNING = "running"  # the executor is running it
 _FINISHED = "finished"  # the executor reported; its result is being written
@@ -392,7 +395,7 @@ class _ProcessExecutor(_Executor):
         if attempt is not None:
             self.worker._report(
                 attempt,
-                failure("WorkerProcessDied", f"the handler's process {_describe_exit(code)}"),
+                failure(_CHILD_DIED, f"the handler's process {_describe_exit(code)}"),
             )
         if too_many:
             self.worker._fatal(
@@ -677,7 +680,13 @@ class Worker:
                 f"Worker.run_async needs mode='async', this worker has {self.mode!r}"
             )
         self._check_burst_arg(wait_for_scheduled)
-        loop = asyncio.get_running_loop()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "Worker.run_async runs on asyncio; under trio call worker.run() in a thread "
+                "(trio.to_thread.run_sync) instead"
+            ) from None
         executor = _AsyncExecutor(self, self.concurrency, loop)
         fut = loop.run_in_executor(None, self._serve, executor, burst, wait_for_scheduled)
         try:
@@ -909,6 +918,11 @@ class Worker:
             if attempt.state is not _RUNNING:
                 continue  # timed out, canceled or handed back before it finished
             attempt.state = _FINISHED
+            if self._stopping and result.error is not None and result.error.type == _CHILD_DIED:
+                # A SIGTERM sent to the whole process group (systemd, a terminal) killed
+                # the child while the worker shuts down: hand the task back uncounted.
+                self._writes.append((attempt, None))
+                continue
             self._writes.append((attempt, result))
 
     def _flush(self) -> None:
