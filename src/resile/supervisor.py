@@ -671,9 +671,11 @@ class Supervisor(Generic[C]):
             async with deadline(self.health_timeout):
                 healthy = await _call(self.health_check, conn)
         except DeadlineExceeded as exc:
-            return _HealthCheckFailed(
+            failure = _HealthCheckFailed(
                 f"{self.name}: health check did not answer within {self.health_timeout:g} s"
-            ).with_traceback(exc.__traceback__)
+            )
+            failure.__cause__ = exc
+            return failure
         except Exception as exc:
             return exc
         if healthy is False:
