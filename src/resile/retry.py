@@ -463,19 +463,26 @@ class Retrying:
 
         The loop ends after the first attempt that raises nothing retryable
         (and whose ``set_result`` value, if any, passes ``on_result``). On
-        give-up the last exception is re-raised from the ``for`` statement.
+        give-up the last exception is re-raised from the ``for`` statement;
+        with ``fallback=`` (or a rejected result) the loop just ends and
+        ``attempt.value`` holds the final value. ``timeout=`` bounds the waits
+        (no wait starts that would end past it); the block itself is not
+        interrupted — wrap it in ``resile.deadline`` for that.
         """
+        return self._sync_steps(self._loop_call())
+
+    def _loop_call(self) -> _Call:
         self.statistics.calls += 1
-        call = _Call(self, _time.clock.monotonic() if self._timed else None, None, None)
+        now = _time.clock.monotonic() if (self._timed or self.timeout is not None) else None
+        call = _Call(self, now, None, None)
         call.pending = False
-        return self._sync_steps(call)
+        if self.timeout is not None and now is not None:
+            call.deadline = now + self.timeout
+        return call
 
     def __aiter__(self) -> AsyncIterator[AttemptManager]:
-        """Async attempts: ``async for attempt in policy: with attempt: ...``."""
-        self.statistics.calls += 1
-        call = _Call(self, _time.clock.monotonic() if self._timed else None, None, None)
-        call.pending = False
-        return self._async_steps(call)
+        """Async attempts: ``async for attempt in policy: with attempt: ...`` (as ``__iter__``)."""
+        return self._async_steps(self._loop_call())
 
     def _sync_steps(self, call: _Call) -> Iterator[AttemptManager]:
         while True:
@@ -528,6 +535,11 @@ class AttemptManager:
         call.exc = None
         call.result = None
         call.pending = False
+
+    @property
+    def value(self) -> Any:
+        """After the loop: the final value (the last result, or ``fallback``'s on give-up)."""
+        return self._call.value
 
     def set_result(self, value: Any) -> None:
         """Record the block's result, for ``on_result`` and the decorator's return value."""
@@ -605,6 +617,7 @@ class _Call:
 
     __slots__ = (
         "attempts",
+        "deadline",
         "exc",
         "next_delay",
         "outcomes",
@@ -631,6 +644,7 @@ class _Call:
         self.outcomes: list[Any] | None = [] if policy.raise_retry_error else None
         self.reason: str | None = None
         self.value: Any = None
+        self.deadline: float | None = None  # the iterator forms' own timeout
 
     def elapsed(self) -> float:
         if self.start is None:
@@ -676,6 +690,8 @@ class _Call:
             self.reason = "stop"
             return None
         when = _DEADLINE.get()
+        if self.deadline is not None and (when is None or self.deadline < when):
+            when = self.deadline
         if when is not None and _time.clock.monotonic() + delay >= when:
             self.reason = "deadline"
             return None
