@@ -286,19 +286,30 @@ async def run_async(
 # -- the process-mode child -------------------------------------------------------------------
 
 
-def _watch_parent(parent_pid: int) -> None:
-    """Exit when the worker that started us is gone (killed with -9, say)."""
+class _ParentWatch:
+    """Exit the child when its worker is gone (killed with -9, say), even mid-handler.
 
-    def watch() -> None:
-        while True:
-            if os.getppid() != parent_pid:
-                os._exit(1)
-            threading.Event().wait(0.5)
+    Idle, the child notices at once: ``recv`` on the pipe raises ``EOFError``.
+    Busy, a watch thread polls the pipe: nothing may arrive while a handler
+    runs (the worker only sends to idle children), so a readable pipe means
+    the worker closed it. The lock keeps "busy" and the poll consistent.
+    """
 
-    threading.Thread(target=watch, name="resile-parent-watch", daemon=True).start()
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.lock = threading.Lock()
+        self.busy = False
+        threading.Thread(target=self._watch, name="resile-parent-watch", daemon=True).start()
+
+    def _watch(self) -> None:
+        tick = threading.Event()
+        while not tick.wait(0.2):
+            with self.lock:
+                if self.busy and self.conn.poll(0):
+                    os._exit(1)
 
 
-def child_main(conn: Any, import_path: str, parent_pid: int) -> None:
+def child_main(conn: Any, import_path: str) -> None:
     """Entry point of a process-mode child: import the queue, then run tasks until told to stop.
 
     Protocol on ``conn`` (a ``multiprocessing`` pipe end): the child sends
@@ -309,7 +320,7 @@ def child_main(conn: Any, import_path: str, parent_pid: int) -> None:
     # Ctrl-C reaches the whole process group; the worker decides, the child keeps working.
     with contextlib.suppress(ValueError, OSError):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _watch_parent(parent_pid)
+    watch = _ParentWatch(conn)
     try:
         queue = load_queue(import_path)
     except BaseException as exc:
@@ -325,11 +336,15 @@ def child_main(conn: Any, import_path: str, parent_pid: int) -> None:
             return
         if msg is None:
             return
+        with watch.lock:
+            watch.busy = True
         try:
             task = Task.from_dict(msg["task"])
             result = run_sync(queue, store, task, msg["worker_id"])
         except Exception as exc:  # a task the child cannot even decode
             result = _from_exception(exc)
+        with watch.lock:
+            watch.busy = False
         try:
             conn.send(("result", result.to_wire()))
         except Exception as exc:  # an unpicklable value slipped through
