@@ -518,6 +518,27 @@ class TestCrashes:
         assert all(env.get(t.id).status is TaskStatus.DONE for t in good)
 
 
+class TestSeveralWorkers:
+    def test_two_worker_processes_share_one_file_without_running_a_task_twice(
+        self, env: Env
+    ) -> None:
+        """Two worker processes draining one SQLite file run every task exactly once."""
+        tasks = [env.enqueue("ok", x=i) for i in range(40)]
+        procs = [env.spawn("thread", burst=True) for _ in range(2)]
+        try:
+            for p in procs:
+                p.wait(timeout=30)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        assert [p.returncode for p in procs] == [0, 0], env.log.read_text()
+        done = [env.get(t.id) for t in tasks]
+        assert [(t.status, t.attempts) for t in done] == [(TaskStatus.DONE, 1)] * 40
+        assert [t.result for t in done] == [{"x": i} for i in range(40)]
+
+
 class TestTiming:
     def test_an_enqueue_in_this_process_wakes_an_idle_worker(self, env: Env, mode: str) -> None:
         """With polling off, only the enqueue wake-up can start the task, and it does at once."""

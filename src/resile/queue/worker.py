@@ -278,6 +278,18 @@ class _AsyncExecutor(_Executor):
 
     def close(self, timeout: float) -> None:
         if self._own:
+            # Aborted coroutines were cancelled; give them a moment to unwind so that the
+            # loop closes with no task pending.
+            async def drain() -> None:
+                me = asyncio.current_task()
+                left = [t for t in asyncio.all_tasks() if t is not me]
+                for t in left:
+                    t.cancel()
+                if left:
+                    await asyncio.wait(left, timeout=1.0)
+
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(drain(), self.loop).result(timeout)
             self.loop.call_soon_threadsafe(self.loop.stop)
             if self._thread is not None:
                 self._thread.join(timeout)
