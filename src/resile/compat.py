@@ -26,6 +26,7 @@ from __future__ import annotations
 import atexit
 import base64
 import importlib
+import importlib.util
 import json
 import logging
 import math
@@ -36,6 +37,7 @@ import time
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -509,8 +511,15 @@ def _register(queue: Queue, handlers: _Handlers, policy: Mapping[str, Any]) -> N
     )(run_compat_task)
 
 
-def _reference(fn: Callable[..., Any], what: str) -> str:
-    """``"module:qualname"`` of a module-level function, for process-mode children."""
+def _reference(fn: Callable[..., Any], what: str) -> dict[str, str | None]:
+    """Where a process-mode child finds a module-level function.
+
+    ``module`` and ``qualname``, plus ``root`` (the directory to put on
+    ``sys.path``: a fork server keeps the ``sys.path`` it started with) and,
+    for a function of the main script, ``main_file`` (a fork server's children
+    have no ``__mp_main__``; the script is loaded under that name, so its
+    ``if __name__ == "__main__":`` block does not run).
+    """
     module = getattr(fn, "__module__", None)
     qualname = getattr(fn, "__qualname__", None)
     if not module or not qualname or "<" in qualname:
@@ -519,19 +528,42 @@ def _reference(fn: Callable[..., Any], what: str) -> str:
             f"processes can import, got {fn!r}; define it at module level or use "
             "proc_mode='thread'"
         )
-    return f"{module}:{qualname}"
+    mod = sys.modules.get(module)
+    file = getattr(mod, "__file__", None)
+    root: str | None = None
+    if isinstance(file, str):
+        path = Path(file).resolve()
+        depth = module.count(".") + (1 if path.name == "__init__.py" else 0)
+        root = str(path.parents[depth])
+    main_file = file if module in ("__main__", "__mp_main__") and isinstance(file, str) else None
+    return {"module": module, "qualname": qualname, "root": root, "main_file": main_file}
 
 
-def _resolve(ref: str) -> TaskHandler:
-    module_name, _, qualname = ref.partition(":")
-    if module_name == "__main__" and "__mp_main__" in sys.modules:
-        obj: Any = sys.modules["__mp_main__"]
+def _resolve(ref: Mapping[str, Any]) -> TaskHandler:
+    module_name = str(ref["module"])
+    root = ref.get("root")
+    if root and root not in sys.path:
+        sys.path.append(root)
+    obj: Any
+    if module_name in ("__main__", "__mp_main__"):
+        obj = sys.modules.get("__mp_main__")
+        if obj is None and ref.get("main_file"):
+            spec = importlib.util.spec_from_file_location("__mp_main__", ref["main_file"])
+            if spec is None or spec.loader is None:
+                raise ImportError(
+                    f"resile.compat: cannot load the main script {ref['main_file']!r}"
+                )
+            obj = importlib.util.module_from_spec(spec)
+            sys.modules["__mp_main__"] = obj
+            spec.loader.exec_module(obj)
+        if obj is None:
+            raise ImportError("resile.compat: the handler is in __main__, which cannot be loaded")
     else:
         obj = importlib.import_module(module_name)
-    for part in qualname.split("."):
+    for part in str(ref["qualname"]).split("."):
         obj = getattr(obj, part)
     if not callable(obj):
-        raise TypeError(f"resile.compat: {ref!r} is not callable")
+        raise TypeError(f"resile.compat: {module_name}:{ref['qualname']} is not callable")
     return obj  # type: ignore[no-any-return]
 
 
