@@ -309,7 +309,7 @@ class _Child:
 
 
 class _ProcessExecutor(_Executor):
-    """Long-lived child processes (``spawn``), one attempt at a time each.
+    """Long-lived child processes (``forkserver``, else ``spawn``), one attempt at a time each.
 
     A child that times out or is cancelled gets SIGTERM, then SIGKILL after
     ``kill_grace``, and is replaced. A child that dies by itself (``os._exit``,
