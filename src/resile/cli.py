@@ -1,0 +1,595 @@
+"""The ``resile`` command: run workers, enqueue, inspect and manage stored tasks, run the demo.
+
+::
+
+    resile worker myapp.tasks:queue --concurrency 8 --mode process
+    resile enqueue send_email --params '{"to": "a@b.c"}' --priority 5 --delay 10
+    resile status mail-42
+    resile list --status FAILED --limit 20
+    resile stats
+    resile cancel mail-42 ; resile retry mail-42 ; resile purge --older-than 86400
+    resile demo
+
+Every command but ``worker`` and ``demo`` takes ``--db URL`` (default
+``sqlite:///resile.db``, or the ``RESILE_DB`` environment variable); a worker
+uses the store its queue module opened. Exit codes: 0 done, 1 not found or
+refused (the task does not exist, or is in a state that does not allow it),
+2 usage error (a bad flag value, named with the value).
+
+This module needs the ``cli`` extra (``click`` and ``rich``); ``import resile``
+never imports it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from resile.errors import DuplicateTask
+from resile.queue._names import DEFAULT_QUEUE, TaskStatus
+from resile.queue.api import DEFAULT_URL, Queue, connect
+from resile.queue.task import Task
+
+__all__ = ["cli", "main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The environment variable that sets ``--db``.
+DB_ENV = "RESILE_DB"
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+
+_STATUS_STYLE = {
+    TaskStatus.PENDING: "yellow",
+    TaskStatus.DOING: "cyan",
+    TaskStatus.DONE: "green",
+    TaskStatus.FAILED: "red",
+    TaskStatus.CANCELED: "dim",
+}
+
+
+def _console(err: bool = False) -> Console:
+    return Console(stderr=err, highlight=False, soft_wrap=False)
+
+
+def _refuse(message: str) -> NoReturn:
+    """Print ``message`` to stderr and exit 1 (not found / refused)."""
+    _console(err=True).print(f"[red]error:[/red] {message}", markup=True)
+    raise SystemExit(EXIT_REFUSED)
+
+
+def db_option(fn: F) -> F:
+    """The ``--db URL`` option shared by the commands that open a store."""
+    return click.option(
+        "--db",
+        "db",
+        default=DEFAULT_URL,
+        envvar=DB_ENV,
+        show_default=True,
+        show_envvar=True,
+        metavar="URL",
+        help="The task store: sqlite:///path.db (relative), sqlite:////abs/path.db, redis://host:6379/0.",
+    )(fn)
+
+
+def _open(db: str) -> Queue:
+    """Open the queue ``--db`` names; a bad URL is a usage error naming the flag."""
+    try:
+        return connect(db)
+    except (ValueError, NotImplementedError, ImportError) as exc:
+        raise click.BadParameter(str(exc), param_hint="'--db'") from None
+
+
+def _when(ts: float | None, now: float) -> str:
+    if ts is None:
+        return "-"
+    stamp = datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+    delta = ts - now
+    rel = f"in {delta:.1f}s" if delta > 0 else f"{-delta:.1f}s ago"
+    return f"{stamp} ({rel})"
+
+
+def _status(task: Task) -> str:
+    return f"[{_STATUS_STYLE[task.status]}]{task.status.value}[/]"
+
+
+def _short(text: str, width: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# -- the group --------------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="resile", prog_name="resile")
+def cli() -> None:
+    """resile: durable tasks with retries on time. Run workers, enqueue, inspect, manage."""
+
+
+# -- worker -----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("queue_path", metavar="MODULE:QUEUE")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Attempts at once (default: 10 threads, one process per CPU, 100 coroutines).",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["thread", "process", "async"]),
+    default="thread",
+    show_default=True,
+    help="Where handlers run.",
+)
+@click.option("--burst", is_flag=True, help="Return once the queue is drained (tests, cron).")
+@click.option(
+    "--queue",
+    "queues",
+    multiple=True,
+    metavar="NAME",
+    help="Serve this queue (repeatable); default: the queues of the registered handlers.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log every task outcome.")
+def worker(
+    queue_path: str,
+    concurrency: int | None,
+    mode: str,
+    burst: bool,
+    queues: tuple[str, ...],
+    verbose: bool,
+) -> None:
+    """Run the handlers of the queue at MODULE:QUEUE (e.g. myapp.tasks:queue).
+
+    Stops gracefully on SIGINT/SIGTERM (a second signal skips the grace
+    period). The store is the one the module opened with resile.connect(...).
+    """
+    from resile.queue.worker import Worker
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if "." not in sys.path and "" not in sys.path:
+        sys.path.insert(0, "")  # like `python -m`: modules in the current directory import
+    options: dict[str, Any] = {"mode": mode}
+    if concurrency is not None:
+        options["concurrency"] = concurrency
+    if queues:
+        options["queues"] = list(queues)
+    try:
+        w = Worker.from_import_path(queue_path, **options)
+    except (ValueError, ImportError, AttributeError, TypeError) as exc:
+        raise click.BadParameter(str(exc), param_hint="'MODULE:QUEUE'") from None
+    err = _console(err=True)
+    err.print(
+        f"resile worker {w.worker_id}: {w.mode} x{w.concurrency} on {w.store.url} "
+        f"queues {list(w.queues)}" + (" (burst)" if burst else "")
+    )
+    started = time.monotonic()
+    try:
+        w.run(burst=burst)
+    except RuntimeError as exc:
+        _refuse(str(exc))
+    s = w.stats
+    err.print(
+        f"resile worker {w.worker_id}: stopped after {time.monotonic() - started:.1f}s: "
+        f"{s.done} done, {s.retried} retried, {s.failed} dead, {s.timeouts} timed out, "
+        f"{s.lost} lost, {s.released} handed back"
+    )
+
+
+# -- enqueue ----------------------------------------------------------------------------------
+
+
+def _json_object(ctx: click.Context, param: click.Parameter, value: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"{value!r} is not JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter(
+            f'{value!r} must be a JSON object of keyword params, e.g. \'{{"to": "a@b.c"}}\''
+        )
+    return parsed
+
+
+@cli.command()
+@click.argument("handler")
+@click.option(
+    "--params",
+    default="{}",
+    show_default=True,
+    callback=_json_object,
+    metavar="JSON",
+    help="The handler's keyword params as a JSON object.",
+)
+@click.option("--queue", default=DEFAULT_QUEUE, show_default=True, help="The queue name.")
+@click.option("--priority", type=int, default=0, show_default=True, help="Lower runs first.")
+@click.option(
+    "--delay",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Due this many seconds from now.",
+)
+@click.option("--id", "task_id", default=None, help="The task id (default: generated).")
+@click.option(
+    "--max-retries",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Retries after the first attempt (default 3).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Exec timeout of one attempt.",
+)
+@db_option
+def enqueue(
+    handler: str,
+    params: dict[str, Any],
+    queue: str,
+    priority: int,
+    delay: float,
+    task_id: str | None,
+    max_retries: int | None,
+    timeout: float | None,
+    db: str,
+) -> None:
+    """Store a task for HANDLER (the name a worker registered it under); prints its id.
+
+    The worker that serves the queue must know HANDLER; the retry policy is
+    the queue's default (Exponential(1, max_delay=60), 3 retries) unless given.
+    """
+    q = _open(db)
+    try:
+        task = q.enqueue(
+            handler,
+            params,
+            id=task_id,
+            priority=priority,
+            delay=delay,
+            queue=queue,
+            max_retries=max_retries,
+            timeout=timeout,
+            strict=False,
+        )
+    except DuplicateTask:
+        _refuse(f"--id {task_id!r}: a task with this id already exists; nothing was stored")
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    finally:
+        q.close()
+    click.echo(task.id)
+
+
+# -- looking ----------------------------------------------------------------------------------
+
+
+def _get(q: Queue, task_id: str) -> Task:
+    task = q.get(task_id)
+    if task is None:
+        q.close()
+        _refuse(f"no task with id {task_id!r} in {q.store.url}")
+    return task
+
+
+@cli.command()
+@click.argument("task_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole task as JSON.")
+@db_option
+def status(task_id: str, as_json: bool, db: str) -> None:
+    """Show one task: state, attempts, due time, progress, result, errors, history."""
+    q = _open(db)
+    try:
+        task = _get(q, task_id)
+    finally:
+        q.close()
+    if as_json:
+        click.echo(json.dumps(task.to_dict(), indent=2, ensure_ascii=False))
+        return
+    now = time.time()
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    rows: list[tuple[str, str]] = [
+        ("id", task.id),
+        ("status", _status(task)),
+        ("queue", task.queue),
+        ("handler", task.handler),
+        ("params", json.dumps(task.params, ensure_ascii=False)),
+        ("priority", str(task.priority)),
+        ("attempts", f"{task.attempts} of {task.max_attempts}"),
+        ("backoff", json.dumps(task.backoff)),
+        ("due", _when(task.due_at, now) if task.status is TaskStatus.PENDING else "-"),
+        ("progress", f"{task.progress:g}%"),
+        ("created", _when(task.created_at, now)),
+        ("updated", _when(task.updated_at, now)),
+        ("finished", _when(task.finished_at, now)),
+    ]
+    if task.status is TaskStatus.DOING:
+        rows.append(("lease", f"{task.lease_owner} until {_when(task.lease_expires_at, now)}"))
+    if task.result is not None:
+        rows.append(("result", json.dumps(task.result, ensure_ascii=False)))
+    if task.last_error is not None:
+        rows.append(("last error", f"{task.last_error.type}: {task.last_error.message}"))
+    for key, value in rows:
+        table.add_row(key, value)
+    console = _console()
+    console.print(table)
+    if task.history:
+        hist = Table(title="attempts", title_justify="left")
+        for col in ("#", "started", "took", "outcome", "error"):
+            hist.add_column(col)
+        for a in task.history:
+            hist.add_row(
+                str(a.attempt),
+                _when(a.started_at, now),
+                "-" if a.duration is None else f"{a.duration * 1000:.1f} ms",
+                a.outcome.value,
+                "" if a.error is None else _short(f"{a.error.type}: {a.error.message}"),
+            )
+        console.print(hist)
+
+
+_STATUS_CHOICE = click.Choice([s.value for s in TaskStatus], case_sensitive=False)
+
+
+@cli.command("list")
+@click.option("--status", "status_", type=_STATUS_CHOICE, default=None, help="Only this state.")
+@click.option("--queue", default=None, help="Only this queue.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most N tasks."
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON task per line.")
+@db_option
+def list_(status_: str | None, queue: str | None, limit: int, as_json: bool, db: str) -> None:
+    """List tasks, oldest first."""
+    q = _open(db)
+    try:
+        tasks = q.list(queue=queue, status=status_, limit=limit)
+    finally:
+        q.close()
+    if as_json:
+        for t in tasks:
+            click.echo(json.dumps(t.to_dict(), ensure_ascii=False))
+        return
+    now = time.time()
+    table = Table(title=f"{len(tasks)} task(s) in {q.store.url}", title_justify="left")
+    for col in ("id", "queue", "handler", "status", "attempts", "priority", "due / finished"):
+        table.add_column(col, overflow="fold")
+    table.add_column("last error", overflow="ellipsis", max_width=48)
+    for t in tasks:
+        when = t.due_at if t.status is TaskStatus.PENDING else t.finished_at
+        table.add_row(
+            t.id,
+            t.queue,
+            t.handler,
+            _status(t),
+            f"{t.attempts}/{t.max_attempts}",
+            str(t.priority),
+            _when(when, now),
+            "" if t.last_error is None else _short(f"{t.last_error.type}: {t.last_error.message}"),
+        )
+    _console().print(table)
+
+
+@cli.command()
+@click.option("--queue", default=None, help="Only this queue.")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@db_option
+def stats(queue: str | None, as_json: bool, db: str) -> None:
+    """Task counts per state, per queue and in total."""
+    q = _open(db)
+    try:
+        names = [queue] if queue is not None else q.store.queues()
+        per_queue = {name: q.stats(name) for name in names}
+        total = q.stats(queue)
+    finally:
+        q.close()
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "queues": {n: {s.value: c for s, c in v.items()} for n, v in per_queue.items()},
+                    "total": {s.value: c for s, c in total.items()},
+                }
+            )
+        )
+        return
+    table = Table(title=f"tasks in {q.store.url}", title_justify="left")
+    table.add_column("queue")
+    for s in TaskStatus:
+        table.add_column(f"[{_STATUS_STYLE[s]}]{s.value}[/]", justify="right")
+    table.add_column("total", justify="right")
+    for name, counts in per_queue.items():
+        table.add_row(name, *(str(counts[s]) for s in TaskStatus), str(sum(counts.values())))
+    table.add_row(
+        "[bold]all[/]",
+        *(f"[bold]{total[s]}[/]" for s in TaskStatus),
+        f"[bold]{sum(total.values())}[/]",
+    )
+    _console().print(table)
+
+
+# -- managing ---------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("task_id", metavar="ID")
+@db_option
+def cancel(task_id: str, db: str) -> None:
+    """Cancel a pending or running task (exit 1 if unknown or already finished)."""
+    q = _open(db)
+    try:
+        task = _get(q, task_id)
+        if not q.cancel(task_id):
+            after = q.get(task_id)
+            state = after.status.value if after is not None else task.status.value
+            _refuse(f"task {task_id!r} is {state}; only PENDING or DOING tasks can be canceled")
+    finally:
+        q.close()
+    click.echo(f"canceled {task_id}")
+
+
+@cli.command()
+@click.argument("task_id", metavar="ID")
+@click.option(
+    "--delay",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Due this many seconds from now.",
+)
+@db_option
+def retry(task_id: str, delay: float, db: str) -> None:
+    """Requeue a FAILED (dead) or CANCELED task with fresh attempts (exit 1 otherwise)."""
+    q = _open(db)
+    try:
+        task = _get(q, task_id)
+        again = q.requeue(task_id, delay=delay)
+        if again is None:
+            _refuse(
+                f"task {task_id!r} is {task.status.value}; only FAILED or CANCELED tasks "
+                "can be retried"
+            )
+    finally:
+        q.close()
+    click.echo(f"requeued {task_id}")
+
+
+@cli.command()
+@click.option(
+    "--older-than",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Only tasks finished at least this long ago.",
+)
+@click.option(
+    "--status",
+    "statuses",
+    type=click.Choice(["DONE", "FAILED", "CANCELED"], case_sensitive=False),
+    multiple=True,
+    help="Only this finished state (repeatable; default all three).",
+)
+@click.option("--queue", default=None, help="Only this queue.")
+@db_option
+def purge(older_than: float, statuses: tuple[str, ...], queue: str | None, db: str) -> None:
+    """Delete finished tasks (DONE, FAILED, CANCELED); prints how many."""
+    q = _open(db)
+    try:
+        chosen = (
+            [s.upper() for s in statuses]
+            if statuses
+            else [TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.CANCELED]
+        )
+        n = q.purge(older_than, statuses=chosen, queue=queue)
+    finally:
+        q.close()
+    click.echo(f"purged {n} task(s)")
+
+
+# -- demo -------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--tasks", type=click.IntRange(min=1), default=300, show_default=True)
+@click.option(
+    "--failure-rate", type=click.FloatRange(0, 1, max_open=True), default=0.3, show_default=True
+)
+@click.option(
+    "--latency",
+    type=click.FloatRange(min=0),
+    default=0.2,
+    show_default=True,
+    metavar="SECONDS",
+    help="Mean latency of the simulated service.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Threads per worker process.",
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes on the one SQLite file.",
+)
+@click.option("--poison", type=click.IntRange(min=0), default=5, show_default=True)
+@click.option("--seed", type=int, default=None, help="Seed of the simulated failures.")
+@click.option(
+    "--db",
+    "db_path",
+    default=None,
+    metavar="PATH",
+    help="The SQLite file (default: a temporary one; reset at start).",
+)
+@click.option("--retry", "retry_demo", is_flag=True, help="Run the small @retry demo instead.")
+def demo(
+    tasks: int,
+    failure_rate: float,
+    latency: float,
+    workers: int,
+    processes: int,
+    poison: int,
+    seed: int | None,
+    db_path: str | None,
+    retry_demo: bool,
+) -> None:
+    """The queue against a flaky service: live progress, then a summary (make demo)."""
+    from resile import demo as demo_module
+
+    if retry_demo:
+        raise SystemExit(demo_module.retry_demo(seed=seed))
+    if poison > tasks:
+        raise click.BadParameter(
+            f"{poison} poison tasks is more than --tasks {tasks}", param_hint="'--poison'"
+        )
+    raise SystemExit(
+        demo_module.run(
+            tasks=tasks,
+            failure_rate=failure_rate,
+            latency=latency,
+            workers=workers,
+            processes=processes,
+            poison=poison,
+            seed=seed,
+            db_path=db_path,
+        )
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``resile`` console script; returns the exit code."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="resile")
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else EXIT_REFUSED)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
