@@ -212,7 +212,7 @@ class TestRace:
 
     @pytest.mark.anyio
     async def test_caller_cancellation_cancels_every_copy(self, clock: FakeClock) -> None:
-        """Cancelling the caller cancels all copies in flight before it returns."""
+        """Cancelling the caller cancels all copies and waits for their clean-up before it returns."""
         never = anyio.Event()
         both_running = anyio.Event()
         started: list[int] = []
@@ -227,6 +227,8 @@ class TestRace:
             try:
                 await never.wait()
             finally:
+                with anyio.CancelScope(shield=True):
+                    await checkpoints(5)  # an async clean-up takes a few loop turns
                 cancelled.append(n)
 
         async with anyio.create_task_group() as tg:

@@ -100,8 +100,8 @@ async def _race_asyncio(
             else None
         )
 
-    start()
-    try:
+    async def drive() -> Any:
+        nonlocal timer
         while True:
             waiting: set[asyncio.Future[Any]] = set(copies)
             if timer is not None:
@@ -128,12 +128,36 @@ async def _race_asyncio(
                     start()
             if not copies:
                 raise race.final_error(name)
-    finally:
-        leftovers = [*copies, *([timer] if timer is not None else [])]
-        for task in leftovers:
-            task.cancel()
-        if leftovers:
-            await asyncio.wait(leftovers)
+
+    start()
+    try:
+        result = await drive()
+    except BaseException:
+        await _cancel_all([*copies, *([timer] if timer is not None else [])])
+        raise
+    if await _cancel_all([*copies, *([timer] if timer is not None else [])]):
+        raise asyncio.CancelledError  # the caller was cancelled while the losers wound down
+    return result
+
+
+async def _cancel_all(tasks: list[asyncio.Future[Any]]) -> bool:
+    """Cancel ``tasks`` and wait until every one has finished; True if we were cancelled meanwhile.
+
+    A cancellation of the caller during the wait (anyio's cancel scopes deliver
+    one at every await) does not cut the wait short: no copy outlives the call.
+    """
+    for task in tasks:
+        task.cancel()
+    interrupted = False
+    while True:
+        # Look before waiting: a caller cancelled at every await never sees wait() return.
+        pending = [task for task in tasks if not task.done()]
+        if not pending:
+            return interrupted
+        try:
+            await asyncio.wait(pending)
+        except asyncio.CancelledError:
+            interrupted = True
 
 
 async def _race_trio(
