@@ -1,0 +1,319 @@
+"""The ``resile`` command: every subcommand, its exit codes and its errors, on a real SQLite file.
+
+Most tests drive the click command in-process (``CliRunner``); a few run the
+installed console script as a subprocess to check the real entry point.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+import resile
+from resile import Queue, TaskStatus
+from resile.cli import cli, main
+
+HANDLERS = """
+import resile
+
+queue = resile.connect({url!r})
+
+
+@queue.task(backoff=resile.Constant(0.01), max_retries=1)
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@queue.task(backoff=resile.Constant(0.01), max_retries=1)
+def boom() -> None:
+    raise ValueError("always")
+"""
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    """A store URL on a fresh SQLite file."""
+    return f"sqlite:///{tmp_path / 'cli.db'}"
+
+
+@pytest.fixture
+def queue(db: str) -> Iterator[Queue]:
+    """The same store opened through the API, to arrange and check state."""
+    q = resile.connect(db)
+    yield q
+    q.close()
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> Result:
+    """Invoke the CLI in-process; output and exit code are captured."""
+    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+
+def make_task(q: Queue, task_id: str, **options: object) -> None:
+    q.enqueue("job", {"x": 1}, id=task_id, strict=False, **options)  # type: ignore[arg-type]
+
+
+def finish(queue: Queue, task_id: str, *, ok: bool) -> None:
+    """Lease ``task_id`` (it must be the only due task) and complete or dead-letter it."""
+    (task,) = queue.store.lease("default", "w")
+    assert task.id == task_id
+    if ok:
+        queue.store.complete(task_id, "w", {"r": 1})
+    else:
+        queue.store.fail(task_id, "w", ValueError("bad"), permanent=True)
+
+
+class TestEnqueue:
+    def test_enqueue_prints_id_and_stores(self, db: str, queue: Queue) -> None:
+        """enqueue stores a PENDING task with the given params and options and prints its id."""
+        r = run(
+            "enqueue",
+            "send_email",
+            "--params",
+            '{"to": "a@b.c"}',
+            "--priority",
+            "5",
+            "--delay",
+            "60",
+            "--id",
+            "mail-42",
+            "--queue",
+            "mail",
+            "--max-retries",
+            "2",
+            "--timeout",
+            "3",
+            "--db",
+            db,
+        )
+        assert r.exit_code == 0 and r.stdout.strip() == "mail-42"
+        task = queue.get("mail-42")
+        assert task is not None and task.status is TaskStatus.PENDING
+        assert (task.handler, task.queue, task.params) == ("send_email", "mail", {"to": "a@b.c"})
+        assert (task.priority, task.max_retries, task.timeout) == (5, 2, 3.0)
+        assert task.due_at > time.time() + 50
+
+    def test_generated_id(self, db: str, queue: Queue) -> None:
+        """Without --id the generated id is printed."""
+        r = run("enqueue", "job", "--db", db)
+        assert r.exit_code == 0 and queue.get(r.stdout.strip()) is not None
+
+    def test_duplicate_id_exits_1(self, db: str, queue: Queue) -> None:
+        """A duplicate --id exits 1 naming the id; the stored task is unchanged."""
+        make_task(queue, "dup")
+        r = run("enqueue", "other", "--id", "dup", "--db", db)
+        assert r.exit_code == 1 and "--id 'dup'" in r.stderr and "already exists" in r.stderr
+        task = queue.get("dup")
+        assert task is not None and task.handler == "job"
+
+    @pytest.mark.parametrize(
+        ("args", "needle"),
+        [
+            (["--params", "{not json"], "'--params'"),
+            (["--params", "[1, 2]"], "must be a JSON object"),
+            (["--params", '{"x": NaN}'], "params['x']"),
+            (["--priority", "high"], "'--priority'"),
+            (["--delay", "-1"], "'--delay'"),
+            (["--timeout", "0"], "'--timeout'"),
+            (["--max-retries", "-2"], "'--max-retries'"),
+            (["--id", ""], "id must be a non-empty str"),
+        ],
+    )
+    def test_bad_values_exit_2(self, db: str, queue: Queue, args: list[str], needle: str) -> None:
+        """A bad flag value exits 2 with a message naming it; nothing is stored."""
+        r = run("enqueue", "job", *args, "--db", db)
+        assert r.exit_code == 2, r.output
+        assert needle in r.stderr
+        assert sum(queue.stats().values()) == 0
+
+
+class TestDb:
+    def test_env_var_sets_db(self, db: str, queue: Queue) -> None:
+        """RESILE_DB is the default of --db."""
+        r = run("enqueue", "job", "--id", "e1", env={"RESILE_DB": db})
+        assert r.exit_code == 0 and queue.get("e1") is not None
+
+    @pytest.mark.parametrize("url", ["tasks.db", "mysql://x/y", "sqlite://relative.db"])
+    def test_bad_db_exits_2(self, url: str) -> None:
+        """A --db that is not a store URL exits 2 naming --db and the value."""
+        r = run("stats", "--db", url)
+        assert r.exit_code == 2 and "'--db'" in r.stderr and url in r.stderr
+
+
+class TestStatus:
+    def test_status_shows_the_task(self, db: str, queue: Queue) -> None:
+        """status prints the state, attempts, params, last error and the attempt history."""
+        make_task(queue, "t1")
+        assert [t.id for t in queue.store.lease("default", "w")] == ["t1"]
+        queue.store.fail("t1", "w", ConnectionError("503 from upstream"))
+        r = run("status", "t1", "--db", db)
+        assert r.exit_code == 0
+        for needle in ("t1", "PENDING", "1 of 4", '{"x": 1}', "503 from upstream", "attempts"):
+            assert needle in r.stdout
+
+    def test_status_json(self, db: str, queue: Queue) -> None:
+        """status --json prints the whole task as JSON."""
+        make_task(queue, "t1")
+        r = run("status", "t1", "--json", "--db", db)
+        data = json.loads(r.stdout)
+        assert data["id"] == "t1" and data["status"] == "PENDING" and data["params"] == {"x": 1}
+
+    def test_unknown_exits_1(self, db: str) -> None:
+        """status of an unknown id exits 1 naming it."""
+        r = run("status", "ghost", "--db", db)
+        assert r.exit_code == 1 and "no task with id 'ghost'" in r.stderr
+
+
+class TestList:
+    def test_list_filters_and_limits(self, db: str, queue: Queue) -> None:
+        """list shows tasks oldest first, filtered by --status and --queue, capped by --limit."""
+        make_task(queue, "a")
+        make_task(queue, "b")
+        make_task(queue, "c", queue="other")
+        queue.cancel("b")
+        r = run("list", "--db", db)
+        assert r.exit_code == 0 and "3 task(s)" in r.stdout and "CANCELED" in r.stdout
+        r = run("list", "--json", "--db", db)
+        assert [json.loads(line)["id"] for line in r.stdout.splitlines()] == ["a", "b", "c"]
+        r = run("list", "--status", "canceled", "--db", db)
+        assert "1 task(s)" in r.stdout and "CANCELED" in r.stdout and "PENDING" not in r.stdout
+        r = run("list", "--queue", "other", "--json", "--db", db)
+        assert [json.loads(line)["id"] for line in r.stdout.splitlines()] == ["c"]
+        r = run("list", "--limit", "1", "--json", "--db", db)
+        assert [json.loads(line)["id"] for line in r.stdout.splitlines()] == ["a"]
+
+    @pytest.mark.parametrize(
+        ("args", "needle"),
+        [(["--status", "LOST"], "'--status'"), (["--limit", "0"], "'--limit'")],
+    )
+    def test_bad_values_exit_2(self, db: str, args: list[str], needle: str) -> None:
+        """An unknown status or a limit below 1 exits 2 naming the flag."""
+        r = run("list", *args, "--db", db)
+        assert r.exit_code == 2 and needle in r.stderr
+
+
+class TestStats:
+    def test_counts(self, db: str, queue: Queue) -> None:
+        """stats counts tasks per state and queue (table and JSON)."""
+        make_task(queue, "a")
+        make_task(queue, "b")
+        make_task(queue, "c", queue="other")
+        queue.cancel("a")
+        r = run("stats", "--json", "--db", db)
+        data = json.loads(r.stdout)
+        assert data["total"] == {"PENDING": 2, "DOING": 0, "DONE": 0, "FAILED": 0, "CANCELED": 1}
+        assert data["queues"]["other"]["PENDING"] == 1
+        r = run("stats", "--db", db)
+        assert r.exit_code == 0 and "other" in r.stdout and "CANCELED" in r.stdout
+
+
+class TestCancelRetryPurge:
+    def test_cancel(self, db: str, queue: Queue) -> None:
+        """cancel cancels a pending task; again, or unknown, exits 1."""
+        make_task(queue, "t")
+        r = run("cancel", "t", "--db", db)
+        assert r.exit_code == 0 and "canceled t" in r.stdout
+        t = queue.get("t")
+        assert t is not None and t.status is TaskStatus.CANCELED
+        r = run("cancel", "t", "--db", db)
+        assert r.exit_code == 1 and "CANCELED" in r.stderr
+        assert run("cancel", "ghost", "--db", db).exit_code == 1
+
+    def test_retry_requeues_a_dead_task(self, db: str, queue: Queue) -> None:
+        """retry puts a FAILED task back to PENDING with fresh attempts; a pending one exits 1."""
+        make_task(queue, "dead")
+        finish(queue, "dead", ok=False)
+        r = run("retry", "dead", "--db", db)
+        assert r.exit_code == 0 and "requeued dead" in r.stdout
+        t = queue.get("dead")
+        assert t is not None and t.status is TaskStatus.PENDING and t.attempts == 0
+        r = run("retry", "dead", "--db", db)
+        assert r.exit_code == 1 and "only FAILED or CANCELED" in r.stderr
+        assert run("retry", "ghost", "--db", db).exit_code == 1
+
+    def test_purge(self, db: str, queue: Queue) -> None:
+        """purge deletes finished tasks older than --older-than; pending ones stay."""
+        make_task(queue, "done")
+        finish(queue, "done", ok=True)
+        make_task(queue, "pending", delay=60)
+        r = run("purge", "--older-than", "3600", "--db", db)
+        assert r.exit_code == 0 and "purged 0" in r.stdout
+        r = run("purge", "--db", db)
+        assert r.exit_code == 0 and "purged 1" in r.stdout
+        assert queue.get("done") is None and queue.get("pending") is not None
+        r = run("purge", "--older-than", "-5", "--db", db)
+        assert r.exit_code == 2 and "'--older-than'" in r.stderr
+
+
+class TestWorker:
+    def test_burst_drains_a_queue(
+        self, tmp_path: Path, db: str, queue: Queue, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """worker MODULE:QUEUE --burst runs every task (retries included) and returns."""
+        (tmp_path / "cli_handlers.py").write_text(HANDLERS.format(url=db), encoding="utf-8")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        for i in range(5):
+            queue.enqueue("add", {"a": i, "b": 1}, id=f"add-{i}", strict=False)
+        queue.enqueue("boom", {}, id="boom", strict=False, max_retries=1)
+        r = run("worker", "cli_handlers:queue", "--burst", "--concurrency", "3")
+        assert r.exit_code == 0, r.output
+        assert "5 done" in r.stderr and "1 dead" in r.stderr
+        for i in range(5):
+            t = queue.get(f"add-{i}")
+            assert t is not None and t.status is TaskStatus.DONE and t.result == i + 1
+        dead = queue.get("boom")
+        assert dead is not None and dead.status is TaskStatus.FAILED and dead.attempts == 2
+        sys.modules.pop("cli_handlers", None)
+
+    @pytest.mark.parametrize(
+        ("args", "needle"),
+        [
+            (["no_such_module_xyz:queue"], "cannot import module 'no_such_module_xyz'"),
+            (["json"], "must look like 'package.module:queue'"),
+            (["json:dumps"], "not a queue"),
+            (["json:queue", "--mode", "fiber"], "'--mode'"),
+            (["json:queue", "--concurrency", "0"], "'--concurrency'"),
+        ],
+    )
+    def test_bad_arguments_exit_2(self, args: list[str], needle: str) -> None:
+        """A queue path that does not import or a bad option exits 2 with the reason."""
+        r = run("worker", *args, "--burst")
+        assert r.exit_code == 2 and needle in r.stderr
+
+
+class TestConsoleScript:
+    def test_exit_codes_of_the_installed_command(self, db: str) -> None:
+        """The installed `resile` command exits 0, 1 and 2 as documented."""
+        exe = Path(sys.executable).with_name("resile")
+        ok = subprocess.run(
+            [str(exe), "enqueue", "job", "--id", "j", "--db", db], capture_output=True, text=True
+        )
+        assert ok.returncode == 0 and ok.stdout.strip() == "j"
+        missing = subprocess.run(
+            [str(exe), "status", "nope", "--db", db], capture_output=True, text=True
+        )
+        assert missing.returncode == 1 and "nope" in missing.stderr
+        usage = subprocess.run([str(exe), "list", "--limit", "x", "--db", db], capture_output=True)
+        assert usage.returncode == 2
+
+    def test_main_returns_codes(self, db: str) -> None:
+        """main(argv) returns the exit code instead of raising."""
+        assert main(["enqueue", "job", "--id", "m", "--db", db]) == 0
+        assert main(["cancel", "ghost", "--db", db]) == 1
+        assert main(["frobnicate"]) == 2
+
+    def test_import_resile_does_not_import_click(self) -> None:
+        """`import resile` (and resile.compat, resile.demo) never imports click or rich."""
+        code = (
+            "import sys, resile, resile.compat, resile.demo; "
+            "print(sorted(m for m in ('click', 'rich') if m in sys.modules))"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
