@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -218,6 +218,10 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     module = importlib.import_module(name)
     e = Env(tmp_path, module)
     yield e
+    while Background.running:  # a failed test may leave a worker serving
+        bg = Background.running.pop()
+        bg.worker.stop(force=True)
+        bg.thread.join(10)
     e.queue.close()
     sys.modules.pop(name, None)
 
@@ -234,9 +238,12 @@ def wait_for(cond: Callable[[], bool], timeout: float = 15.0, what: str = "condi
 class Background:
     """A worker serving in a thread; ``stop()`` joins it with a bound."""
 
+    running: ClassVar[list[Background]] = []
+
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
         self.error: BaseException | None = None
+        Background.running.append(self)
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
         wait_for(lambda: worker.free_slots == worker.concurrency, what="the worker to start")
@@ -404,6 +411,23 @@ class TestCancel:
         got = env.get(t.id)
         assert (got.status, got.result) == (TaskStatus.CANCELED, None)
         assert got.history[-1].outcome is Outcome.CANCELED
+
+    def test_a_lost_lease_stops_the_attempt_and_records_nothing(self, env: Env, mode: str) -> None:
+        """When another worker took the task over (lease lapsed and reclaimed), the old attempt is stopped and writes nothing."""
+        bg = Background(env.worker(mode, concurrency=1, lease_seconds=0.6))
+        t = env.enqueue(STUCK[mode], seconds=60, max_retries=3)
+        wait_for(lambda: env.get(t.id).status is TaskStatus.DOING, what="the task to start")
+        # Another worker, whose clock says the lease lapsed long ago, reclaims and leases it.
+        took = env.queue.store.lease("default", "intruder", now=time.time() + 3600)
+        assert [x.id for x in took] == [t.id]
+        wait_for(lambda: bg.worker.stats.lost == 1, what="the worker to notice the lost lease")
+        nxt = env.enqueue("ok", x=3)
+        wait_for(
+            lambda: env.get(nxt.id).status is TaskStatus.DONE, what="the freed slot to run a task"
+        )
+        assert bg.stop() < 5
+        got = env.get(t.id)
+        assert (got.status, got.lease_owner, got.result) == (TaskStatus.DOING, "intruder", None)
 
 
 class TestShutdown:

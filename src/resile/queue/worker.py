@@ -16,9 +16,10 @@ cancelled is never written.
 Timing: the loop sleeps until the earliest of the next due task
 (``Store.next_due_at``), the next heartbeat and the next exec deadline; an
 enqueue in this process wakes it at once (``Store.add_listener``); a finished
-attempt wakes it too. Tasks enqueued by *other* processes are noticed by a
-bounded poll of ``next_due_at`` (``poll_interval``, 20 ms by default) while
-the worker has a free slot. See ``docs/worker.md``.
+attempt wakes it too. Tasks enqueued by *other* processes wake it through
+``Store.watch`` when the store can tell (Redis: pub/sub); otherwise (SQLite)
+they are noticed by a bounded poll of ``next_due_at`` (``poll_interval``,
+20 ms by default) while the worker has a free slot. See ``docs/worker.md``.
 """
 
 from __future__ import annotations
@@ -340,9 +341,12 @@ class _ProcessExecutor(_Executor):
         child = _Child(proc, parent_conn)
         with self._lock:
             if self._closing:
+                parent_conn.close()
+                child_conn.close()
                 return
             self._children.append(child)
-        proc.start()
+            # Started under the lock, so that close() never sees an unstarted child.
+            proc.start()
         child_conn.close()
         threading.Thread(
             target=self._read, args=(child,), name="resile-child-reader", daemon=True
@@ -400,7 +404,7 @@ class _ProcessExecutor(_Executor):
             attempt, child.attempt = child.attempt, None
             if child in self._children:
                 self._children.remove(child)
-            respawn = not self._closing
+            respawn = not self._closing and not self.worker._stopping
             if not child.ready and not child.dying:
                 self._boot_failures += 1
             too_many = self._boot_failures >= 3
@@ -447,6 +451,8 @@ class _ProcessExecutor(_Executor):
                 c.conn.send(None)
         end = time.monotonic() + timeout
         for c in children:
+            if c.proc.pid is None:  # a replacement that was never started
+                continue
             c.proc.join(max(0.0, end - time.monotonic()))
             if c.proc.is_alive():
                 c.proc.kill()
@@ -523,7 +529,8 @@ class Worker:
         worker_id: the lease owner name; default ``host:pid:random``.
         poll_interval: while idle, how often to look for tasks enqueued by
             other processes (an enqueue in this process wakes the worker at
-            once); ``None`` turns polling off.
+            once); ``None`` turns polling off. Not used with a store that
+            wakes workers across processes (``Store.watch``: Redis).
         kill_grace: process mode, seconds between SIGTERM and SIGKILL.
         import_path: process mode, ``"package.module:queue"`` for the
             children to import; found automatically for a module-level queue.
@@ -620,6 +627,7 @@ class Worker:
         self._executor: _Executor | None = None
         self._capacity: dict[str, float] = {}
         self._capacity_at = -math.inf
+        self._watched = False  # the store wakes us for other processes' tasks: no polling
 
     # -- construction helpers -----------------------------------------------------------------
 
@@ -815,6 +823,7 @@ class Worker:
         self._fatal_error = None
         self._executor = executor
         remove_listener = self.store.add_listener(self._on_created)
+        stop_watching: Callable[[], None] | None = None
         logger.info(
             "resile worker %s: serving %s (%s x%d)",
             self.worker_id,
@@ -823,10 +832,15 @@ class Worker:
             self.concurrency,
         )
         try:
+            stop_watching = self.store.watch(self.queues, self._signal)
+            self._watched = stop_watching is not None
             executor.open()
             self._loop(executor, burst, wait)
         finally:
             remove_listener()
+            if stop_watching is not None:
+                stop_watching()
+            self._watched = False
             try:
                 self._hand_back(executor)
             finally:
@@ -891,7 +905,7 @@ class Worker:
                         gap = min(gap * 2, self.poll_interval or 0.05)
                     elif due is not None:
                         timeout = min(timeout, due - now)
-                    if self.poll_interval is not None:
+                    if self.poll_interval is not None and not self._watched:
                         timeout = min(timeout, self.poll_interval)
                 if burst and not self._running and not self._reports and not self._writes:
                     if free <= 0 and not executor.booting():
