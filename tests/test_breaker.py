@@ -24,6 +24,7 @@ from resile import (
     DeadlineExceeded,
     Exponential,
     after_attempts,
+    after_elapsed,
     retry,
 )
 from resile.breaker import (
@@ -555,6 +556,36 @@ class TestWithRetry:
         assert clock.sleeps == []
         assert len(calls) == 2
         assert info.value.retry_after == 10.0
+
+    def test_wait_is_the_time_left_not_the_whole_period(self, clock: FakeClock) -> None:
+        """A call 4 s into a 10 s open period waits exactly the 6 s left (retry_after)."""
+        breaker = CircuitBreaker(failure_threshold=1, recovery=Constant(10))
+        fail_times(breaker, 1)
+        clock.advance(4)
+
+        @retry(backoff=Constant(0), stop=after_attempts(3), timeout=60)
+        @breaker
+        def dep() -> str:
+            return "probe ok"
+
+        assert dep() == "probe ok"
+        assert clock.sleeps == [6.0]
+
+    def test_retry_gives_up_when_the_probe_is_past_the_stop_condition(
+        self, clock: FakeClock
+    ) -> None:
+        """With after_elapsed(5) and a 10 s open period, @retry gives up without waiting."""
+        breaker = CircuitBreaker(failure_threshold=1, recovery=Constant(10))
+        fail_times(breaker, 1)
+
+        @retry(backoff=Constant(0), stop=after_elapsed(5))
+        @breaker
+        def dep() -> None:
+            raise AssertionError("an open circuit must not call the dependency")
+
+        with pytest.raises(CircuitOpen):
+            dep()
+        assert clock.sleeps == []
 
     @pytest.mark.anyio
     async def test_async_retry_waits_for_the_probe(self, clock: FakeClock) -> None:
