@@ -464,12 +464,13 @@ def _mp_context() -> Any:
 
     ``fork`` from a process that runs threads (ours does) can deadlock the
     child. A fork server is a clean single-threaded process that has imported
-    resile once, so each child starts in milliseconds instead of re-importing
-    everything as ``spawn`` does.
+    resile and the main script once (the main script under the usual
+    ``if __name__ == "__main__":`` guard), so each child starts in
+    milliseconds instead of re-importing everything as ``spawn`` does.
     """
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["resile.queue._runner"])
+        ctx.set_forkserver_preload(["__main__", "resile.queue._runner"])
         return ctx
     return multiprocessing.get_context("spawn")
 
