@@ -219,6 +219,25 @@ class TestAsyncHooks:
         assert seen[0].exception is fn.raised[-1]  # type: ignore[attr-defined]
         assert seen[0].gave_up_because == "stop"
 
+    async def test_async_hook_of_sync_function_inside_a_loop(self, clock: FakeClock) -> None:
+        """A sync function with an async hook, called from async code, still runs the hook."""
+        seen: list[int] = []
+
+        async def on_retry(s: RetryState) -> None:
+            seen.append(s.attempt)
+
+        calls = []
+
+        @retry(backoff=Constant(0), on_retry=on_retry)
+        def sync_fn() -> str:
+            calls.append(1)
+            if len(calls) < 3:
+                raise OSError
+            return "ok"
+
+        assert sync_fn() == "ok"
+        assert seen == [1, 2]
+
     @pytest.mark.parametrize("kind", ["sync", "async"])
     async def test_raising_hook_logged(
         self, kind: str, clock: FakeClock, caplog: pytest.LogCaptureFixture
