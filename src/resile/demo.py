@@ -447,9 +447,14 @@ def retry_demo(*, failures: int = 4, seed: int | None = None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m resile.demo [flags]``: the same as ``resile demo [flags]``."""
-    from resile.cli import main as cli_main
-
     args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        from resile.cli import main as cli_main
+    except ImportError:  # the cli extra (click, rich) is not installed: defaults, plain output
+        if args:
+            print("resile demo: flags need the cli extra: pip install 'resile[cli]'")
+            return 2
+        return run()
     return cli_main(["demo", *args])
 
 
