@@ -705,11 +705,6 @@ class TestDeadline:
             retry(backoff=Constant(0), timeout=0, on_success=lambda s: None)(fn)()
         assert len(fn.calls) == 1  # type: ignore[attr-defined]
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="Retrying._wrap_sync picks the lean path with 'self.timeout or ...', so "
-        "timeout=0 is ignored there (reported to the lead; remove this mark once fixed)",
-    )
     def test_zero_timeout_lean_path(self, clock: FakeClock) -> None:
         """timeout=0 leaves no time for any retry, on the lean path too."""
         fn = flaky(9)

@@ -50,3 +50,40 @@ class TestIteratorValue:
                 attempt.set_result(next(results))
         assert attempt.value == 7
         assert attempt.number == 3
+
+
+class TestCircuitOpen:
+    def test_narrow_on_still_waits_for_the_probe(self) -> None:
+        """``on=ConnectionError`` still waits out a ``CircuitOpen`` until its probe time."""
+        from resile import CircuitOpen, retry
+
+        outcomes: list[BaseException | str] = [CircuitOpen("db", 4.0), "ok"]
+
+        @retry(on=ConnectionError, backoff=Constant(0.1), stop=after_attempts(3))
+        def call() -> str:
+            outcome = outcomes.pop(0)
+            if isinstance(outcome, BaseException):
+                raise outcome
+            return outcome
+
+        with no_waits() as clock:
+            assert call() == "ok"
+        assert clock.sleeps == [4.0]
+
+    def test_refused_call_costs_no_budget_token(self) -> None:
+        """A call refused by an open circuit takes no token from the retry budget."""
+        from resile import CircuitOpen, RetryBudget, retry
+
+        budget = RetryBudget(max_tokens=10, token_ratio=0.1)
+        outcomes: list[BaseException | str] = [CircuitOpen("db", 1.0), CircuitOpen("db", 1.0), "ok"]
+
+        @retry(on=ConnectionError, backoff=Constant(0), stop=after_attempts(5), budget=budget)
+        def call() -> str:
+            outcome = outcomes.pop(0)
+            if isinstance(outcome, BaseException):
+                raise outcome
+            return outcome
+
+        with no_waits():
+            assert call() == "ok"
+        assert budget.tokens == 10

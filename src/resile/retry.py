@@ -173,7 +173,9 @@ class Retrying:
 
     Args:
         on: what to retry: an exception type, a tuple of them, or a predicate
-            ``exc -> bool``. Default: ``Exception``.
+            ``exc -> bool``. Default: ``Exception``. A ``CircuitOpen`` from a
+            breaker inside is always waited out until its probe time (when
+            that fits the stop condition and the deadline), whatever ``on`` says.
         on_result: a predicate ``result -> bool``; ``True`` means the result
             is a failure to retry (``lambda ok: not ok`` retries falsy results).
         permanent_on: exception types that stop retrying at once (as raising
@@ -226,10 +228,10 @@ class Retrying:
         async_sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         if _is_exc_type(on):
-            self._catch: tuple[type[BaseException], ...] = (on, Permanent)  # type: ignore[assignment]
+            self._catch: tuple[type[BaseException], ...] = (on, Permanent, CircuitOpen)  # type: ignore[assignment]
             self._predicate: Callable[[BaseException], bool] | None = None
         elif isinstance(on, tuple) and all(_is_exc_type(t) for t in on):
-            self._catch = (*on, Permanent)
+            self._catch = (*on, Permanent, CircuitOpen)
             self._predicate = None
         elif callable(on):
             self._catch = (Exception,)
@@ -339,7 +341,11 @@ class Retrying:
         on_result = self.on_result
         stats = self.statistics
         plain = not (
-            self._timed or self.timeout or self._predicate or self.on_success or self.budget
+            self._timed
+            or self.timeout is not None
+            or self._predicate
+            or self.on_success
+            or self.budget
         )
 
         @functools.wraps(fn)
@@ -396,8 +402,8 @@ class Retrying:
         afn: Callable[..., Awaitable[Any]] = fn  # type: ignore[assignment]
         plain = not (
             self._timed
-            or self.timeout
-            or self.attempt_timeout
+            or self.timeout is not None
+            or self.attempt_timeout is not None
             or self._predicate
             or self.on_success
             or self.budget
@@ -669,9 +675,10 @@ class _Call:
         self.attempts += 1
         if self.outcomes is not None:
             self.outcomes.append(exc if exc is not None else self.result)
-        if p.budget is not None:
+        if p.budget is not None and not isinstance(exc, CircuitOpen):
+            # A call refused by an open circuit sent nothing: it costs no token.
             p.budget.record_failure()
-        if exc is not None:
+        if exc is not None and not isinstance(exc, CircuitOpen):
             if isinstance(exc, Permanent) or (p.permanent_on and isinstance(exc, p.permanent_on)):
                 self.reason = "permanent"
                 return None
