@@ -117,9 +117,7 @@ class TestCorruptRows:
             assert bad.last_error is not None and bad.last_error.type == "CorruptTask"
             assert repr(column) in bad.last_error.message
             c = raw(path)
-            kept = c.execute(
-                f"SELECT {column} FROM {TASKS_TABLE} WHERE id = 'bad'"
-            ).fetchone()[0]
+            kept = c.execute(f"SELECT {column} FROM {TASKS_TABLE} WHERE id = 'bad'").fetchone()[0]
             c.close()
             assert kept == value  # nothing stored is thrown away
             assert s.list(status="FAILED")[0].id == "bad"
