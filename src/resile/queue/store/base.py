@@ -111,6 +111,21 @@ class Store(ABC):
 
         return remove
 
+    def watch(self, queues: Sequence[str], wake: Callable[[], None]) -> Callable[[], None] | None:
+        """Call ``wake()`` (from a helper thread) whenever *another process* may
+        have made work due on ``queues``: a create, a retry, a release, a requeue.
+
+        Wake-ups may be spurious, but none may be missed once ``watch`` has
+        returned: a worker that reads ``next_due_at`` after subscribing and
+        sleeps until then or until woken never oversleeps new work.
+
+        Returns:
+            a function that stops watching; or ``None`` when the store cannot
+            tell (the default, e.g. SQLite): workers then poll ``next_due_at``
+            (``Worker(poll_interval=...)``) to notice other processes' tasks.
+        """
+        return None
+
     def _notify(self, tasks: Sequence[Task]) -> None:
         """Backends call this after a create / requeue committed."""
         if not tasks:
