@@ -1,0 +1,50 @@
+"""Queue API usages that ``mypy --strict`` checks (and pytest runs).
+
+``@queue.task`` must keep the function's signature for direct calls, and
+``enqueue`` must return a ``Task``. Each ``# type: ignore[code]`` marks a
+call that must be rejected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+import pytest
+
+import resile
+from resile import Queue, Task, TaskContext, TaskStatus
+from resile.queue import TaskFunction, TaskSpec
+
+
+def test_queue_api_types() -> None:
+    """Decorated handlers keep their signatures; the queue calls return typed values."""
+    queue: Queue = resile.connect("sqlite:///:memory:")
+
+    @queue.task(max_retries=2, backoff=resile.Exponential(1.0, max_delay=60), timeout=30)
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    @queue.task
+    async def fetch(url: str, ctx: TaskContext | None = None) -> bytes:
+        return url.encode()
+
+    total: int = add(1, 2)
+    assert total == 3
+    with pytest.raises(TypeError):
+        add("1", 2)  # type: ignore[arg-type]
+    coro: Coroutine[Any, Any, bytes] = fetch("u")
+    assert asyncio.run(coro) == b"u"
+
+    fn: TaskFunction[[int, int], int] = add
+    task: Task = fn.enqueue(1, b=2, priority=5)
+    status: TaskStatus = task.status
+    assert status is TaskStatus.PENDING
+    spec: TaskSpec = add.spec(1, 2)
+    many: list[Task] = queue.enqueue_many([spec])
+    maybe: Task | None = queue.get(task.id)
+    counts: dict[TaskStatus, int] = queue.stats()
+    canceled: bool = queue.cancel(task.id)
+    assert maybe is not None and canceled and counts[TaskStatus.PENDING] == 2 and many
+    queue.close()
