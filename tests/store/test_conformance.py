@@ -376,6 +376,29 @@ class TestComplete:
         assert h.duration == pytest.approx(2.25)
         assert store.get("a") == t
 
+    def test_complete_many(self, store: Store) -> None:
+        """complete_many answers each (id, result) as complete would, in order."""
+        store.create_many([spec(id=i) for i in ("a", "b", "c")], now=T0)
+        store.lease("default", W1, limit=2, now=T0)
+        lease_one(store, W2)
+        done = store.complete_many([("a", 1), ("c", "x"), ("b", {"y": [2]})], W1, now=T0 + 1)
+        assert [None if t is None else (t.id, t.status, t.result) for t in done] == [
+            ("a", TaskStatus.DONE, 1),
+            None,
+            ("b", TaskStatus.DONE, {"y": [2]}),
+        ]
+        assert store.get("b") == done[2]
+        assert store.get("c").status is TaskStatus.DOING  # type: ignore[union-attr]
+        assert store.complete_many([], W1) == []
+
+    def test_complete_many_refuses_non_json_before_writing(self, store: Store) -> None:
+        """A non-JSON result in the batch raises and nothing of the batch is written."""
+        store.create_many([spec(id="a"), spec(id="b")], now=T0)
+        store.lease("default", W1, limit=2, now=T0)
+        with pytest.raises(ValueError, match="set"):
+            store.complete_many([("a", 1), ("b", {1, 2})], W1, now=T0)
+        assert store.stats()[TaskStatus.DOING] == 2
+
     def test_non_json_result_is_refused_and_the_lease_kept(self, store: Store) -> None:
         """A result that is not plain JSON raises naming the path; the task stays DOING."""
         store.create(spec(id="a"), now=T0)

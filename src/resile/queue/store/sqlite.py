@@ -762,6 +762,34 @@ class SQLiteStore(Store):
         ).fetchone()
         return row
 
+    def _complete_row(
+        self, c: sqlite3.Connection, task_id: str, worker_id: str, encoded: str, at: float
+    ) -> Task | None:
+        row = self._held(c, task_id, worker_id)
+        if row is None:
+            return None
+        entry = Attempt(row["attempts"], row["started_at"], at, Outcome.OK)
+        history = _history_with(row, entry)
+        c.execute(
+            f"UPDATE {_T} SET status = 'DONE', ready = 0, result = ?, progress = 100,"
+            " history = COALESCE(?, history), lease_expires_at = NULL, finished_at = ?,"
+            " updated_at = ? WHERE seq = ?",
+            (encoded, history, at, at, row["seq"]),
+        )
+        # The snapshot from the row already read: no second SELECT on the hot path.
+        before = _decode(row, strict=False)
+        return before.replace(
+            status=TaskStatus.DONE,
+            result=json.loads(encoded),
+            progress=100.0,
+            history=(*before.history, entry)[-HISTORY_LIMIT:]
+            if history is not None
+            else before.history,
+            lease_expires_at=None,
+            finished_at=at,
+            updated_at=at,
+        )
+
     def complete(
         self,
         task_id: str,
@@ -773,34 +801,30 @@ class SQLiteStore(Store):
         check_json(result, "result")
         encoded = _dumps(result)
         at = self.now(now)
+        return self._write(lambda c: self._complete_row(c, task_id, worker_id, encoded, at))
 
-        def body(c: sqlite3.Connection) -> Task | None:
-            row = self._held(c, task_id, worker_id)
-            if row is None:
-                return None
-            entry = Attempt(row["attempts"], row["started_at"], at, Outcome.OK)
-            history = _history_with(row, entry)
-            c.execute(
-                f"UPDATE {_T} SET status = 'DONE', ready = 0, result = ?, progress = 100,"
-                " history = COALESCE(?, history), lease_expires_at = NULL, finished_at = ?,"
-                " updated_at = ? WHERE seq = ?",
-                (encoded, history, at, at, row["seq"]),
-            )
-            # The snapshot from the row already read: no second SELECT on the hot path.
-            before = _decode(row, strict=False)
-            return before.replace(
-                status=TaskStatus.DONE,
-                result=json.loads(encoded),
-                progress=100.0,
-                history=(*before.history, entry)[-HISTORY_LIMIT:]
-                if history is not None
-                else before.history,
-                lease_expires_at=None,
-                finished_at=at,
-                updated_at=at,
-            )
+    def complete_many(
+        self,
+        items: Sequence[tuple[str, JSONValue]],
+        worker_id: str,
+        *,
+        now: float | None = None,
+    ) -> builtins.list[Task | None]:
+        """``complete`` for several ``(task_id, result)``, in one transaction (one commit).
 
-        return self._write(body)
+        Each answer is what ``complete`` would return; a result that is not
+        plain JSON raises ``ValueError`` before anything is written.
+        """
+        encoded = []
+        for tid, result in items:
+            check_json(result, f"result of {tid!r}")
+            encoded.append((tid, _dumps(result)))
+        if not encoded:
+            return []
+        at = self.now(now)
+        return self._write(
+            lambda c: [self._complete_row(c, tid, worker_id, enc, at) for tid, enc in encoded]
+        )
 
     def fail(
         self,
