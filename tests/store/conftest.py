@@ -7,6 +7,7 @@ line here; the tests do not change.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,13 +15,22 @@ import pytest
 
 from resile.queue.store import Store, open_store
 
+
+def _with_query(url: str, option: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}{option}"
+
+
 # name -> (request, tmp_path) -> URL of an empty store for one test
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], str]] = {
     "sqlite-file": lambda request, tmp: f"sqlite:///{tmp / 'tasks.db'}",
     "sqlite-memory": lambda request, tmp: "sqlite:///:memory:",
+    # A fresh namespace on the session's Redis (REDIS_URL or a throwaway server).
+    "redis": lambda request, tmp: _with_query(
+        request.getfixturevalue("redis_url"), f"namespace=test-{uuid.uuid4().hex}"
+    ),
 }
 # Backends whose URL several processes can open to share one store.
-SHARED_BACKENDS = {"sqlite-file"}
+SHARED_BACKENDS = {"sqlite-file", "redis"}
 
 T0 = 1_700_000_000.0  # the tests' "now", in epoch seconds
 

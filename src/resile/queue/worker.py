@@ -64,6 +64,8 @@ _PROBE_TTL = 1.0
 # After "something is due" but the lease got nothing (a race with another worker, a lease
 # lapsing at exactly now), look again after this gap, doubling up to the poll interval.
 _MIN_GAP = 0.001
+# Successes recorded together (``Store.complete_many``) at most.
+_WRITE_BATCH = 256
 # Store trouble (disk full, database locked for long) is retried with this policy.
 _STORE_BACKOFF = Exponential(0.05, max_delay=2.0, jitter="full")
 
@@ -970,10 +972,37 @@ class Worker:
     def _flush(self) -> None:
         """Write every outcome; a store error leaves the rest for the next round."""
         while self._writes:
+            if self._complete_batch():
+                continue
             attempt, result = self._writes[0]
             self._write(attempt, result)
             self._writes.popleft()
             self._running.pop(attempt.task.id, None)
+
+    def _complete_batch(self) -> bool:
+        """Record the successes at the head of the write queue with one
+        ``Store.complete_many`` (one round trip on Redis); False when fewer than two."""
+        batch: list[tuple[_Attempt, Result]] = []
+        for attempt, result in self._writes:
+            if result is None or not result.ok or len(batch) >= _WRITE_BATCH:
+                break
+            batch.append((attempt, result))
+        if len(batch) < 2:
+            return False
+        try:
+            done = self.store.complete_many(
+                [(a.task.id, r.value) for a, r in batch], self.worker_id
+            )
+        except ValueError:  # a result that is not JSON: one by one, that one fails
+            return False
+        for (attempt, _), task in zip(batch, done, strict=True):
+            if task is not None:
+                self.stats.done += 1
+            else:  # canceled meanwhile, or the lease was lost: nothing was written
+                self.stats.lost += 1
+            self._writes.popleft()
+            self._running.pop(attempt.task.id, None)
+        return True
 
     def _write(self, attempt: _Attempt, result: Result | None) -> None:
         store, task, wid = self.store, attempt.task, self.worker_id

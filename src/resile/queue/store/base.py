@@ -48,7 +48,7 @@ from resile.queue._names import (
     Outcome,
     TaskStatus,
 )
-from resile.queue.task import JSONValue, Task, TaskError, TaskSpec
+from resile.queue.task import JSONValue, Task, TaskError, TaskSpec, check_json
 
 __all__ = [
     "IfExists",
@@ -287,6 +287,28 @@ class Store(ABC):
                 nothing is written and the lease is kept, so the worker can
                 ``fail`` the attempt instead.
         """
+
+    def complete_many(
+        self,
+        items: Sequence[tuple[str, JSONValue]],
+        worker_id: str,
+        *,
+        now: float | None = None,
+    ) -> builtins.list[Task | None]:
+        """``complete`` for several ``(task_id, result)`` of one worker; one answer each, in order.
+
+        Each completion is its own atomic step, exactly as ``complete``;
+        backends may send them together (Redis: one round trip). The default
+        calls ``complete`` for each.
+
+        Raises:
+            ValueError: a result is not plain JSON (the path is named); then
+                nothing is written.
+        """
+        for _, result in items:
+            check_json(result, "result")
+        at = self.now(now)
+        return [self.complete(tid, worker_id, result, now=at) for tid, result in items]
 
     @abstractmethod
     def fail(

@@ -1,0 +1,117 @@
+"""Every Redis key, channel and default of the Redis task store, in one place.
+
+A store lives under one *root*, ``resile:{<namespace>}``: the braces are a
+Redis Cluster hash tag, so every key of a store hashes to the same slot and
+each Lua script touches one slot only (what Cluster requires of a script).
+The namespace defaults to ``main``; stores with different namespaces share
+nothing and may live on different cluster nodes.
+
+Keys under the root (``<q>`` is a queue name, always the last part, so a
+queue name may contain ``:``)::
+
+    <root>:seq              string  the store's sequence counter (INCRBY)
+    <root>:queues           hash    queue -> number of stored tasks
+    <root>:t:<id>           hash    one task (fields: see ``TASK_FIELDS``)
+    <root>:lop:<worker>     string  the last lease of a worker (a retried lease
+                                    returns the same tasks), expires with the lease
+    <root>:ready:<q>        zset    due tasks without resource needs; score 0,
+                                    member rank + id: lexicographic order is
+                                    (priority, sequence)
+    <root>:gready:<q>       zset    the same for tasks with resource needs ("gated")
+    <root>:delayed:<q>      zset    tasks not due yet, score due_at, member id
+    <root>:gdelayed:<q>     zset    the same for gated tasks
+    <root>:leases:<q>       zset    DOING tasks, score lease_expires_at, member id
+    <root>:s:<STATUS>:<q>   zset    PENDING, DONE, FAILED or CANCELED tasks, score
+                                    sequence (list, stats); the DOING ones are
+                                    the members of leases:<q>
+    <root>:f:<STATUS>:<q>   zset    DONE / FAILED / CANCELED tasks, score
+                                    finished_at (purge, retention sweep)
+
+Channel::
+
+    <root>:wake:<q>         pub/sub: "work on <q> may be due" (see docs/redis.md)
+"""
+
+from __future__ import annotations
+
+from resile.queue._names import TaskStatus
+
+__all__ = [
+    "DEFAULT_FAILED_RETENTION",
+    "DEFAULT_NAMESPACE",
+    "DEFAULT_RETENTION",
+    "DEFAULT_RETRY_FOR",
+    "GATED_SCAN_LIMIT",
+    "KEY_PREFIX",
+    "MIGRATE_LIMIT",
+    "PURGE_BATCH",
+    "RANK_WIDTH",
+    "RECLAIM_BATCH",
+    "SWEEP_ON_FINISH",
+    "SWEEP_ON_READ",
+    "TASK_FIELDS",
+    "channel",
+    "queue_key",
+    "root",
+    "task_key",
+]
+
+KEY_PREFIX = "resile"
+DEFAULT_NAMESPACE = "main"
+
+# -- retention and reconnects -------------------------------------------------------------------
+# DONE and CANCELED tasks are deleted this long after they finished (a week); ``None`` keeps them.
+DEFAULT_RETENTION: float | None = 7 * 24 * 3600.0
+# Dead letters (FAILED) are kept until purged or requeued: someone should look at them.
+DEFAULT_FAILED_RETENTION: float | None = None
+# How long a call keeps reconnecting (resile backoff) before it raises the connection error.
+DEFAULT_RETRY_FOR = 30.0
+
+# -- bounds of the work one script does (none is O(number of tasks)) ----------------------------
+# Delayed tasks moved to ready per queue and lease; the rest move on the next lease.
+MIGRATE_LIMIT = 10_000
+# Expired leases reclaimed per queue and lease.
+RECLAIM_BATCH = 100
+# Gated (resource-needing) due tasks a lease looks through for ones the worker can take.
+GATED_SCAN_LIMIT = 1_000
+# Finished tasks past their retention that a finishing write deletes from the indexes.
+SWEEP_ON_FINISH = 4
+# ... and that ``stats`` / ``list`` delete per queue and status before they count.
+SWEEP_ON_READ = 1_000
+# Tasks ``purge`` deletes per script call.
+PURGE_BATCH = 1_000
+# Hex digits of each half of a ready-set rank: 16 for priority + 2**63, 16 for the sequence.
+RANK_WIDTH = 16
+
+# The fields of a task hash; absent fields are "not set" (None, or the default).
+TASK_FIELDS = (
+    "id", "queue", "handler", "params", "priority", "rank", "seq", "status", "attempts",
+    "max_retries", "backoff", "last_delay", "due_at", "gated", "lease_owner",
+    "lease_expires_at", "progress", "checkpoint", "result", "last_error", "history", "hn",
+    "timeout", "resources", "created_at", "updated_at", "started_at", "finished_at", "op",
+)  # fmt: skip
+
+
+def root(namespace: str) -> str:
+    """``resile:{<namespace>}``: the prefix (and hash tag) of every key of a store."""
+    return f"{KEY_PREFIX}:{{{namespace}}}"
+
+
+def task_key(root_: str, task_id: str) -> str:
+    """The hash of one task."""
+    return f"{root_}:t:{task_id}"
+
+
+def queue_key(root_: str, name: str, queue: str) -> str:
+    """A per-queue index: ``name`` is ``ready``, ``delayed``, ``leases``, ``s:DONE``, ``f:FAILED`` ..."""
+    return f"{root_}:{name}:{queue}"
+
+
+def status_key(root_: str, status: TaskStatus | str, queue: str) -> str:
+    """The zset of a queue's tasks in ``status``, scored by sequence."""
+    return queue_key(root_, f"s:{TaskStatus(status).value}", queue)
+
+
+def channel(root_: str, queue: str) -> str:
+    """The pub/sub channel a queue's wake-ups go to."""
+    return f"{root_}:wake:{queue}"

@@ -1,0 +1,195 @@
+-- Shared by every script of the Redis task store: resile prepends it (after a
+-- header of constants: HISTORY_LIMIT, MIGRATE_LIMIT, ...) when it loads a script.
+--
+-- Conventions: KEYS[1] is the store's sequence key (it carries the hash tag, so
+-- Redis Cluster routes the script to the store's slot); ARGV[1] is the key root
+-- "resile:{<namespace>}". Times travel as the caller's strings (Python repr of a
+-- float) and are stored as given, never formatted by Lua, so they keep every bit.
+-- An empty string in a task field means "not set".
+
+local R = ARGV[1]
+local QUEUES = R .. ':queues'
+
+local function tkey(id) return R .. ':t:' .. id end
+local function qkey(name, q) return R .. ':' .. name .. ':' .. q end
+local function isset(v) return v and v ~= '' end
+
+-- One PUBLISH per queue and script: "work on q may be due, look again".
+local woken = {}
+local function wake(q)
+  if not woken[q] then
+    woken[q] = true
+    redis.call('PUBLISH', R .. ':wake:' .. q, '1')
+  end
+end
+
+-- ZADD / ZREM with many members, in chunks that fit Lua's stack.
+local function zadd_all(key, flat)
+  for i = 1, #flat, 2000 do
+    redis.call('ZADD', key, unpack(flat, i, math.min(i + 1999, #flat)))
+  end
+end
+local function zrem_all(key, members)
+  for i = 1, #members, 2000 do
+    redis.call('ZREM', key, unpack(members, i, math.min(i + 1999, #members)))
+  end
+end
+
+-- Writes to per-queue sorted sets, collected and sent as one command per key.
+local adds, rems = {}, {}
+local function zadd_later(key, score, member)
+  local t = adds[key]
+  if not t then t = {}; adds[key] = t end
+  t[#t + 1] = score
+  t[#t + 1] = member
+end
+local function zrem_later(key, member)
+  local t = rems[key]
+  if not t then t = {}; rems[key] = t end
+  t[#t + 1] = member
+end
+local function flush_later()
+  for key, members in pairs(rems) do zrem_all(key, members) end
+  for key, flat in pairs(adds) do zadd_all(key, flat) end
+  adds, rems = {}, {}
+end
+
+-- One history entry, as Attempt.to_dict() writes it. `started` and `ended` are
+-- stored time strings, `err` a JSON object or nil.
+local function entry(attempt, started, ended, outcome, err)
+  return '{"attempt":' .. attempt .. ',"started_at":' .. (isset(started) and started or 'null')
+    .. ',"ended_at":' .. ended .. ',"outcome":"' .. outcome .. '","error":'
+    .. (isset(err) and err or 'null') .. '}'
+end
+
+-- The JSON list `h` (holding `n` entries) with `e` appended, cut to the last
+-- HISTORY_LIMIT. Entries start with '{"attempt":', text that cannot occur inside
+-- a JSON string (its quotes would be escaped), so it marks where one begins.
+local function history_with(h, n, e)
+  n = tonumber(n) or 0
+  if not isset(h) or h == '[]' then return '[' .. e .. ']', 1 end
+  h, n = string.sub(h, 1, -2) .. ',' .. e .. ']', n + 1
+  while n > HISTORY_LIMIT do
+    local cut = string.find(h, ',{"attempt":', 2, true)
+    if not cut then break end
+    h, n = '[' .. string.sub(h, cut + 1), n - 1
+  end
+  return h, n
+end
+
+-- The status index: s:<STATUS>:<q>, scored by sequence. DOING has none: the
+-- leases set holds exactly the DOING tasks.
+local function set_status(id, q, seq, from, to)
+  if from and from ~= 'DOING' then zrem_later(qkey('s:' .. from, q), id) end
+  if to ~= 'DOING' then zadd_later(qkey('s:' .. to, q), seq, id) end
+end
+
+-- PENDING tasks to index, per queue: {ready = {...}, gready = ..., delayed = ..., ...}.
+local pend = {}
+local function add_pending(id, q, rank, gated, due_s, now)
+  local p = pend[q]
+  if not p then
+    p = {ready = {}, gready = {}, delayed = {}, gdelayed = {}, first = nil}
+    pend[q] = p
+  end
+  local due = tonumber(due_s)
+  if due <= now then
+    local t = gated and p.gready or p.ready
+    t[#t + 1] = 0
+    t[#t + 1] = rank .. id
+  else
+    local t = gated and p.gdelayed or p.delayed
+    t[#t + 1] = due_s
+    t[#t + 1] = id
+    if not gated and (p.first == nil or due < p.first) then p.first = due end
+  end
+end
+
+-- Index the collected PENDING tasks, and wake idle workers when they could not know:
+--   * due now, no needs: only when "ready" was empty (else every worker is busy,
+--     or already awake and about to lease; a lease that fills up passes the word on);
+--   * due later: only when one is the new earliest of "delayed" (idle workers sleep
+--     until the earliest due time they saw);
+--   * gated (resource needs): always (few, and only some workers can take them).
+local function flush_pending()
+  for q, p in pairs(pend) do
+    if #p.ready > 0 then
+      local key = qkey('ready', q)
+      if not woken[q] and redis.call('ZCARD', key) == 0 then wake(q) end
+      zadd_all(key, p.ready)
+    end
+    if #p.delayed > 0 then
+      local key = qkey('delayed', q)
+      if not woken[q] then
+        local head = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+        if #head == 0 or p.first < tonumber(head[2]) then wake(q) end
+      end
+      zadd_all(key, p.delayed)
+    end
+    if #p.gready > 0 or #p.gdelayed > 0 then
+      wake(q)
+      if #p.gready > 0 then zadd_all(qkey('gready', q), p.gready) end
+      if #p.gdelayed > 0 then zadd_all(qkey('gdelayed', q), p.gdelayed) end
+    end
+  end
+  pend = {}
+end
+
+-- Take a PENDING task out of every pending index (one of them holds it).
+local function unpend(id, q, rank)
+  redis.call('ZREM', qkey('ready', q), rank .. id)
+  redis.call('ZREM', qkey('gready', q), rank .. id)
+  redis.call('ZREM', qkey('delayed', q), id)
+  redis.call('ZREM', qkey('gdelayed', q), id)
+end
+
+-- Delete a finished task and its index entries. The hash goes only if it still
+-- is that finished task (its TTL may have removed it, and the id been reused).
+local function drop(id, q, status)
+  local tk = tkey(id)
+  if redis.call('HGET', tk, 'status') == status then redis.call('DEL', tk) end
+  redis.call('ZREM', qkey('s:' .. status, q), id)
+  redis.call('ZREM', qkey('f:' .. status, q), id)
+  if redis.call('HINCRBY', QUEUES, q, -1) <= 0 then redis.call('HDEL', QUEUES, q) end
+end
+
+-- Delete up to `max` tasks of q in `status` that finished at or before `cutoff_s`.
+local function sweep(q, status, cutoff_s, max)
+  if not isset(cutoff_s) then return 0 end
+  local ids = redis.call('ZRANGEBYSCORE', qkey('f:' .. status, q), '-inf', cutoff_s, 'LIMIT', 0, max)
+  for _, id in ipairs(ids) do drop(id, q, status) end
+  return #ids
+end
+
+-- A DOING or PENDING task reached a terminal status (its hash is written):
+-- indexes, retention TTL, and a few expired neighbours swept.
+local function finish(tk, id, q, seq, from, to, now_s, ttl_ms, cutoff_s)
+  set_status(id, q, seq, from, to)
+  zadd_later(qkey('f:' .. to, q), now_s, id)
+  if isset(ttl_ms) then redis.call('PEXPIRE', tk, ttl_ms) end
+  if isset(cutoff_s) then
+    flush_later()
+    sweep(q, to, cutoff_s, SWEEP_ON_FINISH)
+  end
+end
+
+-- Whether a worker offering `cap` (a decoded JSON object, nil = do not check)
+-- meets the needs in `res` (the task's "resources" JSON). Unreadable needs
+-- "fit", so that the lease returns the task and the caller dead-letters it.
+local function fits(res, cap)
+  if cap == nil or not isset(res) then return true end
+  local ok, needs = pcall(cjson.decode, res)
+  if not ok or type(needs) ~= 'table' then return true end
+  for k, v in pairs(needs) do
+    if type(v) ~= 'number' then return true end
+    local have = cap[k]
+    if type(have) ~= 'number' then have = 0 end
+    if have < v then return false end
+  end
+  return true
+end
+
+local function decode_cap(s)
+  if not isset(s) then return nil end
+  return cjson.decode(s)
+end

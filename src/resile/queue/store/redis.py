@@ -1,0 +1,1232 @@
+"""The Redis task store: many workers on many machines, one Redis.
+
+``resile.connect("redis://host:6379/0")`` opens it; every contract method is
+one Lua script (``lua/*.lua``), run by SHA with ``EVALSHA`` and loaded again
+when Redis answers ``NOSCRIPT`` (after a restart or ``SCRIPT FLUSH``). The
+data model, the wake-up protocol and the guarantees per persistence setting
+are in ``docs/redis.md``; key names are in ``_redis_keys``.
+
+* **Atomic**: a script runs alone in Redis; no state change spans two calls.
+  Where a transition needs the task's backoff policy (a failed attempt, a
+  reclaimed lease) Python computes the delay from a snapshot it read and the
+  script applies it only if the snapshot still holds.
+* **No polling**: a worker subscribes to its queues' wake-up channel
+  (``Store.watch``) and otherwise sleeps exactly until the next due time.
+* **Faults**: a call that meets a connection error (Redis restarting,
+  unreachable, loading its data) is tried again with resile's backoff for up
+  to ``retry_for`` seconds, logged once per outage. Writes carry an operation
+  id, so a write whose reply was lost is not applied twice when retried.
+* **Bounded work**: no ``KEYS``, no ``SCAN``, and no script does work that
+  grows with the number of stored tasks (see the limits in ``_redis_keys``).
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import hashlib
+import heapq
+import json
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from importlib import resources
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.connection import URL_QUERY_ARGUMENT_PARSERS
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    NoScriptError,
+    ReadOnlyError,
+    ResponseError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from resile.backoff import Backoff, Exponential
+from resile.errors import DuplicateTask
+from resile.queue._names import (
+    DEFAULT_LEASE_SECONDS,
+    HISTORY_LIMIT,
+    LEASE_EXPIRED_REASON,
+    TERMINAL_STATUSES,
+    Outcome,
+    TaskStatus,
+)
+from resile.queue.store import _redis_keys as K
+from resile.queue.store.base import (
+    IfExists,
+    Store,
+    check_lease_args,
+    check_pct,
+    normalize_queues,
+    normalize_statuses,
+)
+from resile.queue.task import (
+    Attempt,
+    JSONValue,
+    Task,
+    TaskError,
+    TaskSpec,
+    check_json,
+    new_task_id,
+)
+from resile.retry import Retrying
+from resile.stop import after_elapsed
+
+__all__ = ["RedisStore"]
+
+T = TypeVar("T")
+
+logger = logging.getLogger("resile.queue")
+
+_SCRIPTS = (
+    "create", "lease", "renew", "complete", "fail", "release", "cancel", "setfield",
+    "requeue", "purge", "sweep", "next_due", "corrupt",
+)  # fmt: skip
+_HEADER = (
+    f"local HISTORY_LIMIT = {HISTORY_LIMIT}\n"
+    f"local MIGRATE_LIMIT = {K.MIGRATE_LIMIT}\n"
+    f"local RECLAIM_BATCH = {K.RECLAIM_BATCH}\n"
+    f"local GATED_SCAN_LIMIT = {K.GATED_SCAN_LIMIT}\n"
+    f"local SWEEP_ON_FINISH = {K.SWEEP_ON_FINISH}\n"
+    f"local RANK_LEN = {2 * K.RANK_WIDTH}\n"
+)
+# Reconnect waits: 50 ms doubling to 2 s, full jitter (so a fleet does not reconnect in step).
+_RECONNECT_BACKOFF = Exponential(0.05, max_delay=2.0, jitter="full")
+# Redis answers that mean "not now" rather than "never": a replica promoted, data loading ...
+_TRANSIENT_REPLIES = ("LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "BUSY ")
+# A connection error this soon after a recovery is the same outage (not logged again).
+_QUIET = 5.0
+_CANCELED_ERROR = TaskError("Canceled", "the task was canceled while this attempt ran")
+_OPTIONS = ("namespace", "retention", "failed_retention", "retry_for")
+
+_script_cache: dict[str, str] = {}
+
+
+def _script(name: str) -> str:
+    """The full text of a script: the constants, the shared library, the body."""
+    text = _script_cache.get(name)
+    if text is None:
+        lua = resources.files("resile.queue.store").joinpath("lua")
+        text = _HEADER + lua.joinpath("lib.lua").read_text("utf-8") + "\n"
+        text += lua.joinpath(f"{name}.lua").read_text("utf-8")
+        _script_cache[name] = text
+    return text
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a redis-py error means "try again later" (connection lost, server loading ...)."""
+    if isinstance(exc, (AuthenticationError, AuthorizationError)):
+        return False
+    if isinstance(exc, (RedisConnectionError, RedisTimeoutError, ReadOnlyError)):
+        return True
+    if isinstance(exc, ResponseError):
+        return str(exc).startswith(_TRANSIENT_REPLIES)
+    return isinstance(exc, (ConnectionError, TimeoutError))
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+def _num(value: float) -> str:
+    """A time or number as the exact text Redis and Python both read back bit for bit."""
+    return repr(float(value))
+
+
+def _priority_hex(priority: int) -> str:
+    """``priority`` as 16 hex digits that sort like the number (offset by 2**63)."""
+    return format(priority + 2**63, f"0{K.RANK_WIDTH}x")
+
+
+def _op_id() -> str:
+    return os.urandom(8).hex()
+
+
+def _seconds_option(name: str, value: object, *, none_ok: bool) -> float | None:
+    if value is None and none_ok:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        allowed = "seconds >= 0 or None" if none_ok else "seconds >= 0"
+        raise ValueError(f"RedisStore: {name} must be {allowed}, got {value!r}")
+    return float(value)
+
+
+class _Corrupt(ValueError):
+    """A stored field that cannot be decoded."""
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(f"stored task is unreadable: field {field!r}: {detail}")
+        self.field = field
+
+
+def _load(d: Mapping[str, str], field: str, strict: bool, default: Any, kind: type | None) -> Any:
+    raw = d.get(field)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        if strict:
+            raise _Corrupt(field, f"not valid JSON ({exc})") from None
+        return default
+    if kind is not None and not isinstance(value, kind):
+        if strict:
+            raise _Corrupt(field, f"expected a JSON {kind.__name__}, got {type(value).__name__}")
+        return default
+    return value
+
+
+def _opt(d: Mapping[str, str], field: str) -> float | None:
+    raw = d.get(field)
+    return None if raw is None or raw == "" else float(raw)
+
+
+def _pairs(flat: Sequence[Any]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _decode(flat: Sequence[Any] | Mapping[str, str], strict: bool = True) -> Task:
+    """A task hash (``HGETALL``, flat or as a dict) -> Task.
+
+    ``strict`` raises ``_Corrupt`` for any bad JSON field; otherwise bad JSON
+    fields get defaults. Missing or malformed required fields always raise.
+    """
+    d = flat if isinstance(flat, Mapping) else _pairs(flat)
+    params = _load(d, "params", strict, {}, dict)
+    backoff = _load(d, "backoff", strict, {}, dict)
+    resources_raw = _load(d, "resources", strict, {}, dict)
+    history_raw = _load(d, "history", strict, [], list)
+    error_raw = _load(d, "last_error", strict, None, dict)
+    checkpoint = _load(d, "checkpoint", strict, None, None)
+    result = _load(d, "result", strict, None, None)
+    try:
+        resources_ = {str(k): float(v) for k, v in resources_raw.items()}
+    except (TypeError, ValueError) as exc:
+        if strict:
+            raise _Corrupt("resources", str(exc)) from None
+        resources_ = {}
+    try:
+        history = tuple(Attempt.from_dict(a) for a in history_raw)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        if strict:
+            raise _Corrupt("history", f"bad entry ({exc!r})") from None
+        history = ()
+    try:
+        status = TaskStatus(d.get("status"))
+    except ValueError:
+        raise _Corrupt("status", f"unknown status {d.get('status')!r}") from None
+    try:
+        return Task(
+            id=d["id"],
+            queue=d["queue"],
+            handler=d["handler"],
+            params=params,
+            priority=int(d["priority"]),
+            sequence=int(d["seq"]),
+            status=status,
+            attempts=int(d.get("attempts") or 0),
+            max_retries=int(d["max_retries"]),
+            backoff=backoff,
+            last_delay=_opt(d, "last_delay"),
+            due_at=float(d["due_at"]),
+            lease_owner=d.get("lease_owner") or None,
+            lease_expires_at=_opt(d, "lease_expires_at"),
+            progress=float(d.get("progress") or 0.0),
+            checkpoint=checkpoint,
+            result=result,
+            last_error=None if error_raw is None else TaskError.from_dict(error_raw),
+            history=history,
+            timeout=_opt(d, "timeout"),
+            resources=resources_,
+            created_at=float(d["created_at"]),
+            updated_at=float(d["updated_at"]),
+            started_at=_opt(d, "started_at"),
+            finished_at=_opt(d, "finished_at"),
+        )
+    except KeyError as exc:
+        raise _Corrupt(str(exc.args[0]), "missing") from None
+    except (TypeError, ValueError) as exc:
+        raise _Corrupt("?", str(exc)) from None
+
+
+def _safe_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for logs and reprs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+class RedisStore(Store):
+    """A ``Store`` in Redis, shared by every process and machine that opens it.
+
+    Args:
+        url: ``redis://[user:password@]host:port/db``, ``rediss://...`` (TLS) or
+            ``unix:///path/redis.sock?db=0``; redis-py's URL options (e.g.
+            ``socket_timeout``) may be in its query.
+        namespace: the store's name in Redis: every key is
+            ``resile:{namespace}:...``, one Cluster hash slot. Stores with
+            different namespaces share nothing (task ids are unique within one).
+        clock: epoch-time source for ``now=None``. Every process must agree on
+            the time (NTP): due times and lease expiries are compared with the
+            calling process's clock.
+        retention: seconds that ``DONE`` and ``CANCELED`` tasks are kept after
+            they finished (a Redis TTL on the task; the indexes are swept as
+            work goes on); ``None`` keeps them until ``purge``. Default a week.
+        failed_retention: the same for dead letters (``FAILED``); default
+            ``None``: kept until purged or requeued.
+        retry_for: how long a call keeps reconnecting (resile backoff, 50 ms
+            doubling to 2 s) when Redis is unreachable, restarting or loading,
+            before it raises the connection error.
+        socket_timeout, connect_timeout: redis-py's, in seconds.
+
+    Raises:
+        ValueError: a bad option, named with its value.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        namespace: str = K.DEFAULT_NAMESPACE,
+        clock: Callable[[], float] = time.time,
+        retention: float | None = K.DEFAULT_RETENTION,
+        failed_retention: float | None = K.DEFAULT_FAILED_RETENTION,
+        retry_for: float = K.DEFAULT_RETRY_FOR,
+        socket_timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        super().__init__(clock=clock)
+        if not isinstance(url, str) or "://" not in url:
+            raise ValueError(f"RedisStore: url must look like 'redis://host:6379/0', got {url!r}")
+        if not isinstance(namespace, str) or not namespace or any(c in namespace for c in "{}"):
+            raise ValueError(
+                f"RedisStore: namespace must be a non-empty str without braces, got {namespace!r}"
+            )
+        self.retention = _seconds_option("retention", retention, none_ok=True)
+        self.failed_retention = _seconds_option("failed_retention", failed_retention, none_ok=True)
+        self.retry_for: float = _seconds_option("retry_for", retry_for, none_ok=False) or 0.0
+        sock = _seconds_option("socket_timeout", socket_timeout, none_ok=False)
+        conn = _seconds_option("connect_timeout", connect_timeout, none_ok=False)
+        self.namespace = namespace
+        self.root = K.root(namespace)
+        self._anchor = f"{self.root}:seq"
+        self.url = _safe_url(url)
+        self._client: redis.Redis = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=sock,
+            socket_connect_timeout=conn,
+            health_check_interval=30,
+            # resile does the retrying (with its backoff, idempotently); redis-py must not.
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._shas = {name: hashlib.sha1(_script(name).encode()).hexdigest() for name in _SCRIPTS}
+        self._closed = False
+        self._down_since: float | None = None
+        self._outage_logged = False
+        self._recovered_at = -math.inf
+        self._outage_lock = threading.Lock()
+        self._watchers: builtins.list[_Watcher] = []
+        self._retrying = Retrying(
+            on=is_transient,
+            backoff=_RECONNECT_BACKOFF,
+            stop=after_elapsed(self.retry_for),
+            name=f"redis call on {self.url}",
+        )
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisStore:
+        """Open ``redis://host:port/db?namespace=...&retention=...``.
+
+        Query options of resile: ``namespace``, ``retention`` and
+        ``failed_retention`` (seconds, or ``none``) and ``retry_for``; the
+        others go to redis-py (``socket_timeout``, ``health_check_interval``
+        ...). Keyword ``options`` override the query.
+
+        Raises:
+            ValueError: not a Redis URL, or an unknown option.
+        """
+        scheme = url.split("://", 1)[0].lower() if isinstance(url, str) else ""
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                f"Redis URL must be redis://host:6379/0, rediss://... or unix:///path.sock, "
+                f"got {url!r}"
+            )
+        parts = urlsplit(url)
+        ours: dict[str, Any] = {}
+        theirs: builtins.list[tuple[str, str]] = []
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            if key == "namespace":
+                ours[key] = value
+            elif key in ("retention", "failed_retention", "retry_for"):
+                if value.lower() in ("", "none") and key != "retry_for":
+                    ours[key] = None
+                    continue
+                try:
+                    ours[key] = float(value)
+                except ValueError:
+                    raise ValueError(
+                        f"Redis URL {_safe_url(url)!r}: {key} must be seconds, got {value!r}"
+                    ) from None
+            elif key in URL_QUERY_ARGUMENT_PARSERS or key in ("db", "password", "username"):
+                theirs.append((key, value))
+            else:
+                raise ValueError(
+                    f"Redis URL {_safe_url(url)!r}: unknown option {key!r} (resile's: "
+                    f"{', '.join(_OPTIONS)}; redis-py's: "
+                    f"{', '.join(sorted(URL_QUERY_ARGUMENT_PARSERS))})"
+                )
+        ours.update(options)
+        clean = urlunsplit(parts._replace(query=urlencode(theirs)))
+        return cls(clean, **ours)
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self.url!r}, namespace={self.namespace!r})"
+
+    # -- calls, scripts and outages -------------------------------------------------------------
+
+    def _ensure(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed")
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` (Redis commands); on a transient error retry it with backoff.
+
+        ``fn`` must be safe to run again (reads, or scripts with an op id).
+        """
+        self._ensure()
+        try:
+            result = fn()
+        except Exception as exc:
+            if not is_transient(exc) or self.retry_for <= 0:
+                raise
+            self._trouble(exc)
+
+            def again() -> T:
+                try:
+                    return fn()
+                except Exception as err:
+                    if is_transient(err):
+                        self._trouble(err)
+                    raise
+
+            result = self._retrying(again)()
+        if self._down_since is not None:
+            self._recovered()
+        return result
+
+    def _trouble(self, exc: BaseException) -> None:
+        """Note a connection problem; the first one of an outage is logged.
+
+        A relapse within ``_QUIET`` seconds of a recovery (a restarted Redis
+        still loading its data, say) counts as the same outage.
+        """
+        with self._outage_lock:
+            if self._down_since is not None:
+                return
+            now = time.monotonic()
+            self._down_since = now
+            if now - self._recovered_at < _QUIET:
+                return
+            self._outage_logged = True
+        logger.warning(
+            "resile: Redis at %s is unavailable (%s: %s); reconnecting with backoff "
+            "for up to %g s per call",
+            self.url,
+            type(exc).__name__,
+            exc,
+            self.retry_for,
+        )
+
+    def _recovered(self) -> None:
+        with self._outage_lock:
+            since, self._down_since = self._down_since, None
+            logged, self._outage_logged = self._outage_logged, False
+            if since is not None:
+                self._recovered_at = time.monotonic()
+        if since is not None and logged:
+            logger.warning(
+                "resile: Redis at %s is reachable again (after %.1f s)",
+                self.url,
+                time.monotonic() - since,
+            )
+
+    def _evalsha(self, name: str, args: Sequence[Any]) -> Any:
+        """Run a script by SHA; load it when Redis does not know it (``NOSCRIPT``)."""
+        try:
+            return self._client.evalsha(self._shas[name], 1, self._anchor, self.root, *args)
+        except NoScriptError:
+            self._client.script_load(_script(name))
+            return self._client.evalsha(self._shas[name], 1, self._anchor, self.root, *args)
+
+    def _eval(self, name: str, args: Sequence[Any]) -> Any:
+        return self._call(lambda: self._evalsha(name, args))
+
+    def _ttl_ms(self, status: TaskStatus) -> str:
+        keep = self.failed_retention if status is TaskStatus.FAILED else self.retention
+        return "" if keep is None else str(max(1, math.ceil(keep * 1000)))
+
+    def _cutoff(self, status: TaskStatus, now: float) -> str:
+        keep = self.failed_retention if status is TaskStatus.FAILED else self.retention
+        return "" if keep is None else _num(now - keep)
+
+    def _tk(self, task_id: str) -> str:
+        return K.task_key(self.root, task_id)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for w in list(self._watchers):
+            w.stop()
+        with contextlib.suppress(Exception):
+            self._client.close()
+
+    # -- producers ------------------------------------------------------------------------------
+
+    def _create_all(
+        self, specs: Sequence[TaskSpec], if_exists: IfExists, now: float
+    ) -> tuple[builtins.list[Task], builtins.list[Task]]:
+        if if_exists not in ("error", "return"):
+            raise ValueError(f'if_exists must be "error" or "return", got {if_exists!r}')
+        for spec in specs:
+            if not isinstance(spec, TaskSpec):
+                raise TypeError(f"create: expected a TaskSpec, got {spec!r}")
+        if not specs:
+            return [], []
+        ids = [spec.id if spec.id is not None else new_task_id() for spec in specs]
+        op = _op_id()
+        args: builtins.list[str] = [_num(now), if_exists, op, str(len(specs))]
+        for spec, task_id in zip(specs, ids, strict=True):
+            resources_: dict[str, float] = dict(spec.resources)
+            timeout = spec.timeout
+            args += [
+                task_id,
+                spec.queue,
+                spec.handler,
+                _dumps(spec.params),
+                str(spec.priority),
+                _priority_hex(spec.priority),
+                str(spec.max_retries),
+                _dumps(spec.backoff),
+                _num(spec.due_time(now)),
+                "" if timeout is None else _num(timeout),  # type: ignore[arg-type]
+                _dumps(resources_) if resources_ else "",
+                "1" if any(v > 0 for v in resources_.values()) else "0",
+            ]
+        reply = self._eval("create", args)
+        if reply[0] == "dup":
+            raise DuplicateTask(reply[2], reply[1])
+        if reply[0] == "replay":  # our own earlier write whose reply was lost
+            got = [self.get(i) for i in ids]
+            tasks = [t for t in got if t is not None]
+            return tasks, tasks
+        out: builtins.list[Task] = []
+        created: builtins.list[Task] = []
+        made: dict[str, Task] = {}
+        for spec, task_id, item in zip(specs, ids, reply[1:], strict=True):
+            if isinstance(item, int):
+                task = self._new_task(spec, task_id, item, now)
+                created.append(task)
+            elif isinstance(item, builtins.list):
+                task = _decode(item, strict=False)
+            else:  # "again": a repeated id in this batch
+                task = made[task_id]
+            made.setdefault(task_id, task)
+            out.append(task)
+        return out, created
+
+    @staticmethod
+    def _new_task(spec: TaskSpec, task_id: str, seq: int, now: float) -> Task:
+        return Task(
+            id=task_id,
+            queue=spec.queue,
+            handler=spec.handler,
+            params=dict(spec.params),
+            priority=spec.priority,
+            sequence=seq,
+            status=TaskStatus.PENDING,
+            attempts=0,
+            max_retries=spec.max_retries,
+            backoff=dict(spec.backoff),  # type: ignore[arg-type]
+            due_at=float(_num(spec.due_time(now))),
+            created_at=now,
+            updated_at=now,
+            timeout=None if spec.timeout is None else float(spec.timeout),  # type: ignore[arg-type]
+            resources=dict(spec.resources),
+        )
+
+    def create(
+        self, spec: TaskSpec, *, if_exists: IfExists = "error", now: float | None = None
+    ) -> Task:
+        out, created = self._create_all([spec], if_exists, self.now(now))
+        self._notify(created)
+        return out[0]
+
+    def create_many(
+        self,
+        specs: Iterable[TaskSpec],
+        *,
+        if_exists: IfExists = "error",
+        now: float | None = None,
+    ) -> builtins.list[Task]:
+        out, created = self._create_all(builtins.list(specs), if_exists, self.now(now))
+        self._notify(created)
+        return out
+
+    # -- workers --------------------------------------------------------------------------------
+
+    def _reclaim_plan(self, need: Sequence[Sequence[Any]], now: float) -> builtins.list[str]:
+        """What the lease script should do with expired leases: FAILED, or PENDING when."""
+        plan: builtins.list[str] = []
+        for item in need:
+            task_id, seen, attempts_s, max_retries_s, backoff_s, last_delay_s = item
+            error = TaskError("LeaseExpired", LEASE_EXPIRED_REASON)
+            base = float(seen) if seen else now
+            try:
+                attempts, max_retries = int(attempts_s), int(max_retries_s)
+            except (TypeError, ValueError):
+                attempts, max_retries = 1, 0
+            dead = attempts > max_retries
+            wait = 0.0
+            if not dead:
+                try:
+                    policy = Backoff.from_dict(json.loads(backoff_s))
+                    last = float(last_delay_s) if last_delay_s else None
+                    wait = policy.delay(max(1, attempts), last)
+                except (TypeError, ValueError) as exc:
+                    error = TaskError(
+                        "CorruptTask",
+                        f"stored backoff policy is unusable ({exc}); last error: "
+                        f"{error.type}: {error.message}",
+                    )
+                    dead = True
+            plan += [
+                task_id,
+                seen or "",
+                "1" if dead else "0",
+                _num(base + wait),
+                _num(wait),
+                _dumps(error.to_dict()),
+            ]
+        return plan
+
+    def lease(
+        self,
+        queues: str | Sequence[str],
+        worker_id: str,
+        *,
+        limit: int = 1,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        capacity: Mapping[str, float] | None = None,
+        now: float | None = None,
+    ) -> builtins.list[Task]:
+        check_lease_args(limit, lease_seconds)
+        if not isinstance(worker_id, str) or not worker_id:
+            raise ValueError(f"lease: worker_id must be a non-empty str, got {worker_id!r}")
+        names = normalize_queues(queues)
+        at = self.now(now)
+        expires = at + float(lease_seconds)
+        cap = "" if capacity is None else _dumps({str(k): float(v) for k, v in capacity.items()})
+        op = _op_id()
+        plan: builtins.list[str] = []
+        head = [
+            _num(at),
+            _num(expires),
+            worker_id,
+            str(limit),
+            cap,
+            op,
+            str(max(1, math.ceil(float(lease_seconds) * 1000))),
+            self._ttl_ms(TaskStatus.FAILED),
+            self._cutoff(TaskStatus.FAILED, at),
+            str(len(names)),
+            *names,
+        ]
+        for _ in range(10):
+            reply = self._eval("lease", [*head, str(len(plan) // 6), *plan])
+            if reply[0] != "need":
+                break
+            plan = self._reclaim_plan(reply[1:], at)
+        else:  # expired leases keep appearing faster than we reclaim them: lease next time
+            return []
+        out: builtins.list[Task] = []
+        for flat in reply[1:]:
+            try:
+                out.append(_decode(flat, strict=True))
+            except _Corrupt as exc:
+                d = _pairs(flat)
+                error = TaskError("CorruptTask", str(exc))
+                failed = TaskStatus.FAILED
+                self._eval(
+                    "corrupt",
+                    [
+                        d.get("id", ""),
+                        worker_id,
+                        _num(at),
+                        _dumps(error.to_dict()),
+                        self._ttl_ms(failed),
+                        self._cutoff(failed, at),
+                    ],
+                )
+                logger.error("resile: task %s dead-lettered: %s", d.get("id"), exc)
+        return out
+
+    def renew(
+        self,
+        task_id: str,
+        worker_id: str,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        now: float | None = None,
+    ) -> bool:
+        return task_id in self.renew_many(
+            [task_id], worker_id, lease_seconds=lease_seconds, now=now
+        )
+
+    def renew_many(
+        self,
+        task_ids: Iterable[str],
+        worker_id: str,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        now: float | None = None,
+    ) -> set[str]:
+        check_lease_args(1, lease_seconds)
+        ids = builtins.list(dict.fromkeys(task_ids))
+        if not ids:
+            return set()
+        at = self.now(now)
+        held = self._eval("renew", [_num(at), _num(at + float(lease_seconds)), worker_id, *ids])
+        return set(held)
+
+    def complete(
+        self,
+        task_id: str,
+        worker_id: str,
+        result: JSONValue = None,
+        *,
+        now: float | None = None,
+    ) -> Task | None:
+        check_json(result, "result")
+        encoded = _dumps(result)
+        at = self.now(now)
+        done = TaskStatus.DONE
+        reply = self._eval(
+            "complete",
+            [
+                task_id,
+                worker_id,
+                encoded,
+                _num(at),
+                _op_id(),
+                self._ttl_ms(done),
+                self._cutoff(done, at),
+            ],
+        )
+        return _decode(reply[1], strict=False) if reply[0] == "ok" else None
+
+    def complete_many(
+        self,
+        items: Sequence[tuple[str, JSONValue]],
+        worker_id: str,
+        *,
+        now: float | None = None,
+    ) -> builtins.list[Task | None]:
+        """See ``Store.complete_many``: one pipelined round trip, one script per task."""
+        items = builtins.list(items)
+        encoded = []
+        for _, result in items:
+            check_json(result, "result")
+            encoded.append(_dumps(result))
+        if not items:
+            return []
+        at = self.now(now)
+        done = TaskStatus.DONE
+        tail = (_num(at), self._ttl_ms(done), self._cutoff(done, at))
+        calls = [
+            (tid, worker_id, value, tail[0], _op_id(), tail[1], tail[2])
+            for (tid, _), value in zip(items, encoded, strict=True)
+        ]
+        sha = self._shas["complete"]
+
+        def run() -> builtins.list[Any]:
+            for _ in range(2):
+                pipe = self._client.pipeline(transaction=False)
+                for args in calls:
+                    pipe.evalsha(sha, 1, self._anchor, self.root, *args)
+                replies = pipe.execute(raise_on_error=False)
+                if not any(isinstance(r, NoScriptError) for r in replies):
+                    break
+                # Those that ran are answered again by their op id: no double write.
+                self._client.script_load(_script("complete"))
+            for r in replies:
+                if isinstance(r, Exception):
+                    raise r
+            return replies
+
+        return [
+            _decode(reply[1], strict=False) if reply[0] == "ok" else None
+            for reply in self._call(run)
+        ]
+
+    def fail(
+        self,
+        task_id: str,
+        worker_id: str,
+        error: TaskError | BaseException,
+        *,
+        permanent: bool = False,
+        outcome: Outcome = Outcome.ERROR,
+        delay: float | None = None,
+        now: float | None = None,
+    ) -> Task | None:
+        err = error if isinstance(error, TaskError) else TaskError.from_exception(error)
+        if delay is not None and (
+            isinstance(delay, bool)
+            or not isinstance(delay, (int, float))
+            or not 0 <= delay < math.inf
+        ):
+            raise ValueError(f"fail: delay must be seconds >= 0 or None, got {delay!r}")
+        kind = Outcome(outcome)
+        at = self.now(now)
+        op = _op_id()
+        tk = self._tk(task_id)
+        failed = TaskStatus.FAILED
+        for _ in range(5):
+            snap = self._call(
+                lambda: self._client.hmget(
+                    tk, "status", "lease_owner", "attempts", "max_retries", "backoff", "last_delay"
+                )
+            )
+            status, owner, attempts_s, max_retries_s, backoff_s, last_delay_s = snap
+            if status != TaskStatus.DOING.value or owner != worker_id:
+                return None
+            stored = err
+            attempts = int(attempts_s or 0)
+            dead = bool(permanent) or attempts > int(max_retries_s or 0)
+            wait = 0.0
+            if not dead:
+                if delay is not None:
+                    wait = float(delay)
+                else:
+                    try:
+                        policy = Backoff.from_dict(json.loads(backoff_s or "null"))
+                        last = float(last_delay_s) if last_delay_s else None
+                        wait = policy.delay(max(1, attempts), last)
+                    except (TypeError, ValueError) as exc:
+                        stored = TaskError(
+                            "CorruptTask",
+                            f"stored backoff policy is unusable ({exc}); last error: "
+                            f"{err.type}: {err.message}",
+                            err.traceback,
+                        )
+                        dead = True
+            reply = self._eval(
+                "fail",
+                [
+                    task_id,
+                    worker_id,
+                    _num(at),
+                    op,
+                    attempts_s or "0",
+                    kind.value,
+                    _dumps(stored.to_dict()),
+                    "1" if dead else "0",
+                    _num(at + wait),
+                    _num(wait),
+                    self._ttl_ms(failed),
+                    self._cutoff(failed, at),
+                ],
+            )
+            if reply[0] == "stale":
+                continue
+            return _decode(reply[1], strict=False) if reply[0] == "ok" else None
+        return None
+
+    def release(self, task_id: str, worker_id: str, *, now: float | None = None) -> Task | None:
+        at = self.now(now)
+        reply = self._eval("release", [task_id, worker_id, _num(at), _op_id()])
+        if reply[0] != "ok":
+            return None
+        task = _decode(reply[1], strict=False)
+        self._notify([task])
+        return task
+
+    # -- anyone ---------------------------------------------------------------------------------
+
+    def cancel(self, task_id: str, *, now: float | None = None) -> bool:
+        at = self.now(now)
+        canceled = TaskStatus.CANCELED
+        n = self._eval(
+            "cancel",
+            [
+                task_id,
+                _num(at),
+                _op_id(),
+                _dumps(_CANCELED_ERROR.to_dict()),
+                self._ttl_ms(canceled),
+                self._cutoff(canceled, at),
+            ],
+        )
+        return bool(n)
+
+    def progress(
+        self,
+        task_id: str,
+        pct: float,
+        *,
+        worker_id: str | None = None,
+        now: float | None = None,
+    ) -> bool:
+        value = _num(check_pct(pct))
+        at = self.now(now)
+        return bool(self._eval("setfield", [task_id, "progress", value, worker_id or "", _num(at)]))
+
+    def save_checkpoint(
+        self,
+        task_id: str,
+        value: JSONValue,
+        *,
+        worker_id: str | None = None,
+        now: float | None = None,
+    ) -> bool:
+        check_json(value, "checkpoint")
+        at = self.now(now)
+        return bool(
+            self._eval(
+                "setfield", [task_id, "checkpoint", _dumps(value), worker_id or "", _num(at)]
+            )
+        )
+
+    def get_checkpoint(self, task_id: str) -> JSONValue:
+        raw = self._call(lambda: self._client.hget(self._tk(task_id), "checkpoint"))
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return None
+
+    def get(self, task_id: str) -> Task | None:
+        flat: dict[str, str] = self._call(lambda: self._client.hgetall(self._tk(task_id)))  # type: ignore[arg-type, return-value]
+        if not flat:
+            return None
+        return _decode(flat, strict=False)
+
+    def _sweep(self, queues: Sequence[str]) -> None:
+        """Drop finished tasks past their retention from the indexes (bounded per queue)."""
+        if not queues or (self.retention is None and self.failed_retention is None):
+            return
+        at = self.now()
+        self._eval(
+            "sweep",
+            [
+                str(K.SWEEP_ON_READ),
+                self._cutoff(TaskStatus.DONE, at),
+                self._cutoff(TaskStatus.FAILED, at),
+                self._cutoff(TaskStatus.CANCELED, at),
+                *queues,
+            ],
+        )
+
+    def list(
+        self,
+        *,
+        queue: str | None = None,
+        status: TaskStatus | str | Collection[TaskStatus | str] | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        after: int | None = None,
+    ) -> builtins.list[Task]:
+        statuses = normalize_statuses(status) or tuple(TaskStatus)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"list: limit must be an int >= 1, got {limit!r}")
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise ValueError(f"list: offset must be an int >= 0, got {offset!r}")
+        names = [queue] if queue is not None else self.queues()
+        self._sweep(names)
+        low = "-inf" if after is None else f"({int(after)}"
+        want = offset + limit
+        pairs = [(q, s) for q in names for s in statuses]
+
+        def ranges() -> builtins.list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            for q, s in pairs:
+                if s is TaskStatus.DOING:  # the leases set holds exactly the DOING tasks
+                    pipe.zrange(K.queue_key(self.root, "leases", q), 0, -1)
+                else:
+                    key = K.status_key(self.root, s, q)
+                    pipe.zrangebyscore(key, low, "+inf", start=0, num=want, withscores=True)
+            return pipe.execute()
+
+        found: builtins.list[builtins.list[tuple[str, float]]] = []
+        doing: builtins.list[str] = []
+        for (_, s), got in zip(pairs, self._call(ranges) if pairs else [], strict=True):
+            if s is TaskStatus.DOING:
+                doing.extend(got)
+            else:
+                found.append(got)
+        if doing:
+
+            def seqs() -> builtins.list[Any]:
+                pipe = self._client.pipeline(transaction=False)
+                for tid in doing:
+                    pipe.hget(self._tk(tid), "seq")
+                return pipe.execute()
+
+            held = [(tid, float(n)) for tid, n in zip(doing, self._call(seqs), strict=True) if n]
+            if after is not None:
+                held = [(tid, n) for tid, n in held if n > after]
+            found.append(sorted(held, key=lambda pair: pair[1])[:want])
+        merged = heapq.merge(*found, key=lambda pair: pair[1])
+        ids = builtins.list(dict.fromkeys(tid for tid, _ in merged))[offset:want]
+        if not ids:
+            return []
+
+        def fetch() -> builtins.list[dict[str, str]]:
+            pipe = self._client.pipeline(transaction=False)
+            for tid in ids:
+                pipe.hgetall(self._tk(tid))
+            return pipe.execute()
+
+        out: builtins.list[Task] = []
+        for d in self._call(fetch):
+            if not d:
+                continue  # expired (retention) after we read the index
+            try:
+                task = _decode(d, strict=False)
+            except _Corrupt:
+                continue
+            if task.status in statuses:  # not moved on since we read the index
+                out.append(task)
+        return out
+
+    def stats(self, queue: str | None = None) -> dict[TaskStatus, int]:
+        names = [queue] if queue is not None else self.queues()
+        self._sweep(names)
+        counts = dict.fromkeys(TaskStatus, 0)
+        if not names:
+            return counts
+        keys = [
+            (
+                s,
+                K.queue_key(self.root, "leases", q)
+                if s is TaskStatus.DOING
+                else K.status_key(self.root, s, q),
+            )
+            for q in names
+            for s in TaskStatus
+        ]
+
+        def cards() -> builtins.list[int]:
+            pipe = self._client.pipeline(transaction=False)
+            for _, key in keys:
+                pipe.zcard(key)
+            return pipe.execute()
+
+        for (s, _), n in zip(keys, self._call(cards), strict=True):
+            counts[s] += int(n)
+        return counts
+
+    def queues(self) -> builtins.list[str]:
+        found: dict[str, str] = self._call(lambda: self._client.hgetall(f"{self.root}:queues"))  # type: ignore[arg-type, return-value]
+        return sorted(q for q, n in found.items() if int(n) > 0)
+
+    def requeue(self, task_id: str, *, delay: float = 0.0, now: float | None = None) -> Task | None:
+        if (
+            isinstance(delay, bool)
+            or not isinstance(delay, (int, float))
+            or not 0 <= delay < math.inf
+        ):
+            raise ValueError(f"requeue: delay must be seconds >= 0, got {delay!r}")
+        at = self.now(now)
+        reply = self._eval("requeue", [task_id, _num(at), _num(at + float(delay)), _op_id()])
+        if reply[0] != "ok":
+            return None
+        task = _decode(reply[1], strict=False)
+        self._notify([task])
+        return task
+
+    def purge(
+        self,
+        older_than: float,
+        *,
+        statuses: Collection[TaskStatus | str] = TERMINAL_STATUSES,
+        queue: str | None = None,
+        now: float | None = None,
+    ) -> int:
+        """See ``Store.purge``. Deletes in batches of ``PURGE_BATCH``, each one atomic."""
+        if (
+            isinstance(older_than, bool)
+            or not isinstance(older_than, (int, float))
+            or not 0 <= older_than < math.inf
+        ):
+            raise ValueError(f"purge: older_than must be seconds >= 0, got {older_than!r}")
+        chosen = normalize_statuses(statuses) or ()
+        bad = [s.value for s in chosen if s not in TERMINAL_STATUSES]
+        if bad:
+            raise ValueError(
+                f"purge: only finished tasks can be purged (DONE, FAILED, CANCELED), got {bad}"
+            )
+        if not chosen:
+            return 0
+        names = [queue] if queue is not None else self.queues()
+        if not names:
+            return 0
+        cutoff = _num(self.now(now) - float(older_than))
+        total = 0
+        while True:
+            n = int(
+                self._eval(
+                    "purge",
+                    [
+                        cutoff,
+                        str(K.PURGE_BATCH),
+                        str(len(names)),
+                        *names,
+                        *(s.value for s in chosen),
+                    ],
+                )
+            )
+            total += n
+            if n < K.PURGE_BATCH:
+                return total
+
+    def next_due_at(
+        self,
+        queues: str | Sequence[str],
+        *,
+        capacity: Mapping[str, float] | None = None,
+    ) -> float | None:
+        """See ``Store.next_due_at``. Tasks already due are reported by the due
+        time of the first one in lease order (a time in the past: "now")."""
+        names = normalize_queues(queues)
+        cap = "" if capacity is None else _dumps({str(k): float(v) for k, v in capacity.items()})
+        found = self._eval("next_due", [cap, *names])
+        return None if found is None else float(found)
+
+    # -- wake-ups across processes ----------------------------------------------------------------
+
+    def watch(self, queues: Sequence[str], wake: Callable[[], None]) -> Callable[[], None] | None:
+        """Call ``wake()`` when any process publishes that work on ``queues`` may be due.
+
+        A helper thread holds a pub/sub subscription to the queues' wake-up
+        channels (reconnecting with backoff, and calling ``wake()`` after each
+        reconnect, as messages may have been missed meanwhile). Returns once
+        subscribed, or after ``connect_timeout`` if Redis is unreachable (the
+        thread keeps trying). The returned function stops it.
+        """
+        self._ensure()
+        names = normalize_queues(queues)
+        watcher = _Watcher(self, [K.channel(self.root, q) for q in names], wake)
+        self._watchers.append(watcher)
+        watcher.start()
+        return watcher.stop
+
+
+class _Watcher:
+    """A daemon thread subscribed to wake-up channels; each message calls ``wake()``."""
+
+    # A local timer so that stop() is noticed; it sends nothing to Redis.
+    _TICK = 0.2
+
+    def __init__(self, store: RedisStore, channels: builtins.list[str], wake: Callable[[], None]):
+        self.store = store
+        self.channels = channels
+        self.wake = wake
+        self._stop = threading.Event()
+        self._pubsub: Any = None
+        self._thread = threading.Thread(target=self._run, name="resile-redis-watch", daemon=True)
+
+    def start(self) -> None:
+        with contextlib.suppress(Exception):  # unreachable: the thread keeps trying
+            self._subscribe()
+        self._thread.start()
+
+    def _subscribe(self) -> None:
+        ps = self.store._client.pubsub()  # type: ignore[no-untyped-call]
+        try:
+            ps.subscribe(*self.channels)
+            confirmed = 0
+            end = time.monotonic() + 5.0
+            while confirmed < len(self.channels):
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise RedisTimeoutError("no SUBSCRIBE confirmation from Redis")
+                msg = ps.get_message(timeout=left)
+                if msg is not None and msg.get("type") == "subscribe":
+                    confirmed += 1
+        except BaseException:
+            with contextlib.suppress(Exception):
+                ps.close()
+            raise
+        self._pubsub = ps
+
+    def _drop(self) -> None:
+        ps, self._pubsub = self._pubsub, None
+        if ps is not None:
+            with contextlib.suppress(Exception):
+                ps.close()
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            if self._pubsub is None:
+                try:
+                    self._subscribe()
+                except Exception as exc:
+                    failures += 1
+                    if is_transient(exc):
+                        self.store._trouble(exc)
+                    else:
+                        logger.exception("resile: Redis wake-up subscription failed")
+                    self._stop.wait(_RECONNECT_BACKOFF.delay(min(failures, 30)))
+                    continue
+                failures = 0
+                self.store._recovered()
+                self._wake()  # messages may have been missed while we were away
+            try:
+                msg = self._pubsub.get_message(timeout=self._TICK)
+                if msg is None or msg.get("type") != "message":
+                    continue
+                while self._pubsub.get_message(timeout=0.0) is not None:
+                    pass  # a burst of wake-ups is one wake-up
+            except Exception as exc:
+                if self._stop.is_set():
+                    break
+                if is_transient(exc) or isinstance(exc, (OSError, ValueError, AttributeError)):
+                    self.store._trouble(exc)
+                else:
+                    logger.exception("resile: Redis wake-up subscription failed")
+                self._drop()
+                continue
+            self._wake()
+        self._drop()
+
+    def _wake(self) -> None:
+        try:
+            self.wake()
+        except Exception:
+            logger.exception("resile: wake-up callback %r failed", self.wake)
+
+    def stop(self) -> None:
+        """Stop the thread and close its connection; idempotent."""
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(self._TICK * 10)
+        with contextlib.suppress(ValueError):
+            self.store._watchers.remove(self)

@@ -1,0 +1,435 @@
+"""What only the Redis store does: scripts by SHA, key layout, retention, wake-ups, reconnects.
+
+The contract itself is the conformance suite (``test_conformance.py``, backend
+``redis``). These tests run against the session's Redis (``REDIS_URL`` or a
+throwaway server), each in its own namespace; those that stop a server start
+their own.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+redis = pytest.importorskip("redis")
+
+from redis.crc import key_slot  # noqa: E402
+
+from resile import Constant  # noqa: E402
+from resile.queue import TaskSpec, TaskStatus  # noqa: E402
+from resile.queue.store import _redis_keys as K  # noqa: E402
+from resile.queue.store import open_store  # noqa: E402
+from resile.queue.store.redis import RedisStore  # noqa: E402
+
+from .conftest import T0, FakeEpoch  # noqa: E402
+
+W1, W2 = "worker-1", "worker-2"
+
+
+def spec(**kw: Any) -> TaskSpec:
+    kw.setdefault("handler", "h")
+    kw.setdefault("backoff", Constant(5.0))
+    return TaskSpec(**kw)
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"test-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def raw(redis_url: str) -> Iterator[Any]:
+    """A plain redis-py client on the session's Redis."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def make_store(redis_url: str, namespace: str) -> Iterator[Any]:
+    """Open RedisStores in this test's namespace (closed afterwards)."""
+    opened: list[RedisStore] = []
+
+    def factory(**options: Any) -> RedisStore:
+        options.setdefault("namespace", namespace)
+        s = RedisStore(redis_url, **options)
+        opened.append(s)
+        return s
+
+    yield factory
+    for s in opened:
+        s.close()
+
+
+@pytest.fixture
+def rstore(make_store: Any, clock: FakeEpoch) -> RedisStore:
+    """A RedisStore on the fake clock."""
+    return make_store(clock=clock)  # type: ignore[no-any-return]
+
+
+def command_calls(raw: Any, *names: str) -> int:
+    stats = raw.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{n}", {}).get("calls", 0)) for n in names)
+
+
+def keys_of(raw: Any, namespace: str) -> list[str]:
+    return sorted(raw.keys(f"{K.root(namespace)}*"))
+
+
+def workload(s: RedisStore, now: float = T0) -> None:
+    """A bit of everything: creates in two queues, lease, complete, fail, cancel, requeue."""
+    s.create_many([spec(id=f"a{i}", queue="alpha") for i in range(4)], now=now)
+    s.create(spec(id="b0", queue="beta", delay=30), now=now)
+    s.create(spec(id="g0", queue="alpha", resources={"gpu": 1}), now=now)
+    got = s.lease(["alpha", "beta"], W1, limit=3, now=now)
+    s.complete(got[0].id, W1, {"ok": True}, now=now)
+    s.fail(got[1].id, W1, RuntimeError("x"), now=now)
+    s.fail(got[2].id, W1, RuntimeError("y"), permanent=True, now=now)
+    s.requeue(got[2].id, now=now)
+    s.cancel("b0", now=now)
+    s.renew_many([t.id for t in got], W1, now=now)
+    s.progress("a3", 10, now=now)
+    s.save_checkpoint("a3", {"offset": 1}, now=now)
+    s.next_due_at(["alpha", "beta"], capacity={})
+    s.stats()
+    s.list(status="PENDING")
+    s.purge(0, now=now + 1)
+
+
+class TestScripts:
+    def test_state_changes_run_by_sha(self, rstore: RedisStore, raw: Any) -> None:
+        """Every state change is EVALSHA of a loaded script, never EVAL of its text."""
+        rstore.create(spec(id="warm"), now=T0)  # loads the create script if needed
+        before_eval, before_sha = command_calls(raw, "eval"), command_calls(raw, "evalsha")
+        workload(rstore)
+        assert command_calls(raw, "eval") == before_eval
+        assert command_calls(raw, "evalsha") > before_sha
+
+    def test_script_flush_reloads(self, rstore: RedisStore, raw: Any) -> None:
+        """After SCRIPT FLUSH (or a restart) the store reloads its scripts on NOSCRIPT."""
+        rstore.create(spec(id="a"), now=T0)
+        raw.script_flush()
+        assert rstore.lease("default", W1, now=T0)[0].id == "a"
+        raw.script_flush()
+        assert rstore.complete("a", W1, 7, now=T0) is not None
+        assert rstore.get("a").result == 7  # type: ignore[union-attr]
+
+
+class TestCompleteMany:
+    def test_one_round_trip_for_many(self, rstore: RedisStore, raw: Any) -> None:
+        """complete_many completes the held tasks (None for the others) in one pipeline."""
+        rstore.create_many([spec(id=f"t{i}") for i in range(5)], now=T0)
+        rstore.lease("default", W1, limit=4, now=T0)
+        raw.script_flush()  # the pipeline reloads the script and replays safely
+        got = rstore.complete_many(
+            [("t0", 0), ("t1", {"a": 1}), ("t4", 4), ("nope", None), ("t2", [2])], W1, now=T0 + 1
+        )
+        assert [t.id if t else None for t in got] == ["t0", "t1", None, None, "t2"]
+        assert rstore.stats()[TaskStatus.DONE] == 3
+        t1 = rstore.get("t1")
+        assert t1 is not None and t1.result == {"a": 1} and len(t1.history) == 1
+
+    def test_non_json_result_writes_nothing(self, rstore: RedisStore) -> None:
+        """A result that is not JSON fails the whole call before anything is written."""
+        rstore.create_many([spec(id="a"), spec(id="b")], now=T0)
+        rstore.lease("default", W1, limit=2, now=T0)
+        with pytest.raises(ValueError, match="result"):
+            rstore.complete_many([("a", 1), ("b", {1, 2})], W1, now=T0)
+        assert rstore.stats()[TaskStatus.DOING] == 2
+
+
+class TestKeys:
+    def test_every_key_shares_the_namespace_hash_tag(
+        self, rstore: RedisStore, raw: Any, namespace: str
+    ) -> None:
+        """Every key a store writes is under resile:{namespace}: one Cluster slot."""
+        workload(rstore)
+        keys = keys_of(raw, namespace)
+        assert keys, "the workload wrote nothing?"
+        assert all(k.startswith(f"resile:{{{namespace}}}:") for k in keys)
+        assert len({key_slot(k.encode()) for k in keys}) == 1
+        assert f"{K.root(namespace)}:t:a3" in keys
+        assert f"{K.root(namespace)}:s:PENDING:alpha" in keys
+
+    def test_no_keys_or_scan_commands(self, rstore: RedisStore, raw: Any) -> None:
+        """No operation of the store uses KEYS or SCAN (directly or in a script)."""
+        before = command_calls(raw, "keys", "scan", "hscan", "zscan", "sscan")
+        workload(rstore)
+        assert command_calls(raw, "keys", "scan", "hscan", "zscan", "sscan") == before
+
+    def test_namespaces_are_separate(self, make_store: Any, clock: FakeEpoch) -> None:
+        """Two namespaces on one Redis share nothing, not even task ids."""
+        a = make_store(namespace=f"a-{uuid.uuid4().hex}", clock=clock)
+        b = make_store(namespace=f"b-{uuid.uuid4().hex}", clock=clock)
+        a.create(spec(id="same"), now=T0)
+        b.create(spec(id="same"), now=T0)
+        assert a.lease("default", W1, now=T0)[0].id == "same"
+        assert b.stats()[TaskStatus.PENDING] == 1 and b.queues() == ["default"]
+
+    def test_delayed_tasks_are_not_touched_by_lease(self, rstore: RedisStore, raw: Any) -> None:
+        """A lease reads the head of the indexes, not the tasks that are not due."""
+        rstore.create_many([spec(delay=1000 + i) for i in range(2000)], now=T0)
+        rstore.create(spec(id="due"), now=T0)
+        before = command_calls(raw, "hget", "hmget", "hgetall", "hset")
+        assert [t.id for t in rstore.lease("default", W1, limit=10, now=T0)] == ["due"]
+        assert command_calls(raw, "hget", "hmget", "hgetall", "hset") - before < 20
+
+
+class TestRetention:
+    def test_done_tasks_get_a_ttl_dead_letters_do_not(
+        self, make_store: Any, clock: FakeEpoch, raw: Any
+    ) -> None:
+        """DONE and CANCELED tasks expire after `retention`; FAILED ones are kept; requeue keeps."""
+        s = make_store(clock=clock, retention=60)
+        s.create_many([spec(id=i, max_retries=0) for i in ("ok", "dead", "gone")], now=T0)
+        s.lease("default", W1, limit=2, now=T0)
+        s.complete("ok", W1, None, now=T0)
+        s.fail("dead", W1, RuntimeError(), now=T0)
+        s.cancel("gone", now=T0)
+        assert 0 < raw.pttl(s._tk("ok")) <= 60_000
+        assert 0 < raw.pttl(s._tk("gone")) <= 60_000
+        assert raw.pttl(s._tk("dead")) == -1
+        s.requeue("gone", now=T0)
+        assert raw.pttl(s._tk("gone")) == -1
+
+    def test_failed_retention(self, make_store: Any, clock: FakeEpoch, raw: Any) -> None:
+        """failed_retention gives dead letters a TTL too."""
+        s = make_store(clock=clock, failed_retention=3600)
+        s.create(spec(id="dead", max_retries=0), now=T0)
+        s.lease("default", W1, now=T0)
+        s.fail("dead", W1, RuntimeError(), now=T0)
+        assert 0 < raw.pttl(s._tk("dead")) <= 3_600_000
+
+    def test_expired_tasks_leave_the_indexes(self, make_store: Any, clock: FakeEpoch) -> None:
+        """Past their retention, finished tasks vanish from get, list, stats and queues."""
+        s = make_store(clock=clock, retention=10)
+        s.create_many([spec(id="old"), spec(id="new")], now=T0)
+        s.lease("default", W1, limit=2, now=T0)
+        s.complete("old", W1, None, now=T0)
+        s.complete("new", W1, None, now=T0 + 5)
+        clock.advance(12)
+        assert s.stats()[TaskStatus.DONE] == 1
+        assert [t.id for t in s.list()] == ["new"]
+        assert s.get("old") is None and s.get("new") is not None
+        clock.advance(10)
+        assert s.stats()[TaskStatus.DONE] == 0 and s.queues() == []
+
+    def test_redis_expires_the_hash(self, make_store: Any, raw: Any) -> None:
+        """The TTL is a real Redis expiry: the hash goes even if no one sweeps."""
+        s = make_store(retention=0.2)
+        s.create(spec(id="a"))
+        s.lease("default", W1)
+        s.complete("a", W1, None)
+        end = time.monotonic() + 5
+        while raw.exists(s._tk("a")) and time.monotonic() < end:
+            time.sleep(0.05)  # a bounded wait for Redis's own expiry
+        assert s.get("a") is None
+        assert s.stats()[TaskStatus.DONE] == 0  # the index entry is swept by stats
+
+
+class TestIdempotentRetries:
+    """A write whose reply was lost is retried with the same op id and not applied twice."""
+
+    def test_complete(self, rstore: RedisStore) -> None:
+        """The same op completes once and answers the same; a new op is refused."""
+        rstore.create(spec(id="a"), now=T0)
+        rstore.lease("default", W1, now=T0)
+        args = ["a", W1, "1", repr(T0), "op-1", "", ""]
+        assert rstore._eval("complete", args)[0] == "ok"
+        assert rstore._eval("complete", args)[0] == "ok"
+        assert rstore._eval("complete", ["a", W1, "1", repr(T0), "op-2", "", ""])[0] == "no"
+        t = rstore.get("a")
+        assert t is not None and len(t.history) == 1
+
+    def test_create(self, rstore: RedisStore) -> None:
+        """A replayed create is recognised (no DuplicateTask), and nothing is stored twice."""
+        first = rstore.create(spec(id="x"), now=T0)
+        row = [
+            "x", "default", "h", "{}", "0", "8000000000000000", "3",
+            '{"type":"constant","delay":5.0,"max_delay":null,"jitter":"none"}',
+            repr(T0), "", "", "0",
+        ]  # fmt: skip
+        cop = rstore._client.hget(rstore._tk("x"), "cop")
+        assert rstore._eval("create", [repr(T0), "error", cop, "1", *row]) == ["replay"]
+        assert rstore._eval("create", [repr(T0), "error", "other", "1", *row])[0] == "dup"
+        assert rstore.get("x") == first and sum(rstore.stats().values()) == 1
+
+    def test_lease(self, rstore: RedisStore) -> None:
+        """A replayed lease returns the tasks the first one took, and takes no more."""
+        rstore.create_many([spec(id=f"t{i}") for i in range(4)], now=T0)
+        head = [repr(T0), repr(T0 + 20), W1, "2", "", "op-l", "20000", "", "", "1", "default"]
+        first = rstore._eval("lease", [*head, "0"])
+        again = rstore._eval("lease", [*head, "0"])
+        assert first == again and len(first) == 3
+        assert rstore.stats()[TaskStatus.DOING] == 2
+
+
+class TestCorrupt:
+    def test_unreadable_task_is_dead_lettered_at_lease(self, rstore: RedisStore, raw: Any) -> None:
+        """A task whose stored params are not JSON goes to FAILED naming the field; leasing goes on."""
+        rstore.create_many([spec(id="bad"), spec(id="good")], now=T0)
+        raw.hset(rstore._tk("bad"), "params", "{not json")
+        got = rstore.lease("default", W1, limit=5, now=T0)
+        assert [t.id for t in got] == ["good"]
+        bad = rstore.get("bad")
+        assert bad is not None and bad.status is TaskStatus.FAILED
+        assert bad.last_error is not None and bad.last_error.type == "CorruptTask"
+        assert "params" in bad.last_error.message
+
+
+class TestWatch:
+    def test_create_in_another_process_wakes_the_watcher(self, make_store: Any) -> None:
+        """A create through another handle reaches watch() subscribers at once."""
+        worker_side, producer = make_store(), make_store()
+        woke = threading.Event()
+        stop = worker_side.watch(["default"], woke.set)
+        assert stop is not None
+        try:
+            woke.clear()
+            producer.create(spec())
+            assert woke.wait(5)
+        finally:
+            stop()
+
+    def test_only_useful_wakeups(self, make_store: Any) -> None:
+        """Delayed tasks wake only when they become the earliest; due ones when ready was empty."""
+        watcher, producer = make_store(), make_store()
+        hits: list[float] = []
+        got = threading.Event()
+
+        def wake() -> None:
+            hits.append(time.monotonic())
+            got.set()
+
+        stop = watcher.watch(["q"], wake)
+        assert stop is not None
+
+        def wakes_after(**kw: Any) -> bool:
+            got.clear()
+            producer.create(spec(queue="q", **kw))
+            # a wake-up arrives within a round trip; its absence needs a bounded wait
+            return got.wait(0.5)
+
+        try:
+            assert wakes_after(delay=100)  # the first delayed task
+            assert not wakes_after(delay=200)  # later than the earliest
+            assert wakes_after(delay=50)  # the new earliest
+            assert wakes_after()  # due now, nothing ready
+            assert not wakes_after()  # due now, but one is already waiting
+        finally:
+            stop()
+
+    def test_watch_stops(self, rstore: RedisStore) -> None:
+        """The function watch returns stops the helper thread."""
+        stop = rstore.watch(["default"], lambda: None)
+        assert stop is not None
+        (watcher,) = rstore._watchers
+        stop()
+        assert not watcher._thread.is_alive() and rstore._watchers == []
+
+
+class TestURL:
+    def test_open_store_and_options(self, redis_url: str, namespace: str) -> None:
+        """open_store reads namespace, retention and retry_for from the query."""
+        sep = "&" if "?" in redis_url else "?"
+        s = open_store(f"{redis_url}{sep}namespace={namespace}&retention=none&retry_for=2.5")
+        try:
+            assert isinstance(s, RedisStore)
+            assert s.namespace == namespace and s.retention is None and s.retry_for == 2.5
+        finally:
+            s.close()
+
+    def test_unknown_option(self) -> None:
+        """A typo in the query fails naming the option."""
+        with pytest.raises(ValueError, match="retension"):
+            open_store("redis://127.0.0.1:1/0?retension=5")
+
+    @pytest.mark.parametrize(
+        "kw", [{"namespace": ""}, {"namespace": "a{b}"}, {"retention": -1}, {"retry_for": None}]
+    )
+    def test_bad_options(self, kw: dict[str, Any]) -> None:
+        """Bad options fail naming the option."""
+        with pytest.raises(ValueError, match=next(iter(kw))):
+            RedisStore("redis://127.0.0.1:1/0", **kw)
+
+    def test_password_is_not_shown(self) -> None:
+        """The password in a URL never appears in the store's url or repr."""
+        s = RedisStore("redis://user:s3cret@127.0.0.1:1/0")
+        try:
+            assert "s3cret" not in s.url and "s3cret" not in repr(s)
+        finally:
+            s.close()
+
+    def test_closed_store(self, make_store: Any) -> None:
+        """A closed store refuses calls; close is idempotent."""
+        s = make_store()
+        s.close()
+        s.close()
+        with pytest.raises(RuntimeError, match="closed"):
+            s.get("x")
+
+
+class TestReconnect:
+    @pytest.fixture
+    def server(self, redis_server_factory: Any) -> Any:
+        if not redis_server_factory.available:
+            pytest.skip("needs a redis-server binary to stop and start")
+        return redis_server_factory()
+
+    def test_call_during_an_outage_waits_for_redis(
+        self, server: Any, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A call made while Redis is down retries with backoff and succeeds when it is back;
+        the outage is logged once, and the recovery once."""
+        s = RedisStore(server.url, retry_for=20)
+        try:
+            s.create(spec(id="before"))
+            server.kill()
+            threading.Timer(1.5, server.start).start()
+            with caplog.at_level(logging.WARNING, logger="resile.queue"):
+                t0 = time.monotonic()
+                s.create(spec(id="during"))
+                waited = time.monotonic() - t0
+            assert 1.0 < waited < 15
+            assert s.get("during") is not None
+            lines = [r.getMessage() for r in caplog.records if r.name == "resile.queue"]
+            assert sum("unavailable" in m for m in lines) == 1, lines
+            assert sum("reachable again" in m for m in lines) == 1, lines
+        finally:
+            s.close()
+
+    def test_no_retry_raises_at_once(self, server: Any) -> None:
+        """retry_for=0 turns reconnecting off: the connection error is raised."""
+        s = RedisStore(server.url, retry_for=0, connect_timeout=1)
+        try:
+            server.kill()
+            with pytest.raises(redis.exceptions.ConnectionError):
+                s.get("x")
+        finally:
+            s.close()
+            server.start()
+
+    def test_watcher_resubscribes_and_wakes(self, server: Any) -> None:
+        """After a restart the watcher subscribes again and wakes its worker once it has."""
+        s, producer = RedisStore(server.url), RedisStore(server.url)
+        woke = threading.Event()
+        stop = s.watch(["default"], woke.set)
+        assert stop is not None
+        try:
+            server.kill()
+            woke.clear()
+            server.start()
+            assert woke.wait(10)  # the wake-up after resubscribing
+            woke.clear()
+            producer.create(spec())
+            assert woke.wait(5)
+        finally:
+            stop()
+            s.close()
+            producer.close()
