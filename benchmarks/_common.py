@@ -304,6 +304,7 @@ def spawn(
 
 def stop_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
     """SIGTERM the worker's process group, then SIGKILL what is left after ``grace`` seconds."""
+    tree = _descendants(proc.pid)
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
@@ -311,12 +312,40 @@ def stop_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
             proc.wait(grace)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)  # children that outlived their parent, too
+    for pid in tree:  # and those that left the group (their pids are still theirs: grace is short)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(5)
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc), including children that left its session."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
 def kill9(proc: subprocess.Popen[bytes]) -> None:
-    """``kill -9`` the worker's whole process group, as a crash of its machine would."""
+    """``kill -9`` the worker and every process under it, as a crash of its machine would.
+
+    Its process group is not enough: RQ's work horses, for one, start sessions of their own.
+    """
+    for _ in range(3):  # a process forked while we were walking /proc: go round again
+        for pid in _descendants(proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
