@@ -325,6 +325,21 @@ class TestWatch:
         finally:
             stop()
 
+    def test_eviction_policy_warning(
+        self, server_for_config: Any, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A Redis that may evict keys (and so tasks) is reported when a worker starts watching."""
+        s = RedisStore(server_for_config.url)
+        try:
+            s._command("CONFIG", "SET", "maxmemory-policy", "allkeys-lru")
+            with caplog.at_level(logging.WARNING, logger="resile.queue"):
+                stop = s.watch(["default"], lambda: None)
+            assert stop is not None
+            stop()
+            assert any("noeviction" in r.getMessage() for r in caplog.records)
+        finally:
+            s.close()
+
     def test_watch_stops(self, rstore: RedisStore) -> None:
         """The function watch returns stops the helper thread."""
         stop = rstore.watch(["default"], lambda: None)
@@ -332,6 +347,14 @@ class TestWatch:
         (watcher,) = rstore._watchers
         stop()
         assert not watcher._thread.is_alive() and rstore._watchers == []
+
+
+@pytest.fixture
+def server_for_config(redis_server_factory: Any) -> Any:
+    """A throwaway server of our own (its configuration may be changed)."""
+    if not redis_server_factory.available:
+        pytest.skip("needs a redis-server binary")
+    return redis_server_factory()
 
 
 class TestURL:

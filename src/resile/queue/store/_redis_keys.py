@@ -53,6 +53,7 @@ __all__ = [
     "channel",
     "queue_key",
     "root",
+    "status_key",
     "task_key",
 ]
 

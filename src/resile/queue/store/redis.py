@@ -32,6 +32,7 @@ import math
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any, TypeVar
@@ -123,7 +124,7 @@ def _script(name: str) -> str:
     return text
 
 
-def is_transient(exc: BaseException) -> bool:
+def _is_transient(exc: BaseException) -> bool:
     """Whether a redis-py error means "try again later" (connection lost, server loading ...)."""
     if isinstance(exc, (AuthenticationError, AuthorizationError)):
         return False
@@ -330,6 +331,7 @@ class RedisStore(Store):
             socket_timeout=sock,
             socket_connect_timeout=conn,
             health_check_interval=30,
+            protocol=2,  # the replies' shapes this module reads (HGETALL: a flat list)
             # resile does the retrying (with its backoff, idempotently); redis-py must not.
             retry=Retry(NoBackoff(), 0),
         )
@@ -340,8 +342,11 @@ class RedisStore(Store):
         self._recovered_at = -math.inf
         self._outage_lock = threading.Lock()
         self._watchers: builtins.list[_Watcher] = []
+        self._eviction_checked = False
+        self._local = threading.local()
+        self._conns: weakref.WeakSet[Any] = weakref.WeakSet()
         self._retrying = Retrying(
-            on=is_transient,
+            on=_is_transient,
             backoff=_RECONNECT_BACKOFF,
             stop=after_elapsed(self.retry_for),
             name=f"redis call on {self.url}",
@@ -381,7 +386,9 @@ class RedisStore(Store):
                     raise ValueError(
                         f"Redis URL {_safe_url(url)!r}: {key} must be seconds, got {value!r}"
                     ) from None
-            elif key in URL_QUERY_ARGUMENT_PARSERS or key in ("db", "password", "username"):
+            elif key != "protocol" and (
+                key in URL_QUERY_ARGUMENT_PARSERS or key in ("db", "password", "username")
+            ):
                 theirs.append((key, value))
             else:
                 raise ValueError(
@@ -411,7 +418,7 @@ class RedisStore(Store):
         try:
             result = fn()
         except Exception as exc:
-            if not is_transient(exc) or self.retry_for <= 0:
+            if not _is_transient(exc) or self.retry_for <= 0:
                 raise
             self._trouble(exc)
 
@@ -419,7 +426,7 @@ class RedisStore(Store):
                 try:
                     return fn()
                 except Exception as err:
-                    if is_transient(err):
+                    if _is_transient(err):
                         self._trouble(err)
                     raise
 
@@ -464,13 +471,54 @@ class RedisStore(Store):
                 time.monotonic() - since,
             )
 
+    # The hot path skips redis-py's client layer (its pool, retry and telemetry wrappers cost
+    # more than the round trip): each thread sends on a connection of its own.
+
+    def _connection(self) -> Any:
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is None or local.pid != os.getpid():  # new thread, or a forked child
+            pool = self._client.connection_pool
+            conn = pool.connection_class(**pool.connection_kwargs)
+            local.conn, local.pid = conn, os.getpid()
+            self._conns.add(conn)
+        return conn
+
+    def _command(self, *args: Any) -> Any:
+        """One command on this thread's connection."""
+        conn = self._connection()
+        try:
+            conn.send_command(*args)
+            return conn.read_response()
+        except ResponseError:
+            raise  # the reply was read: the connection is fine
+        except BaseException:
+            conn.disconnect()  # an exchange cut in the middle: start clean next time
+            raise
+
+    def _pipeline(self, commands: Sequence[Sequence[Any]]) -> builtins.list[Any]:
+        """Several commands in one round trip; an error reply comes back in its place."""
+        conn = self._connection()
+        try:
+            conn.send_packed_command(conn.pack_commands(commands))
+            out: builtins.list[Any] = []
+            for _ in commands:
+                try:
+                    out.append(conn.read_response())
+                except ResponseError as exc:
+                    out.append(exc)
+            return out
+        except BaseException:
+            conn.disconnect()
+            raise
+
     def _evalsha(self, name: str, args: Sequence[Any]) -> Any:
         """Run a script by SHA; load it when Redis does not know it (``NOSCRIPT``)."""
         try:
-            return self._client.evalsha(self._shas[name], 1, self._anchor, self.root, *args)
+            return self._command("EVALSHA", self._shas[name], 1, self._anchor, self.root, *args)
         except NoScriptError:
-            self._client.script_load(_script(name))
-            return self._client.evalsha(self._shas[name], 1, self._anchor, self.root, *args)
+            self._command("SCRIPT", "LOAD", _script(name))
+            return self._command("EVALSHA", self._shas[name], 1, self._anchor, self.root, *args)
 
     def _eval(self, name: str, args: Sequence[Any]) -> Any:
         return self._call(lambda: self._evalsha(name, args))
@@ -492,6 +540,9 @@ class RedisStore(Store):
         self._closed = True
         for w in list(self._watchers):
             w.stop()
+        for conn in list(self._conns):
+            with contextlib.suppress(Exception):
+                conn.disconnect()
         with contextlib.suppress(Exception):
             self._client.close()
 
@@ -765,14 +816,13 @@ class RedisStore(Store):
 
         def run() -> builtins.list[Any]:
             for _ in range(2):
-                pipe = self._client.pipeline(transaction=False)
-                for args in calls:
-                    pipe.evalsha(sha, 1, self._anchor, self.root, *args)
-                replies = pipe.execute(raise_on_error=False)
+                replies = self._pipeline(
+                    [("EVALSHA", sha, 1, self._anchor, self.root, *args) for args in calls]
+                )
                 if not any(isinstance(r, NoScriptError) for r in replies):
                     break
                 # Those that ran are answered again by their op id: no double write.
-                self._client.script_load(_script("complete"))
+                self._command("SCRIPT", "LOAD", _script("complete"))
             for r in replies:
                 if isinstance(r, Exception):
                     raise r
@@ -808,8 +858,15 @@ class RedisStore(Store):
         failed = TaskStatus.FAILED
         for _ in range(5):
             snap = self._call(
-                lambda: self._client.hmget(
-                    tk, "status", "lease_owner", "attempts", "max_retries", "backoff", "last_delay"
+                lambda: self._command(
+                    "HMGET",
+                    tk,
+                    "status",
+                    "lease_owner",
+                    "attempts",
+                    "max_retries",
+                    "backoff",
+                    "last_delay",
                 )
             )
             status, owner, attempts_s, max_retries_s, backoff_s, last_delay_s = snap
@@ -913,7 +970,7 @@ class RedisStore(Store):
         )
 
     def get_checkpoint(self, task_id: str) -> JSONValue:
-        raw = self._call(lambda: self._client.hget(self._tk(task_id), "checkpoint"))
+        raw = self._call(lambda: self._command("HGET", self._tk(task_id), "checkpoint"))
         if not raw:
             return None
         try:
@@ -922,7 +979,7 @@ class RedisStore(Store):
             return None
 
     def get(self, task_id: str) -> Task | None:
-        flat: dict[str, str] = self._call(lambda: self._client.hgetall(self._tk(task_id)))  # type: ignore[arg-type, return-value]
+        flat = self._call(lambda: self._command("HGETALL", self._tk(task_id)))
         if not flat:
             return None
         return _decode(flat, strict=False)
@@ -963,32 +1020,26 @@ class RedisStore(Store):
         want = offset + limit
         pairs = [(q, s) for q in names for s in statuses]
 
-        def ranges() -> builtins.list[Any]:
-            pipe = self._client.pipeline(transaction=False)
-            for q, s in pairs:
-                if s is TaskStatus.DOING:  # the leases set holds exactly the DOING tasks
-                    pipe.zrange(K.queue_key(self.root, "leases", q), 0, -1)
-                else:
-                    key = K.status_key(self.root, s, q)
-                    pipe.zrangebyscore(key, low, "+inf", start=0, num=want, withscores=True)
-            return pipe.execute()
-
+        commands: builtins.list[tuple[Any, ...]] = []
+        for q, s in pairs:
+            if s is TaskStatus.DOING:  # the leases set holds exactly the DOING tasks
+                commands.append(("ZRANGE", K.queue_key(self.root, "leases", q), 0, -1))
+            else:
+                key = K.status_key(self.root, s, q)
+                commands.append(("ZRANGEBYSCORE", key, low, "+inf", "WITHSCORES", "LIMIT", 0, want))
         found: builtins.list[builtins.list[tuple[str, float]]] = []
         doing: builtins.list[str] = []
-        for (_, s), got in zip(pairs, self._call(ranges) if pairs else [], strict=True):
+        replies = self._call(lambda: self._pipeline(commands)) if commands else []
+        for (_, s), got in zip(pairs, replies, strict=True):
+            if isinstance(got, Exception):
+                raise got
             if s is TaskStatus.DOING:
                 doing.extend(got)
             else:
-                found.append(got)
+                found.append([(got[i], float(got[i + 1])) for i in range(0, len(got), 2)])
         if doing:
-
-            def seqs() -> builtins.list[Any]:
-                pipe = self._client.pipeline(transaction=False)
-                for tid in doing:
-                    pipe.hget(self._tk(tid), "seq")
-                return pipe.execute()
-
-            held = [(tid, float(n)) for tid, n in zip(doing, self._call(seqs), strict=True) if n]
+            seqs = self._call(lambda: self._pipeline([("HGET", self._tk(t), "seq") for t in doing]))
+            held = [(tid, float(n)) for tid, n in zip(doing, seqs, strict=True) if n]
             if after is not None:
                 held = [(tid, n) for tid, n in held if n > after]
             found.append(sorted(held, key=lambda pair: pair[1])[:want])
@@ -997,15 +1048,12 @@ class RedisStore(Store):
         if not ids:
             return []
 
-        def fetch() -> builtins.list[dict[str, str]]:
-            pipe = self._client.pipeline(transaction=False)
-            for tid in ids:
-                pipe.hgetall(self._tk(tid))
-            return pipe.execute()
+        def fetch() -> builtins.list[Any]:
+            return self._pipeline([("HGETALL", self._tk(tid)) for tid in ids])
 
         out: builtins.list[Task] = []
         for d in self._call(fetch):
-            if not d:
+            if not d or isinstance(d, Exception):
                 continue  # expired (retention) after we read the index
             try:
                 task = _decode(d, strict=False)
@@ -1032,18 +1080,15 @@ class RedisStore(Store):
             for s in TaskStatus
         ]
 
-        def cards() -> builtins.list[int]:
-            pipe = self._client.pipeline(transaction=False)
-            for _, key in keys:
-                pipe.zcard(key)
-            return pipe.execute()
-
-        for (s, _), n in zip(keys, self._call(cards), strict=True):
+        cards = self._call(lambda: self._pipeline([("ZCARD", key) for _, key in keys]))
+        for (s, _), n in zip(keys, cards, strict=True):
+            if isinstance(n, Exception):
+                raise n
             counts[s] += int(n)
         return counts
 
     def queues(self) -> builtins.list[str]:
-        found: dict[str, str] = self._call(lambda: self._client.hgetall(f"{self.root}:queues"))  # type: ignore[arg-type, return-value]
+        found = _pairs(self._call(lambda: self._command("HGETALL", f"{self.root}:queues")))
         return sorted(q for q, n in found.items() if int(n) > 0)
 
     def requeue(self, task_id: str, *, delay: float = 0.0, now: float | None = None) -> Task | None:
@@ -1119,6 +1164,24 @@ class RedisStore(Store):
         found = self._eval("next_due", [cap, *names])
         return None if found is None else float(found)
 
+    def _check_eviction(self) -> None:
+        """Warn (once per store) when Redis may evict keys: it would delete tasks silently."""
+        if self._eviction_checked:
+            return
+        self._eviction_checked = True
+        try:
+            reply = self._command("CONFIG", "GET", "maxmemory-policy")
+        except Exception:  # CONFIG may be disabled (managed Redis), or Redis unreachable
+            return
+        policy = reply[1] if isinstance(reply, builtins.list) and len(reply) > 1 else None
+        if policy is not None and policy != "noeviction":
+            logger.warning(
+                "resile: Redis at %s has maxmemory-policy %s: when it is full it deletes keys, "
+                "and so tasks; set maxmemory-policy noeviction for a task queue",
+                self.url,
+                policy,
+            )
+
     # -- wake-ups across processes ----------------------------------------------------------------
 
     def watch(self, queues: Sequence[str], wake: Callable[[], None]) -> Callable[[], None] | None:
@@ -1132,6 +1195,7 @@ class RedisStore(Store):
         """
         self._ensure()
         names = normalize_queues(queues)
+        self._check_eviction()
         watcher = _Watcher(self, [K.channel(self.root, q) for q in names], wake)
         self._watchers.append(watcher)
         watcher.start()
@@ -1190,7 +1254,7 @@ class _Watcher:
                     self._subscribe()
                 except Exception as exc:
                     failures += 1
-                    if is_transient(exc):
+                    if _is_transient(exc):
                         self.store._trouble(exc)
                     else:
                         logger.exception("resile: Redis wake-up subscription failed")
@@ -1208,7 +1272,7 @@ class _Watcher:
             except Exception as exc:
                 if self._stop.is_set():
                     break
-                if is_transient(exc) or isinstance(exc, (OSError, ValueError, AttributeError)):
+                if _is_transient(exc) or isinstance(exc, (OSError, ValueError, AttributeError)):
                     self.store._trouble(exc)
                 else:
                     logger.exception("resile: Redis wake-up subscription failed")
