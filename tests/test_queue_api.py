@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import importlib.util
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,13 +46,6 @@ class TestConnect:
         s.close()
         with pytest.raises(ValueError, match="unknown option 'nope'"):
             open_store(f"sqlite:///{tmp_path / 'a.db'}?nope=1")
-
-    def test_redis_is_not_available_yet(self) -> None:
-        """A redis:// URL raises a clear NotImplementedError until the Redis store exists."""
-        if importlib.util.find_spec("resile.queue.store.redis") is not None:
-            pytest.skip("the Redis store exists")
-        with pytest.raises(NotImplementedError, match="'redis' task store is not available"):
-            resile.connect("redis://localhost:6379/0")
 
     @pytest.mark.parametrize(
         ("url", "match"),
