@@ -172,6 +172,23 @@ class TestKeys:
         assert a.lease("default", W1, now=T0)[0].id == "same"
         assert b.stats()[TaskStatus.PENDING] == 1 and b.queues() == ["default"]
 
+    def test_odd_names(self, rstore: RedisStore) -> None:
+        """Queue names with colons and ids with braces, spaces or non-ASCII stay apart."""
+        for tid, q in (("x{y}z", "a"), ("é 1", "a:b"), ("a:b", "a:b:ready")):
+            rstore.create(spec(id=tid, queue=q), now=T0)
+        assert [t.id for t in rstore.lease("a", W1, limit=5, now=T0)] == ["x{y}z"]
+        assert [t.id for t in rstore.lease("a:b", W1, limit=5, now=T0)] == ["é 1"]
+        assert rstore.queues() == ["a", "a:b", "a:b:ready"]
+        assert rstore.stats("a:b:ready")[TaskStatus.PENDING] == 1
+
+    def test_extreme_priorities_keep_their_order(self, rstore: RedisStore) -> None:
+        """The rank encoding orders every 64-bit priority (beyond what a float holds exactly)."""
+        prios = [2**63 - 1, -(2**63), 2**53 + 1, 2**53, -1, 0]
+        for p in prios:
+            rstore.create(spec(id=str(p), priority=p), now=T0)
+        got = rstore.lease("default", W1, limit=10, now=T0)
+        assert [t.priority for t in got] == sorted(prios)
+
     def test_delayed_tasks_are_not_touched_by_lease(self, rstore: RedisStore, raw: Any) -> None:
         """A lease reads the head of the indexes, not the tasks that are not due."""
         rstore.create_many([spec(delay=1000 + i) for i in range(2000)], now=T0)
