@@ -112,6 +112,8 @@ CREATE INDEX IF NOT EXISTS {_T}_delayed ON {_T} (queue, due_at)
     WHERE status = 'PENDING' AND ready = 0;
 CREATE INDEX IF NOT EXISTS {_T}_leased ON {_T} (queue, lease_expires_at)
     WHERE status = 'DOING';
+CREATE INDEX IF NOT EXISTS {_T}_gated ON {_T} (queue, due_at)
+    WHERE status = 'PENDING' AND has_resources = 1;
 CREATE INDEX IF NOT EXISTS {_T}_status ON {_T} (queue, status, seq);
 CREATE INDEX IF NOT EXISTS {_T}_finished ON {_T} (status, finished_at);
 """
@@ -1122,8 +1124,10 @@ class SQLiteStore(Store):
             if capacity is not None:
                 # Tasks with needs are few (GPU work); check them one by one.
                 for row in c.execute(
-                    f"SELECT due_at, resources FROM {_T} WHERE status = 'PENDING'"
-                    f" AND has_resources = 1 AND queue IN ({marks})",
+                    # INDEXED BY: left alone, the planner scans every pending row of the
+                    # queue through the status index (7 ms at 30,000 pending, every loop).
+                    f"SELECT due_at, resources FROM {_T} INDEXED BY {_T}_gated"
+                    f" WHERE status = 'PENDING' AND has_resources = 1 AND queue IN ({marks})",
                     names,
                 ):
                     try:
