@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from _examples import EXAMPLES, run_example
 from resile import (
     CircuitBreaker,
     CircuitOpen,
@@ -770,21 +768,6 @@ class TestRedisStorage:
         """An empty key is refused, naming the field."""
         with pytest.raises(TypeError, match="key must be a non-empty string"):
             RedisBreakerStorage(object(), "")
-
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
-
-
-def run_example(name: str) -> str:
-    """Run a docs example in a fresh interpreter (warnings are errors); return its output."""
-    proc = subprocess.run(
-        [sys.executable, "-W", "error", str(EXAMPLES / name)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
 
 
 class TestExamples:

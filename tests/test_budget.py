@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import anyio
 import anyio.lowlevel
 import pytest
 
+from _examples import EXAMPLES, run_example
 from resile import Constant, Exponential, RetryBudget, after_attempts, retry
 from resile.testing import FakeClock, no_waits
 
@@ -218,21 +216,6 @@ class TestRetryStorm:
         with pytest.raises(ConnectionError):
             dep()
         assert calls == 2  # one retry was allowed again
-
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
-
-
-def run_example(name: str) -> str:
-    """Run a docs example in a fresh interpreter (warnings are errors); return its output."""
-    proc = subprocess.run(
-        [sys.executable, "-W", "error", str(EXAMPLES / name)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
 
 
 class TestExample:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import math
-import runpy
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
 
+from _examples import load_example
 from resile import DeadlineExceeded, check, current_deadline, deadline, remaining
 from resile.testing import no_waits
 
@@ -203,7 +202,7 @@ class TestAsyncDeadline:
 @pytest.mark.anyio
 async def test_docs_example(capsys: pytest.CaptureFixture[str]) -> None:
     """docs/examples/deadline_budget.py runs under asyncio and trio and prints what the docs say."""
-    example = runpy.run_path(str(Path(__file__).parent.parent / "docs/examples/deadline_budget.py"))
+    example = load_example("deadline_budget.py")
     await example["main"]()
     out = capsys.readouterr().out
     assert "query 'select 1' with a timeout of 0.50 s" in out

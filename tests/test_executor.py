@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import runpy
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
 
+from _examples import load_example
 from resile import BackoffExecutor
 from resile.testing import FakeClock, no_waits
 
@@ -480,9 +479,7 @@ class TestDocsExample:
 
     def test_example_runs(self, clock: FakeClock, capsys: pytest.CaptureFixture[str]) -> None:
         """Three failures (one a falsy result), a success, then a run out of retries."""
-        example = runpy.run_path(
-            str(Path(__file__).parent.parent / "docs/examples/executor_connect.py")
-        )
+        example = load_example("executor_connect.py")
         asyncio.run(example["main"]())
         out = capsys.readouterr().out
         assert "failure 1: broker not ready; waiting 50 ms" in out

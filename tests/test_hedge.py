@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import anyio
 import anyio.lowlevel
 import pytest
 
+from _examples import EXAMPLES, run_example
 from resile import RetryBudget, hedge
 from resile.testing import FakeClock, no_waits
 
@@ -254,21 +252,6 @@ class TestRace:
         with anyio.fail_after(5):
             assert await fetch() == 2
         assert starts[1] - starts[0] >= 0.04
-
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
-
-
-def run_example(name: str) -> str:
-    """Run a docs example in a fresh interpreter (warnings are errors); return its output."""
-    proc = subprocess.run(
-        [sys.executable, "-W", "error", str(EXAMPLES / name)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
 
 
 class TestExample:

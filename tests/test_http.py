@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
-import runpy
 import socket
 import subprocess
 import sys
@@ -13,13 +12,13 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 import resile
+from _examples import load_example
 from resile.backoff import Constant, Exponential
 from resile.http import (
     IDEMPOTENT_METHODS,
@@ -31,8 +30,6 @@ from resile.http import (
 from resile.retry import Retrying, RetryState
 from resile.stop import after_attempts
 from resile.testing import no_waits
-
-EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "http_retry.py"
 
 # A reply: (status, headers, body), or a callable making one, or HANG.
 Reply = tuple[int, dict[str, str], bytes] | Callable[[], tuple[int, dict[str, str], bytes]] | str
@@ -435,7 +432,7 @@ class TestExample:
 
     def test_example_runs(self, capsys: pytest.CaptureFixture[str]) -> None:
         """The example retries through a flaky local server and prints the outcome."""
-        runpy.run_path(str(EXAMPLE), run_name="__main__")
+        load_example("http_retry.py", as_main=True)
         out = capsys.readouterr().out
         assert "GET /flaky -> 200 after 3 requests" in out
         assert "POST /flaky -> 503 after 1 request" in out

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import subprocess
-import sys
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -21,12 +18,12 @@ from fastapi import FastAPI
 
 import resile
 import resile.periodic
+from _examples import DOCS, EXAMPLES, run_example
 from resile.backoff import Constant, Linear
 from resile.periodic import Periodic, PeriodicStatistics, RepeatedFunction, repeat_every
 from resile.testing import FakeClock, no_waits
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
-EXAMPLE = DOCS / "examples" / "periodic_fastapi.py"
+EXAMPLE = EXAMPLES / "periodic_fastapi.py"
 BOUND = 10.0  # seconds: the most any real wait in these tests may take
 
 
@@ -838,16 +835,9 @@ async def _until(condition: Callable[[], bool]) -> None:
 class TestExample:
     def test_docs_example_runs(self) -> None:
         """docs/examples/periodic_fastapi.py runs to completion and reports what the docs say."""
-        done = subprocess.run(
-            [sys.executable, "-W", "error", str(EXAMPLE)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        assert "failures=2" in done.stdout
-        assert "cleanup loop running after shutdown: False" in done.stdout
+        out = run_example(EXAMPLE.name)
+        assert "failures=2" in out
+        assert "cleanup loop running after shutdown: False" in out
 
     def test_docs_page_carries_the_example(self) -> None:
         """docs/periodic.md shows the example script exactly as the file that the test runs."""

@@ -10,14 +10,13 @@ import asyncio
 import functools
 import inspect
 import logging
-import runpy
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 import resile
+from _examples import load_example
 from resile import (
     CircuitOpen,
     Constant,
@@ -38,7 +37,6 @@ from resile.testing import FakeClock, no_waits
 
 # Most tests run twice: through the decorator's lean path (no hooks) and its full path
 # (an on_success hook forces it), so that a change to either path is caught.
-EXAMPLES = Path(__file__).parent.parent / "docs" / "examples"
 PATHS = {"lean": {}, "full": {"on_success": lambda state: None}}
 
 
@@ -941,7 +939,7 @@ class TestDocsExample:
 
     def test_example_runs(self, clock: FakeClock, capsys: pytest.CaptureFixture[str]) -> None:
         """The example retries fetch three times, pings until True, and shows a give-up note."""
-        example = runpy.run_path(str(EXAMPLES / "retry_flaky.py"))
+        example = load_example("retry_flaky.py")
         example["main"]()
         out = capsys.readouterr().out
         assert out.count("failed (ConnectionError") == 3

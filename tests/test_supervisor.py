@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import runpy
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
 import resile
+from _examples import load_example
 from resile.backoff import Constant, Exponential
 from resile.stop import after_attempts
 from resile.supervisor import Supervisor, SupervisorState
 from resile.testing import no_waits
-
-EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "supervisor_ws.py"
 
 
 class FakeConn:
@@ -493,7 +490,7 @@ class TestExample:
 
     def test_example_runs(self, capsys: pytest.CaptureFixture[str]) -> None:
         """The example restarts its server and prints the resumed stream."""
-        runpy.run_path(str(EXAMPLE), run_name="__main__")
+        load_example("supervisor_ws.py", as_main=True)
         out = capsys.readouterr().out
         assert "received [1, 2, 3, 4, 5, 6]" in out
         assert "resumed from 3" in out

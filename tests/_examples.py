@@ -1,0 +1,32 @@
+"""The docs examples (``docs/examples/*.py``), run the same way by every test that checks one."""
+
+from __future__ import annotations
+
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+EXAMPLES = DOCS / "examples"
+
+
+def run_example(name: str) -> str:
+    """Run a docs example in a fresh interpreter (warnings are errors); return its output."""
+    proc = subprocess.run(
+        [sys.executable, "-W", "error", str(EXAMPLES / name)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def load_example(name: str, *, as_main: bool = False) -> dict[str, Any]:
+    """Execute a docs example in this interpreter and return its globals.
+
+    ``as_main`` runs it as ``__main__`` (its ``if __name__ == "__main__":`` block too).
+    """
+    return runpy.run_path(str(EXAMPLES / name), run_name="__main__" if as_main else None)
