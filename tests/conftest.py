@@ -7,12 +7,20 @@ from collections.abc import Iterator
 import pytest
 
 from _redis_server import RedisServerFactory, redis_url_from_env
+from resile.testing import FakeClock, no_waits
 
 
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     """Run each ``@pytest.mark.anyio`` test under asyncio and under trio."""
     return str(request.param)
+
+
+@pytest.fixture
+def clock() -> Iterator[FakeClock]:
+    """resile's clock replaced by a fake one for the test."""
+    with no_waits() as fake:
+        yield fake
 
 
 @pytest.fixture(scope="session")

@@ -31,17 +31,11 @@ from resile.breaker import (
     MemoryBreakerStorage,
     RedisBreakerStorage,
 )
-from resile.testing import FakeClock, no_waits
+from resile.testing import FakeClock
 
 
 class Boom(Exception):
     """The dependency failed."""
-
-
-@pytest.fixture
-def clock() -> Iterator[FakeClock]:
-    with no_waits() as fake:
-        yield fake
 
 
 def failing(breaker: CircuitBreaker, calls: list[int] | None = None) -> object:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator
 
 import anyio
 import anyio.lowlevel
@@ -12,13 +11,7 @@ import pytest
 
 from _examples import EXAMPLES, run_example
 from resile import Constant, Exponential, RetryBudget, after_attempts, retry
-from resile.testing import FakeClock, no_waits
-
-
-@pytest.fixture
-def clock() -> Iterator[FakeClock]:
-    with no_waits() as fake:
-        yield fake
+from resile.testing import FakeClock
 
 
 class TestValidation:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -15,17 +15,10 @@ import pytest
 
 from _examples import load_example
 from resile import BackoffExecutor
-from resile.testing import FakeClock, no_waits
+from resile.testing import FakeClock
 
 # Bound on real waits for events that must fire quickly (a failing test, not a slow one).
 BOUND = 5.0
-
-
-@pytest.fixture
-def clock() -> Iterator[FakeClock]:
-    """resile's clock replaced by a fake one for the test."""
-    with no_waits() as fake:
-        yield fake
 
 
 def failing(times: int, value: Any = True) -> Callable[[], Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import anyio
 import anyio.lowlevel
@@ -11,13 +10,7 @@ import pytest
 
 from _examples import EXAMPLES, run_example
 from resile import RetryBudget, hedge
-from resile.testing import FakeClock, no_waits
-
-
-@pytest.fixture
-def clock() -> Iterator[FakeClock]:
-    with no_waits() as fake:
-        yield fake
+from resile.testing import FakeClock
 
 
 async def checkpoints(n: int) -> None:

@@ -10,7 +10,7 @@ import asyncio
 import functools
 import inspect
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -44,13 +44,6 @@ PATHS = {"lean": {}, "full": {"on_success": lambda state: None}}
 def path(request: pytest.FixtureRequest) -> dict[str, Any]:
     """Extra policy fields that pick the decorator's lean or full path."""
     return dict(PATHS[request.param])
-
-
-@pytest.fixture
-def clock() -> Iterator[FakeClock]:
-    """resile's clock replaced by a fake one for the test."""
-    with no_waits() as fake:
-        yield fake
 
 
 def flaky(failures: int, exc: Callable[[], BaseException] = ConnectionError, value: Any = "ok"):  # type: ignore[no-untyped-def]

@@ -10,7 +10,7 @@ import asyncio
 import gc
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -32,7 +32,7 @@ from resile import (
     remaining,
     retry,
 )
-from resile.testing import FakeClock, no_waits
+from resile.testing import FakeClock
 
 pytestmark = pytest.mark.anyio
 
@@ -44,13 +44,6 @@ PATHS = {"lean": {}, "full": {"on_success": lambda state: None}}
 def path(request: pytest.FixtureRequest) -> dict[str, Any]:
     """Extra policy fields that pick the decorator's lean or full path."""
     return dict(PATHS[request.param])
-
-
-@pytest.fixture
-def clock() -> Iterator[FakeClock]:
-    """resile's clock replaced by a fake one for the test."""
-    with no_waits() as fake:
-        yield fake
 
 
 def aflaky(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -16,13 +15,7 @@ from resile import (
     after_attempts,
     retry,
 )
-from resile.testing import FakeClock, no_waits
-
-
-@pytest.fixture
-def clock() -> Iterator[FakeClock]:
-    with no_waits() as fake:
-        yield fake
+from resile.testing import FakeClock
 
 
 class TestValidation:
