@@ -90,3 +90,16 @@ def seconds(
     if math.isnan(value) or math.isinf(value) or value < 0:
         raise ValueError(f"{owner}: {field} must be a finite number >= 0, got {value!r}")
     return value
+
+
+def positive_seconds(value: float | timedelta, field: str, owner: str) -> float:
+    """``seconds`` for a duration that must also be > 0.
+
+    Raises:
+        ValueError: zero, negative, NaN or infinite values, naming ``owner.field``.
+        TypeError: anything that is not a number or a ``timedelta``.
+    """
+    got = seconds(value, field, owner)
+    if got <= 0.0:
+        raise ValueError(f"{owner}: {field} must be > 0 seconds, got {value!r}")
+    return got

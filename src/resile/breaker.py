@@ -389,11 +389,8 @@ class CircuitBreaker:
             self._window_calls = _int_at_least(window, 1, "window (a number of calls)")
             self._window_seconds = 0.0
         elif window_type == "time":
-            seconds = _time.seconds(window, "window", "CircuitBreaker")
-            if seconds <= 0:
-                raise ValueError(f"CircuitBreaker: window must be > 0 seconds, got {window!r}")
             self._window_calls = 0
-            self._window_seconds = seconds
+            self._window_seconds = _time.positive_seconds(window, "window", "CircuitBreaker")
         else:
             raise ValueError(
                 f'CircuitBreaker: window_type must be "time" or "count", got {window_type!r}'

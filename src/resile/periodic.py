@@ -200,13 +200,6 @@ class _Schedule:
         return due + self.jitter * self.rng.random()
 
 
-def _duration(value: object, field: str, *, positive: bool) -> float:
-    got = _time.seconds(value, field, "repeat_every")  # type: ignore[arg-type]
-    if positive and got <= 0.0:
-        raise ValueError(f"repeat_every: {field} must be > 0 seconds, got {value!r}")
-    return got
-
-
 class Periodic:
     """Call ``fn`` every ``seconds``, in the background, until stopped.
 
@@ -262,11 +255,11 @@ class Periodic:
         if not callable(fn):
             raise TypeError(f"repeat_every: expected a function to repeat, got {fn!r}")
         self.fn = fn
-        self.interval = _duration(seconds, "seconds", positive=True)
+        self.interval = _time.positive_seconds(seconds, "seconds", "repeat_every")
         if isinstance(wait_first, bool):
             self.wait_first = self.interval if wait_first else 0.0
         else:
-            self.wait_first = _duration(wait_first, "wait_first", positive=False)
+            self.wait_first = _time.seconds(wait_first, "wait_first", "repeat_every")
         if max_repetitions is not None and (
             isinstance(max_repetitions, bool)
             or not isinstance(max_repetitions, int)
@@ -284,7 +277,7 @@ class Periodic:
         if logger is not None and not callable(getattr(logger, "error", None)):
             raise TypeError(f"repeat_every: logger must be a logging.Logger, got {logger!r}")
         self.logger: LoggerLike = logger if logger is not None else _log
-        self.jitter = 0.0 if jitter is None else _duration(jitter, "jitter", positive=False)
+        self.jitter = 0.0 if jitter is None else _time.seconds(jitter, "jitter", "repeat_every")
         self.raise_exceptions = bool(raise_exceptions)
         if backoff is not None and not isinstance(backoff, Backoff):
             raise TypeError(

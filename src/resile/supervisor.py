@@ -125,13 +125,6 @@ class _HealthCheckFailed(ConnectionError):
     """A health check returned a falsy value."""
 
 
-def _positive(value: float | timedelta, field: str) -> float:
-    s = _time.seconds(value, field, "Supervisor")
-    if s <= 0:
-        raise ValueError(f"Supervisor: {field} must be > 0 seconds, got {value!r}")
-    return s
-
-
 def _check_callable(value: object, field: str, *, required: bool = False) -> None:
     if value is None and not required:
         return
@@ -250,11 +243,11 @@ class Supervisor(Generic[C]):
         self.health_check = health_check
         self.on_reconnect = on_reconnect
         self.policy = policy
-        self.heartbeat = _positive(heartbeat, "heartbeat")
+        self.heartbeat = _time.positive_seconds(heartbeat, "heartbeat", "Supervisor")
         self.health_timeout = (
             self.heartbeat
             if health_timeout is None
-            else _positive(health_timeout, "health_timeout")
+            else _time.positive_seconds(health_timeout, "health_timeout", "Supervisor")
         )
         self.stable_after = _time.seconds(stable_after, "stable_after", "Supervisor")
         self.stop_condition = stop

@@ -155,9 +155,7 @@ class AdaptiveThrottle:
     ) -> None:
         if isinstance(k, bool) or not isinstance(k, (int, float)) or not 1.0 <= k < math.inf:
             raise ValueError(f"AdaptiveThrottle: k must be a finite number >= 1, got {k!r}")
-        seconds = _time.seconds(window, "window", "AdaptiveThrottle")
-        if seconds <= 0:
-            raise ValueError(f"AdaptiveThrottle: window must be > 0 seconds, got {window!r}")
+        seconds = _time.positive_seconds(window, "window", "AdaptiveThrottle")
         if (
             isinstance(max_rejection, bool)
             or not isinstance(max_rejection, (int, float))
