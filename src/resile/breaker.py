@@ -37,7 +37,7 @@ from enum import Enum
 from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar
 
-from resile import _time
+from resile import _time, _util
 from resile.backoff import Backoff, Exponential
 from resile.errors import CircuitOpen
 from resile.throttle import AdaptiveThrottle, Throttled, _Buckets
@@ -238,14 +238,7 @@ class RedisBreakerStorage(BreakerStorage):
             raise TypeError(f"RedisBreakerStorage: key must be a non-empty string, got {key!r}")
         if clock is not None and not callable(clock):
             raise TypeError(f"RedisBreakerStorage: clock must be callable or None, got {clock!r}")
-        if (
-            isinstance(max_conflicts, bool)
-            or not isinstance(max_conflicts, int)
-            or max_conflicts < 1
-        ):
-            raise ValueError(
-                f"RedisBreakerStorage: max_conflicts must be an int >= 1, got {max_conflicts!r}"
-            )
+        _util.integer(max_conflicts, "max_conflicts", "RedisBreakerStorage", minimum=1)
         self.client = client
         self.key = key
         self.clock = clock or time.time
@@ -296,12 +289,6 @@ def _exclusion(value: object) -> Callable[[BaseException], bool] | tuple[type[Ba
         "CircuitBreaker: exclude must be an exception type, a tuple of them or a predicate "
         f"exc -> bool, got {value!r}"
     )
-
-
-def _int_at_least(value: object, low: int, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"CircuitBreaker: {field} must be an int >= {low}, got {value!r}")
-    return value
 
 
 DEFAULT_RECOVERY = Exponential(1.0, max_delay=60.0, jitter="none")
@@ -371,7 +358,9 @@ class CircuitBreaker:
         throttle: AdaptiveThrottle | None = None,
     ) -> None:
         if failure_threshold is not None:
-            failure_threshold = _int_at_least(failure_threshold, 1, "failure_threshold")
+            failure_threshold = _util.integer(
+                failure_threshold, "failure_threshold", "CircuitBreaker", minimum=1
+            )
         if failure_rate is not None and (
             isinstance(failure_rate, bool)
             or not isinstance(failure_rate, (int, float))
@@ -386,7 +375,9 @@ class CircuitBreaker:
                 "set at least one, or the circuit could never open"
             )
         if window_type == "count":
-            self._window_calls = _int_at_least(window, 1, "window (a number of calls)")
+            self._window_calls = _util.integer(
+                window, "window (a number of calls)", "CircuitBreaker", minimum=1
+            )
             self._window_seconds = 0.0
         elif window_type == "time":
             self._window_calls = 0
@@ -410,9 +401,13 @@ class CircuitBreaker:
         self.failure_threshold = failure_threshold
         self.failure_rate = None if failure_rate is None else float(failure_rate)
         self.window_type = window_type
-        self.minimum_calls = _int_at_least(minimum_calls, 1, "minimum_calls")
+        self.minimum_calls = _util.integer(
+            minimum_calls, "minimum_calls", "CircuitBreaker", minimum=1
+        )
         self.recovery = recovery
-        self.half_open_max_calls = _int_at_least(half_open_max_calls, 1, "half_open_max_calls")
+        self.half_open_max_calls = _util.integer(
+            half_open_max_calls, "half_open_max_calls", "CircuitBreaker", minimum=1
+        )
         self.exclude = _exclusion(exclude)
         self.name = name or "circuit"
         self.storage: BreakerStorage = storage if storage is not None else MemoryBreakerStorage()

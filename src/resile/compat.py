@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
+from resile import _util
 from resile.backoff import Backoff, Constant, Exponential, Linear
 from resile.errors import DuplicateTask, Permanent, ResileError
 from resile.queue._names import DEFAULT_QUEUE, TaskStatus
@@ -84,12 +85,6 @@ def _number(owner: str, name: str, value: object, *, minimum: float = 0.0) -> fl
     return float(value)
 
 
-def _integer(owner: str, name: str, value: object, *, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{owner}: {name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
 # -- configuration ----------------------------------------------------------------------------
 
 
@@ -124,10 +119,10 @@ class StorageConfig:
         self.type = kind
         if not isinstance(self.host, str) or not self.host:
             raise ValueError(f"StorageConfig: host must be a non-empty str, got {self.host!r}")
-        _integer("StorageConfig", "port", self.port, minimum=1)
+        _util.integer(self.port, "port", "StorageConfig", minimum=1)
         if self.port > 65535:
             raise ValueError(f"StorageConfig: port must be <= 65535, got {self.port!r}")
-        _integer("StorageConfig", "database", self.database)
+        _util.integer(self.database, "database", "StorageConfig")
         if not isinstance(self.password, str):
             raise ValueError(f"StorageConfig: password must be a str, got {self.password!r}")
         if self.path is not None and (not isinstance(self.path, str) or not self.path):
@@ -206,8 +201,8 @@ class TaskConfig:
             raise ValueError(
                 f"TaskConfig: biz_prefix must be a non-empty str, got {self.biz_prefix!r}"
             )
-        _integer("TaskConfig", "batch_size", self.batch_size, minimum=1)
-        _integer("TaskConfig", "max_retry_count", self.max_retry_count)
+        _util.integer(self.batch_size, "batch_size", "TaskConfig", minimum=1)
+        _util.integer(self.max_retry_count, "max_retry_count", "TaskConfig")
         _number("TaskConfig", "min_gpu_memory_gb", self.min_gpu_memory_gb)
         _number("TaskConfig", "min_gpu_utilization", self.min_gpu_utilization)
         if self.min_gpu_utilization > 100:
@@ -248,7 +243,7 @@ class ThreadPoolConfig:
     proc_mode: str = "process"
 
     def __post_init__(self) -> None:
-        _integer("ThreadPoolConfig", "concurrency", self.concurrency, minimum=1)
+        _util.integer(self.concurrency, "concurrency", "ThreadPoolConfig", minimum=1)
         if _number("ThreadPoolConfig", "exec_timeout", self.exec_timeout) <= 0:
             raise ValueError(
                 f"ThreadPoolConfig: exec_timeout must be > 0, got {self.exec_timeout!r}"
@@ -787,7 +782,7 @@ class TaskBackoffScheduler:
                 as the seed did; ``total`` is always the full count).
         """
         if limit is not None:
-            _integer("get_queue_statistics", "limit", limit)
+            _util.integer(limit, "limit", "get_queue_statistics")
         counts = self.queue.stats(self.biz_prefix)
         tasks: dict[str, dict[str, Any]] = {}
         for status in TaskStatus:

@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar
 
-from resile import _time
+from resile import _time, _util
 from resile.retry import RetryBudgetLike, _add_note
 
 __all__ = ["hedge"]
@@ -255,16 +255,8 @@ def hedge(
             not ``async def``.
     """
     seconds = _time.seconds(delay, "delay", "hedge")
-    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-        raise ValueError(f"hedge: max_attempts must be an int >= 1, got {max_attempts!r}")
-    if isinstance(on, type) and issubclass(on, BaseException):
-        on_types: tuple[type[BaseException], ...] = (on,)
-    elif isinstance(on, tuple) and all(
-        isinstance(t, type) and issubclass(t, BaseException) for t in on
-    ):
-        on_types = on
-    else:
-        raise TypeError(f"hedge: on must be an exception type or a tuple of them, got {on!r}")
+    _util.integer(max_attempts, "max_attempts", "hedge", minimum=1)
+    on_types = _util.exception_types(on, "on", "hedge")
     if budget is not None and not all(
         callable(getattr(budget, m, None))
         for m in ("record_success", "record_failure", "can_retry")

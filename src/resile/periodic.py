@@ -69,7 +69,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any, Generic, ParamSpec
 
-from resile import _time
+from resile import _time, _util
 from resile.backoff import Backoff
 
 __all__ = ["Periodic", "PeriodicStatistics", "RepeatedFunction", "lifespan", "repeat_every"]
@@ -284,8 +284,7 @@ class Periodic:
                 f"repeat_every: backoff must be a resile.backoff strategy or None, got {backoff!r}"
             )
         self.backoff = backoff
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise TypeError(f"repeat_every: seed must be an int or None, got {seed!r}")
+        _util.check_seed(seed, "repeat_every")
         self.name = name or getattr(fn, "__qualname__", None) or repr(fn)
         self.statistics = PeriodicStatistics()
         self.error: BaseException | None = None

@@ -31,7 +31,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
-from resile import _time
+from resile import _time, _util
 from resile.errors import ResileError
 
 __all__ = ["AdaptiveThrottle", "Throttled"]
@@ -99,16 +99,6 @@ class _Buckets:
         return sum(d[1] for d in self.data), sum(d[2] for d in self.data)
 
 
-def _check_exc_types(value: object, field: str, owner: str) -> tuple[type[BaseException], ...]:
-    if isinstance(value, type) and issubclass(value, BaseException):
-        return (value,)
-    if isinstance(value, tuple) and all(
-        isinstance(t, type) and issubclass(t, BaseException) for t in value
-    ):
-        return value
-    raise TypeError(f"{owner}: {field} must be an exception type or a tuple of them, got {value!r}")
-
-
 class AdaptiveThrottle:
     """Reject requests locally while the backend refuses them (SRE book adaptive throttling).
 
@@ -164,12 +154,11 @@ class AdaptiveThrottle:
             raise ValueError(
                 f"AdaptiveThrottle: max_rejection must be in (0, 1], got {max_rejection!r}"
             )
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise TypeError(f"AdaptiveThrottle: seed must be an int or None, got {seed!r}")
+        _util.check_seed(seed, "AdaptiveThrottle")
         self.k = float(k)
         self.window = seconds
         self.max_rejection = float(max_rejection)
-        self.rejected_on = _check_exc_types(rejected_on, "rejected_on", "AdaptiveThrottle")
+        self.rejected_on = _util.exception_types(rejected_on, "rejected_on", "AdaptiveThrottle")
         self.name = name
         self._rng = random.Random(seed)
         self._buckets = _Buckets(seconds)
