@@ -27,7 +27,7 @@ from typing import Any
 from resile import _time
 from resile.backoff import Exponential
 from resile.retry import Retrying, RetryState, _emit_async, _emit_sync
-from resile.stop import Stop, after_attempts, never
+from resile.stop import after_attempts, never
 
 __all__ = ["BackoffExecutor"]
 
@@ -114,8 +114,22 @@ class BackoffExecutor:
             with contextlib.suppress(RuntimeError):  # the loop or trio run has just ended
                 wake_set()
 
-    def _stop(self) -> Stop:
-        return never if self.max_retry == -1 else after_attempts(self.max_retry + 1)
+    def _policy(
+        self,
+        failed: Callable[[RetryState], Any],
+        gave_up: Callable[[RetryState], Any],
+        **sleep: Any,
+    ) -> Retrying:
+        """The engine both colours run on; ``sleep`` is ``sleep=`` or ``async_sleep=``."""
+        return Retrying(
+            backoff=self.backoff,
+            stop=never if self.max_retry == -1 else after_attempts(self.max_retry + 1),
+            on_retry=failed,
+            on_giveup=gave_up,
+            fallback=_none,
+            name="BackoffExecutor",
+            **sleep,
+        )
 
     async def _async_sleep(self, seconds: float) -> None:
         wake = self._wake_async
@@ -175,15 +189,7 @@ class BackoffExecutor:
                 if on_retry is not None:
                     await _emit_async(on_retry, state.exception)
 
-            policy = Retrying(
-                backoff=self.backoff,
-                stop=self._stop(),
-                on_retry=failed,
-                on_giveup=gave_up,
-                fallback=_none,
-                async_sleep=self._async_sleep,
-                name="BackoffExecutor",
-            )
+            policy = self._policy(failed, gave_up, async_sleep=self._async_sleep)
             result: Any = None
             succeeded = False
             async for attempt in policy:
@@ -234,15 +240,7 @@ class BackoffExecutor:
                 if on_retry is not None:
                     _emit_sync(on_retry, state.exception)
 
-            policy = Retrying(
-                backoff=self.backoff,
-                stop=self._stop(),
-                on_retry=failed,
-                on_giveup=gave_up,
-                fallback=_none,
-                sleep=self._sync_sleep,
-                name="BackoffExecutor",
-            )
+            policy = self._policy(failed, gave_up, sleep=self._sync_sleep)
             result: Any = None
             succeeded = False
             for attempt in policy:
