@@ -6,7 +6,9 @@ the seed's ``BackoffExecutor``; see ``docs/`` for the rest.
 
 from __future__ import annotations
 
+import importlib
 import logging
+import typing
 
 from resile import presets
 from resile.backoff import Backoff, Constant, DecorrelatedJitter, Exponential, Linear
@@ -24,13 +26,44 @@ from resile.errors import (
 )
 from resile.executor import BackoffExecutor
 from resile.hedge import hedge
-from resile.periodic import Periodic, repeat_every
-from resile.queue import Queue, Store, Task, TaskContext, TaskStatus, connect
-from resile.queue.worker import Worker
 from resile.retry import AttemptManager, Retrying, RetryState, RetryStatistics, retry
 from resile.stop import Stop, after_attempts, after_elapsed, at_deadline, never
-from resile.supervisor import Supervisor
 from resile.throttle import AdaptiveThrottle, Throttled
+
+if typing.TYPE_CHECKING:
+    from resile.periodic import Periodic, repeat_every
+    from resile.queue import Queue, Store, Task, TaskContext, TaskStatus, connect
+    from resile.queue.worker import Worker
+    from resile.supervisor import Supervisor
+
+# The queue, the worker, periodic tasks and the supervisor are most of what
+# ``import resile`` would cost; they are imported on first use (PEP 562).
+_LAZY = {
+    "Periodic": "resile.periodic",
+    "Queue": "resile.queue",
+    "Store": "resile.queue",
+    "Supervisor": "resile.supervisor",
+    "Task": "resile.queue",
+    "TaskContext": "resile.queue",
+    "TaskStatus": "resile.queue",
+    "Worker": "resile.queue.worker",
+    "connect": "resile.queue",
+    "repeat_every": "resile.periodic",
+}
+
+
+def __getattr__(name: str) -> typing.Any:
+    home = _LAZY.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # the next access is a plain lookup
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __version__ = "0.1.0"
 
