@@ -411,6 +411,18 @@ async def feed(ws: Any) -> None:
             await ws.send(str(n))
 
 
+async def read_numbers(sup: Supervisor[Any], received: list[int], got: dict[int, Any]) -> None:
+    """Read numbers through ``sup.session()`` until cancelled; set event ``got[n]`` at ``n``."""
+    while True:
+        try:
+            async with sup.session() as ws:
+                received.append(int(await ws.recv()))
+        except ConnectionClosed:
+            continue
+        if len(received) in got:
+            got[len(received)].set()
+
+
 class TestWebSocket:
     """Kill and restart a real WebSocket server; the supervised client resumes."""
 
@@ -443,20 +455,10 @@ class TestWebSocket:
             name="feed",
         )
 
-        async def reader() -> None:
-            while True:
-                try:
-                    async with sup.session() as ws:
-                        received.append(int(await ws.recv()))
-                except ConnectionClosed:
-                    continue
-                if len(received) in got:
-                    got[len(received)].set()
-
         loop = asyncio.get_running_loop()
         try:
             async with sup:
-                reading = asyncio.create_task(reader())
+                reading = asyncio.create_task(read_numbers(sup, received, got))
                 await (await sup.wait_connected(timeout=5)).send("from 0")
                 await asyncio.wait_for(got[3].wait(), 5)
 
@@ -519,16 +521,6 @@ class TestWebSocketTrio:
             resumed_from.append(received[-1])
             await ws.send(f"from {received[-1]}")
 
-        async def reader() -> None:
-            while True:
-                try:
-                    async with sup.session() as ws:
-                        received.append(int(await ws.recv()))
-                except ConnectionClosed:
-                    continue
-                if len(received) in got:
-                    got[len(received)].set()
-
         policy = Constant(0.05)
         async with trio.open_nursery() as servers:
             server = await servers.start(partial(trio_serve, feed, 0, host="127.0.0.1"))
@@ -540,7 +532,7 @@ class TestWebSocketTrio:
                 policy=policy,
             )
             async with sup, trio.open_nursery() as readers:
-                readers.start_soon(reader)
+                readers.start_soon(read_numbers, sup, received, got)
                 await (await sup.wait_connected(timeout=5)).send("from 0")
                 with trio.fail_after(5):
                     await got[3].wait()
