@@ -197,6 +197,11 @@ class RedisServer:
         assert self.process is not None
         _redis_command(self.port, "FLUSHALL")
 
+    def flush_db0(self) -> None:
+        """FLUSHDB of database 0 only (the others may be in use by a concurrent phase)."""
+        assert self.process is not None
+        _redis_command(self.port, "FLUSHDB")
+
     def stop(self) -> None:
         proc, self.process = self.process, None
         if proc is not None and proc.poll() is None:
@@ -432,7 +437,7 @@ def ratio(resile: float | None, peer: float | None, higher_is_better: bool = Tru
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A Markdown table (readable in a terminal too)."""
-    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
+    widths = [max([len(str(h)), *(len(str(r[i])) for r in rows)]) for i, h in enumerate(headers)]
 
     def line(cells: Sequence[str]) -> str:
         return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"

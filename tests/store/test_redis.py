@@ -257,10 +257,10 @@ class TestIdempotentRetries:
         """The same op completes once and answers the same; a new op is refused."""
         rstore.create(spec(id="a"), now=T0)
         rstore.lease("default", W1, now=T0)
-        args = ["a", W1, "1", repr(T0), "op-1", "", ""]
-        assert rstore._eval("complete", args)[0] == "ok"
-        assert rstore._eval("complete", args)[0] == "ok"
-        assert rstore._eval("complete", ["a", W1, "1", repr(T0), "op-2", "", ""])[0] == "no"
+        args = [W1, repr(T0), "op-1", "", "", "a", "1"]
+        assert rstore._eval("complete", args)[0]
+        assert rstore._eval("complete", args)[0]
+        assert rstore._eval("complete", [W1, repr(T0), "op-2", "", "", "a", "1"])[0] == 0
         t = rstore.get("a")
         assert t is not None and len(t.history) == 1
 

@@ -887,23 +887,26 @@ class Worker:
                 now = 0.0
                 if free > 0:
                     capacity_ = self._offer()
+                    # Lease first: under load there is work, and asking "when is the next
+                    # due time?" only when the lease came back empty saves a store call.
+                    got = store.lease(
+                        self.queues,
+                        self.worker_id,
+                        limit=free,
+                        lease_seconds=self.lease_seconds,
+                        capacity=capacity_,
+                    )
+                    for task in got:
+                        self._dispatch(executor, task)
+                    if got:
+                        gap = _MIN_GAP
+                        continue
                     now = store.now()
                     due = store.next_due_at(self.queues, capacity=capacity_)
                     if due is not None and due <= now:
-                        got = store.lease(
-                            self.queues,
-                            self.worker_id,
-                            limit=free,
-                            lease_seconds=self.lease_seconds,
-                            capacity=capacity_,
-                        )
-                        for task in got:
-                            self._dispatch(executor, task)
-                        if got:
-                            gap = _MIN_GAP
-                            continue
-                        # Due, yet nothing leased: someone else took it, or a lapsed lease is
-                        # reclaimed only strictly after its expiry. Look again shortly.
+                        # Due, yet nothing leased: someone else took it, a task came in just
+                        # now, or a lapsed lease is reclaimed only strictly after its expiry.
+                        # Look again shortly.
                         timeout = min(timeout, gap)
                         gap = min(gap * 2, self.poll_interval or 0.05)
                     elif due is not None:

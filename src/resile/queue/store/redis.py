@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 import time
 import weakref
@@ -85,6 +86,12 @@ from resile.stop import after_elapsed
 
 __all__ = ["RedisStore"]
 
+_pack: Callable[[tuple[Any, ...]], bytes] | None
+try:  # hiredis packs a command in C; redis-py's packer first checks every argument in Python
+    from hiredis import pack_command as _pack
+except ImportError:  # pragma: no cover - hiredis is in the redis extra
+    _pack = None
+
 T = TypeVar("T")
 
 logger = logging.getLogger("resile.queue")
@@ -113,13 +120,39 @@ _OPTIONS = ("namespace", "retention", "failed_retention", "retry_for")
 _script_cache: dict[str, str] = {}
 
 
+_DEFINES = re.compile(r"^local (?:function )?([\w, ]+?)\s*(?:=|\()", re.MULTILINE)
+
+
+def _needed(lib: str, body: str) -> str:
+    """The blocks of ``lib`` (separated by blank lines) that ``body`` uses, directly or not.
+
+    Redis runs a script's whole text on every call: each ``local function`` of the
+    library is a closure made again each time, so a script carries only those it uses.
+    """
+    blocks = [b for b in lib.split("\n\n") if b.strip()]
+    names = [
+        {n.strip() for m in _DEFINES.findall(b) for n in m.split(",") if n.strip()} for b in blocks
+    ]
+    keep = [not n for n in names]  # comments and settings without a definition stay
+    text = body
+    changed = True
+    while changed:
+        changed = False
+        for i, defined in enumerate(names):
+            if not keep[i] and any(re.search(rf"\b{n}\b", text) for n in defined):
+                keep[i] = changed = True
+                text += "\n" + blocks[i]
+    return "\n\n".join(b for b, k in zip(blocks, keep, strict=True) if k)
+
+
 def _script(name: str) -> str:
-    """The full text of a script: the constants, the shared library, the body."""
+    """The full text of a script: the constants, the library parts it uses, the body."""
     text = _script_cache.get(name)
     if text is None:
         lua = resources.files("resile.queue.store").joinpath("lua")
-        text = _HEADER + lua.joinpath("lib.lua").read_text("utf-8") + "\n"
-        text += lua.joinpath(f"{name}.lua").read_text("utf-8")
+        body = lua.joinpath(f"{name}.lua").read_text("utf-8")
+        lib = _needed(lua.joinpath("lib.lua").read_text("utf-8"), body)
+        text = _HEADER + lib + "\n" + body
         _script_cache[name] = text
     return text
 
@@ -170,16 +203,35 @@ class _Corrupt(ValueError):
         self.field = field
 
 
+# JSON texts that most tasks store, decoded without the parser (a fresh object each time).
+_LITERALS: dict[str, Callable[[], Any]] = {"{}": dict, "[]": list, "null": lambda: None}
+# Backoff policies repeat (one per task function): decoded once, copied per task.
+_policy_cache: dict[str, dict[str, Any]] = {}
+
+
 def _load(d: Mapping[str, str], field: str, strict: bool, default: Any, kind: type | None) -> Any:
     raw = d.get(field)
-    if raw is None or raw == "":
+    if not raw:
         return default
-    try:
-        value = json.loads(raw)
-    except ValueError as exc:
-        if strict:
-            raise _Corrupt(field, f"not valid JSON ({exc})") from None
-        return default
+    make = _LITERALS.get(raw)
+    if make is not None:
+        value = make()
+    elif field == "backoff" and raw in _policy_cache:
+        return dict(_policy_cache[raw])
+    else:
+        try:
+            value = json.loads(raw)
+        except ValueError as exc:
+            if strict:
+                raise _Corrupt(field, f"not valid JSON ({exc})") from None
+            return default
+        if (
+            field == "backoff"
+            and isinstance(value, dict)
+            and len(_policy_cache) < 256
+            and all(isinstance(v, (str, int, float, bool)) or v is None for v in value.values())
+        ):
+            _policy_cache[raw] = dict(value)  # flat: a shallow copy is a full copy
     if kind is not None and not isinstance(value, kind):
         if strict:
             raise _Corrupt(field, f"expected a JSON {kind.__name__}, got {type(value).__name__}")
@@ -193,7 +245,8 @@ def _opt(d: Mapping[str, str], field: str) -> float | None:
 
 
 def _pairs(flat: Sequence[Any]) -> dict[str, str]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))
+    it = iter(flat)
+    return dict(zip(it, it, strict=True))
 
 
 def _decode(flat: Sequence[Any] | Mapping[str, str], strict: bool = True) -> Task:
@@ -488,7 +541,9 @@ class RedisStore(Store):
         """One command on this thread's connection."""
         conn = self._connection()
         try:
-            conn.send_command(*args)
+            conn.send_packed_command(
+                [_pack(args)] if _pack is not None else conn.pack_command(*args)
+            )
             return conn.read_response()
         except ResponseError:
             raise  # the reply was read: the connection is fine
@@ -500,7 +555,10 @@ class RedisStore(Store):
         """Several commands in one round trip; an error reply comes back in its place."""
         conn = self._connection()
         try:
-            conn.send_packed_command(conn.pack_commands(commands))
+            if _pack is not None:
+                conn.send_packed_command([b"".join(_pack(tuple(c)) for c in commands)])
+            else:
+                conn.send_packed_command(conn.pack_commands(commands))
             out: builtins.list[Any] = []
             for _ in commands:
                 try:
@@ -772,23 +830,7 @@ class RedisStore(Store):
         *,
         now: float | None = None,
     ) -> Task | None:
-        check_json(result, "result")
-        encoded = _dumps(result)
-        at = self.now(now)
-        done = TaskStatus.DONE
-        reply = self._eval(
-            "complete",
-            [
-                task_id,
-                worker_id,
-                encoded,
-                _num(at),
-                _op_id(),
-                self._ttl_ms(done),
-                self._cutoff(done, at),
-            ],
-        )
-        return _decode(reply[1], strict=False) if reply[0] == "ok" else None
+        return self.complete_many([(task_id, result)], worker_id, now=now)[0]
 
     def complete_many(
         self,
@@ -797,41 +839,20 @@ class RedisStore(Store):
         *,
         now: float | None = None,
     ) -> builtins.list[Task | None]:
-        """See ``Store.complete_many``: one pipelined round trip, one script per task."""
-        items = builtins.list(items)
-        encoded = []
-        for _, result in items:
+        """See ``Store.complete_many``: one script for the whole batch (one op id)."""
+        args: builtins.list[str] = []
+        for task_id, result in items:
             check_json(result, "result")
-            encoded.append(_dumps(result))
-        if not items:
+            args += (task_id, _dumps(result))
+        if not args:
             return []
         at = self.now(now)
         done = TaskStatus.DONE
-        tail = (_num(at), self._ttl_ms(done), self._cutoff(done, at))
-        calls = [
-            (tid, worker_id, value, tail[0], _op_id(), tail[1], tail[2])
-            for (tid, _), value in zip(items, encoded, strict=True)
-        ]
-        sha = self._shas["complete"]
-
-        def run() -> builtins.list[Any]:
-            for _ in range(2):
-                replies = self._pipeline(
-                    [("EVALSHA", sha, 1, self._anchor, self.root, *args) for args in calls]
-                )
-                if not any(isinstance(r, NoScriptError) for r in replies):
-                    break
-                # Those that ran are answered again by their op id: no double write.
-                self._command("SCRIPT", "LOAD", _script("complete"))
-            for r in replies:
-                if isinstance(r, Exception):
-                    raise r
-            return replies
-
-        return [
-            _decode(reply[1], strict=False) if reply[0] == "ok" else None
-            for reply in self._call(run)
-        ]
+        reply = self._eval(
+            "complete",
+            [worker_id, _num(at), _op_id(), self._ttl_ms(done), self._cutoff(done, at), *args],
+        )
+        return [_decode(flat, strict=False) if flat else None for flat in reply]
 
     def fail(
         self,

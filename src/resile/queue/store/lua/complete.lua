@@ -1,20 +1,38 @@
--- complete: DOING -> DONE for the lease holder.
--- ARGV: 2 id, 3 worker, 4 result JSON, 5 now_s, 6 op, 7 TTL ms ("" = keep),
--- 8 sweep cutoff of DONE tasks ("" = none).
--- Returns {"ok", HGETALL} or {"no"}; a retry of the same op gets {"ok", ...} again.
-local id, worker, result, now_s, op = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local tk = tkey(id)
-local f = redis.call('HMGET', tk, 'status', 'lease_owner', 'op', 'queue', 'seq', 'attempts',
-  'started_at', 'history', 'hn')
-if f[1] ~= 'DOING' or f[2] ~= worker then
-  if isset(op) and f[3] == op then return {'ok', redis.call('HGETALL', tk)} end
-  return {'no'}
+-- complete / complete_many: DOING -> DONE for the lease holder, a batch in one call.
+-- ARGV: 2 worker, 3 now_s, 4 op (one per batch), 5 TTL ms ("" = keep), 6 sweep cutoff
+-- of DONE tasks ("" = none), then pairs: id, result JSON.
+-- Returns per task: its HGETALL (done; a retry of the same op gets it again) or 0
+-- (not held by the worker).
+local worker, now_s, op, ttl_ms, cutoff_s = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local out, tks, swept = {}, {}, {}
+for i = 7, #ARGV, 2 do
+  local id = ARGV[i]
+  local tk = tkey(id)
+  local f = redis.call('HMGET', tk, 'status', 'lease_owner', 'op', 'queue', 'seq', 'attempts',
+    'started_at', 'history', 'hn')
+  if f[1] == 'DOING' and f[2] == worker then
+    local q = f[4]
+    local h, hn = history_with(f[8], f[9], entry(f[6], f[7], now_s, 'ok', nil))
+    redis.call('HSET', tk, 'status', 'DONE', 'result', ARGV[i + 1], 'progress', '100',
+      'history', h, 'hn', hn, 'lease_expires_at', '', 'finished_at', now_s, 'updated_at', now_s,
+      'op', op)
+    if isset(ttl_ms) then redis.call('PEXPIRE', tk, ttl_ms) end
+    zrem_later(qkey('leases', q), id)
+    zadd_later(qkey('s:DONE', q), f[5], id)
+    zadd_later(qkey('f:DONE', q), now_s, id)
+    swept[q] = true
+    tks[#tks + 1] = tk
+  elseif isset(op) and f[3] == op then
+    tks[#tks + 1] = tk
+  else
+    tks[#tks + 1] = false
+  end
 end
-local q = f[4]
-local h, hn = history_with(f[8], f[9], entry(f[6], f[7], now_s, 'ok', nil))
-redis.call('HSET', tk, 'status', 'DONE', 'result', result, 'progress', '100', 'history', h,
-  'hn', hn, 'lease_expires_at', '', 'finished_at', now_s, 'updated_at', now_s, 'op', op)
-zrem_later(qkey('leases', q), id)
-finish(tk, id, q, f[5], 'DOING', 'DONE', now_s, ARGV[7], ARGV[8])
 flush_later()
-return {'ok', redis.call('HGETALL', tk)}
+if isset(cutoff_s) then
+  for q in pairs(swept) do sweep(q, 'DONE', cutoff_s, SWEEP_ON_FINISH) end
+end
+for i, tk in ipairs(tks) do
+  out[i] = tk and redis.call('HGETALL', tk) or 0
+end
+return out

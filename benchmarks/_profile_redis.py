@@ -1,0 +1,103 @@
+"""Where does the Redis store spend its time? Rates and Redis CPU per script.
+
+    .venv/bin/python benchmarks/_profile_redis.py            # rates + INFO commandstats
+    .venv/bin/python benchmarks/_profile_redis.py --cprofile enqueue   # Python profile of one op
+
+Starts its own throwaway redis-server (``_common.RedisServer``). Measures, on one
+thread: ``noop.enqueue()`` one call at a time, ``enqueue_many`` in chunks of 5,000,
+and lease(limit=10) + complete_many of what was leased (the worker's store
+calls, without the worker). Prints per-op wall µs and the Redis µs per script call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from _common import RedisServer
+
+import resile
+
+N = 5000
+
+
+def cmdstats(raw: Any) -> dict[str, tuple[int, int]]:
+    """command -> (calls, usec) so far."""
+    out = {}
+    for name, d in raw.info("commandstats").items():
+        out[name.removeprefix("cmdstat_")] = (int(d["calls"]), int(d["usec"]))
+    return out
+
+
+def delta(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> str:
+    parts = []
+    for name, (calls, usec) in sorted(after.items()):
+        c0, u0 = before.get(name, (0, 0))
+        if calls - c0 > 0 and name in ("evalsha", "eval"):
+            parts.append(f"{name}: {calls - c0} calls, {(usec - u0) / (calls - c0):.1f} µs/call")
+    return "; ".join(parts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cprofile", choices=["enqueue", "many", "work"])
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    with RedisServer() as server:
+        raw = redis.Redis.from_url(server.url(0))
+        queue = resile.connect(server.url(0))
+
+        @queue.task(name="noop", max_retries=0)
+        def noop() -> None:
+            pass
+
+        def enqueue() -> None:
+            for _ in range(N):
+                noop.enqueue()
+
+        def many() -> None:
+            noop.enqueue_many([{}] * N)
+
+        store = queue.store
+
+        def work() -> None:
+            left = N
+            while left > 0:
+                got = store.lease("default", "w1", limit=10)
+                if not got:
+                    break
+                store.complete_many([(t.id, None) for t in got], "w1")
+                left -= len(got)
+
+        ops: dict[str, Callable[[], None]] = {"enqueue": enqueue, "many": many, "work": work}
+        if args.cprofile:
+            if args.cprofile == "work":
+                many()
+            prof = cProfile.Profile()
+            prof.runcall(ops[args.cprofile])
+            pstats.Stats(prof).sort_stats("cumulative").print_stats(30)
+            return
+        for name in ("enqueue", "many", "work"):
+            rates = []
+            for _ in range(args.rounds):
+                if name == "work":
+                    many()
+                before = cmdstats(raw)
+                t0 = time.perf_counter()
+                ops[name]()
+                dt = time.perf_counter() - t0
+                rates.append(N / dt)
+                info = delta(before, cmdstats(raw))
+            med = statistics.median(rates)
+            print(f"{name:8s} {med:9.0f} tasks/s  ({1e6 / med:6.1f} µs/task)  last: {info}")
+        queue.close()
+
+
+if __name__ == "__main__":
+    main()
