@@ -80,6 +80,17 @@ def db_option(fn: F) -> F:
     )(fn)
 
 
+#: The ``--delay SECONDS`` option of ``enqueue`` and ``retry``.
+_delay_option = click.option(
+    "--delay",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Due this many seconds from now.",
+)
+
+
 def _open(db: str) -> Queue:
     """Open the queue ``--db`` names; a bad URL is a usage error naming the flag."""
     try:
@@ -217,14 +228,7 @@ def _json_object(ctx: click.Context, param: click.Parameter, value: str) -> dict
 )
 @click.option("--queue", default=DEFAULT_QUEUE, show_default=True, help="The queue name.")
 @click.option("--priority", type=int, default=0, show_default=True, help="Lower runs first.")
-@click.option(
-    "--delay",
-    type=click.FloatRange(min=0),
-    default=0.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Due this many seconds from now.",
-)
+@_delay_option
 @click.option("--id", "task_id", default=None, help="The task id (default: generated).")
 @click.option(
     "--max-retries",
@@ -449,14 +453,7 @@ def cancel(task_id: str, db: str) -> None:
 
 @cli.command()
 @click.argument("task_id", metavar="ID")
-@click.option(
-    "--delay",
-    type=click.FloatRange(min=0),
-    default=0.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Due this many seconds from now.",
-)
+@_delay_option
 @db_option
 def retry(task_id: str, delay: float, db: str) -> None:
     """Requeue a FAILED (dead) or CANCELED task with fresh attempts (exit 1 otherwise)."""
