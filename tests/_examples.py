@@ -30,3 +30,11 @@ def load_example(name: str, *, as_main: bool = False) -> dict[str, Any]:
     ``as_main`` runs it as ``__main__`` (its ``if __name__ == "__main__":`` block too).
     """
     return runpy.run_path(str(EXAMPLES / name), run_name="__main__" if as_main else None)
+
+
+def assert_page_shows(page: str, example: str) -> None:
+    """``docs/<page>`` names ``docs/examples/<example>`` and shows its code (its last line)."""
+    text = (DOCS / page).read_text()
+    assert f"examples/{example}" in text, f"docs/{page} does not name examples/{example}"
+    last = (EXAMPLES / example).read_text().strip().splitlines()[-1]
+    assert last in text, f"docs/{page} does not show examples/{example}: no {last!r}"

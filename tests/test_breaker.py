@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from _examples import EXAMPLES, run_example
+from _examples import assert_page_shows, run_example
 from resile import (
     CircuitBreaker,
     CircuitOpen,
@@ -786,11 +786,7 @@ class TestExamples:
     )
     def test_page_carries_its_example(self, page: str, example: str) -> None:
         """Each docs page names its runnable example and shows its code."""
-        text = (EXAMPLES.parent / page).read_text()
-        assert f"examples/{example}" in text
-        code = (EXAMPLES / example).read_text()
-        body = code.split('"""', 2)[2].strip()
-        assert body.splitlines()[-1] in text
+        assert_page_shows(page, example)
 
 
 class FlakyStorage(BreakerStorage):
