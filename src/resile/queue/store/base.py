@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import json
+import math
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -54,10 +56,18 @@ __all__ = [
     "IfExists",
     "Listener",
     "Store",
+    "check_create_args",
     "check_lease_args",
+    "check_list_args",
     "check_pct",
+    "check_seconds",
+    "dumps",
+    "encode_results",
+    "fail_args",
+    "lease_call_args",
     "normalize_queues",
     "normalize_statuses",
+    "purge_statuses",
 ]
 
 IfExists = Literal["error", "return"]
@@ -574,3 +584,109 @@ def check_lease_args(limit: int, lease_seconds: float) -> None:
         or not 0 < lease_seconds < float("inf")
     ):
         raise ValueError(f"lease: lease_seconds must be a finite number > 0, got {lease_seconds!r}")
+
+
+# -- argument checks shared by every backend (one message per mistake, whatever the store) ------
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON, NaN and infinities refused: how stores write JSON fields."""
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+def check_seconds(value: object, what: str, allowed: str = "seconds >= 0") -> float:
+    """``value`` as a float of seconds in ``[0, inf)``.
+
+    Raises:
+        ValueError: ``"<what> must be <allowed>, got <value>"``.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise ValueError(f"{what} must be {allowed}, got {value!r}")
+    return float(value)
+
+
+def check_create_args(specs: Iterable[object], if_exists: object) -> None:
+    """Validate ``create`` / ``create_many``'s ``if_exists`` and that every spec is a TaskSpec.
+
+    Raises:
+        ValueError: an unknown ``if_exists``. TypeError: an item that is not a ``TaskSpec``.
+    """
+    if if_exists not in ("error", "return"):
+        raise ValueError(f'if_exists must be "error" or "return", got {if_exists!r}')
+    for spec in specs:
+        if not isinstance(spec, TaskSpec):
+            raise TypeError(f"create: expected a TaskSpec, got {spec!r}")
+
+
+def lease_call_args(
+    queues: str | Sequence[str], worker_id: object, limit: int, lease_seconds: float
+) -> tuple[str, ...]:
+    """Validate ``lease``'s arguments; returns the queue names.
+
+    Raises:
+        ValueError: as ``check_lease_args``, an empty ``worker_id``, or bad queue names.
+    """
+    check_lease_args(limit, lease_seconds)
+    if not isinstance(worker_id, str) or not worker_id:
+        raise ValueError(f"lease: worker_id must be a non-empty str, got {worker_id!r}")
+    return normalize_queues(queues)
+
+
+def encode_results(items: Iterable[tuple[str, JSONValue]]) -> list[tuple[str, str]]:
+    """``complete_many``'s ``(task_id, result)`` pairs with each result as JSON text.
+
+    Raises:
+        ValueError: a result that is not plain JSON (naming its task when there are several),
+            before anything is written.
+    """
+    pairs = list(items)
+    out: list[tuple[str, str]] = []
+    for task_id, result in pairs:
+        check_json(result, "result" if len(pairs) == 1 else f"result of {task_id!r}")
+        out.append((task_id, dumps(result)))
+    return out
+
+
+def fail_args(
+    error: TaskError | BaseException, delay: float | None, outcome: Outcome
+) -> tuple[TaskError, float | None, Outcome]:
+    """``fail``'s error as a ``TaskError``, its checked ``delay`` and ``outcome``.
+
+    Raises:
+        ValueError: ``delay`` not seconds >= 0 or None, or an unknown outcome.
+    """
+    err = error if isinstance(error, TaskError) else TaskError.from_exception(error)
+    if delay is not None:
+        delay = check_seconds(delay, "fail: delay", "seconds >= 0 or None")
+    return err, delay, Outcome(outcome)
+
+
+def check_list_args(
+    status: TaskStatus | str | Collection[TaskStatus | str] | None, limit: int, offset: int
+) -> tuple[TaskStatus, ...] | None:
+    """Validate ``list``'s paging; returns the statuses asked for (``None``: all).
+
+    Raises:
+        ValueError: an unknown status, ``limit`` not an int >= 1, ``offset`` not an int >= 0.
+    """
+    statuses = normalize_statuses(status)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"list: limit must be an int >= 1, got {limit!r}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"list: offset must be an int >= 0, got {offset!r}")
+    return statuses
+
+
+def purge_statuses(statuses: Collection[TaskStatus | str]) -> tuple[TaskStatus, ...]:
+    """``purge``'s statuses, checked to be finished ones (an empty tuple: purge nothing).
+
+    Raises:
+        ValueError: an unknown status, or one that is not DONE, FAILED or CANCELED.
+    """
+    chosen = normalize_statuses(statuses) or ()
+    bad = [s.value for s in chosen if s not in TERMINAL_STATUSES]
+    if bad:
+        raise ValueError(
+            f"purge: only finished tasks can be purged (DONE, FAILED, CANCELED), got {bad}"
+        )
+    return chosen

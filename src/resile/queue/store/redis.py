@@ -67,10 +67,17 @@ from resile.queue.store import _redis_keys as K
 from resile.queue.store.base import (
     IfExists,
     Store,
+    check_create_args,
     check_lease_args,
+    check_list_args,
     check_pct,
+    check_seconds,
+    dumps,
+    encode_results,
+    fail_args,
+    lease_call_args,
     normalize_queues,
-    normalize_statuses,
+    purge_statuses,
 )
 from resile.queue.task import (
     Attempt,
@@ -168,10 +175,6 @@ def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, (ConnectionError, TimeoutError))
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
-
-
 def _num(value: float) -> str:
     """A time or number as the exact text Redis and Python both read back bit for bit."""
     return repr(float(value))
@@ -189,10 +192,9 @@ def _op_id() -> str:
 def _seconds_option(name: str, value: object, *, none_ok: bool) -> float | None:
     if value is None and none_ok:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-        allowed = "seconds >= 0 or None" if none_ok else "seconds >= 0"
-        raise ValueError(f"RedisStore: {name} must be {allowed}, got {value!r}")
-    return float(value)
+    return check_seconds(
+        value, f"RedisStore: {name}", "seconds >= 0 or None" if none_ok else "seconds >= 0"
+    )
 
 
 class _Corrupt(ValueError):
@@ -609,11 +611,7 @@ class RedisStore(Store):
     def _create_all(
         self, specs: Sequence[TaskSpec], if_exists: IfExists, now: float
     ) -> tuple[builtins.list[Task], builtins.list[Task]]:
-        if if_exists not in ("error", "return"):
-            raise ValueError(f'if_exists must be "error" or "return", got {if_exists!r}')
-        for spec in specs:
-            if not isinstance(spec, TaskSpec):
-                raise TypeError(f"create: expected a TaskSpec, got {spec!r}")
+        check_create_args(specs, if_exists)
         if not specs:
             return [], []
         ids = [spec.id if spec.id is not None else new_task_id() for spec in specs]
@@ -626,14 +624,14 @@ class RedisStore(Store):
                 task_id,
                 spec.queue,
                 spec.handler,
-                _dumps(spec.params),
+                dumps(spec.params),
                 str(spec.priority),
                 _priority_hex(spec.priority),
                 str(spec.max_retries),
-                _dumps(spec.backoff),
+                dumps(spec.backoff),
                 _num(spec.due_time(now)),
                 "" if timeout is None else _num(timeout),  # type: ignore[arg-type]
-                _dumps(resources_) if resources_ else "",
+                dumps(resources_) if resources_ else "",
                 "1" if any(v > 0 for v in resources_.values()) else "0",
             ]
         reply = self._eval("create", args)
@@ -729,7 +727,7 @@ class RedisStore(Store):
                 "1" if dead else "0",
                 _num(base + wait),
                 _num(wait),
-                _dumps(error.to_dict()),
+                dumps(error.to_dict()),
             ]
         return plan
 
@@ -743,13 +741,10 @@ class RedisStore(Store):
         capacity: Mapping[str, float] | None = None,
         now: float | None = None,
     ) -> builtins.list[Task]:
-        check_lease_args(limit, lease_seconds)
-        if not isinstance(worker_id, str) or not worker_id:
-            raise ValueError(f"lease: worker_id must be a non-empty str, got {worker_id!r}")
-        names = normalize_queues(queues)
+        names = lease_call_args(queues, worker_id, limit, lease_seconds)
         at = self.now(now)
         expires = at + float(lease_seconds)
-        cap = "" if capacity is None else _dumps({str(k): float(v) for k, v in capacity.items()})
+        cap = "" if capacity is None else dumps({str(k): float(v) for k, v in capacity.items()})
         op = _op_id()
         plan: builtins.list[str] = []
         head = [
@@ -786,7 +781,7 @@ class RedisStore(Store):
                         d.get("id", ""),
                         worker_id,
                         _num(at),
-                        _dumps(error.to_dict()),
+                        dumps(error.to_dict()),
                         self._ttl_ms(failed),
                         self._cutoff(failed, at),
                     ],
@@ -840,10 +835,7 @@ class RedisStore(Store):
         now: float | None = None,
     ) -> builtins.list[Task | None]:
         """See ``Store.complete_many``: one script for the whole batch (one op id)."""
-        args: builtins.list[str] = []
-        for task_id, result in items:
-            check_json(result, "result")
-            args += (task_id, _dumps(result))
+        args = [part for pair in encode_results(items) for part in pair]
         if not args:
             return []
         at = self.now(now)
@@ -865,14 +857,7 @@ class RedisStore(Store):
         delay: float | None = None,
         now: float | None = None,
     ) -> Task | None:
-        err = error if isinstance(error, TaskError) else TaskError.from_exception(error)
-        if delay is not None and (
-            isinstance(delay, bool)
-            or not isinstance(delay, (int, float))
-            or not 0 <= delay < math.inf
-        ):
-            raise ValueError(f"fail: delay must be seconds >= 0 or None, got {delay!r}")
-        kind = Outcome(outcome)
+        err, delay, kind = fail_args(error, delay, outcome)
         at = self.now(now)
         op = _op_id()
         tk = self._tk(task_id)
@@ -922,7 +907,7 @@ class RedisStore(Store):
                     op,
                     attempts_s or "0",
                     kind.value,
-                    _dumps(stored.to_dict()),
+                    dumps(stored.to_dict()),
                     "1" if dead else "0",
                     _num(at + wait),
                     _num(wait),
@@ -955,7 +940,7 @@ class RedisStore(Store):
                 task_id,
                 _num(at),
                 _op_id(),
-                _dumps(_CANCELED_ERROR.to_dict()),
+                dumps(_CANCELED_ERROR.to_dict()),
                 self._ttl_ms(canceled),
                 self._cutoff(canceled, at),
             ],
@@ -985,9 +970,7 @@ class RedisStore(Store):
         check_json(value, "checkpoint")
         at = self.now(now)
         return bool(
-            self._eval(
-                "setfield", [task_id, "checkpoint", _dumps(value), worker_id or "", _num(at)]
-            )
+            self._eval("setfield", [task_id, "checkpoint", dumps(value), worker_id or "", _num(at)])
         )
 
     def get_checkpoint(self, task_id: str) -> JSONValue:
@@ -1030,11 +1013,7 @@ class RedisStore(Store):
         offset: int = 0,
         after: int | None = None,
     ) -> builtins.list[Task]:
-        statuses = normalize_statuses(status) or tuple(TaskStatus)
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"list: limit must be an int >= 1, got {limit!r}")
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise ValueError(f"list: offset must be an int >= 0, got {offset!r}")
+        statuses = check_list_args(status, limit, offset) or tuple(TaskStatus)
         names = [queue] if queue is not None else self.queues()
         self._sweep(names)
         low = "-inf" if after is None else f"({int(after)}"
@@ -1113,14 +1092,9 @@ class RedisStore(Store):
         return sorted(q for q, n in found.items() if int(n) > 0)
 
     def requeue(self, task_id: str, *, delay: float = 0.0, now: float | None = None) -> Task | None:
-        if (
-            isinstance(delay, bool)
-            or not isinstance(delay, (int, float))
-            or not 0 <= delay < math.inf
-        ):
-            raise ValueError(f"requeue: delay must be seconds >= 0, got {delay!r}")
+        wait = check_seconds(delay, "requeue: delay")
         at = self.now(now)
-        reply = self._eval("requeue", [task_id, _num(at), _num(at + float(delay)), _op_id()])
+        reply = self._eval("requeue", [task_id, _num(at), _num(at + wait), _op_id()])
         if reply[0] != "ok":
             return None
         task = _decode(reply[1], strict=False)
@@ -1136,24 +1110,14 @@ class RedisStore(Store):
         now: float | None = None,
     ) -> int:
         """See ``Store.purge``. Deletes in batches of ``PURGE_BATCH``, each one atomic."""
-        if (
-            isinstance(older_than, bool)
-            or not isinstance(older_than, (int, float))
-            or not 0 <= older_than < math.inf
-        ):
-            raise ValueError(f"purge: older_than must be seconds >= 0, got {older_than!r}")
-        chosen = normalize_statuses(statuses) or ()
-        bad = [s.value for s in chosen if s not in TERMINAL_STATUSES]
-        if bad:
-            raise ValueError(
-                f"purge: only finished tasks can be purged (DONE, FAILED, CANCELED), got {bad}"
-            )
+        age = check_seconds(older_than, "purge: older_than")
+        chosen = purge_statuses(statuses)
         if not chosen:
             return 0
         names = [queue] if queue is not None else self.queues()
         if not names:
             return 0
-        cutoff = _num(self.now(now) - float(older_than))
+        cutoff = _num(self.now(now) - age)
         total = 0
         while True:
             n = int(
@@ -1181,7 +1145,7 @@ class RedisStore(Store):
         """See ``Store.next_due_at``. Tasks already due are reported by the due
         time of the first one in lease order (a time in the past: "now")."""
         names = normalize_queues(queues)
-        cap = "" if capacity is None else _dumps({str(k): float(v) for k, v in capacity.items()})
+        cap = "" if capacity is None else dumps({str(k): float(v) for k, v in capacity.items()})
         found = self._eval("next_due", [cap, *names])
         return None if found is None else float(found)
 

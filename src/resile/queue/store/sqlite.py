@@ -50,10 +50,17 @@ from resile.queue._names import (
 from resile.queue.store.base import (
     IfExists,
     Store,
+    check_create_args,
     check_lease_args,
+    check_list_args,
     check_pct,
+    check_seconds,
+    dumps,
+    encode_results,
+    fail_args,
+    lease_call_args,
     normalize_queues,
-    normalize_statuses,
+    purge_statuses,
 )
 from resile.queue.task import (
     Attempt,
@@ -120,10 +127,6 @@ CREATE INDEX IF NOT EXISTS {_T}_finished ON {_T} (status, finished_at);
 
 # The most ready rows one query of ``lease`` reads per queue.
 _MAX_CHUNK = 256
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
 class _Corrupt(Exception):
@@ -236,7 +239,7 @@ def _history_with(row: sqlite3.Row, entry: Attempt) -> str | None:
     if not isinstance(items, builtins.list):
         return None
     items.append(entry.to_dict())
-    return _dumps(items[-HISTORY_LIMIT:])
+    return dumps(items[-HISTORY_LIMIT:])
 
 
 def _placeholders(n: int) -> str:
@@ -465,13 +468,13 @@ class SQLiteStore(Store):
                 task_id,
                 spec.queue,
                 spec.handler,
-                _dumps(spec.params),
+                dumps(spec.params),
                 spec.priority,
                 1 if due <= now else 0,
                 spec.max_retries,
-                _dumps(backoff),
+                dumps(backoff),
                 due,
-                _dumps(resources),
+                dumps(resources),
                 1 if any(v > 0 for v in resources.values()) else 0,
                 timeout,
                 now,
@@ -499,11 +502,7 @@ class SQLiteStore(Store):
     def _create_all(
         self, specs: Sequence[TaskSpec], if_exists: IfExists, now: float
     ) -> tuple[builtins.list[Task], builtins.list[Task]]:
-        if if_exists not in ("error", "return"):
-            raise ValueError(f'if_exists must be "error" or "return", got {if_exists!r}')
-        for spec in specs:
-            if not isinstance(spec, TaskSpec):
-                raise TypeError(f"create: expected a TaskSpec, got {spec!r}")
+        check_create_args(specs, if_exists)
 
         def body(c: sqlite3.Connection) -> tuple[builtins.list[Task], builtins.list[Task]]:
             out: builtins.list[Task] = []
@@ -550,7 +549,7 @@ class SQLiteStore(Store):
         c.execute(
             f"UPDATE {_T} SET status = 'FAILED', ready = 0, last_error = ?, lease_expires_at = NULL,"
             " finished_at = ?, updated_at = ? WHERE seq = ?",
-            (_dumps(error.to_dict()), now, now, row["seq"]),
+            (dumps(error.to_dict()), now, now, row["seq"]),
         )
 
     def _reclaim(self, c: sqlite3.Connection, queues: Sequence[str], now: float) -> None:
@@ -605,7 +604,7 @@ class SQLiteStore(Store):
             c.execute(
                 f"UPDATE {_T} SET status = 'FAILED', ready = 0, {history_sql} last_error = ?,"
                 " lease_expires_at = NULL, finished_at = ?, updated_at = ? WHERE seq = ?",
-                (*history_arg, _dumps(error.to_dict()), now, now, row["seq"]),
+                (*history_arg, dumps(error.to_dict()), now, now, row["seq"]),
             )
             return
         due = base + wait
@@ -615,7 +614,7 @@ class SQLiteStore(Store):
             (
                 1 if due <= now else 0,
                 *history_arg,
-                _dumps(error.to_dict()),
+                dumps(error.to_dict()),
                 wait,
                 due,
                 now,
@@ -657,10 +656,7 @@ class SQLiteStore(Store):
         capacity: Mapping[str, float] | None = None,
         now: float | None = None,
     ) -> builtins.list[Task]:
-        check_lease_args(limit, lease_seconds)
-        if not isinstance(worker_id, str) or not worker_id:
-            raise ValueError(f"lease: worker_id must be a non-empty str, got {worker_id!r}")
-        names = normalize_queues(queues)
+        names = lease_call_args(queues, worker_id, limit, lease_seconds)
         at = self.now(now)
         expires = at + float(lease_seconds)
         marks = _placeholders(len(names))
@@ -800,10 +796,7 @@ class SQLiteStore(Store):
         *,
         now: float | None = None,
     ) -> Task | None:
-        check_json(result, "result")
-        encoded = _dumps(result)
-        at = self.now(now)
-        return self._write(lambda c: self._complete_row(c, task_id, worker_id, encoded, at))
+        return self.complete_many([(task_id, result)], worker_id, now=now)[0]
 
     def complete_many(
         self,
@@ -817,10 +810,7 @@ class SQLiteStore(Store):
         Each answer is what ``complete`` would return; a result that is not
         plain JSON raises ``ValueError`` before anything is written.
         """
-        encoded = []
-        for tid, result in items:
-            check_json(result, f"result of {tid!r}")
-            encoded.append((tid, _dumps(result)))
+        encoded = encode_results(items)
         if not encoded:
             return []
         at = self.now(now)
@@ -839,14 +829,7 @@ class SQLiteStore(Store):
         delay: float | None = None,
         now: float | None = None,
     ) -> Task | None:
-        err = error if isinstance(error, TaskError) else TaskError.from_exception(error)
-        if delay is not None and (
-            isinstance(delay, bool)
-            or not isinstance(delay, (int, float))
-            or not 0 <= delay < math.inf
-        ):
-            raise ValueError(f"fail: delay must be seconds >= 0 or None, got {delay!r}")
-        kind = Outcome(outcome)
+        err, delay, kind = fail_args(error, delay, outcome)
         at = self.now(now)
 
         def body(c: sqlite3.Connection) -> Task | None:
@@ -860,7 +843,7 @@ class SQLiteStore(Store):
                 err,
                 entry,
                 permanent=bool(permanent),
-                delay=None if delay is None else float(delay),
+                delay=delay,
                 base=at,
                 now=at,
             )
@@ -949,7 +932,7 @@ class SQLiteStore(Store):
         now: float | None = None,
     ) -> bool:
         check_json(value, "checkpoint")
-        return self._guarded_update(task_id, "checkpoint", _dumps(value), worker_id, self.now(now))
+        return self._guarded_update(task_id, "checkpoint", dumps(value), worker_id, self.now(now))
 
     def get_checkpoint(self, task_id: str) -> JSONValue:
         row = self._read(
@@ -978,11 +961,7 @@ class SQLiteStore(Store):
         offset: int = 0,
         after: int | None = None,
     ) -> builtins.list[Task]:
-        statuses = normalize_statuses(status)
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"list: limit must be an int >= 1, got {limit!r}")
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise ValueError(f"list: offset must be an int >= 0, got {offset!r}")
+        statuses = check_list_args(status, limit, offset)
         where: builtins.list[str] = []
         args: builtins.list[Any] = []
         if queue is not None:
@@ -1030,14 +1009,9 @@ class SQLiteStore(Store):
         return [r[0] for r in rows]
 
     def requeue(self, task_id: str, *, delay: float = 0.0, now: float | None = None) -> Task | None:
-        if (
-            isinstance(delay, bool)
-            or not isinstance(delay, (int, float))
-            or not 0 <= delay < math.inf
-        ):
-            raise ValueError(f"requeue: delay must be seconds >= 0, got {delay!r}")
+        wait = check_seconds(delay, "requeue: delay")
         at = self.now(now)
-        due = at + float(delay)
+        due = at + wait
 
         def body(c: sqlite3.Connection) -> Task | None:
             n = c.execute(
@@ -1061,21 +1035,11 @@ class SQLiteStore(Store):
         queue: str | None = None,
         now: float | None = None,
     ) -> int:
-        if (
-            isinstance(older_than, bool)
-            or not isinstance(older_than, (int, float))
-            or not 0 <= older_than < math.inf
-        ):
-            raise ValueError(f"purge: older_than must be seconds >= 0, got {older_than!r}")
-        chosen = normalize_statuses(statuses) or ()
-        bad = [s.value for s in chosen if s not in TERMINAL_STATUSES]
-        if bad:
-            raise ValueError(
-                f"purge: only finished tasks can be purged (DONE, FAILED, CANCELED), got {bad}"
-            )
+        age = check_seconds(older_than, "purge: older_than")
+        chosen = purge_statuses(statuses)
         if not chosen:
             return 0
-        cutoff = self.now(now) - float(older_than)
+        cutoff = self.now(now) - age
         sql = (
             f"DELETE FROM {_T} WHERE status IN ({_placeholders(len(chosen))}) AND finished_at <= ?"
         )
