@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,17 @@ def clock() -> Iterator[FakeClock]:
     """resile's clock replaced by a fake one for the test."""
     with no_waits() as fake:
         yield fake
+
+
+# The retry decorator has a lean path (no hooks) and a full path (an on_success hook forces
+# it); a test that takes ``path`` runs through both, so that a change to either is caught.
+RETRY_PATHS: dict[str, dict[str, Any]] = {"lean": {}, "full": {"on_success": lambda state: None}}
+
+
+@pytest.fixture(params=sorted(RETRY_PATHS))
+def path(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Extra policy fields that pick the retry decorator's lean or full path."""
+    return dict(RETRY_PATHS[request.param])
 
 
 @pytest.fixture(scope="session")

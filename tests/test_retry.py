@@ -35,15 +35,7 @@ from resile import (
 )
 from resile.testing import FakeClock, no_waits
 
-# Most tests run twice: through the decorator's lean path (no hooks) and its full path
-# (an on_success hook forces it), so that a change to either path is caught.
-PATHS = {"lean": {}, "full": {"on_success": lambda state: None}}
-
-
-@pytest.fixture(params=sorted(PATHS))
-def path(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """Extra policy fields that pick the decorator's lean or full path."""
-    return dict(PATHS[request.param])
+# The ``clock`` and ``path`` (the decorator's lean and full paths) fixtures are in conftest.py.
 
 
 def flaky(failures: int, exc: Callable[[], BaseException] = ConnectionError, value: Any = "ok"):  # type: ignore[no-untyped-def]

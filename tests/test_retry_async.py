@@ -36,14 +36,9 @@ from resile.testing import FakeClock
 
 pytestmark = pytest.mark.anyio
 
+# The ``clock`` and ``path`` (the decorator's lean and full paths) fixtures are in conftest.py.
+
 SHORT = 0.05
-PATHS = {"lean": {}, "full": {"on_success": lambda state: None}}
-
-
-@pytest.fixture(params=sorted(PATHS))
-def path(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """Extra policy fields that pick the decorator's lean or full path."""
-    return dict(PATHS[request.param])
 
 
 def aflaky(
