@@ -58,7 +58,7 @@ def main() -> None:
     quick = args.quick
     runs = 1 if quick else 3
     n_enqueue = 1000 if quick else 5000
-    n_e2e = 1500 if quick else 5000
+    n_e2e = 1500 if quick else 10000
     n_late = 20 if quick else 100
 
     chosen = [
