@@ -89,14 +89,17 @@ def main() -> None:
                 continue
             contenders[peer] = c
 
-        def measure(peer: str, c: C.Contender) -> None:
-            _, n_e2e, e2e_timeout = PEERS[peer]
+        def measure_enqueue(peer: str, c: C.Contender) -> None:
             r: dict[str, Any] = results.setdefault(c.label, {})
             r["enqueue"] = c.run("enqueue", "--n", str(n_enqueue))
             C.log_result(c.label, "enqueue", r["enqueue"])
             if peer in ("resile", "rq"):
                 r["enqueue_many"] = c.run("enqueue_many", "--n", str(n_enqueue))
                 C.log_result(c.label, "enqueue_many", r["enqueue_many"])
+
+        def measure(peer: str, c: C.Contender) -> None:
+            _, n_e2e, e2e_timeout = PEERS[peer]
+            r: dict[str, Any] = results.setdefault(c.label, {})
             capped = peer == "maas"  # its rate is its poll interval: once is enough
             n = max(100, n_e2e // 5) if quick and not capped else n_e2e
             t = e2e_timeout if not (quick and capped) else 12.0
@@ -110,13 +113,15 @@ def main() -> None:
             C.log_result(c.label, "lateness", r["lateness"])
 
         for peer, c in contenders.items():
+            measure_enqueue(peer, c)
             if peer != "maas":
                 measure(peer, c)
 
         # (d) all peers at once, each on its own Redis database 1..k (db 0 is flushed
         # between scenarios, the others are left alone). The seed framework's own
         # measurements run meanwhile on db 0: they take a minute of its 10 s ticks
-        # and use next to no CPU, nor do 2-second sleeping tasks.
+        # and use next to no CPU, nor do 2-second sleeping tasks (its enqueue rate, which
+        # would feel the load, was measured above).
         server.flush()
         print(f"  kill -9 phase: {len(contenders)} peers at once, {window:g} s each", flush=True)
         with concurrent.futures.ThreadPoolExecutor(len(contenders) or 1) as pool:
