@@ -292,6 +292,8 @@ class Retrying:
         # Read the clock at the start only when something will look at the elapsed time.
         self._timed = bool(stop.needs_clock or on_retry or on_giveup or on_success or fallback)
         self._cap = math.inf if backoff.max_delay is None else backoff.max_delay
+        # What an exception class means to this policy, worked out once per class.
+        self._kinds: dict[type[BaseException], int] = {}
 
     def copy(self, **changes: Any) -> Retrying:
         """A new policy with some fields changed (fresh statistics)."""
@@ -675,25 +677,38 @@ class _Call:
         self.attempts += 1
         if self.outcomes is not None:
             self.outcomes.append(exc if exc is not None else self.result)
-        if p.budget is not None and not isinstance(exc, CircuitOpen):
+        if exc is None:
+            kind = _PLAIN
+        else:
+            cls = type(exc)
+            found = p._kinds.get(cls)
+            if found is None:
+                found = p._kinds[cls] = _kind_of(cls, p.permanent_on)
+            kind = found
+        if p.budget is not None and kind != _OPEN_CIRCUIT:
             # A call refused by an open circuit sent nothing: it costs no token.
             p.budget.record_failure()
-        if exc is not None and not isinstance(exc, CircuitOpen):
-            if isinstance(exc, Permanent) or (p.permanent_on and isinstance(exc, p.permanent_on)):
-                self.reason = "permanent"
-                return None
-            if p._predicate is not None and not p._predicate(exc):
-                # Not retryable: propagate untouched, as a type missing from ``on`` does.
-                raise exc
+        if kind == _PERMANENT:
+            self.reason = "permanent"
+            return None
+        if (
+            kind == _PLAIN
+            and exc is not None
+            and p._predicate is not None
+            and not p._predicate(exc)
+        ):
+            # Not retryable: propagate untouched, as a type missing from ``on`` does.
+            raise exc
         retry_after = getattr(exc, "retry_after", None) if exc is not None else None
         if isinstance(retry_after, (int, float)) and retry_after >= 0:
             # An open circuit says when it lets a probe through: waiting less only fails again.
-            delay = float(retry_after) if isinstance(exc, CircuitOpen) else min(retry_after, p._cap)
+            delay = float(retry_after) if kind == _OPEN_CIRCUIT else min(retry_after, p._cap)
         else:
             delay = p.backoff.delay(self.attempts, self.previous)
         self.previous = delay
         self.next_delay = delay
-        if p.stop.should_stop(self.attempts, self.elapsed(), delay):
+        elapsed = 0.0 if self.start is None else _time.clock.monotonic() - self.start
+        if p.stop.should_stop(self.attempts, elapsed, delay):
             self.reason = "stop"
             return None
         when = _DEADLINE.get()
@@ -755,6 +770,17 @@ class _Call:
             f"resile: {p.name} gave up after {self.attempts} attempt(s) ({self.reason})",
         )
         raise exc
+
+
+_PLAIN, _PERMANENT, _OPEN_CIRCUIT = 0, 1, 2
+
+
+def _kind_of(cls: type[BaseException], permanent_on: tuple[type[BaseException], ...]) -> int:
+    if issubclass(cls, CircuitOpen):
+        return _OPEN_CIRCUIT
+    if issubclass(cls, Permanent) or (permanent_on and issubclass(cls, permanent_on)):
+        return _PERMANENT
+    return _PLAIN
 
 
 def _add_note(exc: BaseException, note: str) -> None:
