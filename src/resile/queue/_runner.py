@@ -179,15 +179,35 @@ def _prepare(
     if ctx_name is not None:
         kwargs[ctx_name] = TaskContext(store, task, worker_id, cancel_event=cancel_event)
     if sig is not None:
+        # Binding checks names only, so its verdict holds for every call with these names.
+        key = (fn, tuple(kwargs))
         try:
-            sig.bind(**kwargs)
-        except TypeError as exc:
+            verdict = _fits.get(key)
+        except TypeError:  # an unhashable callable: not cached
+            verdict = _bind(sig, kwargs)
+        if verdict is None:
+            verdict = _fits[key] = _bind(sig, kwargs)
+            if len(_fits) > 4096:
+                _fits.clear()
+        if verdict:
             return failure(
                 "BadParams",
-                f"params {sorted(task.params)} do not fit handler {task.handler!r}{sig}: {exc}",
+                f"params {sorted(task.params)} do not fit handler {task.handler!r}{sig}: {verdict}",
                 permanent=True,
             )
     return fn, kwargs
+
+
+# (handler, parameter names in call order) -> "" when they bind, else binding's complaint.
+_fits: dict[tuple[Any, tuple[str, ...]], str] = {}
+
+
+def _bind(sig: inspect.Signature, kwargs: dict[str, Any]) -> str:
+    try:
+        sig.bind(**kwargs)
+    except TypeError as exc:
+        return str(exc)
+    return ""
 
 
 def _from_exception(exc: BaseException) -> Result:

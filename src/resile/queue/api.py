@@ -119,6 +119,9 @@ class TaskFunction(Generic[P, R]):
         self.backoff = backoff
         self.timeout = timeout
         self.resources = resources
+        # The defaults as checked at declaration: while the attributes still are these very
+        # objects, a spec is built without checking them again (TaskSpec._prechecked).
+        self._checked = (queue_name, priority, max_retries, backoff, timeout, resources)
         self.is_async = inspect.iscoroutinefunction(fn)
         self.context_param = context_parameter(fn)
         try:
@@ -190,6 +193,28 @@ class TaskFunction(Generic[P, R]):
         delay: float | timedelta = 0.0,
         due_at: float | None = None,
     ) -> TaskSpec:
+        q, prio, retries, backoff, timeout, resources = self._checked
+        if (
+            q is self.queue_name
+            and prio is self.priority
+            and retries is self.max_retries
+            and backoff is self.backoff
+            and timeout is self.timeout
+            and resources is self.resources
+        ):
+            return TaskSpec._prechecked(
+                self.name,
+                params,
+                q,
+                retries,
+                backoff,
+                timeout,
+                resources,
+                id=id,
+                priority=prio if priority is _UNSET else priority,
+                delay=delay,
+                due_at=due_at,
+            )
         return TaskSpec(
             handler=self.name,
             params=params,

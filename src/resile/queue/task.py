@@ -61,6 +61,31 @@ def new_task_id() -> str:
     return uuid.uuid4().hex
 
 
+_SCALARS = (str, bool, int)
+
+
+def _plain(obj: object, depth: int) -> bool:
+    """``check_json``'s verdict without building paths (the common, passing case)."""
+    if obj is None or isinstance(obj, _SCALARS):
+        return True
+    if isinstance(obj, float):
+        return math.isfinite(obj)
+    if depth >= 50:  # deeper: let check_json walk it iteratively
+        return False
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if not isinstance(k, str):
+                return False
+            if v is None or isinstance(v, _SCALARS):
+                continue
+            if not _plain(v, depth + 1):
+                return False
+        return True
+    if isinstance(obj, (list, tuple)):
+        return all(_plain(v, depth + 1) for v in obj)
+    return False
+
+
 def check_json(value: object, path: str = "value") -> None:
     """Check that ``value`` is plain JSON: dict (str keys), list/tuple, str, int, finite float, bool, None.
 
@@ -68,7 +93,10 @@ def check_json(value: object, path: str = "value") -> None:
         ValueError: naming the first offending path, e.g.
             ``params['items'][2]: set is not JSON-serializable``.
     """
-    # Iterative, so deep structures cannot blow the recursion limit.
+    if _plain(value, 0):
+        return
+    # Only to name the offending path. Iterative, so deep structures cannot blow the
+    # recursion limit.
     stack: list[tuple[object, str, int]] = [(value, path, 0)]
     while stack:
         obj, where, depth = stack.pop()
@@ -320,6 +348,60 @@ class TaskSpec:
             ):
                 raise ValueError(f"task: due_at must be epoch seconds, got {self.due_at!r}")
             set_(self, "due_at", float(self.due_at))
+
+    @classmethod
+    def _prechecked(
+        cls,
+        handler: str,
+        params: Mapping[str, JSONValue],
+        queue: str,
+        max_retries: int,
+        backoff: dict[str, Any],
+        timeout: float | None,
+        resources: dict[str, float],
+        *,
+        id: str | None,
+        priority: int,
+        delay: float | timedelta,
+        due_at: float | None,
+    ) -> TaskSpec:
+        """A spec from a task function's defaults, checked once when it was declared.
+
+        Checks only what varies per call (params, id, priority, delay, due_at),
+        with the same errors as the constructor. ``backoff`` and ``resources``
+        are shared with the caller, not copied: they must not change.
+        """
+        if not isinstance(params, Mapping):
+            raise ValueError(f"task: params must be a dict of keyword arguments, got {params!r}")
+        params = dict(params)
+        check_json(params, "params")
+        if id is not None:
+            _check_name(id, "id")
+        _check_int(priority, "priority")
+        if delay.__class__ is not float or not 0.0 <= delay < math.inf:
+            delay = _check_seconds(delay, "delay")
+        spec = object.__new__(cls)
+        set_ = object.__setattr__
+        set_(spec, "handler", handler)
+        set_(spec, "params", params)
+        set_(spec, "id", id)
+        set_(spec, "queue", queue)
+        set_(spec, "priority", priority)
+        set_(spec, "max_retries", max_retries)
+        set_(spec, "backoff", backoff)
+        set_(spec, "timeout", timeout)
+        set_(spec, "resources", resources)
+        set_(spec, "delay", delay)
+        set_(spec, "due_at", None)
+        if due_at is not None:
+            if (
+                isinstance(due_at, bool)
+                or not isinstance(due_at, (int, float))
+                or not (math.isfinite(due_at))
+            ):
+                raise ValueError(f"task: due_at must be epoch seconds, got {due_at!r}")
+            set_(spec, "due_at", float(due_at))
+        return spec
 
     def due_time(self, now: float) -> float:
         """When the task is first due, given the creation time ``now``."""

@@ -862,7 +862,10 @@ class Worker:
         while True:
             try:
                 self._collect()
-                self._flush()
+                # Successes wait for the lease below, to go in its round trip.
+                held = None if self._stopping else self._held_successes()
+                if held is None:
+                    self._flush()
                 mono = time.monotonic()
                 if mono >= next_beat:
                     self._beat()
@@ -889,13 +892,8 @@ class Worker:
                     capacity_ = self._offer()
                     # Lease first: under load there is work, and asking "when is the next
                     # due time?" only when the lease came back empty saves a store call.
-                    got = store.lease(
-                        self.queues,
-                        self.worker_id,
-                        limit=free,
-                        lease_seconds=self.lease_seconds,
-                        capacity=capacity_,
-                    )
+                    got = self._lease(store, free, capacity_, held)
+                    held = None
                     for task in got:
                         self._dispatch(executor, task)
                     if got:
@@ -913,6 +911,8 @@ class Worker:
                         timeout = min(timeout, due - now)
                     if self.poll_interval is not None and not self._watched:
                         timeout = min(timeout, self.poll_interval)
+                if held:
+                    self._flush()
                 if burst and not self._running and not self._reports and not self._writes:
                     if free <= 0 and not executor.booting():
                         # Every slot is held by an abandoned (timed-out, unkillable) thread:
@@ -930,6 +930,37 @@ class Worker:
                     "resile worker %s: store error; trying again in %.3f s", self.worker_id, pause
                 )
                 self._wait(pause)
+
+    def _lease(
+        self,
+        store: Store,
+        free: int,
+        capacity_: dict[str, float],
+        held: list[tuple[_Attempt, Result]] | None,
+    ) -> list[Task]:
+        """Lease up to ``free`` tasks, recording the ``held`` successes in the same call."""
+        if held:
+            try:
+                done, got = store.complete_then_lease(
+                    [(a.task.id, r.value) for a, r in held],
+                    self.queues,
+                    self.worker_id,
+                    limit=free,
+                    lease_seconds=self.lease_seconds,
+                    capacity=capacity_,
+                )
+            except ValueError:  # a result that is not JSON: one by one, that one fails
+                self._flush()
+            else:
+                self._completed(held, done)
+                return got
+        return store.lease(
+            self.queues,
+            self.worker_id,
+            limit=free,
+            lease_seconds=self.lease_seconds,
+            capacity=capacity_,
+        )
 
     @staticmethod
     def _burst_over(due: float | None, now: float, wait: bool | float) -> bool:
@@ -993,19 +1024,37 @@ class Worker:
         if len(batch) < 2:
             return False
         try:
-            done = self.store.complete_many(
+            done = self.store.complete_many_flags(
                 [(a.task.id, r.value) for a, r in batch], self.worker_id
             )
         except ValueError:  # a result that is not JSON: one by one, that one fails
             return False
-        for (attempt, _), task in zip(batch, done, strict=True):
-            if task is not None:
+        self._completed(batch, done)
+        return True
+
+    def _held_successes(self) -> list[tuple[_Attempt, Result]] | None:
+        """The write queue when it holds only successes (at most a batch), else ``None``.
+
+        Those are sent together with the next lease (``Store.complete_then_lease``)."""
+        writes = self._writes
+        if len(writes) > _WRITE_BATCH:
+            return None
+        batch: list[tuple[_Attempt, Result]] = []
+        for attempt, result in writes:
+            if result is None or not result.ok:
+                return None
+            batch.append((attempt, result))
+        return batch
+
+    def _completed(self, batch: Sequence[tuple[_Attempt, Result]], done: Sequence[bool]) -> None:
+        """Account for the head of the write queue (``batch``), recorded or not (``done``)."""
+        for (attempt, _), ok in zip(batch, done, strict=True):
+            if ok:
                 self.stats.done += 1
             else:  # canceled meanwhile, or the lease was lost: nothing was written
                 self.stats.lost += 1
             self._writes.popleft()
             self._running.pop(attempt.task.id, None)
-        return True
 
     def _write(self, attempt: _Attempt, result: Result | None) -> None:
         store, task, wid = self.store, attempt.task, self.worker_id

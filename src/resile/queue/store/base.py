@@ -320,6 +320,57 @@ class Store(ABC):
         at = self.now(now)
         return [self.complete(tid, worker_id, result, now=at) for tid, result in items]
 
+    def complete_many_flags(
+        self,
+        items: Sequence[tuple[str, JSONValue]],
+        worker_id: str,
+        *,
+        now: float | None = None,
+    ) -> builtins.list[bool]:
+        """``complete_many`` when only "recorded or not" matters (the worker's hot path).
+
+        Writes exactly what ``complete_many`` writes; answers ``True`` where
+        ``complete_many`` would return the task, ``False`` where it would
+        return ``None``. Backends may skip reading the tasks back. The default
+        calls ``complete_many``.
+
+        Raises:
+            ValueError: as ``complete_many``; then nothing is written.
+        """
+        return [t is not None for t in self.complete_many(items, worker_id, now=now)]
+
+    def complete_then_lease(
+        self,
+        items: Sequence[tuple[str, JSONValue]],
+        queues: str | Sequence[str],
+        worker_id: str,
+        *,
+        limit: int = 1,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        capacity: Mapping[str, float] | None = None,
+        now: float | None = None,
+    ) -> tuple[builtins.list[bool], builtins.list[Task]]:
+        """``complete_many_flags(items)``, then ``lease(queues, limit=...)``: two atomic
+        steps, in that order, which backends may send together (Redis: one round trip).
+
+        Returns:
+            ``(flags, leased)``: the answers of ``complete_many_flags`` and of ``lease``.
+
+        Raises:
+            ValueError: a result is not plain JSON (nothing is written or
+                leased), or bad lease arguments (as ``lease``).
+        """
+        flags = self.complete_many_flags(items, worker_id, now=now) if items else []
+        leased = self.lease(
+            queues,
+            worker_id,
+            limit=limit,
+            lease_seconds=lease_seconds,
+            capacity=capacity,
+            now=now,
+        )
+        return flags, leased
+
     @abstractmethod
     def fail(
         self,
@@ -589,9 +640,13 @@ def check_lease_args(limit: int, lease_seconds: float) -> None:
 # -- argument checks shared by every backend (one message per mistake, whatever the store) ------
 
 
+# One encoder for every call (``json.dumps`` with options builds a new one each time).
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
 def dumps(value: Any) -> str:
     """Compact JSON, NaN and infinities refused: how stores write JSON fields."""
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    return _encode(value)
 
 
 def check_seconds(value: object, what: str, allowed: str = "seconds >= 0") -> float:

@@ -86,7 +86,6 @@ from resile.queue.task import (
     TaskError,
     TaskSpec,
     check_json,
-    new_task_id,
 )
 from resile.retry import Retrying
 from resile.stop import after_elapsed
@@ -105,8 +104,13 @@ logger = logging.getLogger("resile.queue")
 
 _SCRIPTS = (
     "create", "lease", "renew", "complete", "fail", "release", "cancel", "setfield",
-    "requeue", "purge", "sweep", "next_due", "corrupt",
+    "requeue", "purge", "sweep", "next_due", "corrupt", "complete_flags",
 )  # fmt: skip
+# Scripts made from another's body with different settings: name -> (body, settings).
+_VARIANTS = {
+    "complete": ("complete", "local REPLY = 'task'\n"),
+    "complete_flags": ("complete", "local REPLY = 'flag'\n"),
+}
 _HEADER = (
     f"local HISTORY_LIMIT = {HISTORY_LIMIT}\n"
     f"local MIGRATE_LIMIT = {K.MIGRATE_LIMIT}\n"
@@ -157,9 +161,10 @@ def _script(name: str) -> str:
     text = _script_cache.get(name)
     if text is None:
         lua = resources.files("resile.queue.store").joinpath("lua")
-        body = lua.joinpath(f"{name}.lua").read_text("utf-8")
+        source, settings = _VARIANTS.get(name, (name, ""))
+        body = lua.joinpath(f"{source}.lua").read_text("utf-8")
         lib = _needed(lua.joinpath("lib.lua").read_text("utf-8"), body)
-        text = _HEADER + lib + "\n" + body
+        text = _HEADER + settings + lib + "\n" + body
         _script_cache[name] = text
     return text
 
@@ -183,6 +188,15 @@ def _num(value: float) -> str:
 def _priority_hex(priority: int) -> str:
     """``priority`` as 16 hex digits that sort like the number (offset by 2**63)."""
     return format(priority + 2**63, f"0{K.RANK_WIDTH}x")
+
+
+def _ids(specs: Sequence[TaskSpec]) -> builtins.list[str]:
+    """Each spec's id, or a fresh random one (32 hex digits) for those without."""
+    fresh = os.urandom(16 * len(specs)).hex()
+    return [
+        spec.id if spec.id is not None else fresh[32 * i : 32 * i + 32]
+        for i, spec in enumerate(specs)
+    ]
 
 
 def _op_id() -> str:
@@ -614,25 +628,44 @@ class RedisStore(Store):
         check_create_args(specs, if_exists)
         if not specs:
             return [], []
-        ids = [spec.id if spec.id is not None else new_task_id() for spec in specs]
+        ids = _ids(specs)
         op = _op_id()
-        args: builtins.list[str] = [_num(now), if_exists, op, str(len(specs))]
+        now_s = _num(now)
+        args: builtins.list[str] = [now_s, if_exists, op, str(len(specs))]
+        # Specs of one task function share their defaults (the same objects): encode once.
+        # ``specs`` keeps those objects alive, so an id() is not reused during the loop.
+        policies: dict[int, str] = {}
+        gates: dict[int, tuple[str, str]] = {}
+        ranks: dict[int, str] = {}
         for spec, task_id in zip(specs, ids, strict=True):
-            resources_: dict[str, float] = dict(spec.resources)
-            timeout = spec.timeout
+            backoff, resources_, timeout = spec.backoff, spec.resources, spec.timeout
+            policy = policies.get(id(backoff))
+            if policy is None:
+                policy = policies[id(backoff)] = dumps(backoff)
+            gate = gates.get(id(resources_))
+            if gate is None:
+                gate = gates[id(resources_)] = (
+                    dumps(dict(resources_)) if resources_ else "",
+                    "1" if any(v > 0 for v in resources_.values()) else "0",
+                )
+            priority = spec.priority
+            rank = ranks.get(priority)
+            if rank is None:
+                rank = ranks[priority] = _priority_hex(priority)
+            params = spec.params
+            due = now_s if spec.due_at is None and spec.delay == 0 else _num(spec.due_time(now))
             args += [
                 task_id,
                 spec.queue,
                 spec.handler,
-                dumps(spec.params),
-                str(spec.priority),
-                _priority_hex(spec.priority),
+                dumps(params) if params else "{}",
+                str(priority),
+                rank,
                 str(spec.max_retries),
-                dumps(spec.backoff),
-                _num(spec.due_time(now)),
+                policy,
+                due,
                 "" if timeout is None else _num(timeout),  # type: ignore[arg-type]
-                dumps(resources_) if resources_ else "",
-                "1" if any(v > 0 for v in resources_.values()) else "0",
+                *gate,
             ]
         reply = self._eval("create", args)
         if reply[0] == "dup":
@@ -669,7 +702,7 @@ class RedisStore(Store):
             attempts=0,
             max_retries=spec.max_retries,
             backoff=dict(spec.backoff),  # type: ignore[arg-type]
-            due_at=float(_num(spec.due_time(now))),
+            due_at=spec.due_time(now),
             created_at=now,
             updated_at=now,
             timeout=None if spec.timeout is None else float(spec.timeout),  # type: ignore[arg-type]
@@ -731,6 +764,33 @@ class RedisStore(Store):
             ]
         return plan
 
+    def _lease_head(
+        self,
+        queues: str | Sequence[str],
+        worker_id: str,
+        limit: int,
+        lease_seconds: float,
+        capacity: Mapping[str, float] | None,
+        at: float,
+    ) -> builtins.list[str]:
+        """The lease script's arguments up to its reclaim plan (a fresh op id)."""
+        names = lease_call_args(queues, worker_id, limit, lease_seconds)
+        expires = at + float(lease_seconds)
+        cap = "" if capacity is None else dumps({str(k): float(v) for k, v in capacity.items()})
+        return [
+            _num(at),
+            _num(expires),
+            worker_id,
+            str(limit),
+            cap,
+            _op_id(),
+            str(max(1, math.ceil(float(lease_seconds) * 1000))),
+            self._ttl_ms(TaskStatus.FAILED),
+            self._cutoff(TaskStatus.FAILED, at),
+            str(len(names)),
+            *names,
+        ]
+
     def lease(
         self,
         queues: str | Sequence[str],
@@ -741,32 +801,22 @@ class RedisStore(Store):
         capacity: Mapping[str, float] | None = None,
         now: float | None = None,
     ) -> builtins.list[Task]:
-        names = lease_call_args(queues, worker_id, limit, lease_seconds)
         at = self.now(now)
-        expires = at + float(lease_seconds)
-        cap = "" if capacity is None else dumps({str(k): float(v) for k, v in capacity.items()})
-        op = _op_id()
+        head = self._lease_head(queues, worker_id, limit, lease_seconds, capacity, at)
+        return self._leased(self._eval("lease", [*head, "0"]), head, worker_id, at)
+
+    def _leased(
+        self, reply: Any, head: Sequence[str], worker_id: str, at: float
+    ) -> builtins.list[Task]:
+        """Decode a lease script's reply; first run its reclaim round trips when it asks."""
         plan: builtins.list[str] = []
-        head = [
-            _num(at),
-            _num(expires),
-            worker_id,
-            str(limit),
-            cap,
-            op,
-            str(max(1, math.ceil(float(lease_seconds) * 1000))),
-            self._ttl_ms(TaskStatus.FAILED),
-            self._cutoff(TaskStatus.FAILED, at),
-            str(len(names)),
-            *names,
-        ]
         for _ in range(10):
-            reply = self._eval("lease", [*head, str(len(plan) // 6), *plan])
             if reply[0] != "need":
                 break
             plan = self._reclaim_plan(reply[1:], at)
-        else:  # expired leases keep appearing faster than we reclaim them: lease next time
-            return []
+            reply = self._eval("lease", [*head, str(len(plan) // 6), *plan])
+        if reply[0] == "need":  # expired leases keep appearing faster than we reclaim them
+            return []  # lease next time
         out: builtins.list[Task] = []
         for flat in reply[1:]:
             try:
@@ -827,6 +877,23 @@ class RedisStore(Store):
     ) -> Task | None:
         return self.complete_many([(task_id, result)], worker_id, now=now)[0]
 
+    def _complete_args(
+        self, items: Sequence[tuple[str, JSONValue]], worker_id: str, at: float
+    ) -> builtins.list[str]:
+        """The complete script's arguments (one op id for the batch); empty for no items."""
+        args = [part for pair in encode_results(items) for part in pair]
+        if not args:
+            return []
+        done = TaskStatus.DONE
+        return [
+            worker_id,
+            _num(at),
+            _op_id(),
+            self._ttl_ms(done),
+            self._cutoff(done, at),
+            *args,
+        ]
+
     def complete_many(
         self,
         items: Sequence[tuple[str, JSONValue]],
@@ -835,16 +902,69 @@ class RedisStore(Store):
         now: float | None = None,
     ) -> builtins.list[Task | None]:
         """See ``Store.complete_many``: one script for the whole batch (one op id)."""
-        args = [part for pair in encode_results(items) for part in pair]
+        args = self._complete_args(items, worker_id, self.now(now))
         if not args:
             return []
-        at = self.now(now)
-        done = TaskStatus.DONE
-        reply = self._eval(
-            "complete",
-            [worker_id, _num(at), _op_id(), self._ttl_ms(done), self._cutoff(done, at), *args],
-        )
+        reply = self._eval("complete", args)
         return [_decode(flat, strict=False) if flat else None for flat in reply]
+
+    def complete_many_flags(
+        self,
+        items: Sequence[tuple[str, JSONValue]],
+        worker_id: str,
+        *,
+        now: float | None = None,
+    ) -> builtins.list[bool]:
+        """See ``Store.complete_many_flags``: the script answers 1 / 0, no task is read back."""
+        args = self._complete_args(items, worker_id, self.now(now))
+        if not args:
+            return []
+        return [bool(x) for x in self._eval("complete_flags", args)]
+
+    def complete_then_lease(
+        self,
+        items: Sequence[tuple[str, JSONValue]],
+        queues: str | Sequence[str],
+        worker_id: str,
+        *,
+        limit: int = 1,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        capacity: Mapping[str, float] | None = None,
+        now: float | None = None,
+    ) -> tuple[builtins.list[bool], builtins.list[Task]]:
+        """See ``Store.complete_then_lease``: both scripts in one round trip (a pipeline).
+
+        Each script is its own atomic step with its own op id, so a retry of the
+        pair after a lost reply repeats neither (the completions answer 1 again,
+        the lease hands back the same tasks).
+        """
+        at = self.now(now)
+        head = self._lease_head(queues, worker_id, limit, lease_seconds, capacity, at)
+        done_args = self._complete_args(items, worker_id, at)
+        if not done_args:
+            return [], self._leased(self._eval("lease", [*head, "0"]), head, worker_id, at)
+        shas, anchor, root = self._shas, self._anchor, self.root
+        cmds = [
+            ("EVALSHA", shas["complete_flags"], 1, anchor, root, *done_args),
+            ("EVALSHA", shas["lease"], 1, anchor, root, *head, "0"),
+        ]
+
+        def both() -> builtins.list[Any]:
+            replies = self._pipeline(cmds)
+            if any(isinstance(r, NoScriptError) for r in replies):
+                # A restarted Redis without our scripts: load them and send the pair again
+                # (the one that ran repeats nothing: same op ids).
+                for name in ("complete_flags", "lease"):
+                    self._command("SCRIPT", "LOAD", _script(name))
+                replies = self._pipeline(cmds)
+            for r in replies:
+                if isinstance(r, Exception):
+                    raise r
+            return replies
+
+        flags_reply, lease_reply = self._call(both)
+        flags = [bool(x) for x in flags_reply]
+        return flags, self._leased(lease_reply, head, worker_id, at)
 
     def fail(
         self,

@@ -656,8 +656,44 @@ class SQLiteStore(Store):
         capacity: Mapping[str, float] | None = None,
         now: float | None = None,
     ) -> builtins.list[Task]:
-        names = lease_call_args(queues, worker_id, limit, lease_seconds)
         at = self.now(now)
+        return self._write(self._lease_body(queues, worker_id, limit, lease_seconds, capacity, at))
+
+    def complete_then_lease(
+        self,
+        items: Sequence[tuple[str, JSONValue]],
+        queues: str | Sequence[str],
+        worker_id: str,
+        *,
+        limit: int = 1,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        capacity: Mapping[str, float] | None = None,
+        now: float | None = None,
+    ) -> tuple[builtins.list[bool], builtins.list[Task]]:
+        """See ``Store.complete_then_lease``: both in one transaction (one commit)."""
+        encoded = encode_results(items)
+        at = self.now(now)
+        lease = self._lease_body(queues, worker_id, limit, lease_seconds, capacity, at)
+
+        def body(c: sqlite3.Connection) -> tuple[builtins.list[bool], builtins.list[Task]]:
+            flags = [
+                self._complete_write(c, tid, worker_id, enc, at) is not None for tid, enc in encoded
+            ]
+            return flags, lease(c)
+
+        return self._write(body)
+
+    def _lease_body(
+        self,
+        queues: str | Sequence[str],
+        worker_id: str,
+        limit: int,
+        lease_seconds: float,
+        capacity: Mapping[str, float] | None,
+        at: float,
+    ) -> Callable[[sqlite3.Connection], builtins.list[Task]]:
+        """The lease as a transaction body (arguments checked here, before any write)."""
+        names = lease_call_args(queues, worker_id, limit, lease_seconds)
         expires = at + float(lease_seconds)
         marks = _placeholders(len(names))
 
@@ -702,7 +738,7 @@ class SQLiteStore(Store):
                 for t in picked
             ]
 
-        return self._write(body)
+        return body
 
     def renew(
         self,
@@ -763,17 +799,10 @@ class SQLiteStore(Store):
     def _complete_row(
         self, c: sqlite3.Connection, task_id: str, worker_id: str, encoded: str, at: float
     ) -> Task | None:
-        row = self._held(c, task_id, worker_id)
-        if row is None:
+        done = self._complete_write(c, task_id, worker_id, encoded, at)
+        if done is None:
             return None
-        entry = Attempt(row["attempts"], row["started_at"], at, Outcome.OK)
-        history = _history_with(row, entry)
-        c.execute(
-            f"UPDATE {_T} SET status = 'DONE', ready = 0, result = ?, progress = 100,"
-            " history = COALESCE(?, history), lease_expires_at = NULL, finished_at = ?,"
-            " updated_at = ? WHERE seq = ?",
-            (encoded, history, at, at, row["seq"]),
-        )
+        row, entry, history = done
         # The snapshot from the row already read: no second SELECT on the hot path.
         before = _decode(row, strict=False)
         return before.replace(
@@ -788,6 +817,24 @@ class SQLiteStore(Store):
             updated_at=at,
         )
 
+    def _complete_write(
+        self, c: sqlite3.Connection, task_id: str, worker_id: str, encoded: str, at: float
+    ) -> tuple[sqlite3.Row, Attempt, str | None] | None:
+        """``DOING -> DONE`` when ``worker_id`` holds the task: (the row before, its
+        history entry, the new history column), else ``None`` and nothing written."""
+        row = self._held(c, task_id, worker_id)
+        if row is None:
+            return None
+        entry = Attempt(row["attempts"], row["started_at"], at, Outcome.OK)
+        history = _history_with(row, entry)
+        c.execute(
+            f"UPDATE {_T} SET status = 'DONE', ready = 0, result = ?, progress = 100,"
+            " history = COALESCE(?, history), lease_expires_at = NULL, finished_at = ?,"
+            " updated_at = ? WHERE seq = ?",
+            (encoded, history, at, at, row["seq"]),
+        )
+        return row, entry, history
+
     def complete(
         self,
         task_id: str,
@@ -797,6 +844,24 @@ class SQLiteStore(Store):
         now: float | None = None,
     ) -> Task | None:
         return self.complete_many([(task_id, result)], worker_id, now=now)[0]
+
+    def complete_many_flags(
+        self,
+        items: Sequence[tuple[str, JSONValue]],
+        worker_id: str,
+        *,
+        now: float | None = None,
+    ) -> builtins.list[bool]:
+        """See ``Store.complete_many_flags``: one transaction, no task decoded."""
+        encoded = encode_results(items)
+        if not encoded:
+            return []
+        at = self.now(now)
+        return self._write(
+            lambda c: [
+                self._complete_write(c, tid, worker_id, enc, at) is not None for tid, enc in encoded
+            ]
+        )
 
     def complete_many(
         self,

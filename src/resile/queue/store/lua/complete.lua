@@ -1,9 +1,10 @@
 -- complete / complete_many: DOING -> DONE for the lease holder, a batch in one call.
 -- ARGV: 2 worker, 3 now_s, 4 op (one per batch), 5 TTL ms ("" = keep), 6 sweep cutoff
 -- of DONE tasks ("" = none), then pairs: id, result JSON.
--- Returns per task: its HGETALL (done; a retry of the same op gets it again) or 0
--- (not held by the worker).
+-- Returns per task: its HGETALL (done; a retry of the same op gets it again), or 1
+-- instead in the "complete_flags" variant (REPLY = 'flag'), or 0 (not held by the worker).
 local worker, now_s, op, ttl_ms, cutoff_s = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local flag = REPLY == 'flag'
 local out, tks, swept = {}, {}, {}
 for i = 7, #ARGV, 2 do
   local id = ARGV[i]
@@ -33,6 +34,8 @@ if isset(cutoff_s) then
   for q in pairs(swept) do sweep(q, 'DONE', cutoff_s, SWEEP_ON_FINISH) end
 end
 for i, tk in ipairs(tks) do
-  out[i] = tk and redis.call('HGETALL', tk) or 0
+  if not tk then out[i] = 0
+  elseif flag then out[i] = 1
+  else out[i] = redis.call('HGETALL', tk) end
 end
 return out
