@@ -225,8 +225,8 @@ def run() -> None:
     ]
     print(
         f"retry overhead, median of {args.repeats} repeats; Python {sys.version.split()[0]}; "
-        f"tenacity {tenacity.__version__ if hasattr(tenacity, '__version__') else '?'}, "
-        f"backoff {backoff.__version__}, stamina {_version('stamina')}, resile {resile.__version__}"
+        f"tenacity {_version('tenacity')}, backoff {_version('backoff')}, "
+        f"stamina {_version('stamina')}, resile {resile.__version__}"
     )
     names = list(CONTENDERS)
     header = f"{'scenario':36} " + " ".join(f"{n:>18}" for n in names)
