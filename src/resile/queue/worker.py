@@ -39,7 +39,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Literal
 
@@ -49,6 +49,7 @@ from resile.queue import _runner
 from resile.queue._names import DEFAULT_LEASE_SECONDS, DEFAULT_QUEUE, Outcome, TaskStatus
 from resile.queue._probe import Probe, capacity, gpu_probe, no_gpu_probe
 from resile.queue._runner import Result, failure, load_queue
+from resile.queue.context import context_parameter
 from resile.queue.store.base import Store, normalize_queues
 from resile.queue.task import Task, TaskError
 
@@ -105,7 +106,9 @@ class WorkerStats:
 @dataclass(eq=False)
 class _Attempt:
     task: Task
-    cancel_event: threading.Event = field(default_factory=threading.Event)
+    # Set to stop the attempt; only made for handlers that take a TaskContext (the others
+    # cannot look at it), which saves an Event (a Condition and two locks) per task.
+    cancel_event: threading.Event | None = None
     deadline: float = math.inf  # monotonic
     state: str = _RUNNING
     handle: Any = None  # the executor's: an asyncio task, a child process
@@ -140,7 +143,8 @@ class _Executor:
 
     def abort(self, attempt: _Attempt) -> None:
         """Stop ``attempt`` as well as the mode allows; its result will be ignored."""
-        attempt.cancel_event.set()
+        if attempt.cancel_event is not None:
+            attempt.cancel_event.set()
 
     def close(self, timeout: float) -> None:
         """Release everything; attempts still running were aborted before."""
@@ -270,7 +274,8 @@ class _AsyncExecutor(_Executor):
         self.worker._report(attempt, result)
 
     def abort(self, attempt: _Attempt) -> None:
-        attempt.cancel_event.set()
+        if attempt.cancel_event is not None:
+            attempt.cancel_event.set()
         with contextlib.suppress(RuntimeError):  # the loop is closed
             self.loop.call_soon_threadsafe(self._cancel, attempt)
 
@@ -425,7 +430,8 @@ class _ProcessExecutor(_Executor):
         self.worker._signal()
 
     def abort(self, attempt: _Attempt) -> None:
-        attempt.cancel_event.set()
+        if attempt.cancel_event is not None:
+            attempt.cancel_event.set()
         child = attempt.handle
         if not isinstance(child, _Child):
             return
@@ -625,6 +631,7 @@ class Worker:
         self._running_flag = False
         self._fatal_error: str | None = None
         self._reports: deque[tuple[_Attempt, Result]] = deque()
+        self._context_of: dict[str, bool] = {}
         self._writes: deque[tuple[_Attempt, Result | None]] = deque()  # None: release
         self._running: dict[str, _Attempt] = {}
         self._executor: _Executor | None = None
@@ -974,8 +981,20 @@ class Worker:
             return True
         return due > now + float(wait)
 
+    def _takes_context(self, handler: str) -> bool:
+        """Whether ``handler``'s function has a TaskContext parameter (cached once found)."""
+        known = self._context_of.get(handler)
+        if known is None:
+            fn = _runner.lookup_handler(self.queue, handler)
+            if fn is None:
+                return True  # unknown here (a child may know it): keep the event
+            known = self._context_of[handler] = context_parameter(fn) is not None
+        return known
+
     def _dispatch(self, executor: _Executor, task: Task) -> None:
         attempt = _Attempt(task)
+        if self.mode != "thread" or self._takes_context(task.handler):
+            attempt.cancel_event = threading.Event()
         if task.timeout is not None:
             attempt.deadline = time.monotonic() + task.timeout
         self._running[task.id] = attempt

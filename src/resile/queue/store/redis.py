@@ -26,6 +26,7 @@ import builtins
 import contextlib
 import hashlib
 import heapq
+import itertools
 import json
 import logging
 import math
@@ -199,8 +200,21 @@ def _ids(specs: Sequence[TaskSpec]) -> builtins.list[str]:
     ]
 
 
+_op_prefix = ("", -1)  # (random prefix, the pid it was drawn in)
+_op_count = itertools.count()
+
+
 def _op_id() -> str:
-    return os.urandom(8).hex()
+    """A unique op id: a random prefix per process (drawn again after a fork) and a counter.
+
+    Cheaper than a random draw (a system call) per op, and as unique.
+    """
+    global _op_prefix
+    prefix, pid = _op_prefix
+    if pid != os.getpid():
+        prefix, pid = os.urandom(8).hex(), os.getpid()
+        _op_prefix = (prefix, pid)
+    return f"{prefix}{next(_op_count):x}"
 
 
 def _seconds_option(name: str, value: object, *, none_ok: bool) -> float | None:
@@ -265,6 +279,9 @@ def _pairs(flat: Sequence[Any]) -> dict[str, str]:
     return dict(zip(it, it, strict=True))
 
 
+_STATUSES = {s.value: s for s in TaskStatus}
+
+
 def _decode(flat: Sequence[Any] | Mapping[str, str], strict: bool = True) -> Task:
     """A task hash (``HGETALL``, flat or as a dict) -> Task.
 
@@ -272,29 +289,33 @@ def _decode(flat: Sequence[Any] | Mapping[str, str], strict: bool = True) -> Tas
     fields get defaults. Missing or malformed required fields always raise.
     """
     d = flat if isinstance(flat, Mapping) else _pairs(flat)
-    params = _load(d, "params", strict, {}, dict)
+    get = d.get
+    # Fields most tasks leave unset or at "{}" skip the generic loader (the hot path).
+    raw = get("params")
+    params = {} if raw == "{}" else _load(d, "params", strict, {}, dict)
     backoff = _load(d, "backoff", strict, {}, dict)
-    resources_raw = _load(d, "resources", strict, {}, dict)
-    history_raw = _load(d, "history", strict, [], list)
-    error_raw = _load(d, "last_error", strict, None, dict)
-    checkpoint = _load(d, "checkpoint", strict, None, None)
-    result = _load(d, "result", strict, None, None)
-    try:
-        resources_ = {str(k): float(v) for k, v in resources_raw.items()}
-    except (TypeError, ValueError) as exc:
-        if strict:
-            raise _Corrupt("resources", str(exc)) from None
-        resources_ = {}
-    try:
-        history = tuple(Attempt.from_dict(a) for a in history_raw)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        if strict:
-            raise _Corrupt("history", f"bad entry ({exc!r})") from None
-        history = ()
-    try:
-        status = TaskStatus(d.get("status"))
-    except ValueError:
-        raise _Corrupt("status", f"unknown status {d.get('status')!r}") from None
+    resources_: dict[str, float] = {}
+    if get("resources"):
+        resources_raw = _load(d, "resources", strict, {}, dict)
+        try:
+            resources_ = {str(k): float(v) for k, v in resources_raw.items()}
+        except (TypeError, ValueError) as exc:
+            if strict:
+                raise _Corrupt("resources", str(exc)) from None
+    history: tuple[Attempt, ...] = ()
+    if get("history"):
+        history_raw = _load(d, "history", strict, [], list)
+        try:
+            history = tuple(Attempt.from_dict(a) for a in history_raw)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            if strict:
+                raise _Corrupt("history", f"bad entry ({exc!r})") from None
+    error_raw = _load(d, "last_error", strict, None, dict) if get("last_error") else None
+    checkpoint = _load(d, "checkpoint", strict, None, None) if get("checkpoint") else None
+    result = _load(d, "result", strict, None, None) if get("result") else None
+    status = _STATUSES.get(get("status"))  # type: ignore[arg-type]
+    if status is None:
+        raise _Corrupt("status", f"unknown status {get('status')!r}")
     try:
         return Task(
             id=d["id"],
