@@ -62,7 +62,7 @@ class TestDemoRun:
         assert metric(out, "attempts") == str(attempts)
         assert metric(out, "retries") == str(attempts - 30) and attempts - 30 >= 8
         assert metric(out, "dead letters") == f"{len(dead)} (2 poison)"
-        assert metric(out, "retry lateness p99").endswith("ms")
+        assert metric(out, "retry start - due p99").endswith("ms")
         assert metric(out, "throughput").endswith("tasks/s")
 
     def test_reset_and_reproducible(self, tmp_path: Path) -> None:

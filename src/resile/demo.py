@@ -156,9 +156,9 @@ class Summary:
             ("attempts", str(self.attempts)),
             ("retries", str(self.retries)),
             ("dead letters", f"{self.dead} ({self.poison_dead} poison)"),
-            ("retry lateness p50", ms(self.percentile(0.50))),
-            ("retry lateness p99", ms(self.percentile(0.99))),
-            ("retry lateness max", ms(max(self.lateness) if self.lateness else None)),
+            ("retry start - due p50", ms(self.percentile(0.50))),
+            ("retry start - due p99", ms(self.percentile(0.99))),
+            ("retry start - due max", ms(max(self.lateness) if self.lateness else None)),
             ("wall time", f"{self.seconds:.2f} s"),
             ("throughput", f"{self.throughput:.1f} tasks/s"),
         ]
@@ -408,7 +408,11 @@ def run(
                 c.wait()
     summary = _summarize(queue, elapsed)
     queue.close()
-    _print_summary(summary, f"{processes} process(es) x {workers} threads")
+    _print_summary(
+        summary,
+        f"{processes} process(es) x {workers} threads; a retry's start - due includes "
+        "waiting for a free thread",
+    )
     if tmpdir is not None:
         shutil.rmtree(tmpdir, ignore_errors=True)
     return 0 if summary.done + summary.dead == summary.tasks else 1
