@@ -408,11 +408,8 @@ def run(
                 c.wait()
     summary = _summarize(queue, elapsed)
     queue.close()
-    _print_summary(
-        summary,
-        f"{processes} process(es) x {workers} threads; a retry's start - due includes "
-        "waiting for a free thread",
-    )
+    _print_summary(summary, f"{processes} process(es) x {workers} threads")
+    print("(a retry's start - due includes its wait for a free thread)")
     if tmpdir is not None:
         shutil.rmtree(tmpdir, ignore_errors=True)
     return 0 if summary.done + summary.dead == summary.tasks else 1
