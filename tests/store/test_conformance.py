@@ -399,6 +399,55 @@ class TestComplete:
             store.complete_many([("a", 1), ("b", {1, 2})], W1, now=T0)
         assert store.stats()[TaskStatus.DOING] == 2
 
+    def test_complete_many_flags(self, store: Store) -> None:
+        """complete_many_flags writes what complete_many writes and answers True / False per item."""
+        store.create_many([spec(id=i) for i in ("a", "b", "c")], now=T0)
+        store.lease("default", W1, limit=2, now=T0)
+        lease_one(store, W2)
+        flags = store.complete_many_flags([("a", 1), ("c", "x"), ("b", [2])], W1, now=T0 + 1)
+        assert flags == [True, False, True]
+        a, b, c = (store.get(i) for i in ("a", "b", "c"))
+        assert a is not None and (a.status, a.result, a.finished_at) == (TaskStatus.DONE, 1, T0 + 1)
+        assert b is not None and (b.status, b.result) == (TaskStatus.DONE, [2])
+        assert c is not None and c.status is TaskStatus.DOING and c.lease_owner == W2
+        assert store.complete_many_flags([], W1) == []
+
+    def test_complete_many_flags_refuses_non_json_before_writing(self, store: Store) -> None:
+        """A non-JSON result makes complete_many_flags raise with nothing of the batch written."""
+        store.create_many([spec(id="a"), spec(id="b")], now=T0)
+        store.lease("default", W1, limit=2, now=T0)
+        with pytest.raises(ValueError, match="set"):
+            store.complete_many_flags([("a", 1), ("b", {1, 2})], W1, now=T0)
+        assert store.stats()[TaskStatus.DOING] == 2
+
+    def test_complete_then_lease(self, store: Store) -> None:
+        """complete_then_lease records the completions, then leases the next due tasks."""
+        store.create_many([spec(id=i) for i in ("a", "b", "c", "d")], now=T0)
+        store.lease("default", W1, limit=2, now=T0)
+        flags, leased = store.complete_then_lease(
+            [("a", "ra"), ("b", "rb")], "default", W1, limit=5, now=T0 + 1
+        )
+        assert flags == [True, True]
+        assert sorted(t.id for t in leased) == ["c", "d"]
+        assert all(t.status is TaskStatus.DOING and t.lease_owner == W1 for t in leased)
+        assert store.get("a").result == "ra"  # type: ignore[union-attr]
+        assert store.stats()[TaskStatus.DONE] == 2
+
+    def test_complete_then_lease_with_nothing_to_complete(self, store: Store) -> None:
+        """With no completions, complete_then_lease is a plain lease."""
+        store.create(spec(id="a"), now=T0)
+        flags, leased = store.complete_then_lease([], "default", W1, now=T0)
+        assert flags == [] and [t.id for t in leased] == ["a"]
+
+    def test_complete_then_lease_refuses_non_json_before_anything(self, store: Store) -> None:
+        """A non-JSON result makes complete_then_lease raise with nothing written and nothing leased."""
+        store.create_many([spec(id="a"), spec(id="b")], now=T0)
+        lease_one(store)
+        with pytest.raises(ValueError, match="set"):
+            store.complete_then_lease([("a", {1})], "default", W1, now=T0)
+        assert store.get("a").status is TaskStatus.DOING  # type: ignore[union-attr]
+        assert store.get("b").status is TaskStatus.PENDING  # type: ignore[union-attr]
+
     def test_non_json_result_is_refused_and_the_lease_kept(self, store: Store) -> None:
         """A result that is not plain JSON raises naming the path; the task stays DOING."""
         store.create(spec(id="a"), now=T0)
