@@ -67,7 +67,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Generic, ParamSpec
+from typing import Any, Generic, ParamSpec, TypeAlias
 
 from resile import _time, _util
 from resile.backoff import Backoff
@@ -84,7 +84,8 @@ _RUN = "run"  # call the function once; send back its exception or None
 _HOOK = "hook"  # hand the exception ``arg`` to on_exception
 
 _Step = tuple[str, Any]
-LoggerLike = logging.Logger | logging.LoggerAdapter[Any]
+# A string: ``logging.LoggerAdapter`` is not subscriptable at run time before Python 3.11.
+LoggerLike: TypeAlias = "logging.Logger | logging.LoggerAdapter[Any]"
 
 
 class PeriodicStatistics:
