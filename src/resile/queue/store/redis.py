@@ -902,7 +902,10 @@ class RedisStore(Store):
         self, items: Sequence[tuple[str, JSONValue]], worker_id: str, at: float
     ) -> builtins.list[str]:
         """The complete script's arguments (one op id for the batch); empty for no items."""
-        args = [part for pair in encode_results(items) for part in pair]
+        if all(result is None for _, result in items):  # the common case: nothing to check
+            args = [part for task_id, _ in items for part in (task_id, "null")]
+        else:
+            args = [part for pair in encode_results(items) for part in pair]
         if not args:
             return []
         done = TaskStatus.DONE
