@@ -43,7 +43,7 @@ from urllib.parse import quote
 
 from resile import _util
 from resile.backoff import Backoff, Constant, Exponential, Linear
-from resile.errors import DuplicateTask, Permanent, ResileError
+from resile.errors import DuplicateTask, Permanent, ResultFailed
 from resile.queue._names import DEFAULT_QUEUE, TaskStatus
 from resile.queue.api import Queue, connect
 from resile.queue.context import TaskContext
@@ -420,24 +420,6 @@ class ResultEntity:
     ) -> ResultEntity:
         """Any outcome, spelled out (the seed's general constructor)."""
         return cls(success=success, code=code, message=message, result=result, task_id=task_id)
-
-
-class ResultFailed(ResileError):
-    """A handler returned ``ResultEntity.fail(...)`` (or raised, and the exception
-    handler described it): the attempt failed and is retried on the task's policy.
-
-    Attributes:
-        code, message, result: those of the failing ``ResultEntity``.
-    """
-
-    def __init__(self, code: int, message: str, result: Any = None) -> None:
-        self.code = code
-        self.message = message
-        self.result = result
-        text = f"[code {code}] {message}" if message else f"[code {code}]"
-        if result is not None:
-            text += f"; result: {json.dumps(result, ensure_ascii=False, default=repr)}"
-        super().__init__(text)
 
 
 # -- running one task (in the worker's thread or its child process) ------------------------------

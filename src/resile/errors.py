@@ -5,6 +5,7 @@ Each message names the field, the value and what to do about it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,8 +15,10 @@ __all__ = [
     "DuplicateTask",
     "Permanent",
     "ResileError",
+    "ResultFailed",
     "RetryAfter",
     "RetryError",
+    "Throttled",
 ]
 
 
@@ -117,3 +120,39 @@ class DuplicateTask(ResileError):
             f"task id {task_id!r} already exists in queue {queue!r}; "
             'use another id or pass if_exists="return" to get the existing task'
         )
+
+
+class Throttled(ResileError):
+    """An ``AdaptiveThrottle`` rejected the request locally; the dependency was not called.
+
+    Attributes:
+        name: the throttle's name.
+        probability: the rejection probability when the request was refused.
+    """
+
+    def __init__(self, name: str, probability: float) -> None:
+        self.name = name
+        self.probability = probability
+        super().__init__(
+            f"throttle {name!r} rejected the request locally (rejection probability "
+            f"{probability:.2f}): the backend has been refusing work; retry later or "
+            "handle Throttled as a fast failure"
+        )
+
+
+class ResultFailed(ResileError):
+    """A handler returned ``ResultEntity.fail(...)`` (or raised, and the exception
+    handler described it): the attempt failed and is retried on the task's policy.
+
+    Attributes:
+        code, message, result: those of the failing ``ResultEntity``.
+    """
+
+    def __init__(self, code: int, message: str, result: Any = None) -> None:
+        self.code = code
+        self.message = message
+        self.result = result
+        text = f"[code {code}] {message}" if message else f"[code {code}]"
+        if result is not None:
+            text += f"; result: {json.dumps(result, ensure_ascii=False, default=repr)}"
+        super().__init__(text)

@@ -32,7 +32,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 from resile import _time, _util
-from resile.errors import ResileError
+from resile.errors import Throttled
 
 __all__ = ["AdaptiveThrottle", "Throttled"]
 
@@ -40,24 +40,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 ExcTypes = type[BaseException] | tuple[type[BaseException], ...]
-
-
-class Throttled(ResileError):
-    """An ``AdaptiveThrottle`` rejected the request locally; the dependency was not called.
-
-    Attributes:
-        name: the throttle's name.
-        probability: the rejection probability when the request was refused.
-    """
-
-    def __init__(self, name: str, probability: float) -> None:
-        self.name = name
-        self.probability = probability
-        super().__init__(
-            f"throttle {name!r} rejected the request locally (rejection probability "
-            f"{probability:.2f}): the backend has been refusing work; retry later or "
-            "handle Throttled as a fast failure"
-        )
 
 
 class _Buckets:
