@@ -21,12 +21,12 @@ import asyncio
 import contextlib
 import inspect
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from resile import _time
 from resile.backoff import Exponential
-from resile.retry import Retrying, RetryState, _emit_async, _emit_sync
+from resile.retry import Retrying, RetryState, _emit_async, _emit_sync, _run_awaitable
 from resile.stop import after_attempts, never
 
 __all__ = ["BackoffExecutor"]
@@ -249,7 +249,7 @@ class BackoffExecutor:
                 with attempt:
                     result = fn()
                     if inspect.isawaitable(result):
-                        result = _run_coroutine(result)
+                        result = _run_awaitable(result)
                     if not result:
                         raise _FalsyResult("Execution returned False")
                     succeeded = True
@@ -275,10 +275,3 @@ def _ms(seconds: float) -> int:
 
 def _none(state: RetryState) -> None:
     return None
-
-
-def _run_coroutine(aw: Awaitable[Any]) -> Any:
-    async def main() -> Any:
-        return await aw
-
-    return asyncio.run(main())

@@ -804,30 +804,32 @@ def _emit_sync(hook: Callable[..., Any], *args: Any) -> None:
         log.exception("resile: hook %r raised; ignored", hook)
 
 
-def _run_awaitable(aw: Awaitable[Any]) -> None:
-    """Run an async hook to completion from sync code, in a thread when a loop already runs here."""
+def _run_awaitable(aw: Awaitable[Any]) -> Any:
+    """Run an awaitable to completion from sync code and return its value; in a thread
+    when an event loop already runs in this one."""
 
-    async def main() -> None:
-        await aw
+    async def main() -> Any:
+        return await aw
 
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        asyncio.run(main())
-        return
+        return asyncio.run(main())
+    outcome: list[Any] = []
     failure: list[BaseException] = []
 
     def target() -> None:
         try:
-            asyncio.run(main())
+            outcome.append(asyncio.run(main()))
         except BaseException as exc:  # reported below
             failure.append(exc)
 
-    t = threading.Thread(target=target, name="resile-hook")
+    t = threading.Thread(target=target, name="resile-await")
     t.start()
     t.join()
     if failure:
         raise failure[0]
+    return outcome[0]
 
 
 async def _emit_async(hook: Callable[..., Any], *args: Any) -> None:
