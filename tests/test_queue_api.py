@@ -259,6 +259,26 @@ class TestEnqueue:
             f.enqueue(a=1, b=2)
         assert stored(queue) == 0
 
+    def test_keyword_calls_bind_as_the_signature_does(self, queue: Queue) -> None:
+        """Keyword-only calls skip inspect's binding, with the same outcome and errors."""
+
+        @queue.task
+        def f(a: int, /, b: int = 2, *, c: int = 3) -> None: ...
+
+        assert f.enqueue(1, c=4).params == {"a": 1, "c": 4}  # defaults are not stored
+        with pytest.raises(TypeError, match="missing a required argument: 'a'"):
+            f.enqueue(b=1)
+        with pytest.raises(TypeError, match="positional"):
+            f.enqueue(a=1)
+        with pytest.raises(TypeError, match="unexpected keyword argument 'd'"):
+            f.enqueue(1, d=1)
+
+        @queue.task
+        def g(x: int, **more: int) -> None: ...
+
+        assert g.enqueue(x=1, y=2).params == {"x": 1, "y": 2}
+        assert stored(queue) == 2
+
     def test_context_parameter_is_not_a_param(self, queue: Queue) -> None:
         """The TaskContext parameter is supplied by the worker, never enqueued."""
 

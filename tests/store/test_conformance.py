@@ -104,6 +104,17 @@ class TestCreate:
         assert again.sequence == first.sequence
         assert sum(store.stats().values()) == 1
 
+    def test_a_policy_changed_between_creates_is_stored_as_changed(self, store: Store) -> None:
+        """Stores encode a recurring backoff mapping once; a change to it is not missed."""
+        s = spec(backoff=Constant(5.0))
+        first = store.create(s, now=T0)
+        s.backoff["delay"] = 9.0  # type: ignore[index]
+        second = store.create(s, now=T0)
+        assert first.backoff["delay"] == 5.0
+        assert second.backoff["delay"] == 9.0
+        assert store.get(second.id).backoff["delay"] == 9.0  # type: ignore[union-attr]
+        assert store.get(first.id).backoff["delay"] == 5.0  # type: ignore[union-attr]
+
     def test_bad_if_exists(self, store: Store) -> None:
         """An unknown duplicate policy is refused."""
         with pytest.raises(ValueError, match="if_exists"):

@@ -264,8 +264,10 @@ class TestIdempotentRetries:
         t = rstore.get("a")
         assert t is not None and len(t.history) == 1
 
-    def test_create(self, rstore: RedisStore) -> None:
-        """A replayed create is recognised (no DuplicateTask), and nothing is stored twice."""
+    @pytest.mark.parametrize("script", ["create", "create1"])
+    def test_create(self, rstore: RedisStore, script: str) -> None:
+        """A replayed create is recognised (no DuplicateTask), and nothing is stored twice
+        (``create1`` is the one-task script of a single-call enqueue)."""
         first = rstore.create(spec(id="x"), now=T0)
         row = [
             "x", "default", "h", "{}", "0", "8000000000000000", "3",
@@ -273,8 +275,8 @@ class TestIdempotentRetries:
             repr(T0), "", "", "0",
         ]  # fmt: skip
         cop = rstore._client.hget(rstore._tk("x"), "cop")
-        assert rstore._eval("create", [repr(T0), "error", cop, "1", *row]) == ["replay"]
-        assert rstore._eval("create", [repr(T0), "error", "other", "1", *row])[0] == "dup"
+        assert rstore._eval(script, [repr(T0), "error", cop, "1", *row]) == ["replay"]
+        assert rstore._eval(script, [repr(T0), "error", "other", "1", *row])[0] == "dup"
         assert rstore.get("x") == first and sum(rstore.stats().values()) == 1
 
     def test_lease(self, rstore: RedisStore) -> None:

@@ -134,6 +134,24 @@ class TaskFunction(Generic[P, R]):
             )
         self.signature = sig
         self._param_names = frozenset(sig.parameters) if sig is not None else frozenset()
+        # Keyword-only calls (the common case) bind without inspect: (signature, the names a
+        # keyword may give, the names that must be given), or None when *args / **kwargs
+        # make the signature's own binding necessary.
+        self._kw_fast: tuple[inspect.Signature, frozenset[str], frozenset[str]] | None = None
+        if sig is not None:
+            kinds = {p.kind for p in sig.parameters.values()}
+            if not kinds & {inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD}:
+                self._kw_fast = (
+                    sig,
+                    frozenset(
+                        n
+                        for n, p in sig.parameters.items()
+                        if p.kind is not inspect.Parameter.POSITIONAL_ONLY
+                    ),
+                    frozenset(
+                        n for n, p in sig.parameters.items() if p.default is inspect.Parameter.empty
+                    ),
+                )
         self.__name__ = getattr(fn, "__name__", name)
         self.__qualname__ = getattr(fn, "__qualname__", name)
         self.__doc__ = getattr(fn, "__doc__", None)
@@ -149,6 +167,15 @@ class TaskFunction(Generic[P, R]):
         if self.signature is None:
             if args:
                 raise TypeError(f"{self.name}.enqueue: pass params by keyword")
+            return dict(kwargs)
+        fast = self._kw_fast
+        if (
+            not args
+            and fast is not None
+            and fast[0] is self.signature
+            and fast[1].issuperset(kwargs)
+            and fast[2].issubset(kwargs)
+        ):
             return dict(kwargs)
         try:
             bound = self.signature.bind(*args, **kwargs)

@@ -62,6 +62,7 @@ __all__ = [
     "check_pct",
     "check_seconds",
     "dumps",
+    "dumps_shared",
     "encode_results",
     "fail_args",
     "lease_call_args",
@@ -647,6 +648,28 @@ _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 def dumps(value: Any) -> str:
     """Compact JSON, NaN and infinities refused: how stores write JSON fields."""
     return _encode(value)
+
+
+# Flat mappings that many tasks share (a task function's backoff policy): id -> (a copy of
+# the mapping as it was, its JSON). The copy is compared on each hit, so a mapping changed
+# since it was encoded is encoded again; holding it in the entry keeps its id from being reused.
+_shared_json: dict[int, tuple[dict[Any, Any], Mapping[Any, Any], str]] = {}
+_SHARED_JSON_MAX = 512
+
+
+def dumps_shared(value: Mapping[Any, Any]) -> str:
+    """``dumps(value)`` for a flat mapping of plain values that recurs (the same object).
+
+    A hit costs a dict comparison instead of an encode.
+    """
+    hit = _shared_json.get(id(value))
+    if hit is not None and hit[1] is value and hit[0] == value:
+        return hit[2]
+    text = _encode(value)
+    if len(_shared_json) >= _SHARED_JSON_MAX:
+        _shared_json.clear()
+    _shared_json[id(value)] = (dict(value), value, text)
+    return text
 
 
 def check_seconds(value: object, what: str, allowed: str = "seconds >= 0") -> float:

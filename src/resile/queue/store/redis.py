@@ -74,6 +74,7 @@ from resile.queue.store.base import (
     check_pct,
     check_seconds,
     dumps,
+    dumps_shared,
     encode_results,
     fail_args,
     lease_call_args,
@@ -104,7 +105,7 @@ T = TypeVar("T")
 logger = logging.getLogger("resile.queue")
 
 _SCRIPTS = (
-    "create", "lease", "renew", "complete", "fail", "release", "cancel", "setfield",
+    "create", "create1", "lease", "renew", "complete", "fail", "release", "cancel", "setfield",
     "requeue", "purge", "sweep", "next_due", "corrupt", "complete_flags",
 )  # fmt: skip
 # Scripts made from another's body with different settings: name -> (body, settings).
@@ -662,7 +663,7 @@ class RedisStore(Store):
             backoff, resources_, timeout = spec.backoff, spec.resources, spec.timeout
             policy = policies.get(id(backoff))
             if policy is None:
-                policy = policies[id(backoff)] = dumps(backoff)
+                policy = policies[id(backoff)] = dumps_shared(backoff)  # type: ignore[arg-type]
             gate = gates.get(id(resources_))
             if gate is None:
                 gate = gates[id(resources_)] = (
@@ -688,7 +689,7 @@ class RedisStore(Store):
                 "" if timeout is None else _num(timeout),  # type: ignore[arg-type]
                 *gate,
             ]
-        reply = self._eval("create", args)
+        reply = self._eval("create1" if len(specs) == 1 else "create", args)
         if reply[0] == "dup":
             raise DuplicateTask(reply[2], reply[1])
         if reply[0] == "replay":  # our own earlier write whose reply was lost

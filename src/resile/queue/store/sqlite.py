@@ -56,6 +56,7 @@ from resile.queue.store.base import (
     check_pct,
     check_seconds,
     dumps,
+    dumps_shared,
     encode_results,
     fail_args,
     lease_call_args,
@@ -472,7 +473,7 @@ class SQLiteStore(Store):
                 spec.priority,
                 1 if due <= now else 0,
                 spec.max_retries,
-                dumps(backoff),
+                dumps_shared(spec.backoff),  # type: ignore[arg-type]
                 due,
                 dumps(resources),
                 1 if any(v > 0 for v in resources.values()) else 0,

@@ -1,4 +1,4 @@
--- create / create_many: store new PENDING tasks, all of them or none.
+-- create_many (and create1.lua for one task): store new PENDING tasks, all of them or none.
 -- ARGV: 2 now_s, 3 if_exists ("error" | "return"), 4 op, 5 n, then 12 fields per
 -- task: id, queue, handler, params, priority, ph (priority as 16 sortable hex
 -- digits), max_retries, backoff, due_s, timeout_s ("" = none), resources ("" =
@@ -11,36 +11,6 @@
 local now_s, policy, op, n = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local now = tonumber(now_s)
 local F, B = 12, 5
-
--- One task (a single-call enqueue): the same steps without the batch bookkeeping.
-if n == 1 then
-  local id, q, due_s = ARGV[B + 1], ARGV[B + 2], ARGV[B + 9]
-  local timeout_s, resources, gated = ARGV[B + 10], ARGV[B + 11], ARGV[B + 12]
-  local tk = tkey(id)
-  if redis.call('EXISTS', tk) == 1 then
-    local f = redis.call('HMGET', tk, 'cop', 'queue')
-    if isset(op) and f[1] == op then return {'replay'} end
-    if policy == 'error' then return {'dup', id, f[2]} end
-    return {'ok', redis.call('HGETALL', tk)}
-  end
-  local seq = redis.call('INCR', KEYS[1])
-  local seq_s = string.format('%d', seq)
-  local rank = ARGV[B + 6] .. string.format('%016x', seq)
-  local h = {'id', id, 'queue', q, 'handler', ARGV[B + 3], 'params', ARGV[B + 4],
-    'priority', ARGV[B + 5], 'rank', rank, 'seq', seq_s, 'status', 'PENDING',
-    'max_retries', ARGV[B + 7], 'backoff', ARGV[B + 8], 'due_at', due_s,
-    'created_at', now_s, 'updated_at', now_s}
-  if isset(op) then h[#h + 1] = 'cop'; h[#h + 1] = op end
-  if isset(timeout_s) then h[#h + 1] = 'timeout'; h[#h + 1] = timeout_s end
-  if isset(resources) then h[#h + 1] = 'resources'; h[#h + 1] = resources end
-  if gated == '1' then h[#h + 1] = 'gated'; h[#h + 1] = '1' end
-  redis.call('HSET', tk, unpack(h))
-  redis.call('ZADD', qkey('s:PENDING', q), seq_s, id)
-  redis.call('HINCRBY', QUEUES, q, 1)
-  add_pending(id, q, rank, gated == '1', due_s, now)
-  flush_pending()
-  return {'ok', seq}
-end
 
 -- First pass: duplicates (and a replay of this op), before anything is written.
 local out, seen, fresh = {'ok'}, {}, 0
