@@ -7,7 +7,8 @@ from ``benchmarks/requirements-<peer>.txt``); resile runs in the project's
 ``.venv``. Every peer's runner is ``benchmarks/_peers/<peer>_peer.py``.
 
 (a) enqueue: 5,000 no-op tasks, one call at a time (resile's ``enqueue_many``
-    and RQ's ``enqueue_many`` separately);
+    and RQ's ``enqueue_many`` separately), median of 3 runs; printed beside the
+    round-trip floor (raw-socket PINGs per second, one at a time);
 (b) end to end: N no-op tasks queued, then the workers start (settings that
     fit 2 cores, listed under the table); throughput between the 5th and 95th
     percentile of finish times; median of 3 runs;
@@ -71,6 +72,12 @@ def main() -> None:
             f"{'quick' if quick else 'full'} run",
             flush=True,
         )
+        floor = server.ping_rate()
+        print(
+            f"round-trip floor: {floor:,.0f} PINGs/s, one at a time over a raw socket "
+            "(no single-call enqueue that waits for its reply can beat it)",
+            flush=True,
+        )
         contenders: dict[str, C.Contender] = {}
         for peer in only:
             label = PEERS[peer][0]
@@ -91,10 +98,10 @@ def main() -> None:
 
         def measure_enqueue(peer: str, c: C.Contender) -> None:
             r: dict[str, Any] = results.setdefault(c.label, {})
-            r["enqueue"] = c.run("enqueue", "--n", str(n_enqueue))
+            r["enqueue"] = C.median_of(c, runs, "enqueue", "--n", str(n_enqueue))
             C.log_result(c.label, "enqueue", r["enqueue"])
             if peer in ("resile", "rq"):
-                r["enqueue_many"] = c.run("enqueue_many", "--n", str(n_enqueue))
+                r["enqueue_many"] = C.median_of(c, runs, "enqueue_many", "--n", str(n_enqueue))
                 C.log_result(c.label, "enqueue_many", r["enqueue_many"])
 
         def measure(peer: str, c: C.Contender) -> None:
@@ -142,8 +149,10 @@ def main() -> None:
 
     print(f"\ntook {time.time() - started:.0f} s\n")
     print(render(results))
+    print(f"\nround-trip floor: {floor:,.0f} PINGs/s (raw socket, one at a time)")
     path = C.save_results(
-        "queue_redis", {"machine": C.machine(), "quick": quick, "results": results}
+        "queue_redis",
+        {"machine": C.machine(), "quick": quick, "ping_floor": floor, "results": results},
     )
     print(f"\nraw results: {path.relative_to(C.ROOT)}")
 

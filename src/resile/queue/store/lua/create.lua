@@ -7,7 +7,8 @@
 -- reads the tasks), {"dup", id, queue} under "error", else {"ok", item, ...} with
 -- per task the new sequence number, the existing task's HGETALL (under
 -- "return"), or "again" (a repeated id in this batch: the earlier one's).
--- Fields at their default are not written: "attempts" (0), "gated" ("0").
+-- Fields at their default are not written: "attempts" (0), "gated" ("0"), "timeout" and
+-- "resources" (none).
 local now_s, policy, op, n = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local now = tonumber(now_s)
 local F, B = 12, 5
@@ -35,27 +36,24 @@ end
 
 local seq = 0
 if fresh > 0 then seq = redis.call('INCRBY', KEYS[1], fresh) - fresh end
-local counts = {}
+local counts, skeys = {}, {}
 for i = 0, n - 1 do
   if out[i + 2] == 0 then
     local a = B + i * F
-    local id, q, ph, due_s = ARGV[a + 1], ARGV[a + 2], ARGV[a + 6], ARGV[a + 9]
-    local timeout_s, resources, gated = ARGV[a + 10], ARGV[a + 11], ARGV[a + 12]
+    local id, q, due_s = ARGV[a + 1], ARGV[a + 2], ARGV[a + 9]
     seq = seq + 1
-    local seq_s = string.format('%d', seq)
-    local rank = ph .. string.format('%016x', seq)
-    local h = {'id', id, 'queue', q, 'handler', ARGV[a + 3], 'params', ARGV[a + 4],
-      'priority', ARGV[a + 5], 'rank', rank, 'seq', seq_s, 'status', 'PENDING',
+    local rank = ARGV[a + 6] .. string.format('%016x', seq)
+    local tk = tkey(id)
+    redis.call('HSET', tk, 'id', id, 'queue', q, 'handler', ARGV[a + 3], 'params', ARGV[a + 4],
+      'priority', ARGV[a + 5], 'rank', rank, 'seq', seq, 'status', 'PENDING',
       'max_retries', ARGV[a + 7], 'backoff', ARGV[a + 8], 'due_at', due_s,
-      'created_at', now_s, 'updated_at', now_s}
-    if gated == '1' then h[#h + 1] = 'gated'; h[#h + 1] = '1' end
-    if isset(op) then h[#h + 1] = 'cop'; h[#h + 1] = op end
-    if isset(timeout_s) then h[#h + 1] = 'timeout'; h[#h + 1] = timeout_s end
-    if isset(resources) then h[#h + 1] = 'resources'; h[#h + 1] = resources end
-    redis.call('HSET', tkey(id), unpack(h))
-    zadd_later(qkey('s:PENDING', q), seq_s, id)
+      'created_at', now_s, 'updated_at', now_s, 'cop', op)
+    local gated = set_extras(tk, ARGV[a + 10], ARGV[a + 11], ARGV[a + 12])
+    local skey = skeys[q]
+    if not skey then skey = qkey('s:PENDING', q); skeys[q] = skey end
+    zadd_later(skey, seq, id)
     counts[q] = (counts[q] or 0) + 1
-    add_pending(id, q, rank, gated == '1', due_s, now)
+    add_pending(id, q, rank, gated, due_s, now)
     out[i + 2] = seq
   end
 end

@@ -3,7 +3,6 @@
 -- text, closures included, on every call). ARGV: as create.lua's.
 local now_s, policy, op = ARGV[2], ARGV[3], ARGV[4]
 local id, q, due_s = ARGV[6], ARGV[7], ARGV[14]
-local timeout_s, resources, gated = ARGV[15], ARGV[16], ARGV[17]
 local tk = tkey(id)
 if redis.call('EXISTS', tk) == 1 then
   local f = redis.call('HMGET', tk, 'cop', 'queue')
@@ -13,18 +12,15 @@ if redis.call('EXISTS', tk) == 1 then
 end
 local seq = redis.call('INCR', KEYS[1])
 local rank = ARGV[11] .. string.format('%016x', seq)
-local h = {'id', id, 'queue', q, 'handler', ARGV[8], 'params', ARGV[9],
+redis.call('HSET', tk, 'id', id, 'queue', q, 'handler', ARGV[8], 'params', ARGV[9],
   'priority', ARGV[10], 'rank', rank, 'seq', seq, 'status', 'PENDING',
   'max_retries', ARGV[12], 'backoff', ARGV[13], 'due_at', due_s,
-  'created_at', now_s, 'updated_at', now_s}
-if isset(op) then h[#h + 1] = 'cop'; h[#h + 1] = op end
-if isset(timeout_s) then h[#h + 1] = 'timeout'; h[#h + 1] = timeout_s end
-if isset(resources) then h[#h + 1] = 'resources'; h[#h + 1] = resources end
-if gated == '1' then h[#h + 1] = 'gated'; h[#h + 1] = '1' end
-redis.call('HSET', tk, unpack(h))
+  'created_at', now_s, 'updated_at', now_s, 'cop', op)
+local gated = set_extras(tk, ARGV[15], ARGV[16], ARGV[17])
 redis.call('ZADD', qkey('s:PENDING', q), seq, id)
 redis.call('HINCRBY', QUEUES, q, 1)
-if gated == '1' then
+-- Index it: lib.lua's add_pending + flush_pending for one task, inline (cheaper per call).
+if gated then
   wake(q)
   if tonumber(due_s) <= tonumber(now_s) then
     redis.call('ZADD', qkey('gready', q), 0, rank .. id)

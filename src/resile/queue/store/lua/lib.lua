@@ -14,6 +14,18 @@ local function tkey(id) return R .. ':t:' .. id end
 local function qkey(name, q) return R .. ':' .. name .. ':' .. q end
 local function isset(v) return v and v ~= '' end
 
+-- A new task's fields that most tasks leave at their default: exec timeout, resource
+-- needs, and the "gated" flag (needs that not every worker meets). Whether it is gated.
+local function set_extras(tk, timeout_s, resources, gated)
+  if isset(timeout_s) then redis.call('HSET', tk, 'timeout', timeout_s) end
+  if isset(resources) then redis.call('HSET', tk, 'resources', resources) end
+  if gated == '1' then
+    redis.call('HSET', tk, 'gated', '1')
+    return true
+  end
+  return false
+end
+
 -- One PUBLISH per queue and script: "work on q may be due, look again".
 local woken = {}
 local function wake(q)
