@@ -2,11 +2,14 @@
 
     .venv/bin/python benchmarks/_profile_redis.py            # rates + INFO commandstats
     .venv/bin/python benchmarks/_profile_redis.py --cprofile enqueue   # Python profile of one op
+    .venv/bin/python benchmarks/_profile_redis.py --threads 1,2,4,8     # enqueue from K threads
 
 Starts its own throwaway redis-server (``_common.RedisServer``). Measures, on one
 thread: ``noop.enqueue()`` one call at a time, ``enqueue_many`` in chunks of 5,000,
 and lease(limit=10) + complete_many of what was leased (the worker's store
 calls, without the worker). Prints per-op wall µs and the Redis µs per script call.
+``--threads`` measures single-call enqueue from K producer threads at once (each
+thread has its own connection), resile only.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 import cProfile
 import pstats
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -48,6 +52,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cprofile", choices=["enqueue", "many", "work"])
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", default="", help="comma-separated thread counts, e.g. 1,2,4,8")
     args = ap.parse_args()
     with RedisServer() as server:
         raw = redis.Redis.from_url(server.url(0))
@@ -76,6 +81,19 @@ def main() -> None:
                 left -= len(got)
 
         ops: dict[str, Callable[[], None]] = {"enqueue": enqueue, "many": many, "work": work}
+        if args.threads:
+            for k in (int(x) for x in args.threads.split(",")):
+                rates = []
+                for _ in range(args.rounds):
+                    threads = [threading.Thread(target=enqueue) for _ in range(k)]
+                    t0 = time.perf_counter()
+                    for t in threads:
+                        t.start()
+                    for t in threads:
+                        t.join()
+                    rates.append(k * N / (time.perf_counter() - t0))
+                print(f"enqueue from {k} thread(s): {statistics.median(rates):9.0f} tasks/s")
+            return
         if args.cprofile:
             if args.cprofile == "work":
                 many()
