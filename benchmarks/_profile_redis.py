@@ -3,13 +3,16 @@
     .venv/bin/python benchmarks/_profile_redis.py            # rates + INFO commandstats
     .venv/bin/python benchmarks/_profile_redis.py --cprofile enqueue   # Python profile of one op
     .venv/bin/python benchmarks/_profile_redis.py --threads 1,2,4,8     # enqueue from K threads
+    .venv/bin/python benchmarks/_profile_redis.py --worker              # CPU per task, one Worker
 
 Starts its own throwaway redis-server (``_common.RedisServer``). Measures, on one
 thread: ``noop.enqueue()`` one call at a time, ``enqueue_many`` in chunks of 5,000,
 and lease(limit=10) + complete_many of what was leased (the worker's store
 calls, without the worker). Prints per-op wall µs and the Redis µs per script call.
 ``--threads`` measures single-call enqueue from K producer threads at once (each
-thread has its own connection), resile only.
+thread has its own connection), resile only. ``--worker`` runs one ``Worker``
+(10 threads, burst mode) over 20,000 queued no-op tasks and prints the CPU per
+task of the worker process and of Redis.
 """
 
 from __future__ import annotations
@@ -39,6 +42,12 @@ def cmdstats(raw: Any) -> dict[str, tuple[int, int]]:
     return out
 
 
+def redis_cpu(raw: Any) -> float:
+    """Seconds of CPU the server has used (user + system)."""
+    info = raw.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 def delta(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> str:
     parts = []
     for name, (calls, usec) in sorted(after.items()):
@@ -53,6 +62,7 @@ def main() -> None:
     ap.add_argument("--cprofile", choices=["enqueue", "many", "work"])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", default="", help="comma-separated thread counts, e.g. 1,2,4,8")
+    ap.add_argument("--worker", action="store_true", help="CPU per task of one Worker")
     args = ap.parse_args()
     with RedisServer() as server:
         raw = redis.Redis.from_url(server.url(0))
@@ -81,6 +91,20 @@ def main() -> None:
                 left -= len(got)
 
         ops: dict[str, Callable[[], None]] = {"enqueue": enqueue, "many": many, "work": work}
+        if args.worker:
+            for _ in range(args.rounds):
+                for _ in range(4):
+                    many()  # 4 x N queued
+                cpu0, redis0, t0 = time.process_time(), redis_cpu(raw), time.perf_counter()
+                resile.Worker(queue, concurrency=10).run(burst=True)
+                wall = time.perf_counter() - t0
+                n = 4 * N
+                print(
+                    f"worker: {n / wall:9.0f} tasks/s; CPU per task: worker "
+                    f"{(time.process_time() - cpu0) / n * 1e6:.0f} µs, Redis "
+                    f"{(redis_cpu(raw) - redis0) / n * 1e6:.0f} µs"
+                )
+            return
         if args.threads:
             for k in (int(x) for x in args.threads.split(",")):
                 rates = []
