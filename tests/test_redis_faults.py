@@ -26,6 +26,7 @@ redis = pytest.importorskip("redis")
 
 import resile  # noqa: E402
 from resile.queue import Outcome, TaskStatus  # noqa: E402
+from resile.queue.store import _redis_keys as K  # noqa: E402
 from resile.queue.store.redis import RedisStore  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -294,9 +295,12 @@ class TestLateness:
         fleet = fleet_factory(url)
         fleet.start(1, concurrency=2, lease=5.0)
         try:
-            time.sleep(1.0)  # let the worker subscribe
+            wake = K.channel(store.root, "default")
+            wait_until(
+                lambda: dict(raw.pubsub_numsub(wake)).get(wake, 0) >= 1, 30, "the subscription"
+            )
             before = raw.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
-            time.sleep(1.0)
+            time.sleep(1.0)  # a second of idleness, measured: no calls but a heartbeat
             idle_calls = raw.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
             assert idle_calls - before <= 2  # no polling while idle (a heartbeat at most)
             task = q.enqueue("flaky", {}, delay=0.5)
