@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 import resile
+from _waits import wait_for
 from resile import Constant, Exponential, Linear, TaskStatus
 from resile.compat import (
     HANDLER_NAME,
@@ -106,15 +107,6 @@ scheduler.set_custom_task_exception_handler(exception_handler)
 # 5. 启动调度器（如果不需要启动调度器，请忽略此步骤，只提供基础的Task API操作）
 scheduler.start()
 """
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
-    """Poll ``cond`` every 10 ms until it holds; fail after ``timeout`` seconds."""
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        threading.Event().wait(0.01)
 
 
 def make_config(db: Path, **task: Any) -> TaskBackoffConfig:

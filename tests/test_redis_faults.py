@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from _waits import wait_for
+
 redis = pytest.importorskip("redis")
 
 import resile  # noqa: E402
@@ -135,14 +137,6 @@ def fleet_factory(tmp_path: Path) -> Iterator[Callable[..., Fleet]]:
         f.stop()
 
 
-def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)  # a bounded poll of the test's own condition
-
-
 @pytest.fixture
 def shared(redis_url: str) -> Iterator[tuple[str, Any]]:
     """A fresh namespace on the session's Redis, and a raw client."""
@@ -201,10 +195,10 @@ class TestSharedWorkers:
             q.enqueue_many([q.spec("job", {"i": i, "sleep": 0.3}) for i in range(n)])
             fleet = fleet_factory(url, runs)
             fleet.start(4, concurrency=4, lease=1.5)
-            wait_until(lambda: q.stats()[TaskStatus.DONE] >= 20, 30, "the first tasks")
+            wait_for(lambda: q.stats()[TaskStatus.DONE] >= 20, 30, "the first tasks")
             for p in fleet.procs[:2]:
                 p.kill()  # SIGKILL: no cleanup, leases left behind
-            wait_until(lambda: q.stats()[TaskStatus.DONE] == n, 40, "every task DONE")
+            wait_for(lambda: q.stats()[TaskStatus.DONE] == n, 40, "every task DONE")
             tasks = q.list(limit=n)
             lost = {t.id for t in tasks if any(h.outcome is Outcome.LOST for h in t.history)}
             counts = {int(k): int(v) for k, v in raw.hgetall(runs).items()}
@@ -251,7 +245,7 @@ class TestRedisRestart:
         producer = threading.Thread(target=produce)
         producer.start()
         try:
-            wait_until(lambda: len(acked) >= 100, 30, "100 acknowledged enqueues")
+            wait_for(lambda: len(acked) >= 100, 30, "100 acknowledged enqueues")
             assert server.process is not None
             if how == "SIGKILL":
                 server.kill()
@@ -266,7 +260,7 @@ class TestRedisRestart:
             def all_done() -> bool:
                 return q.stats()[TaskStatus.DONE] >= len(acked)
 
-            wait_until(all_done, 60, "every acknowledged task DONE")
+            wait_for(all_done, 60, "every acknowledged task DONE")
             for tid in acked:
                 t = q.get(tid)
                 assert t is not None, f"acknowledged task {tid} was lost"
@@ -296,7 +290,7 @@ class TestLateness:
         fleet.start(1, concurrency=2, lease=5.0)
         try:
             wake = K.channel(store.root, "default")
-            wait_until(
+            wait_for(
                 lambda: dict(raw.pubsub_numsub(wake)).get(wake, 0) >= 1, 30, "the subscription"
             )
             before = raw.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
@@ -304,7 +298,7 @@ class TestLateness:
             idle_calls = raw.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
             assert idle_calls - before <= 2  # no polling while idle (a heartbeat at most)
             task = q.enqueue("flaky", {}, delay=0.5)
-            wait_until(lambda: q.get(task.id).status is TaskStatus.DONE, 10, "the task")  # type: ignore[union-attr]
+            wait_for(lambda: q.get(task.id).status is TaskStatus.DONE, 10, "the task")  # type: ignore[union-attr]
             done = q.get(task.id)
             assert done is not None and [h.outcome for h in done.history] == [
                 Outcome.ERROR,

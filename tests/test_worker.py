@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import pytest
 
 import resile
+from _waits import wait_for
 from resile.queue import Outcome, Task, TaskSpec, TaskStatus
 from resile.queue._probe import capacity, gpu_probe, no_gpu_probe
 from resile.queue.worker import Worker, load_queue
@@ -224,15 +225,6 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
         bg.thread.join(10)
     e.queue.close()
     sys.modules.pop(name, None)
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
-    """Poll ``cond`` until it holds; fail after ``timeout`` seconds."""
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 class Background:

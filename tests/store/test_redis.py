@@ -9,6 +9,7 @@ their own.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 import uuid
@@ -21,6 +22,7 @@ redis = pytest.importorskip("redis")
 
 from redis.crc import key_slot  # noqa: E402
 
+from _waits import wait_for  # noqa: E402
 from resile import Constant  # noqa: E402
 from resile.queue import TaskSpec, TaskStatus  # noqa: E402
 from resile.queue.store import _redis_keys as K  # noqa: E402
@@ -444,6 +446,55 @@ class TestReconnect:
             assert sum("unavailable" in m for m in lines) == 1, lines
             assert sum("reachable again" in m for m in lines) == 1, lines
         finally:
+            s.close()
+
+    @pytest.mark.parametrize("refusal", ["OOM", "MISCONF"])
+    def test_refused_writes_wait_until_redis_accepts_them(
+        self, server: Any, refusal: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Redis refusing writes (memory full under noeviction: OOM; a disk it cannot
+        persist to: MISCONF) is waited out like an outage: the enqueue returns once
+        Redis accepts writes again, the task stored once; logged once each way."""
+        raw = redis.Redis.from_url(server.url)
+        s = RedisStore(server.url, retry_for=60)
+        try:
+            s.create(spec(id="before"))
+
+            def bgsave_status() -> str:
+                wait_for(lambda: raw.info("persistence")["rdb_bgsave_in_progress"] == 0)
+                return str(raw.info("persistence")["rdb_last_bgsave_status"])
+
+            if refusal == "OOM":
+                raw.config_set("maxmemory-policy", "noeviction")
+                raw.config_set("maxmemory", 1)
+            else:  # a snapshot that fails stops writes: its file's name is taken by a directory
+                raw.config_set("save", "3600 1")
+                blocker = server.dir / str(raw.config_get("dbfilename")["dbfilename"])
+                (blocker / "in-the-way").mkdir(parents=True)
+                raw.bgsave()
+                assert bgsave_status() == "err"
+            result: list[object] = []
+            with caplog.at_level(logging.WARNING, logger="resile.queue"):
+                producer = threading.Thread(target=lambda: result.append(s.create(spec(id="x"))))
+                producer.start()
+                wait_for(lambda: any("unavailable" in r.getMessage() for r in caplog.records))
+                assert producer.is_alive() and s.get("x") is None
+                if refusal == "OOM":
+                    raw.config_set("maxmemory", 0)
+                else:
+                    shutil.rmtree(blocker)
+                    raw.bgsave()
+                    assert bgsave_status() == "ok"
+                producer.join(30)
+            assert not producer.is_alive() and len(result) == 1
+            assert s.get("x") is not None and sum(s.stats().values()) == 2
+            lines = [r.getMessage() for r in caplog.records if r.name == "resile.queue"]
+            assert sum("unavailable" in m for m in lines) == 1, lines
+            assert sum("reachable again" in m for m in lines) == 1, lines
+        finally:
+            raw.config_set("maxmemory", 0)
+            raw.config_set("save", "")
+            raw.close()
             s.close()
 
     def test_no_retry_raises_at_once(self, server: Any) -> None:

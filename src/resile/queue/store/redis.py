@@ -47,6 +47,7 @@ from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
     NoScriptError,
+    OutOfMemoryError,
     ReadOnlyError,
     ResponseError,
 )
@@ -125,6 +126,11 @@ _HEADER = (
 _RECONNECT_BACKOFF = Exponential(0.05, max_delay=2.0, jitter="full")
 # Redis answers that mean "not now" rather than "never": a replica promoted, data loading ...
 _TRANSIENT_REPLIES = ("LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "BUSY ")
+# Writes refused until an operator acts: memory full under `noeviction` (OOM), a disk Redis
+# cannot persist to (MISCONF). Redis refuses a script at its first write, so nothing of the
+# call was done and it is sent again like after an outage. Redis 6 wraps the refusal of a
+# script's write in its own error text ("Error running script ... -OOM ...").
+_REFUSED_WRITES = ("OOM ", "MISCONF ")
 # A connection error this soon after a recovery is the same outage (not logged again).
 _QUIET = 5.0
 _CANCELED_ERROR = TaskError("Canceled", "the task was canceled while this attempt ran")
@@ -172,13 +178,17 @@ def _script(name: str) -> str:
 
 
 def _is_transient(exc: BaseException) -> bool:
-    """Whether a redis-py error means "try again later" (connection lost, server loading ...)."""
+    """Whether a redis-py error means "try again later" (connection lost, server loading,
+    writes refused for want of memory or disk ...)."""
     if isinstance(exc, (AuthenticationError, AuthorizationError)):
         return False
-    if isinstance(exc, (RedisConnectionError, RedisTimeoutError, ReadOnlyError)):
+    if isinstance(exc, (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OutOfMemoryError)):
         return True
     if isinstance(exc, ResponseError):
-        return str(exc).startswith(_TRANSIENT_REPLIES)
+        text = str(exc)
+        return text.startswith(_TRANSIENT_REPLIES + _REFUSED_WRITES) or any(
+            f"-{code}" in text for code in _REFUSED_WRITES
+        )
     return isinstance(exc, (ConnectionError, TimeoutError))
 
 
