@@ -184,3 +184,29 @@ class RedisServerFactory:
 def redis_url_from_env() -> str | None:
     """``REDIS_URL`` when set and non-empty."""
     return os.environ.get("REDIS_URL") or None
+
+
+def drop_namespace(url: str, namespace: str) -> int:
+    """Delete every key of the resile store ``namespace`` on the Redis at ``url``.
+
+    Tests run in namespaces of their own (a ``REDIS_URL`` server may be shared), and
+    clean up after themselves with this: ``SCAN`` for ``resile:{<namespace>*`` (the
+    namespaces that start with it too: ``<namespace>-a`` ...), then ``UNLINK``.
+    Returns the number of keys deleted.
+    """
+    import redis
+
+    client = redis.Redis.from_url(url.split("?")[0])
+    try:
+        deleted = 0
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=f"resile:{{{namespace}*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                deleted += int(client.unlink(*batch))
+                batch.clear()
+        if batch:
+            deleted += int(client.unlink(*batch))
+        return deleted
+    finally:
+        client.close()

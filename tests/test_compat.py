@@ -657,10 +657,16 @@ class TestRunning:
 
 class TestRedisStorage:
     def test_redis_config_opens_the_redis_store(self, request: pytest.FixtureRequest) -> None:
-        """StorageConfig(type="redis") reaches resile.connect's Redis store (throwaway server)."""
+        """StorageConfig(type="redis") reaches resile.connect's Redis store.
+
+        The seed's config has no namespace, so the store is the default one: this runs on
+        a throwaway server of its own, never on a shared ``REDIS_URL``."""
         if importlib.util.find_spec("resile.queue.store.redis") is None:
             pytest.skip("the Redis store is not part of this version yet")
-        url: str = request.getfixturevalue("redis_url")
+        factory = request.getfixturevalue("redis_server_factory")
+        if not factory.available:
+            pytest.skip("needs a redis-server binary for a throwaway server")
+        url: str = factory().url
         host_port, _, db = url.split("://", 1)[1].rpartition("/")
         host, _, port = host_port.rpartition("@")[2].rpartition(":")
         config = make_config(Path("unused.db"), biz_prefix=f"compat-{time.monotonic_ns()}")

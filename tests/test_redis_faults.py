@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from _redis_server import drop_namespace
 from _waits import wait_for
 
 redis = pytest.importorskip("redis")
@@ -140,10 +141,12 @@ def fleet_factory(tmp_path: Path) -> Iterator[Callable[..., Fleet]]:
 @pytest.fixture
 def shared(redis_url: str) -> Iterator[tuple[str, Any]]:
     """A fresh namespace on the session's Redis, and a raw client."""
-    url = _with_query(redis_url, f"namespace=faults-{uuid.uuid4().hex}")
+    namespace = f"faults-{uuid.uuid4().hex}"
+    url = _with_query(redis_url, f"namespace={namespace}")
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     yield url, client
     client.close()
+    drop_namespace(redis_url, namespace)
 
 
 def queue_for(url: str, **options: Any) -> resile.Queue:

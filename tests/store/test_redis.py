@@ -22,6 +22,7 @@ redis = pytest.importorskip("redis")
 
 from redis.crc import key_slot  # noqa: E402
 
+from _redis_server import drop_namespace  # noqa: E402
 from _waits import wait_for  # noqa: E402
 from resile import Constant  # noqa: E402
 from resile.queue import TaskSpec, TaskStatus  # noqa: E402
@@ -41,8 +42,11 @@ def spec(**kw: Any) -> TaskSpec:
 
 
 @pytest.fixture
-def namespace() -> str:
-    return f"test-{uuid.uuid4().hex}"
+def namespace(redis_url: str) -> Iterator[str]:
+    """A fresh namespace on the session's Redis; its keys are deleted afterwards."""
+    name = f"test-{uuid.uuid4().hex}"
+    yield name
+    drop_namespace(redis_url, name)
 
 
 @pytest.fixture
@@ -165,10 +169,12 @@ class TestKeys:
         workload(rstore)
         assert command_calls(raw, "keys", "scan", "hscan", "zscan", "sscan") == before
 
-    def test_namespaces_are_separate(self, make_store: Any, clock: FakeEpoch) -> None:
+    def test_namespaces_are_separate(
+        self, make_store: Any, clock: FakeEpoch, namespace: str
+    ) -> None:
         """Two namespaces on one Redis share nothing, not even task ids."""
-        a = make_store(namespace=f"a-{uuid.uuid4().hex}", clock=clock)
-        b = make_store(namespace=f"b-{uuid.uuid4().hex}", clock=clock)
+        a = make_store(namespace=f"{namespace}-a", clock=clock)
+        b = make_store(namespace=f"{namespace}-b", clock=clock)
         a.create(spec(id="same"), now=T0)
         b.create(spec(id="same"), now=T0)
         assert a.lease("default", W1, now=T0)[0].id == "same"
