@@ -440,3 +440,45 @@ class TestTaskContext:
         fn = locals()[style]
         expected = {"named": "ctx", "none": None}.get(style, "job")
         assert context_parameter(fn) == expected
+
+
+class TestAsyncApi:
+    """The producer API for event-loop code: the same checks and results, awaited."""
+
+    @pytest.mark.anyio
+    async def test_enqueue_async_and_friends(self, queue: Queue) -> None:
+        """enqueue_async / enqueue_many_async on a task function and on the queue, then
+        get / cancel / stats; the same argument checks as the sync calls."""
+
+        @queue.task(name="f", priority=3)
+        def f(x: int) -> None: ...
+
+        async with queue:
+            t = await f.enqueue_async(x=1, id="one")
+            assert (t.id, t.params, t.priority, t.status) == (
+                "one",
+                {"x": 1},
+                3,
+                TaskStatus.PENDING,
+            )
+            many = await f.enqueue_many_async([{"x": 2}, {"x": 3}], ids=["two", "three"])
+            assert [m.params["x"] for m in many] == [2, 3]
+            by_name = await queue.enqueue_async("f", {"x": 4}, priority=0, delay=60)
+            assert by_name.priority == 0 and by_name.due_at > by_name.created_at
+            spec = queue.spec(f, {"x": 5}, id="five")
+            assert [t.id for t in await queue.enqueue_many_async([spec])] == ["five"]
+            assert await queue.get_async("one") == queue.get("one")
+            assert await queue.cancel_async("two") is True
+            stats = await queue.stats_async()
+            assert stats[TaskStatus.PENDING] == 4 and stats[TaskStatus.CANCELED] == 1
+            with pytest.raises(TypeError, match="missing a required argument: 'x'"):
+                await f.enqueue_async()
+            with pytest.raises(ValueError, match=r"params\['x'\]: set"):
+                await f.enqueue_many_async([{"x": {1}}])
+            with pytest.raises(DuplicateTask):
+                await f.enqueue_async(x=1, id="one")
+            with pytest.raises(TypeError, match="colour"):
+                await queue.enqueue_async("f", {"x": 1}, colour="red")
+            assert stored(queue) == 5
+        with pytest.raises(RuntimeError, match="closed"):
+            queue.get("one")

@@ -8,6 +8,7 @@ their own.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import threading
@@ -27,7 +28,9 @@ from _waits import wait_for  # noqa: E402
 from resile import Constant  # noqa: E402
 from resile.queue import TaskSpec, TaskStatus  # noqa: E402
 from resile.queue.store import _redis_keys as K  # noqa: E402
+from resile.queue.store import base as store_base  # noqa: E402
 from resile.queue.store import open_store  # noqa: E402
+from resile.queue.store import redis as redis_store  # noqa: E402
 from resile.queue.store.redis import RedisStore  # noqa: E402
 
 from .conftest import T0, FakeEpoch  # noqa: E402
@@ -297,6 +300,62 @@ class TestIdempotentRetries:
         assert rstore.stats()[TaskStatus.DOING] == 2
 
 
+class TestAsyncClient:
+    """Under asyncio the async API runs on a redis.asyncio client of the running loop."""
+
+    @pytest.mark.parametrize("anyio_backend", ["asyncio"])
+    @pytest.mark.anyio
+    async def test_asyncio_needs_no_thread(
+        self, rstore: RedisStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """create / create_many / get / cancel / stats never fall back to a worker thread."""
+
+        async def no_thread(fn: Any) -> Any:
+            raise AssertionError("the asyncio path ran the sync method in a thread")
+
+        monkeypatch.setattr(store_base, "run_in_thread", no_thread)
+        try:
+            await rstore.create_async(spec(id="a"))
+            await rstore.create_many_async([spec(id="b"), spec(id="c")])
+            assert (await rstore.get_async("a")) == rstore.get("a")
+            assert await rstore.cancel_async("c")
+            assert (await rstore.stats_async())[TaskStatus.PENDING] == 2
+            assert asyncio.get_running_loop() in rstore._aclients
+        finally:
+            await rstore.aclose()
+        assert not rstore._aclients
+
+    @pytest.mark.parametrize("anyio_backend", ["asyncio"])
+    @pytest.mark.anyio
+    async def test_replayed_create_reads_the_task(
+        self, rstore: RedisStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An async create whose op already ran (its reply was lost) reads the task back
+        instead of reporting a duplicate, and stores nothing twice."""
+        monkeypatch.setattr(redis_store, "_op_id", lambda: "op-replayed")
+        first = rstore.create(spec(id="r"))
+        try:
+            assert await rstore.create_async(spec(id="r")) == first
+            assert await rstore.create_many_async([spec(id="r")]) == [first]
+            assert sum(rstore.stats().values()) == 1
+        finally:
+            await rstore.aclose()
+
+    def test_close_closes_the_async_clients(self, make_store: Any) -> None:
+        """A sync close() closes the connections a (stopped) event loop left open."""
+        s = make_store()
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(s.create_async(spec(id="a")))
+            client = s._aclients[loop]
+            conns = [*client.connection_pool._available_connections]
+            assert conns and all(c.is_connected for c in conns)
+            s.close()
+            assert not s._aclients and not any(c.is_connected for c in conns)
+        finally:
+            loop.close()
+
+
 class TestCorrupt:
     def test_unreadable_task_is_dead_lettered_at_lease(self, rstore: RedisStore, raw: Any) -> None:
         """A task whose stored params are not JSON goes to FAILED naming the field; leasing goes on."""
@@ -502,6 +561,29 @@ class TestReconnect:
             raw.config_set("save", "")
             raw.close()
             s.close()
+
+    @pytest.mark.parametrize("anyio_backend", ["asyncio"])
+    @pytest.mark.anyio
+    async def test_async_call_during_an_outage_waits_for_redis(
+        self, server: Any, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """The asyncio client rides out an outage like the sync one, logged once each way."""
+        s = RedisStore(server.url, retry_for=20)
+        try:
+            await s.create_async(spec(id="before"))
+            server.kill()
+            threading.Timer(1.5, server.start).start()
+            with caplog.at_level(logging.WARNING, logger="resile.queue"):
+                t0 = time.monotonic()
+                await s.create_async(spec(id="during"))
+                waited = time.monotonic() - t0
+            assert 1.0 < waited < 15
+            assert await s.get_async("during") is not None
+            lines = [r.getMessage() for r in caplog.records if r.name == "resile.queue"]
+            assert sum("unavailable" in m for m in lines) == 1, lines
+            assert sum("reachable again" in m for m in lines) == 1, lines
+        finally:
+            await s.aclose()
 
     def test_no_retry_raises_at_once(self, server: Any) -> None:
         """retry_for=0 turns reconnecting off: the connection error is raised."""

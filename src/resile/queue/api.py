@@ -276,6 +276,19 @@ class TaskFunction(Generic[P, R]):
         spec = self.spec(*args, **kwargs)
         return self.queue.store.create(spec, if_exists=if_exists)
 
+    async def enqueue_async(self, *args: Any, **kwargs: Any) -> Task:
+        """``enqueue`` for async code (a FastAPI endpoint): the event loop is not blocked.
+
+        On Redis under asyncio this uses an asyncio client; elsewhere the store
+        call runs in a worker thread.
+
+        Raises:
+            TypeError, ValueError, resile.DuplicateTask: as ``enqueue``.
+        """
+        if_exists: IfExists = kwargs.pop("if_exists", "error")
+        spec = self.spec(*args, **kwargs)
+        return await self.queue.store.create_async(spec, if_exists=if_exists)
+
     def enqueue_params(
         self,
         params: Mapping[str, JSONValue],
@@ -316,6 +329,35 @@ class TaskFunction(Generic[P, R]):
         Raises:
             TypeError, ValueError, resile.DuplicateTask: as ``enqueue``; nothing is stored.
         """
+        specs = self._many_specs(params, ids, priority, delay, due_at)
+        return self.queue.store.create_many(specs, if_exists=if_exists)
+
+    async def enqueue_many_async(
+        self,
+        params: Iterable[Mapping[str, JSONValue]],
+        *,
+        ids: Iterable[str] | None = None,
+        priority: int = _UNSET,
+        delay: float | timedelta = 0.0,
+        due_at: float | None = None,
+        if_exists: IfExists = "error",
+    ) -> builtins.list[Task]:
+        """``enqueue_many`` for async code.
+
+        Raises:
+            TypeError, ValueError, resile.DuplicateTask: as ``enqueue``; nothing is stored.
+        """
+        specs = self._many_specs(params, ids, priority, delay, due_at)
+        return await self.queue.store.create_many_async(specs, if_exists=if_exists)
+
+    def _many_specs(
+        self,
+        params: Iterable[Mapping[str, JSONValue]],
+        ids: Iterable[str] | None,
+        priority: int,
+        delay: float | timedelta,
+        due_at: float | None,
+    ) -> builtins.list[TaskSpec]:
         items = builtins.list(params)
         id_list: builtins.list[str | None] = (
             [None] * len(items) if ids is None else builtins.list(ids)
@@ -330,7 +372,7 @@ class TaskFunction(Generic[P, R]):
                 raise ValueError(f"{self.name}.enqueue_many: params[{i}] must be a dict, got {p!r}")
             self._params((), p)
             specs.append(self._spec(p, id=tid, priority=priority, delay=delay, due_at=due_at))
-        return self.queue.store.create_many(specs, if_exists=if_exists)
+        return specs
 
     def __repr__(self) -> str:
         return (
@@ -601,6 +643,58 @@ class Queue:
             resile.DuplicateTask: under ``if_exists="error"``; nothing is stored.
         """
         return self.store.create_many(specs, if_exists=if_exists)
+
+    # -- the same for async code (the event loop is not blocked) ----------------------------------
+
+    async def enqueue_async(
+        self,
+        handler: str | TaskFunction[Any, Any] | Callable[..., Any],
+        params: Mapping[str, JSONValue] | None = None,
+        *,
+        if_exists: IfExists = "error",
+        **options: Any,
+    ) -> Task:
+        """``enqueue`` for async code; ``options`` are ``enqueue``'s (``id``, ``priority``,
+        ``delay``, ``queue`` ...).
+
+        Raises:
+            ValueError, TypeError, resile.DuplicateTask: as ``enqueue``.
+        """
+        spec = self.spec(handler, params, **options)
+        return await self.store.create_async(spec, if_exists=if_exists)
+
+    async def enqueue_many_async(
+        self, specs: Iterable[TaskSpec], *, if_exists: IfExists = "error"
+    ) -> builtins.list[Task]:
+        """``enqueue_many`` for async code."""
+        return await self.store.create_many_async(specs, if_exists=if_exists)
+
+    async def get_async(self, task_id: str) -> Task | None:
+        """``get`` for async code."""
+        return await self.store.get_async(task_id)
+
+    async def cancel_async(self, task_id: str) -> bool:
+        """``cancel`` for async code."""
+        return await self.store.cancel_async(task_id)
+
+    async def stats_async(self, queue: str | None = None) -> dict[TaskStatus, int]:
+        """``stats`` for async code."""
+        return await self.store.stats_async(queue)
+
+    async def aclose(self) -> None:
+        """``close`` for async code (closes this event loop's connections too)."""
+        await self.store.aclose()
+
+    async def __aenter__(self) -> Queue:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
     # -- looking and managing ---------------------------------------------------------------------
 

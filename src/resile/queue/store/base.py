@@ -33,6 +33,7 @@ routine one; ``due_at`` only decides *whether* a task may run, not its rank.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import contextlib
 import json
@@ -42,8 +43,9 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
+from resile._time import current_async_library
 from resile.queue._names import (
     DEFAULT_LEASE_SECONDS,
     TERMINAL_STATUSES,
@@ -69,11 +71,13 @@ __all__ = [
     "normalize_queues",
     "normalize_statuses",
     "purge_statuses",
+    "run_in_thread",
 ]
 
 IfExists = Literal["error", "return"]
 # Called after tasks were created (in the creating process only), with the new tasks.
 Listener = Callable[[Sequence[Task]], None]
+T = TypeVar("T")
 
 log_name = "resile.queue"
 
@@ -560,7 +564,50 @@ class Store(ABC):
     def close(self) -> None:
         """Release connections; idempotent. The store is unusable afterwards."""
 
+    # -- async producers and readers ---------------------------------------------------------------
+    # For event-loop code (a FastAPI endpoint): the same steps without blocking the loop. By
+    # default the sync method runs in a worker thread (asyncio or trio); a backend with an
+    # asyncio client of its own (Redis) overrides them under asyncio.
+
+    async def create_async(self, spec: TaskSpec, *, if_exists: IfExists = "error") -> Task:
+        """``create`` for async code."""
+        return await run_in_thread(lambda: self.create(spec, if_exists=if_exists))
+
+    async def create_many_async(
+        self, specs: Iterable[TaskSpec], *, if_exists: IfExists = "error"
+    ) -> builtins.list[Task]:
+        """``create_many`` for async code."""
+        items = builtins.list(specs)
+        return await run_in_thread(lambda: self.create_many(items, if_exists=if_exists))
+
+    async def get_async(self, task_id: str) -> Task | None:
+        """``get`` for async code."""
+        return await run_in_thread(lambda: self.get(task_id))
+
+    async def cancel_async(self, task_id: str) -> bool:
+        """``cancel`` for async code."""
+        return await run_in_thread(lambda: self.cancel(task_id))
+
+    async def stats_async(self, queue: str | None = None) -> dict[TaskStatus, int]:
+        """``stats`` for async code."""
+        return await run_in_thread(lambda: self.stats(queue))
+
+    async def aclose(self) -> None:
+        """``close`` for async code: also closes the connections made for this event loop."""
+        self.close()
+
     # -- conveniences -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
     def __enter__(self) -> Store:
         return self
@@ -575,6 +622,15 @@ class Store(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
+
+
+async def run_in_thread(fn: Callable[[], T]) -> T:
+    """Run ``fn()`` in a worker thread of the running event loop (asyncio or trio)."""
+    if current_async_library() == "trio":
+        import trio
+
+        return await trio.to_thread.run_sync(fn)
+    return await asyncio.to_thread(fn)
 
 
 def normalize_queues(queues: str | Sequence[str]) -> tuple[str, ...]:

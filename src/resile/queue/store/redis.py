@@ -22,6 +22,7 @@ are in ``docs/redis.md``; key names are in ``_redis_keys``.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import contextlib
 import hashlib
@@ -35,12 +36,14 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
+import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.connection import URL_QUERY_ARGUMENT_PARSERS
 from redis.exceptions import (
@@ -55,6 +58,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from resile._time import current_async_library
 from resile.backoff import Backoff, Exponential
 from resile.errors import DuplicateTask
 from resile.queue._names import (
@@ -290,6 +294,12 @@ def _pairs(flat: Sequence[Any]) -> dict[str, str]:
     return dict(zip(it, it, strict=True))
 
 
+def _live_queues(reply: Sequence[Any] | Mapping[str, Any]) -> builtins.list[str]:
+    """The queues that hold tasks, from ``HGETALL <root>:queues`` (flat or a dict)."""
+    found = reply if isinstance(reply, Mapping) else _pairs(reply)
+    return sorted(q for q, n in found.items() if int(n) > 0)
+
+
 _STATUSES = {s.value: s for s in TaskStatus}
 
 
@@ -426,15 +436,21 @@ class RedisStore(Store):
         self.root = K.root(namespace)
         self._anchor = f"{self.root}:seq"
         self.url = _safe_url(url)
+        self._options: dict[str, Any] = {
+            "decode_responses": True,
+            "socket_timeout": sock,
+            "socket_connect_timeout": conn,
+            "health_check_interval": 30,
+            "protocol": 2,  # the replies' shapes this module reads (HGETALL: a flat list)
+        }
+        self._redis_url = url  # with its password: never shown (``url`` is the safe form)
+        # resile does the retrying (with its backoff, idempotently); redis-py must not.
         self._client: redis.Redis = redis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_timeout=sock,
-            socket_connect_timeout=conn,
-            health_check_interval=30,
-            protocol=2,  # the replies' shapes this module reads (HGETALL: a flat list)
-            # resile does the retrying (with its backoff, idempotently); redis-py must not.
-            retry=Retry(NoBackoff(), 0),
+            url, retry=Retry(NoBackoff(), 0), **self._options
+        )
+        # asyncio clients, one per event loop (a redis.asyncio connection belongs to its loop).
+        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
         )
         self._shas = {name: hashlib.sha1(_script(name).encode()).hexdigest() for name in _SCRIPTS}
         self._closed = False
@@ -629,6 +645,134 @@ class RedisStore(Store):
     def _eval(self, name: str, args: Sequence[Any]) -> Any:
         return self._call(lambda: self._evalsha(name, args))
 
+    # -- the asyncio client (producers and readers in event-loop code) -------------------------
+
+    def _aclient(self) -> Any:
+        """This event loop's ``redis.asyncio`` client (made on first use)."""
+        self._ensure()
+        loop = asyncio.get_running_loop()
+        client = self._aclients.get(loop)
+        if client is None:
+            client = redis.asyncio.Redis.from_url(
+                self._redis_url, retry=AsyncRetry(NoBackoff(), 0), **self._options
+            )
+            self._aclients[loop] = client
+        return client
+
+    async def _acall(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """``_call`` for coroutines: a transient error is retried with the same backoff
+        for up to ``retry_for`` seconds, and the outage logged once each way."""
+        self._ensure()
+
+        async def attempt() -> T:
+            try:
+                return await fn()
+            except Exception as exc:
+                if _is_transient(exc):
+                    self._trouble(exc)
+                raise
+
+        result = await (self._retrying(attempt)() if self.retry_for > 0 else fn())
+        if self._down_since is not None:
+            self._recovered()
+        return result
+
+    async def _aeval(self, name: str, args: Sequence[Any]) -> Any:
+        async def run() -> Any:
+            client = self._aclient()
+            head = (self._shas[name], 1, self._anchor, self.root)
+            try:
+                return await client.execute_command("EVALSHA", *head, *args)
+            except NoScriptError:
+                await client.execute_command("SCRIPT", "LOAD", _script(name))
+                return await client.execute_command("EVALSHA", *head, *args)
+
+        return await self._acall(run)
+
+    async def _acommand(self, *args: Any) -> Any:
+        return await self._acall(lambda: self._aclient().execute_command(*args))
+
+    async def _apipeline(self, commands: Sequence[Sequence[Any]]) -> builtins.list[Any]:
+        async def run() -> builtins.list[Any]:
+            pipe = self._aclient().pipeline(transaction=False)
+            for c in commands:
+                pipe.execute_command(*c)
+            return builtins.list(await pipe.execute(raise_on_error=False))
+
+        return await self._acall(run)
+
+    async def _aget(self, task_id: str) -> Task | None:
+        flat = await self._acommand("HGETALL", self._tk(task_id))
+        return _decode(flat, strict=False) if flat else None
+
+    @staticmethod
+    def _native_async() -> bool:
+        """Whether the running event loop is asyncio's (redis.asyncio serves only it)."""
+        return current_async_library() == "asyncio"
+
+    async def create_async(self, spec: TaskSpec, *, if_exists: IfExists = "error") -> Task:
+        if not self._native_async():
+            return await super().create_async(spec, if_exists=if_exists)
+        out, created = await self._create_all_async([spec], if_exists, self.now())
+        self._notify(created)
+        return out[0]
+
+    async def create_many_async(
+        self, specs: Iterable[TaskSpec], *, if_exists: IfExists = "error"
+    ) -> builtins.list[Task]:
+        if not self._native_async():
+            return await super().create_many_async(specs, if_exists=if_exists)
+        out, created = await self._create_all_async(builtins.list(specs), if_exists, self.now())
+        self._notify(created)
+        return out
+
+    async def get_async(self, task_id: str) -> Task | None:
+        if not self._native_async():
+            return await super().get_async(task_id)
+        return await self._aget(task_id)
+
+    async def cancel_async(self, task_id: str) -> bool:
+        if not self._native_async():
+            return await super().cancel_async(task_id)
+        return bool(await self._aeval("cancel", self._cancel_args(task_id, self.now())))
+
+    async def stats_async(self, queue: str | None = None) -> dict[TaskStatus, int]:
+        if not self._native_async():
+            return await super().stats_async(queue)
+        if queue is not None:
+            names = [queue]
+        else:
+            names = _live_queues(await self._acommand("HGETALL", f"{self.root}:queues"))
+        sweep = self._sweep_args(names)
+        if sweep is not None:
+            await self._aeval("sweep", sweep)
+        keys = self._stats_keys(names)
+        cards = await self._apipeline([("ZCARD", key) for _, key in keys]) if keys else []
+        return self._counts(keys, cards)
+
+    async def aclose(self) -> None:
+        """Close this event loop's asyncio client, then the store."""
+        client = None
+        with contextlib.suppress(RuntimeError):
+            client = self._aclients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+        self.close()
+
+    def _close_async_clients(self) -> None:
+        """At ``close``: close the asyncio clients of loops that are not running now
+        (a running loop gets the close scheduled on it; a closed one has no sockets left
+        that it could close)."""
+        for loop, client in builtins.list(self._aclients.items()):
+            with contextlib.suppress(Exception):
+                if loop.is_closed():
+                    continue
+                if loop.is_running():
+                    asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+                else:
+                    loop.run_until_complete(client.aclose())
+        self._aclients.clear()
+
     def _ttl_ms(self, status: TaskStatus) -> str:
         keep = self.failed_retention if status is TaskStatus.FAILED else self.retention
         return "" if keep is None else str(max(1, math.ceil(keep * 1000)))
@@ -644,6 +788,7 @@ class RedisStore(Store):
         if self._closed:
             return
         self._closed = True
+        self._close_async_clients()
         for w in list(self._watchers):
             w.stop()
         for conn in list(self._conns):
@@ -654,12 +799,10 @@ class RedisStore(Store):
 
     # -- producers ------------------------------------------------------------------------------
 
-    def _create_all(
+    def _create_args(
         self, specs: Sequence[TaskSpec], if_exists: IfExists, now: float
-    ) -> tuple[builtins.list[Task], builtins.list[Task]]:
-        check_create_args(specs, if_exists)
-        if not specs:
-            return [], []
+    ) -> tuple[builtins.list[str], str, builtins.list[str]]:
+        """The ids, the script and its arguments that store ``specs`` (checked, not empty)."""
         ids = _ids(specs)
         op = _op_id()
         now_s = _num(now)
@@ -699,13 +842,21 @@ class RedisStore(Store):
                 "" if timeout is None else _num(timeout),  # type: ignore[arg-type]
                 *gate,
             ]
-        reply = self._eval("create1" if len(specs) == 1 else "create", args)
+        return ids, "create1" if len(specs) == 1 else "create", args
+
+    def _created(
+        self, reply: Any, specs: Sequence[TaskSpec], ids: Sequence[str], now: float
+    ) -> tuple[builtins.list[Task], builtins.list[Task]] | None:
+        """(every task, the new ones) from the create script's reply; ``None`` for a
+        replay (our own earlier write whose reply was lost: the caller reads the tasks).
+
+        Raises:
+            DuplicateTask: an id exists and ``if_exists="error"``.
+        """
         if reply[0] == "dup":
             raise DuplicateTask(reply[2], reply[1])
-        if reply[0] == "replay":  # our own earlier write whose reply was lost
-            got = [self.get(i) for i in ids]
-            tasks = [t for t in got if t is not None]
-            return tasks, tasks
+        if reply[0] == "replay":
+            return None
         out: builtins.list[Task] = []
         created: builtins.list[Task] = []
         made: dict[str, Task] = {}
@@ -720,6 +871,33 @@ class RedisStore(Store):
             made.setdefault(task_id, task)
             out.append(task)
         return out, created
+
+    def _create_all(
+        self, specs: Sequence[TaskSpec], if_exists: IfExists, now: float
+    ) -> tuple[builtins.list[Task], builtins.list[Task]]:
+        check_create_args(specs, if_exists)
+        if not specs:
+            return [], []
+        ids, script, args = self._create_args(specs, if_exists, now)
+        done = self._created(self._eval(script, args), specs, ids, now)
+        if done is None:
+            tasks = [t for t in (self.get(i) for i in ids) if t is not None]
+            return tasks, tasks
+        return done
+
+    async def _create_all_async(
+        self, specs: Sequence[TaskSpec], if_exists: IfExists, now: float
+    ) -> tuple[builtins.list[Task], builtins.list[Task]]:
+        check_create_args(specs, if_exists)
+        if not specs:
+            return [], []
+        ids, script, args = self._create_args(specs, if_exists, now)
+        done = self._created(await self._aeval(script, args), specs, ids, now)
+        if done is None:
+            got = [await self._aget(i) for i in ids]
+            tasks = [t for t in got if t is not None]
+            return tasks, tasks
+        return done
 
     @staticmethod
     def _new_task(spec: TaskSpec, task_id: str, seq: int, now: float) -> Task:
@@ -1086,21 +1264,19 @@ class RedisStore(Store):
 
     # -- anyone ---------------------------------------------------------------------------------
 
-    def cancel(self, task_id: str, *, now: float | None = None) -> bool:
-        at = self.now(now)
+    def _cancel_args(self, task_id: str, at: float) -> builtins.list[str]:
         canceled = TaskStatus.CANCELED
-        n = self._eval(
-            "cancel",
-            [
-                task_id,
-                _num(at),
-                _op_id(),
-                dumps(_CANCELED_ERROR.to_dict()),
-                self._ttl_ms(canceled),
-                self._cutoff(canceled, at),
-            ],
-        )
-        return bool(n)
+        return [
+            task_id,
+            _num(at),
+            _op_id(),
+            dumps(_CANCELED_ERROR.to_dict()),
+            self._ttl_ms(canceled),
+            self._cutoff(canceled, at),
+        ]
+
+    def cancel(self, task_id: str, *, now: float | None = None) -> bool:
+        return bool(self._eval("cancel", self._cancel_args(task_id, self.now(now))))
 
     def progress(
         self,
@@ -1143,21 +1319,24 @@ class RedisStore(Store):
             return None
         return _decode(flat, strict=False)
 
+    def _sweep_args(self, queues: Sequence[str]) -> builtins.list[str] | None:
+        """The sweep script's arguments; ``None`` when there is nothing to sweep."""
+        if not queues or (self.retention is None and self.failed_retention is None):
+            return None
+        at = self.now()
+        return [
+            str(K.SWEEP_ON_READ),
+            self._cutoff(TaskStatus.DONE, at),
+            self._cutoff(TaskStatus.FAILED, at),
+            self._cutoff(TaskStatus.CANCELED, at),
+            *queues,
+        ]
+
     def _sweep(self, queues: Sequence[str]) -> None:
         """Drop finished tasks past their retention from the indexes (bounded per queue)."""
-        if not queues or (self.retention is None and self.failed_retention is None):
-            return
-        at = self.now()
-        self._eval(
-            "sweep",
-            [
-                str(K.SWEEP_ON_READ),
-                self._cutoff(TaskStatus.DONE, at),
-                self._cutoff(TaskStatus.FAILED, at),
-                self._cutoff(TaskStatus.CANCELED, at),
-                *queues,
-            ],
-        )
+        args = self._sweep_args(queues)
+        if args is not None:
+            self._eval("sweep", args)
 
     def list(
         self,
@@ -1218,13 +1397,9 @@ class RedisStore(Store):
                 out.append(task)
         return out
 
-    def stats(self, queue: str | None = None) -> dict[TaskStatus, int]:
-        names = [queue] if queue is not None else self.queues()
-        self._sweep(names)
-        counts = dict.fromkeys(TaskStatus, 0)
-        if not names:
-            return counts
-        keys = [
+    def _stats_keys(self, names: Sequence[str]) -> builtins.list[tuple[TaskStatus, str]]:
+        """(status, the key whose size counts it) per queue and status."""
+        return [
             (
                 s,
                 K.queue_key(self.root, "leases", q)
@@ -1235,16 +1410,28 @@ class RedisStore(Store):
             for s in TaskStatus
         ]
 
-        cards = self._call(lambda: self._pipeline([("ZCARD", key) for _, key in keys]))
+    @staticmethod
+    def _counts(
+        keys: Sequence[tuple[TaskStatus, str]], cards: Sequence[Any]
+    ) -> dict[TaskStatus, int]:
+        counts = dict.fromkeys(TaskStatus, 0)
         for (s, _), n in zip(keys, cards, strict=True):
             if isinstance(n, Exception):
                 raise n
             counts[s] += int(n)
         return counts
 
+    def stats(self, queue: str | None = None) -> dict[TaskStatus, int]:
+        names = [queue] if queue is not None else self.queues()
+        self._sweep(names)
+        keys = self._stats_keys(names)
+        if not keys:
+            return self._counts([], [])
+        cards = self._call(lambda: self._pipeline([("ZCARD", key) for _, key in keys]))
+        return self._counts(keys, cards)
+
     def queues(self) -> builtins.list[str]:
-        found = _pairs(self._call(lambda: self._command("HGETALL", f"{self.root}:queues")))
-        return sorted(q for q, n in found.items() if int(n) > 0)
+        return _live_queues(self._call(lambda: self._command("HGETALL", f"{self.root}:queues")))
 
     def requeue(self, task_id: str, *, delay: float = 0.0, now: float | None = None) -> Task | None:
         wait = check_seconds(delay, "requeue: delay")
