@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import runpy
 import subprocess
 import sys
@@ -12,13 +13,17 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 EXAMPLES = DOCS / "examples"
 
 
-def run_example(name: str) -> str:
-    """Run a docs example in a fresh interpreter (warnings are errors); return its output."""
+def run_example(name: str, env: dict[str, str] | None = None) -> str:
+    """Run a docs example in a fresh interpreter (warnings are errors); return its output.
+
+    ``env`` adds to (or overrides) this process's environment.
+    """
     proc = subprocess.run(
         [sys.executable, "-W", "error", str(EXAMPLES / name)],
         capture_output=True,
         text=True,
         timeout=60,
+        env=None if env is None else {**os.environ, **env},
     )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout

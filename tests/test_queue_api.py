@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import math
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
@@ -12,6 +13,8 @@ from typing import Any, Optional
 import pytest
 
 import resile
+from _examples import assert_page_shows, run_example
+from _redis_server import drop_namespace
 from resile import Constant, DuplicateTask, Exponential, Queue, TaskContext, TaskStatus
 from resile.queue.context import context_parameter
 from resile.queue.store import open_store, register_store
@@ -482,3 +485,20 @@ class TestAsyncApi:
             assert stored(queue) == 5
         with pytest.raises(RuntimeError, match="closed"):
             queue.get("one")
+
+
+class TestFastAPIExample:
+    @pytest.mark.parametrize("backend", ["sqlite", "redis"])
+    def test_example_runs(self, backend: str, request: pytest.FixtureRequest) -> None:
+        """docs/examples/queue_fastapi.py enqueues from its endpoints and reads the three
+        tasks back DONE, on SQLite and on Redis (the asyncio client); docs/queue.md shows it."""
+        env: dict[str, str] = {}
+        if backend == "redis":
+            url: str = request.getfixturevalue("redis_url")
+            namespace = f"example-{uuid.uuid4().hex}"
+            request.addfinalizer(lambda: drop_namespace(url, namespace))
+            env["RESILE_URL"] = f"{url}{'&' if '?' in url else '?'}namespace={namespace}"
+        out = run_example("queue_fastapi.py", env)
+        assert out.count("'status': 'DONE'") == 3
+        assert "done: 3, sent to: ['ada@example.com', 'bob@example.com', 'cy@example.com']" in out
+        assert_page_shows("queue.md", "queue_fastapi.py")
