@@ -48,3 +48,26 @@ def test_queue_api_types() -> None:
     canceled: bool = queue.cancel(task.id)
     assert maybe is not None and canceled and counts[TaskStatus.PENDING] == 2 and many
     queue.close()
+
+
+def test_async_queue_api_types() -> None:
+    """The async twins return the same types, awaited."""
+
+    async def main() -> None:
+        async with resile.connect("sqlite:///:memory:") as queue:
+
+            @queue.task
+            def add(a: int, b: int) -> int:
+                return a + b
+
+            task: Task = await add.enqueue_async(1, b=2)
+            many: list[Task] = await add.enqueue_many_async([{"a": 1, "b": 2}])
+            by_name: Task = await queue.enqueue_async(add, {"a": 3, "b": 4}, priority=1)
+            more: list[Task] = await queue.enqueue_many_async([add.spec(5, 6)])
+            maybe: Task | None = await queue.get_async(task.id)
+            canceled: bool = await queue.cancel_async(by_name.id)
+            counts: dict[TaskStatus, int] = await queue.stats_async()
+            assert maybe is not None and canceled and many and more
+            assert counts[TaskStatus.PENDING] == 3
+
+    asyncio.run(main())
