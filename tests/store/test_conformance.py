@@ -126,6 +126,36 @@ class TestCreate:
         assert [t.id for t in tasks] == [f"t{i}" for i in range(5)]
         assert [t.sequence for t in tasks] == sorted(t.sequence for t in tasks)
 
+    def test_create_many_mixes_kinds_of_task(self, store: Store) -> None:
+        """One batch of tasks that differ in every shared field keeps each task's own."""
+        a = dict(backoff=Constant(1.0), max_retries=1)
+        b = dict(backoff=Linear(2, 3), max_retries=4, timeout=9, resources={"gpu": 1.0})
+        specs = [
+            spec(id="a1", queue="q1", priority=1, params={"n": 1}, **a),
+            spec(id="b1", queue="q2", handler="h2", **b),
+            spec(id="a2", queue="q1", priority=1, params={"n": 2}, **a),
+            spec(id="c1", queue="q1", priority=-5, delay=30, **a),
+            spec(id="b2", queue="q2", handler="h2", **b),
+        ]
+        made = store.create_many(specs, now=T0)
+        for s, t in zip(specs, made, strict=True):
+            got = store.get(s.id)  # type: ignore[arg-type]
+            assert got == t
+            assert (t.id, t.queue, t.handler, t.priority, t.max_retries) == (
+                s.id,
+                s.queue,
+                s.handler,
+                s.priority,
+                s.max_retries,
+            )
+            assert (t.params, t.backoff, t.timeout, t.resources) == (
+                dict(s.params),
+                dict(s.backoff),
+                s.timeout,
+                dict(s.resources),  # type: ignore[arg-type]
+            )
+            assert t.due_at == T0 + s.delay  # type: ignore[operator]
+
     def test_create_many_is_all_or_nothing(self, store: Store) -> None:
         """A duplicate in a batch stores nothing of the batch."""
         store.create(spec(id="b"), now=T0)
