@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import math
+import types
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -249,6 +250,25 @@ class TestEnqueue:
         with pytest.raises(ValueError, match="id must be a non-empty str"):
             f.enqueue(id=42)
         assert stored(queue) == 0
+
+    def test_per_call_checks_on_the_fast_path(self, queue: Queue) -> None:
+        """A task function's specs skip re-checking its defaults, never the per-call values:
+        priorities beyond 64 bits or not ints, params that are no mapping; any mapping works."""
+
+        @queue.task
+        def f(x: int = 0) -> None: ...
+
+        with pytest.raises(
+            ValueError, match="priority must fit in 64 bits, got 9223372036854775808"
+        ):
+            f.enqueue(priority=2**63)
+        with pytest.raises(ValueError, match="priority must be an int, got True"):
+            f.enqueue_many([{}], priority=True)
+        with pytest.raises(ValueError, match=r"params\[1\] must be a dict, got \[1\]"):
+            f.enqueue_many([{}, [1]])  # type: ignore[list-item]
+        assert stored(queue) == 0
+        made = f.enqueue_many([types.MappingProxyType({"x": 1}), {"x": 2}], priority=-(2**63))
+        assert [t.params for t in made] == [{"x": 1}, {"x": 2}] and made[0].priority == -(2**63)
 
     def test_arguments_must_fit_the_signature(self, queue: Queue) -> None:
         """Missing or unknown arguments fail at enqueue, not in the worker."""

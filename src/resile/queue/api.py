@@ -368,7 +368,7 @@ class TaskFunction(Generic[P, R]):
             )
         specs = []
         for i, (p, tid) in enumerate(zip(items, id_list, strict=True)):
-            if not isinstance(p, Mapping):
+            if p.__class__ is not dict and not isinstance(p, Mapping):  # dict: skip the ABC
                 raise ValueError(f"{self.name}.enqueue_many: params[{i}] must be a dict, got {p!r}")
             self._params((), p)
             specs.append(self._spec(p, id=tid, priority=priority, delay=delay, due_at=due_at))

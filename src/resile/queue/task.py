@@ -371,13 +371,15 @@ class TaskSpec:
         with the same errors as the constructor. ``backoff`` and ``resources``
         are shared with the caller, not copied: they must not change.
         """
-        if not isinstance(params, Mapping):
+        if params.__class__ is not dict and not isinstance(params, Mapping):  # dict: skip the ABC
             raise ValueError(f"task: params must be a dict of keyword arguments, got {params!r}")
         params = dict(params)
-        check_json(params, "params")
+        if params:
+            check_json(params, "params")
         if id is not None:
             _check_name(id, "id")
-        _check_int(priority, "priority")
+        if priority.__class__ is not int or not -_INT64 <= priority < _INT64:
+            _check_int(priority, "priority")
         if delay.__class__ is not float or not 0.0 <= delay < math.inf:
             delay = _check_seconds(delay, "delay")
         spec = object.__new__(cls)
