@@ -628,9 +628,11 @@ def _scenario_kill(peer: Peer, n: int, window: float) -> dict[str, Any]:
         t_all = time.time() - t_kill if all_done else None
         if not all_done:
             time.sleep(max(0.0, window - (time.time() - t_kill)))
-        insp = peer.inspect(n)
     finally:
         stop_group(w2, grace=1.0)
+    # Count what is held and what is done once nothing runs any more: a task that finished
+    # between the two looks would otherwise be counted twice (done and stuck).
+    insp = peer.inspect(n)
     evs = events(marks)
     done_ids = {e[1] for e in evs if e[0] == "D"}
     starts: dict[int, int] = {}
