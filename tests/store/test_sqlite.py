@@ -9,6 +9,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,6 +61,26 @@ class TestSetup:
         Path(path).write_bytes(b"definitely not sqlite" * 100)
         with pytest.raises(sqlite3.DatabaseError):
             SQLiteStore(path)
+
+    def test_a_refused_file_leaves_no_connection_open(
+        self, path: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """When opening fails (not a database, a newer schema), the connection is closed."""
+        opened: list[sqlite3.Connection] = []
+        connect = sqlite3.connect
+
+        def tracking(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+            conn = connect(*args, **kwargs)
+            opened.append(conn)
+            return conn
+
+        monkeypatch.setattr(sqlite3, "connect", tracking)
+        Path(path).write_bytes(b"definitely not sqlite" * 100)
+        with pytest.raises(sqlite3.DatabaseError):
+            SQLiteStore(path)
+        assert len(opened) == 1
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            opened[0].execute("SELECT 1")
 
     def test_closed_store(self) -> None:
         """A closed store refuses calls clearly; close is idempotent."""

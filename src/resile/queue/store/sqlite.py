@@ -370,8 +370,13 @@ class SQLiteStore(Store):
                     raise sqlite3.OperationalError(f"could not switch {self.path} to WAL: {mode}")
             c.execute(f"PRAGMA synchronous = {self.synchronous}")
 
-        self._with_retry(lambda: setup(conn))
-        self._tx(self._create_schema)
+        try:
+            self._with_retry(lambda: setup(conn))
+            self._tx(self._create_schema)
+        except BaseException:  # not a database, a newer schema ...: nothing stays open
+            conn.close()
+            self._conn = None
+            raise
         return conn
 
     def _create_schema(self, c: sqlite3.Connection) -> None:
