@@ -10,8 +10,11 @@ import asyncio
 import math
 import sys
 import time
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class Clock(Protocol):
@@ -65,6 +68,15 @@ def current_async_library() -> str:
         else:
             return "trio"
     raise RuntimeError("resile: no running asyncio or trio event loop")
+
+
+async def run_in_thread(fn: Callable[[], T]) -> T:
+    """Run the sync ``fn()`` in a worker thread of the running async library, off its loop."""
+    if current_async_library() == "trio":
+        import trio
+
+        return await trio.to_thread.run_sync(fn)
+    return await asyncio.to_thread(fn)
 
 
 def seconds(

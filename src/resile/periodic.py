@@ -421,12 +421,12 @@ class Periodic:
                     await self._wait_async(lib, arg)
                 elif kind == _RUN:
                     try:
-                        await self._call_async(lib, self.fn)
+                        await self._call_async(self.fn)
                     except Exception as exc:
                         reply = exc
                 else:
                     try:
-                        await self._call_async(lib, self.on_exception, arg)  # type: ignore[arg-type]
+                        await self._call_async(self.on_exception, arg)  # type: ignore[arg-type]
                     except Exception:
                         self._hook_failed()
         finally:
@@ -436,16 +436,12 @@ class Periodic:
             self._end()
 
     @staticmethod
-    async def _call_async(lib: str | None, fn: Callable[..., Any], *args: Any) -> None:
+    async def _call_async(fn: Callable[..., Any], *args: Any) -> None:
         """Await an async callable; run a sync one in a worker thread, off the event loop."""
         if inspect.iscoroutinefunction(fn):
             result = fn(*args)
-        elif lib == "trio":
-            import trio
-
-            result = await trio.to_thread.run_sync(fn, *args)
         else:
-            result = await asyncio.to_thread(fn, *args)
+            result = await _time.run_in_thread(lambda: fn(*args))
         if inspect.isawaitable(result):
             await result
 

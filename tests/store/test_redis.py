@@ -330,14 +330,19 @@ class TestAsyncClient:
     async def test_replayed_create_reads_the_task(
         self, rstore: RedisStore, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """An async create whose op already ran (its reply was lost) reads the task back
-        instead of reporting a duplicate, and stores nothing twice."""
+        """A create whose op already ran (its reply was lost) reads the tasks back, in
+        order, instead of reporting duplicates, and stores nothing twice (sync and async)."""
         monkeypatch.setattr(redis_store, "_op_id", lambda: "op-replayed")
         first = rstore.create(spec(id="r"))
+        batch = rstore.create_many([spec(id=f"b{i}") for i in range(3)])
         try:
+            assert rstore.create(spec(id="r")) == first
             assert await rstore.create_async(spec(id="r")) == first
             assert await rstore.create_many_async([spec(id="r")]) == [first]
-            assert sum(rstore.stats().values()) == 1
+            again = [spec(id=f"b{i}") for i in range(3)]
+            assert rstore.create_many(again) == batch
+            assert await rstore.create_many_async(again) == batch
+            assert sum(rstore.stats().values()) == 4
         finally:
             await rstore.aclose()
 

@@ -33,7 +33,6 @@ routine one; ``due_at`` only decides *whether* a task may run, not its rank.
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import contextlib
 import json
@@ -43,9 +42,9 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-from resile._time import current_async_library
+from resile._time import run_in_thread
 from resile.queue._names import (
     DEFAULT_LEASE_SECONDS,
     TERMINAL_STATUSES,
@@ -71,13 +70,11 @@ __all__ = [
     "normalize_queues",
     "normalize_statuses",
     "purge_statuses",
-    "run_in_thread",
 ]
 
 IfExists = Literal["error", "return"]
 # Called after tasks were created (in the creating process only), with the new tasks.
 Listener = Callable[[Sequence[Task]], None]
-T = TypeVar("T")
 
 log_name = "resile.queue"
 
@@ -622,15 +619,6 @@ class Store(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
-
-
-async def run_in_thread(fn: Callable[[], T]) -> T:
-    """Run ``fn()`` in a worker thread of the running event loop (asyncio or trio)."""
-    if current_async_library() == "trio":
-        import trio
-
-        return await trio.to_thread.run_sync(fn)
-    return await asyncio.to_thread(fn)
 
 
 def normalize_queues(queues: str | Sequence[str]) -> tuple[str, ...]:

@@ -300,6 +300,20 @@ def _live_queues(reply: Sequence[Any] | Mapping[str, Any]) -> builtins.list[str]
     return sorted(q for q, n in found.items() if int(n) > 0)
 
 
+def _hgetalls(root_: str, ids: Sequence[str]) -> builtins.list[tuple[str, str]]:
+    """One ``HGETALL`` per task id, for a pipeline."""
+    return [("HGETALL", K.task_key(root_, i)) for i in ids]
+
+
+def _replayed(replies: Sequence[Any]) -> tuple[builtins.list[Task], builtins.list[Task]]:
+    """The tasks a replayed create finds (every task, and the same as "the new ones")."""
+    for r in replies:
+        if isinstance(r, Exception):
+            raise r
+    tasks = [_decode(r, strict=False) for r in replies if r]
+    return tasks, tasks
+
+
 _STATUSES = {s.value: s for s in TaskStatus}
 
 
@@ -701,10 +715,6 @@ class RedisStore(Store):
 
         return await self._acall(run)
 
-    async def _aget(self, task_id: str) -> Task | None:
-        flat = await self._acommand("HGETALL", self._tk(task_id))
-        return _decode(flat, strict=False) if flat else None
-
     @staticmethod
     def _native_async() -> bool:
         """Whether the running event loop is asyncio's (redis.asyncio serves only it)."""
@@ -729,7 +739,8 @@ class RedisStore(Store):
     async def get_async(self, task_id: str) -> Task | None:
         if not self._native_async():
             return await super().get_async(task_id)
-        return await self._aget(task_id)
+        flat = await self._acommand("HGETALL", self._tk(task_id))
+        return _decode(flat, strict=False) if flat else None
 
     async def cancel_async(self, task_id: str) -> bool:
         if not self._native_async():
@@ -880,9 +891,8 @@ class RedisStore(Store):
             return [], []
         ids, script, args = self._create_args(specs, if_exists, now)
         done = self._created(self._eval(script, args), specs, ids, now)
-        if done is None:
-            tasks = [t for t in (self.get(i) for i in ids) if t is not None]
-            return tasks, tasks
+        if done is None:  # a replay: read what the first write stored
+            return _replayed(self._call(lambda: self._pipeline(_hgetalls(self.root, ids))))
         return done
 
     async def _create_all_async(
@@ -894,9 +904,7 @@ class RedisStore(Store):
         ids, script, args = self._create_args(specs, if_exists, now)
         done = self._created(await self._aeval(script, args), specs, ids, now)
         if done is None:
-            got = [await self._aget(i) for i in ids]
-            tasks = [t for t in got if t is not None]
-            return tasks, tasks
+            return _replayed(await self._apipeline(_hgetalls(self.root, ids)))
         return done
 
     @staticmethod
