@@ -1,0 +1,111 @@
+"""What each page shows, read from the store contract only (so every backend gets the dashboard).
+
+Each ``*_view`` function is one synchronous read of the store that returns
+the page's data as a dict; the app runs it in a thread through
+``SharedReads`` and renders it with the page's template (the whole page) or
+its live fragment (server-sent events). Nothing here knows HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from resile.queue._names import TaskStatus
+from resile.queue.store.base import Store
+from resile.queue.task import Task
+from resile.web._filters import TaskFilter, scan
+
+__all__ = [
+    "STATUSES",
+    "LeaseHolder",
+    "NotFound",
+    "overview_view",
+    "task_view",
+    "tasks_view",
+    "workers_view",
+]
+
+STATUSES: tuple[TaskStatus, ...] = tuple(TaskStatus)
+# Dead letters listed on the overview; running tasks read to list the workers holding them.
+DEAD_LETTERS_SHOWN = 10
+LEASES_READ = 1_000
+
+
+class NotFound(LookupError):
+    """The page names something the store does not hold (answered with a 404)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseHolder:
+    """A worker seen holding leases: what the running tasks say about it."""
+
+    worker: str
+    running: int
+    queues: tuple[str, ...]
+    since: float | None
+    lease_expires_at: float | None
+    expired: bool
+
+
+def overview_view(store: Store) -> dict[str, Any]:
+    """Counts per queue and status, totals, the first dead letters."""
+    rows: list[tuple[str, Mapping[TaskStatus, int]]] = []
+    totals = dict.fromkeys(STATUSES, 0)
+    for name in store.queues():
+        counts = store.stats(name)
+        rows.append((name, counts))
+        for status, n in counts.items():
+            totals[status] += n
+    dead = store.list(status=TaskStatus.FAILED, limit=DEAD_LETTERS_SHOWN)
+    return {"rows": rows, "totals": totals, "failed": totals[TaskStatus.FAILED], "dead": dead}
+
+
+def tasks_view(store: Store, flt: TaskFilter, cursor: int | None, limit: int) -> dict[str, Any]:
+    """One page of the task list under ``flt``."""
+    page = scan(store, flt, cursor=cursor, limit=limit)
+    return {"page": page, "filter": flt, "cursor": cursor, "limit": limit}
+
+
+def task_view(store: Store, task_id: str) -> dict[str, Any]:
+    """One task, whole.
+
+    Raises:
+        NotFound: no task has this id.
+    """
+    task = store.get(task_id)
+    if task is None:
+        raise NotFound(f"no task with id {task_id!r} (it may have been purged)")
+    return {"task": task}
+
+
+def _holders(running: list[Task], now: float) -> list[LeaseHolder]:
+    by_worker: dict[str, list[Task]] = {}
+    for task in running:
+        by_worker.setdefault(task.lease_owner or "?", []).append(task)
+    out = []
+    for worker, tasks in sorted(by_worker.items()):
+        starts = [t.started_at for t in tasks if t.started_at is not None]
+        expiries = [t.lease_expires_at for t in tasks if t.lease_expires_at is not None]
+        latest = max(expiries) if expiries else None
+        out.append(
+            LeaseHolder(
+                worker=worker,
+                running=len(tasks),
+                queues=tuple(sorted({t.queue for t in tasks})),
+                since=min(starts) if starts else None,
+                lease_expires_at=latest,
+                expired=latest is not None and latest < now,
+            )
+        )
+    return out
+
+
+def workers_view(store: Store) -> dict[str, Any]:
+    """The workers holding leases now, from the running tasks (at most ``LEASES_READ``)."""
+    running = store.list(status=TaskStatus.DOING, limit=LEASES_READ)
+    return {
+        "holders": _holders(running, store.now()),
+        "truncated": len(running) == LEASES_READ,
+    }

@@ -1,0 +1,534 @@
+"""The dashboard as an ASGI app: ``create_app(url_or_store)``, pages, actions and live streams.
+
+Pages are rendered on the server and readable without JavaScript; the one
+script (``static/live.js``) only swaps in the live fragments that the
+``/live/...`` event streams send. Each action is its own POST route behind
+the CSRF and origin checks of ``_security``; ``read_only=True`` refuses them
+all (403) and draws no button. Every action writes an audit line to the
+``resile.web.audit`` logger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from resile.queue._names import ACTIVE_STATUSES, TERMINAL_STATUSES, TaskStatus
+from resile.queue.store import Store, open_store
+from resile.web._filters import (
+    MAX_LIMIT,
+    BadInput,
+    TaskFilter,
+    parse_age,
+    parse_cursor,
+    parse_limit,
+)
+from resile.web._jobs import Jobs
+from resile.web._live import SharedReads, stream
+from resile.web._security import (
+    CSRF_FIELD,
+    SESSION_COOKIE,
+    Guard,
+    check_post,
+    safe_next,
+    session_cookie,
+    token_matches,
+)
+from resile.web._templates import environment
+from resile.web._views import (
+    STATUSES,
+    NotFound,
+    overview_view,
+    task_view,
+    tasks_view,
+    workers_view,
+)
+
+__all__ = ["create_app"]
+
+audit = logging.getLogger("resile.web.audit")
+
+# What each action does to one task: True when the store changed it.
+ACTIONS: dict[str, Callable[[Store, str], bool]] = {
+    "cancel": lambda store, task_id: store.cancel(task_id),
+    "retry": lambda store, task_id: store.requeue(task_id) is not None,
+}
+# The states each action applies to (the buttons a task shows).
+APPLIES: dict[str, frozenset[TaskStatus]] = {
+    "cancel": ACTIVE_STATUSES,
+    "retry": frozenset({TaskStatus.FAILED, TaskStatus.CANCELED}),
+}
+# Fixed texts for the notice an action redirects to (never text from the request).
+NOTICES = {
+    "canceled": "Task canceled.",
+    "not-canceled": "Nothing canceled: the task had already finished.",
+    "retried": "Task queued to run again now.",
+    "not-retried": "Not retried: only a FAILED or CANCELED task can be.",
+    "bulk": "{changed} tasks changed, {skipped} skipped (in another state).",
+    "purged": "{count} finished tasks deleted.",
+    "stopped": "The bulk job stops after its current batch.",
+}
+
+
+def _fields(params: Any, names: Sequence[str]) -> dict[str, str]:
+    return {n: str(params.get(n, "")) for n in names}
+
+
+_FILTER_FIELDS = ("queue", "status", "task", "error", "prefix", "since", "until")
+_NOTICE_FIELDS = ("notice", "changed", "skipped", "count")
+
+
+class _Dashboard:
+    """The routes of one dashboard over one store."""
+
+    def __init__(self, store: Store, *, read_only: bool, token: str | None, refresh: float):
+        self.store = store
+        self.read_only = read_only
+        self.token = token
+        self.reads = SharedReads(refresh)
+        self.jobs = Jobs(store)
+        self.env = environment()
+
+    # -- rendering --------------------------------------------------------------------------------
+
+    def context(self, request: Request, **data: Any) -> dict[str, Any]:
+        root = request.scope.get("root_path", "")
+        notice = NOTICES.get(request.query_params.get("notice", ""))
+        if notice is not None:
+            counts = {
+                k: int(v) if v.isdigit() else 0
+                for k, v in request.query_params.items()
+                if k in ("changed", "skipped", "count")
+            }
+            notice = notice.format(**{"changed": 0, "skipped": 0, "count": 0, **counts})
+        return {
+            "request": request,
+            "root": root,
+            "csrf": request.state.csrf,
+            "csrf_field": CSRF_FIELD,
+            "read_only": self.read_only,
+            "login": self.token is not None,
+            "statuses": STATUSES,
+            "applies": APPLIES,
+            "notice": notice,
+            "here": _here(request),
+            **data,
+        }
+
+    def render(self, name: str, ctx: dict[str, Any]) -> str:
+        return self.env.get_template(name).render(ctx)
+
+    def page(self, request: Request, name: str, status_code: int = 200, **data: Any) -> Response:
+        return HTMLResponse(self.render(name, self.context(request, **data)), status_code)
+
+    def live(
+        self, request: Request, key: Any, load: Callable[[], dict[str, Any]], fragment: str
+    ) -> Response:
+        def render(data: dict[str, Any]) -> str:
+            return self.render(fragment, self.context(request, **data))
+
+        def render_error(exc: Exception) -> str:
+            return self.render("_problem.html", self.context(request, problem=str(exc)))
+
+        events: AsyncIterator[str] = stream(self.reads, key, load, render, render_error)
+        return StreamingResponse(
+            events,
+            media_type="text/event-stream",
+            headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+        )
+
+    # -- pages ------------------------------------------------------------------------------------
+
+    def _overview(self) -> tuple[Any, Callable[[], dict[str, Any]]]:
+        return ("overview",), lambda: overview_view(self.store)
+
+    def _tasks(self, request: Request) -> tuple[Any, Callable[[], dict[str, Any]]]:
+        params = request.query_params
+        flt = TaskFilter.from_params(params)
+        cursor = parse_cursor(params.get("cursor"))
+        limit = parse_limit(params.get("limit"))
+        return ("tasks", flt, cursor, limit), lambda: tasks_view(self.store, flt, cursor, limit)
+
+    def _task(self, task_id: str) -> tuple[Any, Callable[[], dict[str, Any]]]:
+        return ("task", task_id), lambda: task_view(self.store, task_id)
+
+    def _workers(self) -> tuple[Any, Callable[[], dict[str, Any]]]:
+        return ("workers",), lambda: workers_view(self.store)
+
+    async def overview(self, request: Request) -> Response:
+        key, load = self._overview()
+        return self.page(request, "overview.html", **await self.reads.get(key, load))
+
+    async def tasks(self, request: Request) -> Response:
+        key, load = self._tasks(request)
+        return self.page(request, "tasks.html", **await self.reads.get(key, load))
+
+    async def task(self, request: Request) -> Response:
+        key, load = self._task(request.path_params["task_id"])
+        return self.page(request, "task.html", **await self.reads.get(key, load))
+
+    async def workers(self, request: Request) -> Response:
+        key, load = self._workers()
+        return self.page(request, "workers.html", **await self.reads.get(key, load))
+
+    async def job(self, request: Request) -> Response:
+        job = self.jobs.get(request.path_params["job_id"])
+        if job is None:
+            raise NotFound(f"no bulk job with id {request.path_params['job_id']!r}")
+        return self.page(request, "job.html", job=job)
+
+    async def find(self, request: Request) -> Response:
+        task_id = request.query_params.get("id", "").strip()
+        if not task_id:
+            raise BadInput("id", task_id, "a task id")
+        root = request.scope.get("root_path", "")
+        return RedirectResponse(f"{root}/tasks/{self.env.filters['pathquote'](task_id)}", 303)
+
+    # -- live streams -----------------------------------------------------------------------------
+
+    async def live_overview(self, request: Request) -> Response:
+        key, load = self._overview()
+        return self.live(request, key, load, "_overview_live.html")
+
+    async def live_tasks(self, request: Request) -> Response:
+        key, load = self._tasks(request)
+        return self.live(request, key, load, "_tasks_live.html")
+
+    async def live_task(self, request: Request) -> Response:
+        key, load = self._task(request.path_params["task_id"])
+        return self.live(request, key, load, "_task_live.html")
+
+    async def live_workers(self, request: Request) -> Response:
+        key, load = self._workers()
+        return self.live(request, key, load, "_workers_live.html")
+
+    async def live_job(self, request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        if self.jobs.get(job_id) is None:
+            raise NotFound(f"no bulk job with id {job_id!r}")
+
+        def load() -> dict[str, Any]:
+            return {"job": self.jobs.get(job_id)}
+
+        return self.live(request, ("job", job_id), load, "_job_live.html")
+
+    # -- actions ----------------------------------------------------------------------------------
+
+    async def _form(self, request: Request) -> FormData:
+        """The form of an action, once it passed the read-only, CSRF and origin checks."""
+        if self.read_only:
+            raise HTTPException(403, "this dashboard is read-only: actions are turned off")
+        form = await request.form()
+        token = form.get(CSRF_FIELD)
+        why = check_post(
+            request,
+            token if isinstance(token, str) else request.headers.get("x-csrf-token"),
+        )
+        if why is not None:
+            audit.warning(
+                "refused %s %s from %s: %s", request.method, request.url.path, _client(request), why
+            )
+            raise HTTPException(403, why)
+        return form
+
+    def _back(self, request: Request, form: FormData, fallback: str, **notice: Any) -> Response:
+        """A 303 back to the page the form came from (a local path only), with a notice."""
+        raw = form.get("next")
+        target = safe_next(raw if isinstance(raw, str) else fallback).split("#", 1)[0]
+        base, _, query = target.partition("?")
+        kept = [p for p in query.split("&") if p and p.split("=", 1)[0] not in _NOTICE_FIELDS]
+        kept += [f"{k}={v}" for k, v in notice.items()]
+        root = request.scope.get("root_path", "")
+        return RedirectResponse(f"{root}{base}" + ("?" + "&".join(kept) if kept else ""), 303)
+
+    def action(self, action: str) -> Callable[[Request], Awaitable[Response]]:
+        """The POST endpoint of one action on one task."""
+
+        async def endpoint(request: Request) -> Response:
+            return await self.act(request, action)
+
+        return endpoint
+
+    async def act(self, request: Request, action: str) -> Response:
+        form = await self._form(request)
+        task_id = request.path_params["task_id"]
+        changed = await run_in_threadpool(ACTIONS[action], self.store, task_id)
+        self.reads.clear()
+        audit.info("%s task=%s changed=%s client=%s", action, task_id, changed, _client(request))
+        past = {"cancel": "canceled", "retry": "retried"}[action]
+        notice = past if changed else f"not-{past}"
+        return self._back(
+            request, form, f"/tasks/{self.env.filters['pathquote'](task_id)}", notice=notice
+        )
+
+    async def bulk(self, request: Request) -> Response:
+        form = await self._form(request)
+        action = str(form.get("action", ""))
+        if action not in ACTIONS:
+            raise BadInput("action", action, "one of " + ", ".join(ACTIONS))
+        scope = str(form.get("scope", "selected"))
+        apply = ACTIONS[action]
+        if scope == "selected":
+            ids = [str(v) for v in form.getlist("ids") if str(v)]
+            if not ids:
+                raise BadInput("ids", "", "at least one selected task")
+            if len(ids) > MAX_LIMIT:
+                raise BadInput("ids", f"{len(ids)} ids", f"at most {MAX_LIMIT} at once")
+
+            def run() -> int:
+                return sum(apply(self.store, tid) for tid in ids)
+
+            changed = await run_in_threadpool(run)
+            self.reads.clear()
+            audit.info(
+                "bulk %s tasks=%s changed=%d client=%s",
+                action,
+                ",".join(ids),
+                changed,
+                _client(request),
+            )
+            return self._back(
+                request, form, "/tasks", notice="bulk", changed=changed, skipped=len(ids) - changed
+            )
+        if scope != "filter":
+            raise BadInput("scope", scope, "selected or filter")
+        flt = TaskFilter.from_params(_fields(form, _FILTER_FIELDS))
+        expected = None
+        if not flt.narrowing and flt.status is not None:
+            counts = await run_in_threadpool(self.store.stats, flt.queue)
+            expected = counts[flt.status]
+        job = self.jobs.start(
+            action,
+            lambda task: apply(self.store, task.id),
+            flt,
+            client=_client(request),
+            expected=expected,
+            on_batch=self.reads.clear,
+        )
+        audit.info(
+            "bulk %s job=%s started filter=%s client=%s",
+            action,
+            job.id,
+            flt.to_params(),
+            _client(request),
+        )
+        root = request.scope.get("root_path", "")
+        return RedirectResponse(f"{root}/jobs/{job.id}", 303)
+
+    async def stop_job(self, request: Request) -> Response:
+        form = await self._form(request)
+        job_id = request.path_params["job_id"]
+        if not self.jobs.stop(job_id):
+            raise NotFound(f"no bulk job with id {job_id!r}")
+        audit.info("stop job=%s client=%s", job_id, _client(request))
+        return self._back(request, form, f"/jobs/{job_id}", notice="stopped")
+
+    async def purge(self, request: Request) -> Response:
+        form = await self._form(request)
+        age = parse_age(str(form.get("older_than", "")))
+        statuses = [str(s) for s in form.getlist("statuses")] or [
+            s.value for s in TERMINAL_STATUSES
+        ]
+        chosen = []
+        for s in statuses:
+            try:
+                status = TaskStatus(s.upper())
+            except ValueError:
+                raise BadInput("statuses", s, "DONE, FAILED or CANCELED") from None
+            if status not in TERMINAL_STATUSES:
+                raise BadInput("statuses", s, "DONE, FAILED or CANCELED (finished tasks only)")
+            chosen.append(status)
+        queue = str(form.get("queue", "")).strip() or None
+        count = await run_in_threadpool(lambda: self.store.purge(age, statuses=chosen, queue=queue))
+        self.reads.clear()
+        audit.info(
+            "purge older_than=%ss statuses=%s queue=%s deleted=%d client=%s",
+            age,
+            [s.value for s in chosen],
+            queue,
+            count,
+            _client(request),
+        )
+        return self._back(request, form, "/", notice="purged", count=count)
+
+    # -- login ------------------------------------------------------------------------------------
+
+    async def login_form(self, request: Request) -> Response:
+        if self.token is None:
+            return RedirectResponse(f"{request.scope.get('root_path', '')}/", 303)
+        return self.page(
+            request, "login.html", next=safe_next(request.query_params.get("next")), wrong=False
+        )
+
+    async def login(self, request: Request) -> Response:
+        form = await request.form()
+        token_field = form.get(CSRF_FIELD)
+        why = check_post(request, token_field if isinstance(token_field, str) else None)
+        if why is not None:
+            raise HTTPException(403, why)
+        target = safe_next(str(form.get("next", "/")))
+        given = form.get("token")
+        if self.token is None or not token_matches(
+            given if isinstance(given, str) else None, self.token
+        ):
+            audit.warning("login refused client=%s", _client(request))
+            return self.page(request, "login.html", 401, next=target, wrong=True)
+        audit.info("login client=%s", _client(request))
+        root = request.scope.get("root_path", "")
+        response = RedirectResponse(f"{root}{target}", 303)
+        response.set_cookie(
+            SESSION_COOKIE,
+            session_cookie(self.token),
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            path=root or "/",
+        )
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        form = await request.form()
+        token_field = form.get(CSRF_FIELD)
+        why = check_post(request, token_field if isinstance(token_field, str) else None)
+        if why is not None:
+            raise HTTPException(403, why)
+        root = request.scope.get("root_path", "")
+        response = RedirectResponse(f"{root}/login", 303)
+        response.delete_cookie(SESSION_COOKIE, path=root or "/")
+        return response
+
+    # -- errors -----------------------------------------------------------------------------------
+
+    async def problem(self, request: Request, exc: Exception) -> Response:
+        if isinstance(exc, HTTPException):
+            status, text = exc.status_code, str(exc.detail)
+        elif isinstance(exc, NotFound):
+            status, text = 404, str(exc)
+        else:
+            status, text = 400, str(exc)
+        if route_is_live(request):
+            return Response(text, status, media_type="text/plain")
+        return self.page(request, "error.html", status, status=status, problem=text)
+
+
+def _here(request: Request) -> str:
+    """The page's own path and query (encoded, without the mount prefix), for ``next`` fields.
+
+    A live fragment names the page it belongs to, not its event stream.
+    """
+    root = request.scope.get("root_path", "")
+    raw = request.scope.get("raw_path")
+    path = raw.decode("latin-1") if isinstance(raw, bytes) else request.url.path
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    if path.startswith("/live/"):
+        path = "/" if path == "/live/overview" else path[len("/live") :]
+    query = request.url.query
+    return path + ("?" + query if query else "")
+
+
+def route_is_live(request: Request) -> bool:
+    root = request.scope.get("root_path", "")
+    return request.url.path[len(root) :].startswith("/live/")
+
+
+def _client(request: Request) -> str:
+    return f"{request.client.host}:{request.client.port}" if request.client else "?"
+
+
+def create_app(
+    url_or_store: str | Store,
+    *,
+    token: str | None = None,
+    read_only: bool = False,
+    refresh: float = 0.75,
+    allowed_hosts: Sequence[str] | None = None,
+) -> Starlette:
+    """The dashboard as an ASGI app, to serve with uvicorn or mount in a Starlette/FastAPI app.
+
+    Args:
+        url_or_store: a store URL (``sqlite:///tasks.db``, ``redis://...``; the app opens
+            it and closes it at shutdown) or an open ``Store`` (left open).
+        token: when set, every request needs it: ``Authorization: Bearer TOKEN``, or the
+            session cookie set by the login form (``/login``).
+        read_only: no action: the buttons are not drawn and every action route answers 403.
+        refresh: seconds a store read is shared by every viewer of a page; live pages see
+            changes within about this long, at about one read per view per ``refresh``.
+        allowed_hosts: the ``Host`` names to answer (``["127.0.0.1", "localhost"]``); others
+            get a 400, which stops DNS-rebinding pages. ``None`` answers any host.
+
+    Raises:
+        ValueError: an empty token, a ``refresh`` that is not a positive number, or a bad URL.
+    """
+    if token is not None and (not isinstance(token, str) or not token.strip()):
+        raise ValueError(f"create_app: token must be a non-empty str or None, got {token!r}")
+    if isinstance(refresh, bool) or not isinstance(refresh, (int, float)) or not 0 < refresh < 3600:
+        raise ValueError(f"create_app: refresh must be seconds in (0, 3600), got {refresh!r}")
+    owned = isinstance(url_or_store, str)
+    store = open_store(url_or_store) if isinstance(url_or_store, str) else url_or_store
+    if not isinstance(store, Store):
+        raise ValueError(f"create_app: expected a store URL or a Store, got {url_or_store!r}")
+    dash = _Dashboard(store, read_only=read_only, token=token, refresh=float(refresh))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            dash.jobs.close()
+            if owned:
+                store.close()
+
+    routes = [
+        Route("/", dash.overview, methods=["GET"], name="overview"),
+        Route("/tasks", dash.tasks, methods=["GET"], name="tasks"),
+        Route("/tasks/bulk", dash.bulk, methods=["POST"], name="bulk"),
+        Route("/find", dash.find, methods=["GET"], name="find"),
+        Route("/purge", dash.purge, methods=["POST"], name="purge"),
+        Route("/workers", dash.workers, methods=["GET"], name="workers"),
+        Route("/jobs/{job_id}", dash.job, methods=["GET"], name="job"),
+        Route("/jobs/{job_id}/stop", dash.stop_job, methods=["POST"], name="stop_job"),
+        Route("/login", dash.login_form, methods=["GET"], name="login_form"),
+        Route("/login", dash.login, methods=["POST"], name="login"),
+        Route("/logout", dash.logout, methods=["POST"], name="logout"),
+        Route("/live/overview", dash.live_overview, methods=["GET"]),
+        Route("/live/tasks", dash.live_tasks, methods=["GET"]),
+        Route("/live/workers", dash.live_workers, methods=["GET"]),
+        Route("/live/jobs/{job_id}", dash.live_job, methods=["GET"]),
+        Route("/live/tasks/{task_id:path}", dash.live_task, methods=["GET"]),
+        *(
+            Route(f"/tasks/{{task_id:path}}/{name}", dash.action(name), methods=["POST"])
+            for name in ACTIONS
+        ),
+        Route("/tasks/{task_id:path}", dash.task, methods=["GET"], name="task"),
+        Mount("/static", StaticFiles(packages=[("resile.web", "static")]), name="static"),
+    ]
+    middleware = [Middleware(Guard, token=token)]
+    if allowed_hosts is not None:
+        middleware.insert(0, Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts)))
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={
+            HTTPException: dash.problem,
+            BadInput: dash.problem,
+            NotFound: dash.problem,
+        },
+        lifespan=lifespan,
+    )
+    app.state.dashboard = dash
+    app.state.store = store
+    return app
