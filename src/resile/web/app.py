@@ -94,12 +94,14 @@ _NOTICE_FIELDS = ("notice", "changed", "skipped", "count")
 class _Dashboard:
     """The routes of one dashboard over one store."""
 
-    def __init__(self, store: Store, *, read_only: bool, token: str | None, refresh: float):
+    def __init__(
+        self, store: Store, *, read_only: bool, token: str | None, refresh: float, batch: int
+    ) -> None:
         self.store = store
         self.read_only = read_only
         self.token = token
         self.reads = SharedReads(refresh)
-        self.jobs = Jobs(store)
+        self.jobs = Jobs(store, batch=batch)
         self.env = environment()
 
     # -- rendering --------------------------------------------------------------------------------
@@ -141,7 +143,8 @@ class _Dashboard:
             return self.render(fragment, self.context(request, **data))
 
         def render_error(exc: Exception) -> str:
-            return self.render("_problem.html", self.context(request, problem=str(exc)))
+            text = str(exc) if isinstance(exc, NotFound) else f"The store could not be read: {exc}"
+            return self.render("_problem.html", self.context(request, problem=text))
 
         events: AsyncIterator[str] = stream(self.reads, key, load, render, render_error)
         return StreamingResponse(
@@ -456,6 +459,7 @@ def create_app(
     read_only: bool = False,
     refresh: float = 0.75,
     allowed_hosts: Sequence[str] | None = None,
+    bulk_batch: int = 200,
 ) -> Starlette:
     """The dashboard as an ASGI app, to serve with uvicorn or mount in a Starlette/FastAPI app.
 
@@ -469,6 +473,8 @@ def create_app(
             changes within about this long, at about one read per view per ``refresh``.
         allowed_hosts: the ``Host`` names to answer (``["127.0.0.1", "localhost"]``); others
             get a 400, which stops DNS-rebinding pages. ``None`` answers any host.
+        bulk_batch: tasks per batch of a bulk action on a filter (each batch is one bounded
+            scan of the store, then one atomic call per task).
 
     Raises:
         ValueError: an empty token, a ``refresh`` that is not a positive number, or a bad URL.
@@ -477,11 +483,15 @@ def create_app(
         raise ValueError(f"create_app: token must be a non-empty str or None, got {token!r}")
     if isinstance(refresh, bool) or not isinstance(refresh, (int, float)) or not 0 < refresh < 3600:
         raise ValueError(f"create_app: refresh must be seconds in (0, 3600), got {refresh!r}")
+    if isinstance(bulk_batch, bool) or not isinstance(bulk_batch, int) or not bulk_batch >= 1:
+        raise ValueError(f"create_app: bulk_batch must be an int >= 1, got {bulk_batch!r}")
     owned = isinstance(url_or_store, str)
     store = open_store(url_or_store) if isinstance(url_or_store, str) else url_or_store
     if not isinstance(store, Store):
         raise ValueError(f"create_app: expected a store URL or a Store, got {url_or_store!r}")
-    dash = _Dashboard(store, read_only=read_only, token=token, refresh=float(refresh))
+    dash = _Dashboard(
+        store, read_only=read_only, token=token, refresh=float(refresh), batch=bulk_batch
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -1,0 +1,225 @@
+"""The dashboard's actions: one POST route each, CSRF and origin checked, read-only refuses them."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from _waits import wait_for
+from resile.queue._names import TaskStatus
+from resile.queue.store import Store
+from resile.queue.task import TaskError, TaskSpec
+from web.conftest import csrf_of, dead_task, post
+
+
+def _status(store: Store, task_id: str) -> TaskStatus:
+    task = store.get(task_id)
+    assert task is not None
+    return task.status
+
+
+class TestOneTask:
+    def test_retry_a_dead_task(self, store: Store, client: httpx.Client) -> None:
+        """POST /tasks/{id}/retry puts a FAILED task back to PENDING and redirects with a notice."""
+        task_id = dead_task(store)
+        response = post(client, f"/tasks/{task_id}/retry", {"next": f"/tasks/{task_id}"})
+        assert response.status_code == 303
+        assert response.headers["location"] == f"/tasks/{task_id}?notice=retried"
+        assert _status(store, task_id) is TaskStatus.PENDING
+        assert "Task queued to run again now." in client.get(response.headers["location"]).text
+
+    def test_cancel_a_pending_task(self, store: Store, client: httpx.Client) -> None:
+        """POST /tasks/{id}/cancel cancels a PENDING task."""
+        task_id = store.create(TaskSpec("resize")).id
+        assert post(client, f"/tasks/{task_id}/cancel", {}).status_code == 303
+        assert _status(store, task_id) is TaskStatus.CANCELED
+
+    def test_action_that_does_not_apply(self, store: Store, client: httpx.Client) -> None:
+        """Retrying a PENDING task changes nothing and says so."""
+        task_id = store.create(TaskSpec("resize")).id
+        response = post(client, f"/tasks/{task_id}/retry", {"next": "/tasks"})
+        assert response.headers["location"] == "/tasks?notice=not-retried"
+        assert _status(store, task_id) is TaskStatus.PENDING
+
+    def test_next_must_be_local(self, store: Store, client: httpx.Client) -> None:
+        """A ``next`` pointing at another site redirects to the overview instead."""
+        task_id = store.create(TaskSpec("resize")).id
+        response = post(client, f"/tasks/{task_id}/cancel", {"next": "//evil.example/x"})
+        assert response.headers["location"] == "/?notice=canceled"
+
+    def test_get_is_not_an_action(self, store: Store, client: httpx.Client) -> None:
+        """A GET on an action's URL acts on nothing (it names no page: 404; /purge: 405)."""
+        task_id = dead_task(store)
+        assert client.get(f"/tasks/{task_id}/retry").status_code == 404
+        assert client.get("/purge").status_code == 405
+        assert _status(store, task_id) is TaskStatus.FAILED
+
+    def test_audit_line(
+        self, store: Store, client: httpx.Client, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Every action writes what, which task and from where to the audit log."""
+        task_id = dead_task(store)
+        with caplog.at_level(logging.INFO, logger="resile.web.audit"):
+            post(client, f"/tasks/{task_id}/retry", {})
+        lines = [r.getMessage() for r in caplog.records if r.name == "resile.web.audit"]
+        assert any(f"retry task={task_id} changed=True client=127.0.0.1:" in m for m in lines)
+
+
+class TestCrossSite:
+    def test_refused_without_csrf_token(self, store: Store, client: httpx.Client) -> None:
+        """A POST without the form's CSRF token is a 403 and changes nothing."""
+        task_id = dead_task(store)
+        csrf_of(client)  # the cookie is there; the field is not
+        response = client.post(f"/tasks/{task_id}/retry", data={})
+        assert response.status_code == 403 and "CSRF" in response.text
+        assert _status(store, task_id) is TaskStatus.FAILED
+
+    def test_refused_with_a_wrong_token(self, store: Store, client: httpx.Client) -> None:
+        """A CSRF field that does not match the cookie is refused."""
+        task_id = dead_task(store)
+        csrf_of(client)
+        response = client.post(f"/tasks/{task_id}/retry", data={"csrf": "x" * 43})
+        assert response.status_code == 403
+        assert _status(store, task_id) is TaskStatus.FAILED
+
+    def test_refused_without_the_cookie(self, store: Store, dashboard: str) -> None:
+        """A token copied from a page is refused by a client without the matching cookie."""
+        task_id = dead_task(store)
+        with httpx.Client(base_url=dashboard) as first, httpx.Client(base_url=dashboard) as other:
+            token = csrf_of(first)
+            response = other.post(f"/tasks/{task_id}/retry", data={"csrf": token})
+        assert response.status_code == 403
+        assert _status(store, task_id) is TaskStatus.FAILED
+
+    def test_foreign_origin_refused(self, store: Store, client: httpx.Client) -> None:
+        """A POST whose Origin is another site is a 403, even with the right token and cookie."""
+        task_id = dead_task(store)
+        token = csrf_of(client)
+        response = client.post(
+            f"/tasks/{task_id}/retry",
+            data={"csrf": token},
+            headers={"origin": "http://evil.example"},
+        )
+        assert response.status_code == 403 and "evil.example" in response.text
+        assert _status(store, task_id) is TaskStatus.FAILED
+
+    def test_foreign_referer_refused(self, store: Store, client: httpx.Client) -> None:
+        """Without an Origin, a Referer from another site is refused."""
+        task_id = dead_task(store)
+        token = csrf_of(client)
+        response = client.post(
+            f"/tasks/{task_id}/retry",
+            data={"csrf": token},
+            headers={"referer": "http://evil.example/page"},
+        )
+        assert response.status_code == 403
+        assert _status(store, task_id) is TaskStatus.FAILED
+
+
+class TestBulk:
+    def test_selected_tasks(self, store: Store, client: httpx.Client) -> None:
+        """Bulk retry of a selection requeues the FAILED ones and counts the others as skipped."""
+        dead = [dead_task(store) for _ in range(3)]
+        pending = store.create(TaskSpec("send_mail", queue="mail")).id
+        response = post(
+            client,
+            "/tasks/bulk",
+            {"action": "retry", "scope": "selected", "ids": [*dead, pending], "next": "/tasks"},
+        )
+        assert response.status_code == 303
+        assert response.headers["location"] == "/tasks?notice=bulk&changed=3&skipped=1"
+        assert all(_status(store, i) is TaskStatus.PENDING for i in dead)
+
+    def test_everything_matching_the_filter(
+        self, store: Store, serve_app: Callable[..., str]
+    ) -> None:
+        """Bulk retry by filter requeues every FAILED mail task whose error matches, in batches."""
+        with httpx.Client(base_url=serve_app(store, bulk_batch=7)) as client:
+            wanted = [dead_task(store, error=TaskError("ConnectionError", "x")) for _ in range(30)]
+            other_error = [dead_task(store, error=TaskError("ValueError", "x")) for _ in range(4)]
+            other_queue = [dead_task(store, queue="sms") for _ in range(4)]
+            response = post(
+                client,
+                "/tasks/bulk",
+                {
+                    "action": "retry",
+                    "scope": "filter",
+                    "queue": "mail",
+                    "status": "FAILED",
+                    "error": "ConnectionError",
+                },
+            )
+            assert response.status_code == 303
+            job_page = response.headers["location"]
+            assert re.fullmatch(r"/jobs/[0-9a-f]{16}", job_page)
+            wait_for(lambda: ">done</span>" in client.get(job_page).text, 10, "the bulk job")
+            text = client.get(job_page).text
+            assert "<dt>Changed</dt><dd>30</dd>" in text
+            assert "<dt>Batches</dt><dd>5</dd>" in text
+            assert all(_status(store, i) is TaskStatus.PENDING for i in wanted)
+            assert all(_status(store, i) is TaskStatus.FAILED for i in other_error + other_queue)
+
+    def test_bad_bulk_input(self, store: Store, client: httpx.Client) -> None:
+        """An unknown action or scope, or no selection, is a 400 naming the field."""
+        task_id = dead_task(store)
+        cases = [
+            ({"action": "explode", "ids": [task_id]}, "action"),
+            ({"action": "retry", "scope": "everything"}, "scope"),
+            ({"action": "retry", "scope": "selected"}, "ids"),
+            ({"action": "retry", "scope": "filter", "status": "NOPE"}, "status"),
+        ]
+        for data, field in cases:
+            response = post(client, "/tasks/bulk", data)
+            assert response.status_code == 400, data
+            assert f"{field}: expected" in response.text
+        assert _status(store, task_id) is TaskStatus.FAILED
+
+
+class TestPurge:
+    def test_purge_by_age_and_state(self, store: Store, client: httpx.Client) -> None:
+        """Purge deletes the finished tasks older than the age, of the chosen states only."""
+        done = store.create(TaskSpec("add"))
+        store.lease("default", "w")
+        store.complete(done.id, "w", 1)
+        failed = dead_task(store)
+        kept = post(client, "/purge", {"older_than": "1h", "statuses": ["DONE", "FAILED"]})
+        assert kept.headers["location"] == "/?notice=purged&count=0"
+        response = post(client, "/purge", {"older_than": "0s", "statuses": ["DONE"]})
+        assert response.headers["location"] == "/?notice=purged&count=1"
+        assert store.get(done.id) is None and store.get(failed) is not None
+
+    def test_bad_age_or_state(self, client: httpx.Client) -> None:
+        """An age that is not a duration, or an unfinished state, is a 400 naming the field."""
+        response = post(client, "/purge", {"older_than": "soon"})
+        assert response.status_code == 400 and "older_than: expected" in response.text
+        response = post(client, "/purge", {"older_than": "1d", "statuses": ["PENDING"]})
+        assert response.status_code == 400 and "statuses: expected" in response.text
+
+
+class TestReadOnly:
+    def test_no_button_and_every_action_refused(
+        self, store: Store, serve_app: Callable[..., str]
+    ) -> None:
+        """read_only=True draws no action form and answers 403 to every action route."""
+        task_id = dead_task(store)
+        base = serve_app(store, read_only=True)
+        with httpx.Client(base_url=base) as c:
+            for path in ("/", "/tasks", f"/tasks/{task_id}"):
+                text = c.get(path).text
+                assert "read-only" in text
+                assert 'method="post"' not in text, path
+            token_page = c.get("/")
+            assert token_page.status_code == 200
+            for path, data in (
+                (f"/tasks/{task_id}/retry", {}),
+                (f"/tasks/{task_id}/cancel", {}),
+                ("/tasks/bulk", {"action": "retry", "ids": task_id}),
+                ("/purge", {"older_than": "0"}),
+            ):
+                response = c.post(path, data=data, headers={"origin": base})
+                assert response.status_code == 403, path
+        assert _status(store, task_id) is TaskStatus.FAILED
