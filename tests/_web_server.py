@@ -18,6 +18,8 @@ def serve(app: Any) -> Iterator[str]:
     """Run ``app`` until the block ends; yields its base URL (``http://127.0.0.1:PORT``)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Inherited by accepted sockets: h11 writes headers and body apart (delayed-ACK stalls).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(

@@ -1,12 +1,14 @@
 """The dashboard: see and steer every queue from a browser (``pip install 'resile[web]'``).
 
 ``create_app(url_or_store)`` returns an ASGI app (Starlette, server-rendered
-Jinja2 pages, assets shipped in the package); ``resile dashboard`` serves it.
+Jinja2 pages, assets shipped in the package); ``serve(url)`` runs it with uvicorn
+(``resile dashboard``), on 127.0.0.1 unless told otherwise.
 """
 
 from __future__ import annotations
 
 try:
+    from resile.web._serve import serve
     from resile.web.app import create_app
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installed extras
     if exc.name in ("starlette", "jinja2", "multipart", "python_multipart"):
@@ -16,4 +18,4 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installe
         ) from exc
     raise
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "serve"]

@@ -13,6 +13,7 @@ fragment when it changed, then waits until the shared answer goes stale.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Hashable
@@ -22,7 +23,7 @@ from typing import Any, Generic, TypeVar
 import anyio
 from starlette.concurrency import run_in_threadpool
 
-__all__ = ["SharedReads", "sse", "stream"]
+__all__ = ["SharedReads", "digest", "sse", "stream"]
 
 T = TypeVar("T")
 
@@ -111,6 +112,11 @@ class SharedReads:
             entry.at = -float("inf")
 
 
+def digest(html: str) -> str:
+    """A short fingerprint of a rendered fragment: the page names the one it shows."""
+    return hashlib.blake2b(html.encode(), digest_size=8).hexdigest()
+
+
 def sse(event: str, data: str) -> str:
     """One server-sent event: ``event:`` then each line of ``data`` as a ``data:`` line."""
     lines = "".join(f"data: {line}\n" for line in data.splitlines() or [""])
@@ -124,23 +130,26 @@ async def stream(
     render: Callable[[T], str],
     render_error: Callable[[Exception], str],
     *,
+    shown: str | None = None,
     seconds: float = 300.0,
     clock: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[str]:
     """Server-sent events for one viewer of a view, for ``seconds`` (the browser reconnects).
 
-    Sends ``update`` with the rendered fragment whenever it differs from the last one sent.
+    Sends ``update`` with the rendered fragment whenever it differs from the last one sent;
+    ``shown`` is the ``digest`` of the fragment the page already shows (not sent again).
     """
     yield "retry: 1000\n\n"
-    last: str | None = None
+    last = shown
     end = clock() + seconds
     while clock() < end:
         try:
             html = render(await reads.get(key, load))
         except Exception as exc:  # the store is down: say so on the page and keep trying
             html = render_error(exc)
-        if html != last:
-            last = html
+        mark = digest(html)
+        if mark != last:
+            last = mark
             yield sse("update", html)
         else:
             yield ": tick\n\n"  # a comment: lets the server notice a viewer that left

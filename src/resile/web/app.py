@@ -15,6 +15,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
+from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
@@ -37,7 +38,7 @@ from resile.web._filters import (
     parse_limit,
 )
 from resile.web._jobs import Jobs
-from resile.web._live import SharedReads, stream
+from resile.web._live import SharedReads, digest, stream
 from resile.web._security import (
     CSRF_FIELD,
     SESSION_COOKIE,
@@ -136,6 +137,16 @@ class _Dashboard:
     def page(self, request: Request, name: str, status_code: int = 200, **data: Any) -> Response:
         return HTMLResponse(self.render(name, self.context(request, **data)), status_code)
 
+    def live_page(self, request: Request, name: str, stream_path: str, **data: Any) -> Response:
+        """A page with a live region: its fragment, and the stream URL naming what it shows."""
+        ctx = self.context(request, **data)
+        fragment = self.render(f"_{name}_live.html", ctx)
+        query = [p for p in request.url.query.split("&") if p and not p.startswith("digest=")]
+        query.append(f"digest={digest(fragment)}")
+        ctx["live_html"] = Markup(fragment)  # our own template's output, escaped already
+        ctx["live_url"] = f"{ctx['root']}/live{stream_path}?" + "&".join(query)
+        return HTMLResponse(self.render(f"{name}.html", ctx))
+
     def live(
         self, request: Request, key: Any, load: Callable[[], dict[str, Any]], fragment: str
     ) -> Response:
@@ -146,7 +157,9 @@ class _Dashboard:
             text = str(exc) if isinstance(exc, NotFound) else f"The store could not be read: {exc}"
             return self.render("_problem.html", self.context(request, problem=text))
 
-        events: AsyncIterator[str] = stream(self.reads, key, load, render, render_error)
+        events: AsyncIterator[str] = stream(
+            self.reads, key, load, render, render_error, shown=request.query_params.get("digest")
+        )
         return StreamingResponse(
             events,
             media_type="text/event-stream",
@@ -173,25 +186,27 @@ class _Dashboard:
 
     async def overview(self, request: Request) -> Response:
         key, load = self._overview()
-        return self.page(request, "overview.html", **await self.reads.get(key, load))
+        return self.live_page(request, "overview", "/overview", **await self.reads.get(key, load))
 
     async def tasks(self, request: Request) -> Response:
         key, load = self._tasks(request)
-        return self.page(request, "tasks.html", **await self.reads.get(key, load))
+        return self.live_page(request, "tasks", "/tasks", **await self.reads.get(key, load))
 
     async def task(self, request: Request) -> Response:
-        key, load = self._task(request.path_params["task_id"])
-        return self.page(request, "task.html", **await self.reads.get(key, load))
+        task_id = request.path_params["task_id"]
+        key, load = self._task(task_id)
+        path = "/tasks/" + self.env.filters["pathquote"](task_id)
+        return self.live_page(request, "task", path, **await self.reads.get(key, load))
 
     async def workers(self, request: Request) -> Response:
         key, load = self._workers()
-        return self.page(request, "workers.html", **await self.reads.get(key, load))
+        return self.live_page(request, "workers", "/workers", **await self.reads.get(key, load))
 
     async def job(self, request: Request) -> Response:
         job = self.jobs.get(request.path_params["job_id"])
         if job is None:
             raise NotFound(f"no bulk job with id {request.path_params['job_id']!r}")
-        return self.page(request, "job.html", job=job)
+        return self.live_page(request, "job", f"/jobs/{job.id}", job=job)
 
     async def find(self, request: Request) -> Response:
         task_id = request.query_params.get("id", "").strip()
@@ -422,7 +437,7 @@ class _Dashboard:
             status, text = 404, str(exc)
         else:
             status, text = 400, str(exc)
-        if route_is_live(request):
+        if _route_is_live(request):
             return Response(text, status, media_type="text/plain")
         return self.page(request, "error.html", status, status=status, problem=text)
 
@@ -439,11 +454,11 @@ def _here(request: Request) -> str:
         path = path[len(root) :]
     if path.startswith("/live/"):
         path = "/" if path == "/live/overview" else path[len("/live") :]
-    query = request.url.query
+    query = "&".join(p for p in request.url.query.split("&") if p and not p.startswith("digest="))
     return path + ("?" + query if query else "")
 
 
-def route_is_live(request: Request) -> bool:
+def _route_is_live(request: Request) -> bool:
     root = request.scope.get("root_path", "")
     return request.url.path[len(root) :].startswith("/live/")
 

@@ -1,0 +1,280 @@
+"""The dashboard in a real browser: Debian's Chromium, headless, driven by Playwright.
+
+Each test serves the dashboard with uvicorn on a free loopback port and
+drives the pages as an operator would. With ``RESILE_SCREENSHOTS=DIR`` set,
+the tests save a screenshot of each page there (``docs/img/`` in the docs).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import resile
+from _browser import browser
+from _waits import wait_for
+from resile.queue._names import TaskStatus
+from resile.queue.store import Store
+from resile.queue.task import TaskError, TaskSpec
+from web.conftest import dead_task
+
+SHOTS = os.environ.get("RESILE_SCREENSHOTS")
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """One headless Chromium for the module's tests."""
+    with browser() as b:
+        yield b
+
+
+@pytest.fixture
+def page(chromium: Any) -> Iterator[Any]:
+    """A fresh browser page (its own cookies) whose console errors are collected."""
+    context = chromium.new_context(viewport={"width": 1280, "height": 860})
+    tab = context.new_page()
+    tab.console_errors = []
+    tab.on("console", lambda m: m.type == "error" and tab.console_errors.append(m.text))
+    tab.on("pageerror", lambda e: tab.console_errors.append(str(e)))
+    try:
+        yield tab
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def sqlite_store(sqlite_url: str) -> Iterator[Store]:
+    """An open SQLite store (the browser tests run on one backend)."""
+    from resile.queue.store import open_store
+
+    store = open_store(sqlite_url)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def shot(page: Any, name: str) -> None:
+    """Save a full-page screenshot as ``NAME.png`` when ``RESILE_SCREENSHOTS`` names a folder."""
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
+
+
+def status_of(store: Store, task_id: str) -> TaskStatus:
+    task = store.get(task_id)
+    assert task is not None
+    return task.status
+
+
+def sample(store: Store) -> str:
+    """A store with something to see in every state; returns the id of a dead task.
+
+    The running task's id is ``"encode-intro"``.
+    """
+    for i in range(4):
+        store.create(TaskSpec("resize_image", {"size": 256 * (i + 1)}, queue="images"))
+    store.create(TaskSpec("send_mail", {"to": "ops@example.com"}, queue="mail"))
+    for i in range(3):
+        done = store.create(TaskSpec("render_report", {"month": i + 1}, queue="reports"))
+        store.lease("reports", "worker-a:4711")
+        store.complete(done.id, "worker-a:4711", {"pages": 12 + i})
+    running = store.create(
+        TaskSpec("encode_video", {"file": "intro.mp4"}, queue="media", id="encode-intro")
+    )
+    store.lease("media", "worker-b:802")
+    store.progress(running.id, 62, worker_id="worker-b:802")
+    store.save_checkpoint(running.id, {"frame": 1488}, worker_id="worker-b:802")
+    dead_task(
+        store,
+        params={"to": "x@example.com"},
+        error=TaskError(
+            "ConnectionError",
+            "connection refused by smtp.example.com:25",
+            "Traceback (most recent call last):\n"
+            '  File "mail.py", line 12, in send_mail\nConnectionError: refused',
+        ),
+    )
+    return dead_task(
+        store,
+        handler="send_mail",
+        params={"to": "y@example.com"},
+        error=TaskError("TimeoutError", "no answer within 30 s"),
+    )
+
+
+class TestPages:
+    def test_every_page_renders_and_goes_live(
+        self, page: Any, sqlite_store: Store, serve_app: Callable[..., str]
+    ) -> None:
+        """Each page renders its heading, connects its live stream, and logs no error (no CSP hit)."""
+        dead = sample(sqlite_store)
+        base = serve_app(sqlite_store)
+        for path, heading, name in (
+            ("/", "Overview", "overview"),
+            ("/tasks", "Tasks", "tasks"),
+            (f"/tasks/{dead}", "Task", "task-dead"),
+            ("/tasks/encode-intro", "Task", "task"),
+            ("/workers", "Workers", "workers"),
+        ):
+            page.goto(base + path)
+            assert page.locator("h1").inner_text().startswith(heading)
+            page.locator("#live-state").wait_for(state="visible", timeout=5000)
+            shot(page, name)
+        assert page.console_errors == []
+
+    def test_filter_the_list(
+        self, page: Any, sqlite_store: Store, serve_app: Callable[..., str]
+    ) -> None:
+        """Choosing a state in the filter form lists only the tasks in that state."""
+        dead = sample(sqlite_store)
+        page.goto(serve_app(sqlite_store) + "/tasks")
+        page.select_option("select[name=status]", "FAILED")
+        page.click("form.filters button[type=submit]")
+        page.wait_for_url("**/tasks?*status=FAILED*")
+        states = page.locator("table.tasks tbody .status").all_inner_texts()
+        assert states == ["FAILED", "FAILED"]
+        assert page.locator(f'a[title="{dead}"]').count() == 1
+        shot(page, "tasks-filtered")
+
+
+class TestActions:
+    def test_retry_a_dead_task_and_watch_it_run(
+        self, page: Any, sqlite_store: Store, serve_app: Callable[..., str]
+    ) -> None:
+        """Retry on a FAILED task's page: a worker runs it again and the page shows it DONE."""
+        queue = resile.connect(sqlite_store)
+        healthy = threading.Event()
+
+        @queue.task(name="flaky", max_retries=0)
+        def flaky() -> str:
+            if not healthy.is_set():
+                raise ConnectionError("service down")
+            return "sent"
+
+        worker = resile.Worker(queue, concurrency=1)
+        runner = threading.Thread(target=worker.run, daemon=True)
+        runner.start()
+        try:
+            task_id = flaky.enqueue().id
+            wait_for(lambda: status_of(sqlite_store, task_id) is TaskStatus.FAILED, 10, "FAILED")
+            page.goto(serve_app(sqlite_store) + f"/tasks/{task_id}")
+            assert page.locator(".head .status").inner_text() == "FAILED"
+            healthy.set()
+            page.click("text=Retry now")
+            page.locator(".notice").wait_for(timeout=5000)
+            page.locator(".head .s-done").wait_for(timeout=5000)
+            assert "sent" in page.locator("pre.json").nth(1).inner_text()
+        finally:
+            worker.stop()
+            runner.join(10)
+        assert status_of(sqlite_store, task_id) is TaskStatus.DONE
+
+    def test_refused_without_the_csrf_token(
+        self, page: Any, sqlite_store: Store, serve_app: Callable[..., str]
+    ) -> None:
+        """A retry form stripped of its CSRF field is refused (403) and the task stays FAILED."""
+        dead = sample(sqlite_store)
+        page.goto(serve_app(sqlite_store) + f"/tasks/{dead}")
+        page.locator("#live-state").wait_for(state="visible", timeout=5000)
+        # One script turn: the live region cannot be swapped between the removal and the submit.
+        page.evaluate(
+            """() => {
+                const form = document.querySelector("form[action$='/retry']");
+                form.querySelector("input[name=csrf]").remove();
+                form.requestSubmit();
+            }"""
+        )
+        page.locator("h1", has_text="403").wait_for(timeout=5000)
+        assert "CSRF" in page.locator(".problem").inner_text()
+        assert status_of(sqlite_store, dead) is TaskStatus.FAILED
+
+    def test_bulk_requeue_by_filter(
+        self, page: Any, sqlite_store: Store, serve_app: Callable[..., str]
+    ) -> None:
+        """Retry every FAILED mail task whose error is ConnectionError, from the filtered list."""
+        wanted = [
+            dead_task(sqlite_store, error=TaskError("ConnectionError", "x")) for _ in range(12)
+        ]
+        other = dead_task(sqlite_store, error=TaskError("ValueError", "bad address"))
+        base = serve_app(sqlite_store, bulk_batch=5)
+        page.goto(base + "/tasks?queue=mail&status=FAILED&error=ConnectionError")
+        page.on("dialog", lambda dialog: dialog.accept())
+        page.click("text=Apply to everything matching the filter")
+        page.wait_for_url("**/jobs/*")
+        page.locator("#live .status", has_text="done").wait_for(timeout=10000)
+        shot(page, "bulk-job")
+        assert all(status_of(sqlite_store, i) is TaskStatus.PENDING for i in wanted)
+        assert status_of(sqlite_store, other) is TaskStatus.FAILED
+
+    def test_read_only_draws_no_button(
+        self, page: Any, sqlite_store: Store, serve_app: Callable[..., str]
+    ) -> None:
+        """A read-only dashboard shows the badge and no button on any page."""
+        dead = sample(sqlite_store)
+        base = serve_app(sqlite_store, read_only=True)
+        for path in ("/", "/tasks", f"/tasks/{dead}"):
+            page.goto(base + path)
+            assert page.locator(".badge", has_text="read-only").count() == 1
+            assert page.locator("main form[method=post]").count() == 0, path
+            assert page.get_by_role("button", name="Retry now").count() == 0, path
+
+
+class TestLive:
+    def test_a_new_task_shows_within_a_second(
+        self, page: Any, sqlite_store: Store, serve_app: Callable[..., str]
+    ) -> None:
+        """A task created while the list is open appears in it within one second."""
+        sample(sqlite_store)
+        page.goto(serve_app(sqlite_store) + "/tasks")
+        page.locator("#live-state").wait_for(state="visible", timeout=5000)
+        task = sqlite_store.create(TaskSpec("resize_image", queue="images"))
+        page.locator(f'a[title="{task.id}"]').wait_for(timeout=1000)
+
+
+class TestSafety:
+    def test_xss_payload_stays_inert(
+        self, page: Any, sqlite_store: Store, serve_app: Callable[..., str]
+    ) -> None:
+        """Markup in params, names and errors shows as text and runs nothing, live or not."""
+        payload = '<script>window.pwned=1</script><img src=x onerror="window.pwned=2">'
+        task_id = dead_task(
+            sqlite_store,
+            handler=payload,
+            params={"p": payload},
+            error=TaskError(payload, payload, payload),
+        )
+        base = serve_app(sqlite_store)
+        for path in ("/", "/tasks", f"/tasks/{task_id}"):
+            page.goto(base + path)
+            page.locator("#live-state").wait_for(state="visible", timeout=5000)
+            assert page.evaluate("window.pwned") is None, path
+            assert page.locator("img").count() == 0, path
+        assert payload in page.locator("main").inner_text()
+        shot(page, "xss")
+
+    def test_login_with_a_token(
+        self, page: Any, sqlite_store: Store, serve_app: Callable[..., str]
+    ) -> None:
+        """With a token, the overview sends the browser to the login form, which lets it in."""
+        base = serve_app(sqlite_store, token="open sesame")
+        page.goto(base + "/workers")
+        page.wait_for_url(base + "/login?next=/workers")
+        shot(page, "login")
+        page.fill("input[name=token]", "wrong")
+        page.get_by_role("button", name="Log in").click()
+        assert page.locator(".problem").inner_text() == "Wrong token."
+        page.fill("input[name=token]", "open sesame")
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(base + "/workers")
+        assert page.locator("h1").inner_text() == "Workers"
+        cookies = {c["name"]: c for c in page.context.cookies()}
+        assert (
+            cookies["resile_session"]["httpOnly"]
+            and cookies["resile_session"]["sameSite"] == "Strict"
+        )
