@@ -107,6 +107,21 @@ class TestSharedReads:
         assert await reads.get("k", lambda: next(values)) == 2
 
     @pytest.mark.anyio
+    async def test_slow_reads_stay_fresh_longer(self) -> None:
+        """A read that took 1 s is served for DUTY seconds: the store is never read back to back."""
+        now = [0.0]
+        reads = SharedReads(0.75, clock=lambda: now[0])
+
+        def slow() -> str:
+            now[0] += 1.0
+            return "counts"
+
+        await reads.get("k", slow)
+        assert reads.expires_in("k") == pytest.approx(SharedReads.DUTY - 1.0)
+        now[0] += SharedReads.DUTY - 1.5
+        assert await reads.get("k", lambda: "new") == "counts"
+
+    @pytest.mark.anyio
     async def test_errors_reach_every_waiter(self) -> None:
         """A failed load raises in each caller that waited for it, and is retried when stale."""
         now = [0.0]

@@ -34,8 +34,9 @@ __all__ = [
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
-# Rows one list page reads at most when filters beyond queue / status are set.
-SCAN_BUDGET = 5_000
+# Rows one list page reads at most when filters beyond queue / status are set (about 50 ms
+# of decoding on SQLite; benchmarks/dashboard_sqlite.py).
+SCAN_BUDGET = 1_000
 # Rows one ``Store.list`` call returns at most while scanning.
 _CHUNK = 500
 

@@ -31,6 +31,7 @@ T = TypeVar("T")
 @dataclass
 class _Entry(Generic[T]):
     at: float = -float("inf")
+    fresh_for: float = 0.0
     value: Any = None
     error: BaseException | None = None
     loading: anyio.Event | None = None
@@ -39,11 +40,18 @@ class _Entry(Generic[T]):
 class SharedReads:
     """A single-flight cache of store reads, fresh for ``refresh`` seconds.
 
+    A read that takes long stays fresh longer: ``max(refresh, DUTY * its duration)``,
+    so the dashboard spends at most about ``1 / DUTY`` of its time reading a view,
+    however slow the store (the overview of a million SQLite tasks: a read every few
+    seconds instead of one after another).
+
     Args:
         refresh: seconds an answer is served before the store is read again.
         clock: a monotonic clock (injectable for tests).
         max_keys: answers kept at most (the least recently used go first).
     """
+
+    DUTY = 5.0
 
     def __init__(
         self,
@@ -79,7 +87,7 @@ class SharedReads:
             if entry.loading is not None:
                 await entry.loading.wait()
                 continue
-            if self.clock() - entry.at < self.refresh:
+            if self.clock() - entry.at < entry.fresh_for:
                 if entry.error is not None:
                     raise entry.error
                 return entry.value  # type: ignore[no-any-return]
@@ -95,6 +103,7 @@ class SharedReads:
             raise
         finally:
             entry.at = started
+            entry.fresh_for = max(self.refresh, self.DUTY * (self.clock() - started))
             entry.loading = None
             done.set()
         return entry.value  # type: ignore[no-any-return]
@@ -104,7 +113,7 @@ class SharedReads:
         entry = self._entries.get(key)
         if entry is None:
             return 0.0
-        return max(0.0, entry.at + self.refresh - self.clock())
+        return max(0.0, entry.at + entry.fresh_for - self.clock())
 
     def clear(self) -> None:
         """Forget every answer: the next read of each view goes to the store (after an action)."""

@@ -25,7 +25,7 @@ from urllib.parse import quote, urlsplit
 
 from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection
-from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
@@ -194,15 +194,16 @@ class Guard:
 
     def _refuse(self, conn: HTTPConnection) -> Response:
         path = route_path(conn.scope)
-        wants_page = conn.scope.get("method") == "GET" and not path.startswith("/live")
+        wants_page = conn.scope.get("method") == "GET" and not path.startswith(
+            ("/live/", "/api/", "/openapi.json")
+        )
         if wants_page and _bearer(conn) is None:
             query = conn.url.query
             back = path + ("?" + query if query else "")
             root = conn.scope.get("root_path", "")
             return RedirectResponse(f"{root}/login?next={quote(back)}", status_code=303)
-        return PlainTextResponse(
-            "401 Unauthorized: this dashboard needs its token "
-            "(Authorization: Bearer TOKEN, or log in at /login)",
-            status_code=401,
-            headers={"www-authenticate": 'Bearer realm="resile"'},
-        )
+        text = "this dashboard needs its token (Authorization: Bearer TOKEN, or log in at /login)"
+        headers = {"www-authenticate": 'Bearer realm="resile"'}
+        if path.startswith(("/api/", "/openapi.json")):
+            return JSONResponse({"error": text, "status": 401}, 401, headers=headers)
+        return PlainTextResponse(f"401 Unauthorized: {text}", 401, headers=headers)

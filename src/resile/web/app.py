@@ -23,12 +23,19 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from resile.queue._names import ACTIVE_STATUSES, TERMINAL_STATUSES, TaskStatus
 from resile.queue.store import Store, open_store
+from resile.web._api import routes as api_routes
 from resile.web._filters import (
     MAX_LIMIT,
     BadInput,
@@ -37,7 +44,7 @@ from resile.web._filters import (
     parse_cursor,
     parse_limit,
 )
-from resile.web._jobs import Jobs
+from resile.web._jobs import Job, Jobs
 from resile.web._live import SharedReads, digest, stream
 from resile.web._security import (
     CSRF_FIELD,
@@ -104,6 +111,7 @@ class _Dashboard:
         self.reads = SharedReads(refresh)
         self.jobs = Jobs(store, batch=batch)
         self.env = environment()
+        self.actions = ACTIONS
 
     # -- rendering --------------------------------------------------------------------------------
 
@@ -168,38 +176,38 @@ class _Dashboard:
 
     # -- pages ------------------------------------------------------------------------------------
 
-    def _overview(self) -> tuple[Any, Callable[[], dict[str, Any]]]:
+    def overview_read(self) -> tuple[Any, Callable[[], dict[str, Any]]]:
         return ("overview",), lambda: overview_view(self.store)
 
-    def _tasks(self, request: Request) -> tuple[Any, Callable[[], dict[str, Any]]]:
+    def tasks_read(self, request: Request) -> tuple[Any, Callable[[], dict[str, Any]]]:
         params = request.query_params
         flt = TaskFilter.from_params(params)
         cursor = parse_cursor(params.get("cursor"))
         limit = parse_limit(params.get("limit"))
         return ("tasks", flt, cursor, limit), lambda: tasks_view(self.store, flt, cursor, limit)
 
-    def _task(self, task_id: str) -> tuple[Any, Callable[[], dict[str, Any]]]:
+    def task_read(self, task_id: str) -> tuple[Any, Callable[[], dict[str, Any]]]:
         return ("task", task_id), lambda: task_view(self.store, task_id)
 
-    def _workers(self) -> tuple[Any, Callable[[], dict[str, Any]]]:
+    def workers_read(self) -> tuple[Any, Callable[[], dict[str, Any]]]:
         return ("workers",), lambda: workers_view(self.store)
 
     async def overview(self, request: Request) -> Response:
-        key, load = self._overview()
+        key, load = self.overview_read()
         return self.live_page(request, "overview", "/overview", **await self.reads.get(key, load))
 
     async def tasks(self, request: Request) -> Response:
-        key, load = self._tasks(request)
+        key, load = self.tasks_read(request)
         return self.live_page(request, "tasks", "/tasks", **await self.reads.get(key, load))
 
     async def task(self, request: Request) -> Response:
         task_id = request.path_params["task_id"]
-        key, load = self._task(task_id)
+        key, load = self.task_read(task_id)
         path = "/tasks/" + self.env.filters["pathquote"](task_id)
         return self.live_page(request, "task", path, **await self.reads.get(key, load))
 
     async def workers(self, request: Request) -> Response:
-        key, load = self._workers()
+        key, load = self.workers_read()
         return self.live_page(request, "workers", "/workers", **await self.reads.get(key, load))
 
     async def job(self, request: Request) -> Response:
@@ -218,19 +226,19 @@ class _Dashboard:
     # -- live streams -----------------------------------------------------------------------------
 
     async def live_overview(self, request: Request) -> Response:
-        key, load = self._overview()
+        key, load = self.overview_read()
         return self.live(request, key, load, "_overview_live.html")
 
     async def live_tasks(self, request: Request) -> Response:
-        key, load = self._tasks(request)
+        key, load = self.tasks_read(request)
         return self.live(request, key, load, "_tasks_live.html")
 
     async def live_task(self, request: Request) -> Response:
-        key, load = self._task(request.path_params["task_id"])
+        key, load = self.task_read(request.path_params["task_id"])
         return self.live(request, key, load, "_task_live.html")
 
     async def live_workers(self, request: Request) -> Response:
-        key, load = self._workers()
+        key, load = self.workers_read()
         return self.live(request, key, load, "_workers_live.html")
 
     async def live_job(self, request: Request) -> Response:
@@ -280,57 +288,40 @@ class _Dashboard:
 
         return endpoint
 
-    async def act(self, request: Request, action: str) -> Response:
-        form = await self._form(request)
-        task_id = request.path_params["task_id"]
+    # The action steps shared by the forms and the JSON API: store calls in a thread, the
+    # shared reads cleared, an audit line.
+
+    async def apply(self, request: Request, action: str, task_id: str) -> bool:
+        """``action`` on one task; True when the store changed it."""
         changed = await run_in_threadpool(ACTIONS[action], self.store, task_id)
         self.reads.clear()
         audit.info("%s task=%s changed=%s client=%s", action, task_id, changed, _client(request))
-        past = {"cancel": "canceled", "retry": "retried"}[action]
-        notice = past if changed else f"not-{past}"
-        return self._back(
-            request, form, f"/tasks/{self.env.filters['pathquote'](task_id)}", notice=notice
+        return changed
+
+    async def apply_many(self, request: Request, action: str, ids: Sequence[str]) -> int:
+        """``action`` on each listed task; how many it changed."""
+        run = ACTIONS[action]
+        changed = await run_in_threadpool(lambda: sum(run(self.store, tid) for tid in ids))
+        self.reads.clear()
+        audit.info(
+            "bulk %s tasks=%s changed=%d client=%s",
+            action,
+            ",".join(ids),
+            changed,
+            _client(request),
         )
+        return changed
 
-    async def bulk(self, request: Request) -> Response:
-        form = await self._form(request)
-        action = str(form.get("action", ""))
-        if action not in ACTIONS:
-            raise BadInput("action", action, "one of " + ", ".join(ACTIONS))
-        scope = str(form.get("scope", "selected"))
-        apply = ACTIONS[action]
-        if scope == "selected":
-            ids = [str(v) for v in form.getlist("ids") if str(v)]
-            if not ids:
-                raise BadInput("ids", "", "at least one selected task")
-            if len(ids) > MAX_LIMIT:
-                raise BadInput("ids", f"{len(ids)} ids", f"at most {MAX_LIMIT} at once")
-
-            def run() -> int:
-                return sum(apply(self.store, tid) for tid in ids)
-
-            changed = await run_in_threadpool(run)
-            self.reads.clear()
-            audit.info(
-                "bulk %s tasks=%s changed=%d client=%s",
-                action,
-                ",".join(ids),
-                changed,
-                _client(request),
-            )
-            return self._back(
-                request, form, "/tasks", notice="bulk", changed=changed, skipped=len(ids) - changed
-            )
-        if scope != "filter":
-            raise BadInput("scope", scope, "selected or filter")
-        flt = TaskFilter.from_params(_fields(form, _FILTER_FIELDS))
+    async def start_job(self, request: Request, action: str, flt: TaskFilter) -> Job:
+        """A bulk job running ``action`` on every task ``flt`` matches."""
         expected = None
         if not flt.narrowing and flt.status is not None:
             counts = await run_in_threadpool(self.store.stats, flt.queue)
             expected = counts[flt.status]
+        run = ACTIONS[action]
         job = self.jobs.start(
             action,
-            lambda task: apply(self.store, task.id),
+            lambda task: run(self.store, task.id),
             flt,
             client=_client(request),
             expected=expected,
@@ -343,6 +334,69 @@ class _Dashboard:
             flt.to_params(),
             _client(request),
         )
+        return job
+
+    async def purge_tasks(
+        self, request: Request, age: float, statuses: Sequence[str], queue: str | None
+    ) -> int:
+        """Delete the finished tasks of ``statuses`` older than ``age`` seconds.
+
+        Raises:
+            BadInput: a state that is not a finished one.
+        """
+        chosen = []
+        for s in statuses or [t.value for t in TERMINAL_STATUSES]:
+            try:
+                status = TaskStatus(s.upper())
+            except ValueError:
+                raise BadInput("statuses", s, "DONE, FAILED or CANCELED") from None
+            if status not in TERMINAL_STATUSES:
+                raise BadInput("statuses", s, "DONE, FAILED or CANCELED (finished tasks only)")
+            chosen.append(status)
+        count = await run_in_threadpool(lambda: self.store.purge(age, statuses=chosen, queue=queue))
+        self.reads.clear()
+        audit.info(
+            "purge older_than=%ss statuses=%s queue=%s deleted=%d client=%s",
+            age,
+            [s.value for s in chosen],
+            queue,
+            count,
+            _client(request),
+        )
+        return count
+
+    # -- form actions -----------------------------------------------------------------------------
+
+    async def act(self, request: Request, action: str) -> Response:
+        form = await self._form(request)
+        task_id = request.path_params["task_id"]
+        changed = await self.apply(request, action, task_id)
+        past = {"cancel": "canceled", "retry": "retried"}[action]
+        notice = past if changed else f"not-{past}"
+        return self._back(
+            request, form, f"/tasks/{self.env.filters['pathquote'](task_id)}", notice=notice
+        )
+
+    async def bulk(self, request: Request) -> Response:
+        form = await self._form(request)
+        action = str(form.get("action", ""))
+        if action not in ACTIONS:
+            raise BadInput("action", action, "one of " + ", ".join(ACTIONS))
+        scope = str(form.get("scope", "selected"))
+        if scope == "selected":
+            ids = [str(v) for v in form.getlist("ids") if str(v)]
+            if not ids:
+                raise BadInput("ids", "", "at least one selected task")
+            if len(ids) > MAX_LIMIT:
+                raise BadInput("ids", f"{len(ids)} ids", f"at most {MAX_LIMIT} at once")
+            changed = await self.apply_many(request, action, ids)
+            return self._back(
+                request, form, "/tasks", notice="bulk", changed=changed, skipped=len(ids) - changed
+            )
+        if scope != "filter":
+            raise BadInput("scope", scope, "selected or filter")
+        flt = TaskFilter.from_params(_fields(form, _FILTER_FIELDS))
+        job = await self.start_job(request, action, flt)
         root = request.scope.get("root_path", "")
         return RedirectResponse(f"{root}/jobs/{job.id}", 303)
 
@@ -357,29 +411,9 @@ class _Dashboard:
     async def purge(self, request: Request) -> Response:
         form = await self._form(request)
         age = parse_age(str(form.get("older_than", "")))
-        statuses = [str(s) for s in form.getlist("statuses")] or [
-            s.value for s in TERMINAL_STATUSES
-        ]
-        chosen = []
-        for s in statuses:
-            try:
-                status = TaskStatus(s.upper())
-            except ValueError:
-                raise BadInput("statuses", s, "DONE, FAILED or CANCELED") from None
-            if status not in TERMINAL_STATUSES:
-                raise BadInput("statuses", s, "DONE, FAILED or CANCELED (finished tasks only)")
-            chosen.append(status)
+        statuses = [str(v) for v in form.getlist("statuses")]
         queue = str(form.get("queue", "")).strip() or None
-        count = await run_in_threadpool(lambda: self.store.purge(age, statuses=chosen, queue=queue))
-        self.reads.clear()
-        audit.info(
-            "purge older_than=%ss statuses=%s queue=%s deleted=%d client=%s",
-            age,
-            [s.value for s in chosen],
-            queue,
-            count,
-            _client(request),
-        )
+        count = await self.purge_tasks(request, age, statuses, queue)
         return self._back(request, form, "/", notice="purged", count=count)
 
     # -- login ------------------------------------------------------------------------------------
@@ -437,7 +471,10 @@ class _Dashboard:
             status, text = 404, str(exc)
         else:
             status, text = 400, str(exc)
-        if _route_is_live(request):
+        path = _route(request)
+        if path.startswith("/api/"):
+            return JSONResponse({"error": text, "status": status}, status)
+        if path.startswith("/live/"):
             return Response(text, status, media_type="text/plain")
         return self.page(request, "error.html", status, status=status, problem=text)
 
@@ -458,9 +495,9 @@ def _here(request: Request) -> str:
     return path + ("?" + query if query else "")
 
 
-def _route_is_live(request: Request) -> bool:
+def _route(request: Request) -> str:
     root = request.scope.get("root_path", "")
-    return request.url.path[len(root) :].startswith("/live/")
+    return request.url.path[len(root) :]
 
 
 def _client(request: Request) -> str:
@@ -539,6 +576,7 @@ def create_app(
             for name in ACTIONS
         ),
         Route("/tasks/{task_id:path}", dash.task, methods=["GET"], name="task"),
+        *api_routes(dash),
         Mount("/static", StaticFiles(packages=[("resile.web", "static")]), name="static"),
     ]
     middleware = [Middleware(Guard, token=token)]
