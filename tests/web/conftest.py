@@ -51,6 +51,16 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
+def sqlite_store(sqlite_url: str) -> Iterator[Store]:
+    """An open, empty SQLite store (tests that need one backend only: the browser's)."""
+    s = open_store(sqlite_url)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture
 def store(store_url: str) -> Iterator[Store]:
     """An open, empty store of the backend under test."""
     s = open_store(store_url)

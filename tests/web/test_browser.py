@@ -47,18 +47,6 @@ def page(chromium: Any) -> Iterator[Any]:
         context.close()
 
 
-@pytest.fixture
-def sqlite_store(sqlite_url: str) -> Iterator[Store]:
-    """An open SQLite store (the browser tests run on one backend)."""
-    from resile.queue.store import open_store
-
-    store = open_store(sqlite_url)
-    try:
-        yield store
-    finally:
-        store.close()
-
-
 def shot(page: Any, name: str) -> None:
     """Save a full-page screenshot as ``NAME.png`` when ``RESILE_SCREENSHOTS`` names a folder."""
     if SHOTS:

@@ -253,10 +253,8 @@ class _Dashboard:
 
     # -- actions ----------------------------------------------------------------------------------
 
-    async def _form(self, request: Request) -> FormData:
-        """The form of an action, once it passed the read-only, CSRF and origin checks."""
-        if self.read_only:
-            raise HTTPException(403, "this dashboard is read-only: actions are turned off")
+    async def _checked_form(self, request: Request) -> FormData:
+        """The POSTed form, once it passed the CSRF and origin checks (else a 403)."""
         form = await request.form()
         token = form.get(CSRF_FIELD)
         why = check_post(
@@ -269,6 +267,12 @@ class _Dashboard:
             )
             raise HTTPException(403, why)
         return form
+
+    async def _form(self, request: Request) -> FormData:
+        """The form of an action, once it passed the read-only, CSRF and origin checks."""
+        if self.read_only:
+            raise HTTPException(403, "this dashboard is read-only: actions are turned off")
+        return await self._checked_form(request)
 
     def _back(self, request: Request, form: FormData, fallback: str, **notice: Any) -> Response:
         """A 303 back to the page the form came from (a local path only), with a notice."""
@@ -426,11 +430,7 @@ class _Dashboard:
         )
 
     async def login(self, request: Request) -> Response:
-        form = await request.form()
-        token_field = form.get(CSRF_FIELD)
-        why = check_post(request, token_field if isinstance(token_field, str) else None)
-        if why is not None:
-            raise HTTPException(403, why)
+        form = await self._checked_form(request)
         target = safe_next(str(form.get("next", "/")))
         given = form.get("token")
         if self.token is None or not token_matches(
@@ -452,11 +452,7 @@ class _Dashboard:
         return response
 
     async def logout(self, request: Request) -> Response:
-        form = await request.form()
-        token_field = form.get(CSRF_FIELD)
-        why = check_post(request, token_field if isinstance(token_field, str) else None)
-        if why is not None:
-            raise HTTPException(403, why)
+        await self._checked_form(request)
         root = request.scope.get("root_path", "")
         response = RedirectResponse(f"{root}/login", 303)
         response.delete_cookie(SESSION_COOKIE, path=root or "/")
