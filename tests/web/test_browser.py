@@ -224,6 +224,22 @@ class TestLive:
         task = sqlite_store.create(TaskSpec("resize_image", queue="images"))
         page.locator(f'a[title="{task.id}"]').wait_for(timeout=1000)
 
+    def test_updates_wait_while_tasks_are_ticked(
+        self, page: Any, sqlite_store: Store, serve_app: Callable[..., str]
+    ) -> None:
+        """A ticked selection holds the list still (with a note); unticking brings the update."""
+        sample(sqlite_store)
+        page.goto(serve_app(sqlite_store) + "/tasks")
+        page.locator("#live-state").wait_for(state="visible", timeout=5000)
+        page.locator("table.tasks tbody input[type=checkbox]").first.check()
+        task = sqlite_store.create(TaskSpec("resize_image", queue="images"))
+        note = page.locator(".paused-note")
+        note.wait_for(state="visible", timeout=5000)
+        assert page.locator(f'a[title="{task.id}"]').count() == 0
+        page.locator("table.tasks tbody input[type=checkbox]").first.uncheck()
+        page.locator(f'a[title="{task.id}"]').wait_for(timeout=5000)
+        assert note.is_hidden()
+
 
 class TestSafety:
     def test_xss_payload_stays_inert(

@@ -13,9 +13,12 @@
 
   function busy(region) {
     if (region.querySelector("input[type=checkbox]:checked")) return true;
+    // A focused control (a keyboard user on a button, someone typing) is not swapped away;
+    // a checkbox keeps the focus after a click, and counts only while ticked (above).
     var active = document.activeElement;
-    return active !== null && active !== document.body && region.contains(active) &&
-      (active.tagName === "INPUT" || active.tagName === "SELECT" || active.tagName === "BUTTON");
+    if (active === null || active === document.body || !region.contains(active)) return false;
+    if (active.tagName === "INPUT") return active.type !== "checkbox";
+    return active.tagName === "SELECT" || active.tagName === "BUTTON";
   }
 
   function showSelectAll(region) {

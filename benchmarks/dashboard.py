@@ -1,12 +1,18 @@
-"""How fast the dashboard's pages answer over a SQLite store of a million tasks.
+"""How fast the dashboard's pages answer over a store of a million tasks (SQLite or Redis).
 
-    .venv/bin/python benchmarks/dashboard_sqlite.py [--tasks 1000000] [--requests 40] [--db PATH]
+    .venv/bin/python benchmarks/dashboard.py [--backend sqlite|redis] [--tasks 1000000]
+                                             [--requests 40] [--db PATH]
 
-Builds the store once (kept at ``--db``, reused while it holds ``--tasks``
-tasks): the tasks are created through ``Store.create_many`` in batches, then
-one SQL ``UPDATE`` per state moves most of them to DONE and some to FAILED
-(with an error type) and CANCELED, which is what a busy store looks like
-(80 % done, 4 % dead, 1 % canceled, the rest pending, over four queues).
+The store looks like a busy one: 80 % DONE, 4 % FAILED (half of them
+``ConnectionError``), 1 % CANCELED, the rest PENDING, over four queues.
+
+* SQLite (kept at ``--db``, reused while it holds ``--tasks`` tasks): the tasks
+  are created through ``Store.create_many`` in batches, then one SQL ``UPDATE``
+  per state moves them to their state.
+* Redis (a throwaway redis-server on a free loopback port, never 6379): the
+  tasks are created through ``create_many`` (the PENDING ones due tomorrow),
+  then leased 1,000 at a time and completed (``complete_many``), failed or
+  canceled through the contract.
 
 Then it serves the dashboard with uvicorn on a loopback port and times
 sequential GETs of each page with ``refresh`` near zero, so every request
@@ -20,6 +26,7 @@ the server process's peak RSS.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import sqlite3
@@ -33,12 +40,62 @@ import httpx
 import uvicorn
 
 from resile.queue._names import TASKS_TABLE, TaskStatus
+from resile.queue.store import Store, open_store
 from resile.queue.store.sqlite import SQLiteStore
-from resile.queue.task import TaskSpec
+from resile.queue.task import TaskError, TaskSpec
 from resile.web import create_app
 
 QUEUES = ("mail", "images", "reports", "media")
 HANDLERS = {"mail": "send_mail", "images": "resize", "reports": "render", "media": "encode"}
+
+
+def _state(i: int) -> TaskStatus:
+    """The state task number ``i`` ends in (the same split for both backends)."""
+    r = i % 100
+    if r < 80:
+        return TaskStatus.DONE
+    if r < 84:
+        return TaskStatus.FAILED
+    if r == 84:
+        return TaskStatus.CANCELED
+    return TaskStatus.PENDING
+
+
+def build_redis(store: Store, n: int) -> None:
+    """Fill a Redis store with ``n`` tasks through the contract."""
+    started = time.perf_counter()
+    batch = 20_000
+    for start in range(0, n, batch):
+        store.create_many(
+            TaskSpec(
+                HANDLERS[QUEUES[i % 4]],
+                {"n": i, "to": f"user{i}@example.com"},
+                id=f"t{i}",
+                queue=QUEUES[i % 4],
+                max_retries=0,
+                delay=86_400.0 if _state(i) is TaskStatus.PENDING else 0.0,
+            )
+            for i in range(start, min(n, start + batch))
+        )
+    created = time.perf_counter() - started
+    errors = [TaskError("ConnectionError", "refused"), TaskError("ValueError", "bad address")]
+    for queue in QUEUES:
+        while leased := store.lease(queue, "bench-worker", limit=1_000, lease_seconds=3600):
+            done = []
+            for task in leased:
+                i = int(task.id[1:])
+                state = _state(i)
+                if state is TaskStatus.DONE:
+                    done.append((task.id, 1))
+                elif state is TaskStatus.FAILED:
+                    store.fail(task.id, "bench-worker", errors[i % 2], permanent=True)
+                else:
+                    store.cancel(task.id)
+            store.complete_many(done, "bench-worker")
+    print(
+        f"built a Redis store: {n:,} tasks in {created:.1f} s"
+        f" + {time.perf_counter() - started - created:.1f} s of transitions"
+    )
 
 
 def build(path: Path, n: int) -> None:
@@ -143,50 +200,64 @@ def report(name: str, ms: list[float]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backend", choices=["sqlite", "redis"], default="sqlite")
     parser.add_argument("--tasks", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=40)
     parser.add_argument("--db", type=Path, default=Path("/tmp/resile-bench/dashboard.db"))
     args = parser.parse_args()
-    args.db.parent.mkdir(parents=True, exist_ok=True)
-    build(args.db, args.tasks)
+    with contextlib.ExitStack() as stack:
+        if args.backend == "sqlite":
+            args.db.parent.mkdir(parents=True, exist_ok=True)
+            build(args.db, args.tasks)
+            store: Store = SQLiteStore(str(args.db))
+        else:
+            sys.path.insert(0, str(Path(__file__).parent))
+            from _common import RedisServer
 
-    store = SQLiteStore(str(args.db))
-    try:
-        some = store.list(queue="mail", status=TaskStatus.FAILED, limit=1)[0]
-        page = store.list(queue="mail", limit=60)
-        cursor = page[-1].sequence
-        pages = {
-            "overview /": "/",
-            "tasks, no filter": "/tasks",
-            "tasks, page 2 (cursor)": f"/tasks?cursor={cursor}",
-            "tasks ?queue=mail&status=FAILED": "/tasks?queue=mail&status=FAILED",
-            "tasks ?status=FAILED (every queue)": "/tasks?status=FAILED",
-            "tasks ?queue=mail&status=FAILED&error=ConnectionError": (
-                "/tasks?queue=mail&status=FAILED&error=ConnectionError"
-            ),
-            "tasks ?task=send_mail (scan, budget 1,000 rows)": "/tasks?task=send_mail",
-            "task page /tasks/{id}": f"/tasks/{some.id}",
-            "workers": "/workers",
-        }
-        print(f"\n{args.tasks:,} tasks; {args.requests} sequential GETs per page; ms")
-        print(" cold (refresh=0.001 s: every request reads the store)")
-        cold = create_app(store, refresh=0.001)
-        cold.state.dashboard.reads.DUTY = 0.0  # no slow-read stretch: every request reads
-        with Server(cold) as url, httpx.Client(base_url=url) as c:
-            for name, path in pages.items():
-                timed(c, path, 2)  # warm the page cache of SQLite and the templates
-                report(name, timed(c, path, args.requests))
-        print(" shared (default refresh=0.75 s: the answer one read gave serves every viewer)")
-        with Server(create_app(store)) as url, httpx.Client(base_url=url) as c:
-            for name in ("overview /", "tasks ?queue=mail&status=FAILED"):
-                timed(c, pages[name], 2)
-                report(name, timed(c, pages[name], args.requests))
-    finally:
-        store.close()
+            server = RedisServer().start()
+            stack.callback(server.stop)
+            store = open_store(server.url())
+            build_redis(store, args.tasks)
+            print(f"redis-server {server.version()}")
+        stack.callback(store.close)
+        measure(store, args)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\npeak RSS of this process (store, dashboard and client): {rss:.0f} MB")
     print(f"python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}")
     return 0
+
+
+def measure(store: Store, args: argparse.Namespace) -> None:
+    """Time each page over ``store``."""
+    some = store.list(queue="mail", status=TaskStatus.FAILED, limit=1)[0]
+    page = store.list(queue="mail", limit=60)
+    cursor = page[-1].sequence
+    pages = {
+        "overview /": "/",
+        "tasks, no filter": "/tasks",
+        "tasks, page 2 (cursor)": f"/tasks?cursor={cursor}",
+        "tasks ?queue=mail&status=FAILED": "/tasks?queue=mail&status=FAILED",
+        "tasks ?status=FAILED (every queue)": "/tasks?status=FAILED",
+        "tasks ?queue=mail&status=FAILED&error=ConnectionError": (
+            "/tasks?queue=mail&status=FAILED&error=ConnectionError"
+        ),
+        "tasks ?task=send_mail (scan, budget 1,000 rows)": "/tasks?task=send_mail",
+        "task page /tasks/{id}": f"/tasks/{some.id}",
+        "workers": "/workers",
+    }
+    print(f"\n{args.backend}: {args.tasks:,} tasks; {args.requests} sequential GETs a page; ms")
+    print(" cold (refresh=0.001 s: every request reads the store)")
+    cold = create_app(store, refresh=0.001)
+    cold.state.dashboard.reads.DUTY = 0.0  # no slow-read stretch: every request reads
+    with Server(cold) as url, httpx.Client(base_url=url) as c:
+        for name, path in pages.items():
+            timed(c, path, 2)  # warm the page cache of SQLite and the templates
+            report(name, timed(c, path, args.requests))
+    print(" shared (default refresh=0.75 s: the answer one read gave serves every viewer)")
+    with Server(create_app(store)) as url, httpx.Client(base_url=url) as c:
+        for name in ("overview /", "tasks ?queue=mail&status=FAILED"):
+            timed(c, pages[name], 2)
+            report(name, timed(c, pages[name], args.requests))
 
 
 if __name__ == "__main__":
