@@ -35,7 +35,7 @@ __all__ = [
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 # Rows one list page reads at most when filters beyond queue / status are set (about 50 ms
-# of decoding on SQLite; benchmarks/dashboard_sqlite.py).
+# of decoding on SQLite; benchmarks/dashboard.py).
 SCAN_BUDGET = 1_000
 # Rows one ``Store.list`` call returns at most while scanning.
 _CHUNK = 500
