@@ -43,6 +43,15 @@ class TestConnect:
         with resile.connect("sqlite:///:memory:", queue="mail") as q:
             assert q.store.memory and q.name == "mail"  # type: ignore[attr-defined]
 
+    def test_with_closes_even_on_error(self, tmp_path: Path) -> None:
+        """`with queue:` gives the queue and closes its store on exit, the error passing through."""
+        q = resile.connect(f"sqlite:///{tmp_path / 'a.db'}")
+        with pytest.raises(KeyError, match="inside"), q as entered:
+            assert entered is q
+            raise KeyError("inside")
+        with pytest.raises(RuntimeError, match="closed"):
+            q.get("any")
+
     def test_url_options(self, tmp_path: Path) -> None:
         """Query options reach the store; unknown ones are refused."""
         s = open_store(f"sqlite:///{tmp_path / 'a.db'}?busy_timeout=2&synchronous=full")

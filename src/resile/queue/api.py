@@ -27,9 +27,9 @@ import inspect
 import threading
 from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import timedelta
-from types import TracebackType
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
+from resile._closing import Closing
 from resile.backoff import Backoff
 from resile.queue._names import (
     DEFAULT_BACKOFF,
@@ -381,10 +381,11 @@ class TaskFunction(Generic[P, R]):
         )
 
 
-class Queue:
+class Queue(Closing):
     """A task store plus the handlers registered on it: what producers and workers share.
 
-    Build it with ``resile.connect(url)``.
+    Build it with ``resile.connect(url)``. ``with queue:`` / ``async with
+    queue:`` close it (``close`` / ``aclose``) on the way out.
 
     Args:
         store: the store.
@@ -685,17 +686,6 @@ class Queue:
         """``close`` for async code (closes this event loop's connections too)."""
         await self.store.aclose()
 
-    async def __aenter__(self) -> Queue:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
     # -- looking and managing ---------------------------------------------------------------------
 
     def get(self, task_id: str) -> Task | None:
@@ -740,17 +730,6 @@ class Queue:
     def close(self) -> None:
         """Close the store."""
         self.store.close()
-
-    def __enter__(self) -> Queue:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"Queue({self.store.url!r}, name={self.name!r}, handlers={sorted(self.handlers)})"
