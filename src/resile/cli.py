@@ -10,11 +10,15 @@
     resile cancel mail-42 ; resile retry mail-42 ; resile purge --older-than 86400
     resile demo
 
-Every command but ``worker`` and ``demo`` takes ``--db URL`` (default
-``sqlite:///resile.db``, or the ``RESILE_DB`` environment variable); a worker
-uses the store its queue module opened. Exit codes: 0 done, 1 not found or
-refused (the task does not exist, or is in a state that does not allow it),
-2 usage error (a bad flag value, named with the value).
+``python -m resile`` is the same command. Every command but ``worker`` and
+``demo`` takes ``--db URL`` (default ``sqlite:///resile.db``, or the
+``RESILE_DB`` environment variable) and opens a Redis URL with a short
+``retry_for`` (``CLI_RETRY_FOR``); a worker uses the store its queue module
+opened, with its long outage ride-through. Exit codes: 0 done, 1 not found
+or refused (the task does not exist, or is in a state that does not allow
+it) or a store that cannot be used (not a database, a server that does not
+answer: one line naming the URL, no traceback), 2 usage error (a bad flag
+value, named with the value).
 
 This module needs the ``cli`` extra (``click`` and ``rich``); ``import resile``
 never imports it.
