@@ -6,6 +6,7 @@ installed console script as a subprocess to check the real entry point.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -191,10 +192,9 @@ class TestStoreProblems:
         r = run("list", "--db", url)
         assert r.exit_code == 1 and url in one_error_line(r.stderr)
 
-    def test_unreachable_redis_fails_within_5s(self) -> None:
-        """`resile list` on a Redis port where nothing listens: exit 1 within 5 s, one line."""
-        pytest.importorskip("redis")
-        url = f"redis://127.0.0.1:{free_port()}/0"
+    @staticmethod
+    def _fails_fast(url: str) -> None:
+        """`python -m resile list --db url` exits 1 within 5 s with one line naming url."""
         started = time.monotonic()
         out = subprocess.run(
             [sys.executable, "-m", "resile", "list", "--db", url],
@@ -205,6 +205,31 @@ class TestStoreProblems:
         took = time.monotonic() - started
         assert out.returncode == 1 and took < 5.0, (took, out.stderr)
         assert url in one_error_line(out.stderr)
+
+    def test_unreachable_redis_fails_within_5s(self) -> None:
+        """`resile list` on a Redis port where nothing listens: exit 1 within 5 s, one line."""
+        pytest.importorskip("redis")
+        self._fails_fast(f"redis://127.0.0.1:{free_port()}/0")
+
+    def test_redis_that_never_accepts_fails_within_5s(self) -> None:
+        """A port whose accept queue is full (connects hang, as to a host that drops packets): 5 s."""
+        pytest.importorskip("redis")
+        with socket.socket() as server:
+            server.bind(("127.0.0.1", 0))
+            server.listen(0)
+            port = server.getsockname()[1]
+            fillers = []
+            for _ in range(2):  # fill the accept queue; later SYNs are dropped
+                c = socket.socket()
+                c.settimeout(0.2)
+                with contextlib.suppress(OSError):
+                    c.connect(("127.0.0.1", port))
+                fillers.append(c)
+            try:
+                self._fails_fast(f"redis://127.0.0.1:{port}/0")
+            finally:
+                for c in fillers:
+                    c.close()
 
     def test_commands_open_redis_with_a_short_retry_for(self) -> None:
         """Non-worker commands reconnect for CLI_RETRY_FOR seconds unless the URL sets retry_for."""

@@ -56,7 +56,10 @@ DB_ENV = "RESILE_DB"
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 #: Seconds a command other than ``worker`` keeps reconnecting to an unreachable store, unless
 #: the URL sets ``retry_for``: a person at a terminal wants the error, a worker the ride-through.
-CLI_RETRY_FOR = 3.0
+CLI_RETRY_FOR = 1.0
+#: Seconds such a command waits for a TCP connection (``connect_timeout``) unless the URL sets
+#: ``socket_connect_timeout``: with ``CLI_RETRY_FOR`` a host that drops packets fails in ~2 s.
+CLI_CONNECT_TIMEOUT = 0.5
 # The URL schemes whose stores take ``retry_for`` (they reconnect through an outage).
 _RETRYING_SCHEMES = frozenset({"redis", "rediss", "unix"})
 
@@ -143,14 +146,17 @@ def _open(db: str) -> Queue:
     """Open the queue ``--db`` names; a bad URL is a usage error naming the flag.
 
     A store that reconnects through outages gets ``retry_for=CLI_RETRY_FOR``
-    unless the URL's query sets ``retry_for``.
+    and ``connect_timeout=CLI_CONNECT_TIMEOUT``, each unless the URL's query
+    sets it (``retry_for``, ``socket_connect_timeout``).
     """
     options: dict[str, Any] = {}
     parts = urlsplit(db)
-    if parts.scheme.lower() in _RETRYING_SCHEMES and "retry_for" not in dict(
-        parse_qsl(parts.query, keep_blank_values=True)
-    ):
-        options["retry_for"] = CLI_RETRY_FOR
+    if parts.scheme.lower() in _RETRYING_SCHEMES:
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        if "retry_for" not in query:
+            options["retry_for"] = CLI_RETRY_FOR
+        if "socket_connect_timeout" not in query:
+            options["connect_timeout"] = CLI_CONNECT_TIMEOUT
     try:
         return connect(db, **options)
     except (ValueError, NotImplementedError, ImportError) as exc:
