@@ -431,6 +431,17 @@ class TestConsoleScript:
         )
         assert missing.returncode == 1 and "nope" in missing.stderr
 
+    def test_python_m_resile_without_the_cli_extra(self) -> None:
+        """Without click, `python -m resile` says which extra to install, in one line, exit 2."""
+        code = (
+            "import runpy, sys; sys.modules['click'] = None; sys.argv = ['resile', '--help']; "
+            "runpy.run_module('resile', run_name='__main__')"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=30
+        )
+        assert out.returncode == 2 and "resile[cli]" in one_error_line(out.stderr)
+
     def test_main_returns_codes(self, db: str) -> None:
         """main(argv) returns the exit code instead of raising."""
         assert main(["enqueue", "job", "--id", "m", "--db", db]) == 0

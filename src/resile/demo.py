@@ -40,7 +40,7 @@ from resile.queue.api import Queue
 from resile.queue.context import TaskContext
 from resile.queue.task import Task
 
-__all__ = ["DemoConfig", "Summary", "build_queue", "main", "parser", "retry_demo", "run"]
+__all__ = ["DemoConfig", "Summary", "build_queue", "main", "retry_demo", "run"]
 
 HANDLER = "demo.call_service"
 QUEUE = "demo"
@@ -464,7 +464,7 @@ def _number(kind: type[int] | type[float], low: float, high: float | None = None
     return parse
 
 
-def parser(prog: str = "python -m resile.demo") -> argparse.ArgumentParser:
+def _parser(prog: str = "python -m resile.demo") -> argparse.ArgumentParser:
     """The demo's flags (``resile demo`` and ``python -m resile.demo`` take the same)."""
     p = argparse.ArgumentParser(
         prog=prog,
@@ -517,7 +517,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m resile.dem
 
     A bad flag value prints a usage error naming the flag and returns 2.
     """
-    p = parser(prog)
+    p = _parser(prog)
     try:
         args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
         if args.poison > args.tasks:
