@@ -8,7 +8,10 @@ import sys
 def _main() -> int:
     try:
         from resile.cli import main
-    except ImportError as exc:  # the cli extra is not installed: say so in one line
+    except ImportError as exc:
+        if (exc.name or "").partition(".")[0] not in ("click", "rich"):
+            raise
+        # the cli extra is not installed: say so in one line
         print(
             f"resile: the command needs the cli extra ({exc.name} is missing): "
             "pip install 'resile[cli]'",

@@ -34,7 +34,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, cast
 from urllib.parse import parse_qsl, urlsplit
 
 import click
@@ -119,7 +119,7 @@ def db_option(fn: F) -> F:
         except _store_errors() as exc:
             _refuse(f"--db {_shown(kwargs['db'])}: {_one_line(exc)}")
 
-    return click.option(
+    option = click.option(
         "--db",
         "db",
         default=DEFAULT_URL,
@@ -128,7 +128,8 @@ def db_option(fn: F) -> F:
         show_envvar=True,
         metavar="URL",
         help="The task store: sqlite:///path.db (relative), sqlite:////abs/path.db, redis://host:6379/0.",
-    )(command)  # type: ignore[return-value]
+    )
+    return cast(F, option(command))
 
 
 #: The ``--delay SECONDS`` option of ``enqueue`` and ``retry``.
