@@ -147,6 +147,14 @@ class TestDemoRun:
         code, _, err = demo(*args)
         assert code == 2 and needle in err
 
+    @pytest.mark.parametrize("where", ["no-such-dir/demo.db", "."])
+    def test_unusable_db_is_one_line_exit_1(self, tmp_path: Path, where: str) -> None:
+        """--db in a missing folder, or naming a folder: one line naming it, exit 1."""
+        path = str(tmp_path / where)
+        code, _, err = demo("--db", path, "--tasks", "2", "--poison", "0", "--latency", "0")
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert code == 1 and len(lines) == 1 and path in lines[0] and "Traceback" not in err
+
     def test_help_lists_the_flags(self) -> None:
         """`resile demo --help` shows the demo's own flags and exits 0."""
         code, out, _ = demo("--help")

@@ -23,6 +23,7 @@ import contextlib
 import os
 import random
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -515,7 +516,9 @@ def _parser(prog: str = "python -m resile.demo") -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m resile.demo") -> int:
     """``python -m resile.demo [flags]`` and ``resile demo [flags]``; returns the exit code.
 
-    A bad flag value prints a usage error naming the flag and returns 2.
+    A bad flag value prints a usage error naming the flag and returns 2; a
+    ``--db`` file that cannot be made or opened prints one line naming it
+    and returns 1.
     """
     p = _parser(prog)
     try:
@@ -530,7 +533,12 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m resile.dem
         return retry_demo(seed=args.seed)
     options = vars(args)
     del options["retry_demo"]
-    return run(**options)
+    try:
+        return run(**options)
+    except (sqlite3.Error, OSError) as exc:  # the --db file cannot be made or opened
+        where = args.db_path if args.db_path is not None else "the temporary store"
+        print(f"{prog}: error: --db {where}: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
