@@ -18,7 +18,7 @@ from _examples import assert_page_shows, run_example
 from _redis_server import drop_namespace
 from resile import Constant, DuplicateTask, Exponential, Queue, TaskContext, TaskStatus
 from resile.queue.context import context_parameter
-from resile.queue.store import open_store, register_store
+from resile.queue.store import Store, open_store, register_store
 from resile.queue.store.sqlite import SQLiteStore
 
 
@@ -42,6 +42,28 @@ class TestConnect:
         assert (tmp_path / "a.db").exists()
         with resile.connect("sqlite:///:memory:", queue="mail") as q:
             assert q.store.memory and q.name == "mail"  # type: ignore[attr-defined]
+
+    def test_with_closes_even_on_error(self, tmp_path: Path) -> None:
+        """`with queue:` gives the queue and closes its store on exit, the error passing through."""
+        q = resile.connect(f"sqlite:///{tmp_path / 'a.db'}")
+        with pytest.raises(KeyError, match="inside"), q as entered:
+            assert entered is q
+            raise KeyError("inside")
+        with pytest.raises(RuntimeError, match="closed"):
+            q.get("any")
+
+    def test_looking_methods_are_the_stores(self) -> None:
+        """queue.get / list / stats are the store's own methods: same results, contract docstrings."""
+        with resile.connect("sqlite:///:memory:") as q:
+            for name in ("get", "list", "stats"):
+                method = getattr(q, name)
+                assert method.__self__ is q.store and method.__func__ is getattr(
+                    type(q.store), name
+                )
+                assert getattr(Queue, name).__doc__ == getattr(Store, name).__doc__
+            q.enqueue("job", {"x": 1}, id="a", strict=False)
+            assert [t.id for t in q.list(status="PENDING")] == ["a"]
+            assert q.get("a") == q.store.get("a") and q.stats()[TaskStatus.PENDING] == 1
 
     def test_url_options(self, tmp_path: Path) -> None:
         """Query options reach the store; unknown ones are refused."""
