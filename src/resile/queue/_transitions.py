@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from resile.backoff import Backoff
@@ -140,9 +141,12 @@ class Created:
     status: TaskStatus = _PENDING
 
 
-def create(due_at: float | None, delay: float, now: float) -> Created:
+def create(due_at: float | None, delay: float | timedelta, now: float) -> Created:
     """A task created at ``now``: due at ``due_at`` if given, else at ``now + delay``."""
-    due = float(due_at) if due_at is not None else now + float(delay)
+    if due_at is not None:
+        due = float(due_at)
+    else:
+        due = now + (delay.total_seconds() if isinstance(delay, timedelta) else float(delay))
     return Created(due_at=due, ready=is_ready(due, now))
 
 
