@@ -31,6 +31,38 @@ _STATES = {s.value for s in TaskStatus}
 # A single- or double-quoted literal on one line (SQL and Lua quote alike).
 _QUOTED = re.compile(r"'([^'\n]*)'|\"([^\"\n]*)\"")
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# All-caps words a Lua script quotes that are not states: Redis commands and their options
+# (pass as ``spelled_states(text, ignore=REDIS_WORDS)``).
+REDIS_WORDS = frozenset(
+    [
+        "DEL",
+        "EXISTS",
+        "EXPIRE",
+        "GET",
+        "HDEL",
+        "HEXISTS",
+        "HGET",
+        "HGETALL",
+        "HINCRBY",
+        "HMGET",
+        "HSET",
+        "INCR",
+        "INCRBY",
+        "LIMIT",
+        "PERSIST",
+        "PEXPIRE",
+        "PUBLISH",
+        "PX",
+        "SET",
+        "WITHSCORES",
+        "ZADD",
+        "ZCARD",
+        "ZRANGE",
+        "ZRANGEBYSCORE",
+        "ZREM",
+        "ZSCORE",
+    ]
+)
 # Lowercase words a SQL statement may hold besides columns: the meta table's columns.
 _META_COLUMNS = {"key", "value"}
 

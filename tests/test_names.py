@@ -9,6 +9,7 @@ import pytest
 
 import resile.queue.store
 from _names_check import (
+    REDIS_WORDS,
     lua_hash_fields,
     python_strings,
     spelled_states,
@@ -49,6 +50,17 @@ class TestTaskField:
 def test_lua_names_only_defined_fields(script: str) -> None:
     """Every task-hash field a Lua script reads or writes is a TaskField."""
     assert unknown_fields(lua_hash_fields((LUA / script).read_text("utf-8"))) == set()
+
+
+@pytest.mark.xfail(
+    strict=True, reason="the Lua scripts still spell states; the Redis store's split injects them"
+)
+def test_lua_spells_no_state() -> None:
+    """No Lua script spells a state (or a key shape holding one): they are injected."""
+    spelled = {
+        p.name: spelled_states(p.read_text("utf-8"), ignore=REDIS_WORDS) for p in LUA.glob("*.lua")
+    }
+    assert {name: hits for name, hits in spelled.items() if hits} == {}
 
 
 class TestChecker:
