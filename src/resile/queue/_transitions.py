@@ -199,6 +199,11 @@ class AfterFailure:
             ``CorruptTask`` error when the stored policy could not be used.
         base: the time the wait counts from: the failure's ``now``, or the
             expired lease's expiry; also the history entry's ``ended_at``.
+
+    The failed attempt's history entry is the backend's to write:
+    ``AttemptRecord(attempts, started_at, base, outcome, <the attempt's own error>)``
+    (``error`` here may be the ``CorruptTask`` replacement; the entry keeps
+    what the attempt raised, ``LEASE_EXPIRED_ERROR`` for a reclaim).
     """
 
     dead: bool

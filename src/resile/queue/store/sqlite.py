@@ -18,6 +18,11 @@ two sorted sets: a ``ready`` flag splits ``PENDING`` rows into *delayed*
 (indexed by ``(queue, due_at)``) and *ready* (indexed by
 ``(queue, priority, seq)``). ``lease`` first flips the delayed rows that have
 come due to ready, then reads ready rows in ``(priority, seq)`` order.
+
+This module is the I/O only: every statement is named in
+``resile.queue.store._sqlite_sql``, every transition is decided by
+``resile.queue._transitions`` (inside the same transaction as the read it
+depends on), and rows become tasks through ``resile.queue.store._codec``.
 """
 
 from __future__ import annotations
@@ -25,7 +30,6 @@ from __future__ import annotations
 import builtins
 import heapq
 import json
-import math
 import os
 import sqlite3
 import threading
@@ -149,12 +153,7 @@ class SQLiteStore(Store):
         if not isinstance(path, str) or not path:
             raise ValueError(f"SQLiteStore: path must be a file name or ':memory:', got {path!r}")
         for name, value in (("busy_timeout", busy_timeout), ("lock_timeout", lock_timeout)):
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not (0 <= value < math.inf)
-            ):
-                raise ValueError(f"SQLiteStore: {name} must be seconds >= 0, got {value!r}")
+            check_seconds(value, f"SQLiteStore: {name}")
         sync = str(synchronous).upper()
         if sync not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise ValueError(
