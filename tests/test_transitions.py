@@ -427,3 +427,17 @@ def test_decisions_are_frozen() -> None:
     d = _fail()
     with pytest.raises(AttributeError):
         d.dead = True  # type: ignore[misc]
+
+
+def test_api_is_stable() -> None:
+    """The module's names, which every backend builds on, do not drift unnoticed."""
+    assert sorted(T.__all__) == sorted(
+        [
+            *("CANCELED_ERROR", "CANCEL_FROM", "EDIT_FROM", "HELD_FROM", "LEASE_EXPIRED_ERROR"),
+            *("LEASE_FROM", "REQUEUE_FROM", "AfterFailure", "Canceled", "Completed", "Created"),
+            *("Leased", "Released", "Requeued", "after_failure", "can_cancel", "can_edit"),
+            *("can_lease", "can_requeue", "cancel", "complete", "corrupt_error", "create"),
+            *("is_held", "is_ready", "lease", "lease_expired", "release", "requeue"),
+        ]
+    )
+    assert all(hasattr(T, name) for name in T.__all__)

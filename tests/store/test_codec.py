@@ -9,6 +9,7 @@ import pytest
 
 from resile.backoff import Exponential
 from resile.queue._names import FIELDS, HISTORY_LIMIT, Outcome, TaskStatus
+from resile.queue.store import _codec
 from resile.queue.store._codec import (
     CorruptField,
     created_task,
@@ -145,3 +146,18 @@ class TestHistory:
         """No stored history starts a new one."""
         out = history_with(None, AttemptRecord(1, None, NOW, Outcome.OK))
         assert out is not None and len(json.loads(out)) == 1
+
+
+def test_api_is_stable() -> None:
+    """The codec's names, which every backend builds on, do not drift unnoticed."""
+    assert sorted(_codec.__all__) == [
+        "CorruptField",
+        "created_task",
+        "decode",
+        "encode_error",
+        "encode_new",
+        "has_needs",
+        "history_with",
+        "load_json",
+    ]
+    assert all(hasattr(_codec, name) for name in _codec.__all__)
