@@ -62,6 +62,7 @@ __all__ = [
     "can_requeue",
     "cancel",
     "complete",
+    "corrupt",
     "corrupt_error",
     "create",
     "is_held",
@@ -225,6 +226,12 @@ class AfterFailure:
 def corrupt_error(detail: str, traceback: str = "") -> TaskError:
     """The error a task that cannot be used is dead-lettered with (``CorruptTask``)."""
     return TaskError("CorruptTask", detail, traceback)
+
+
+def corrupt(detail: str, now: float) -> AfterFailure:
+    """A leased task that cannot be decoded: dead-lettered at ``now`` with a ``CorruptTask``
+    error saying why (``detail``), nothing else of it touched."""
+    return AfterFailure(dead=True, due_at=now, delay=0.0, error=corrupt_error(detail), base=now)
 
 
 def _delay(

@@ -381,12 +381,13 @@ class SQLiteStore(Store):
     # -- workers --------------------------------------------------------------------------------
 
     def _mark_corrupt(self, c: sqlite3.Connection, row: sqlite3.Row, why: str, now: float) -> None:
+        dead = tr.corrupt(why, now)
         c.execute(
             sql.DEAD_LETTER,
             {
-                "status": TaskStatus.FAILED.value,
+                "status": dead.status.value,
                 "history": None,
-                "last_error": encode_error(tr.corrupt_error(why)),
+                "last_error": encode_error(dead.error),
                 "now": now,
                 "seq": row["seq"],
             },
