@@ -594,29 +594,29 @@ class SQLiteStore(Store):
     def _complete_row(
         self, c: sqlite3.Connection, task_id: str, worker_id: str, encoded: str, at: float
     ) -> Task | None:
-        done = self._complete_write(c, task_id, worker_id, encoded, at)
-        if done is None:
+        written = self._complete_write(c, task_id, worker_id, encoded, at)
+        if written is None:
             return None
-        row, entry, history = done
+        row, done, history = written
         # The snapshot from the row already read: no second SELECT on the hot path.
         before = _decode(row, strict=False)
         return before.replace(
-            status=TaskStatus.DONE,
+            status=done.status,
             result=json.loads(encoded),
-            progress=100.0,
-            history=(*before.history, entry)[-HISTORY_LIMIT:]
+            progress=done.progress,
+            history=(*before.history, done.entry)[-HISTORY_LIMIT:]
             if history is not None
             else before.history,
             lease_expires_at=None,
-            finished_at=at,
+            finished_at=done.finished_at,
             updated_at=at,
         )
 
     def _complete_write(
         self, c: sqlite3.Connection, task_id: str, worker_id: str, encoded: str, at: float
-    ) -> tuple[sqlite3.Row, AttemptRecord, str | None] | None:
-        """``DOING -> DONE`` when ``worker_id`` holds the task: (the row before, its
-        history entry, the new history column), else ``None`` and nothing written."""
+    ) -> tuple[sqlite3.Row, tr.Completed, str | None] | None:
+        """``DOING -> DONE`` when ``worker_id`` holds the task: (the row before, the
+        decision, the new history column), else ``None`` and nothing written."""
         row = self._held(c, task_id, worker_id)
         if row is None:
             return None
@@ -634,7 +634,7 @@ class SQLiteStore(Store):
                 "seq": row["seq"],
             },
         )
-        return row, done.entry, history
+        return row, done, history
 
     def complete(
         self,
