@@ -30,7 +30,7 @@ from resile.queue.worker import Worker, load_queue
 
 MODES = ["thread", "process", "async"]
 # The handler that runs until stopped, as each mode stops it: thread mode can only
-# flag the attempt (the handler polls ctx.cancelled); process mode kills a handler
+# flag the attempt (the handler polls ctx.canceled); process mode kills a handler
 # that ignores everything; async mode cancels a coroutine.
 STUCK = {"thread": "block", "process": "hang", "async": "ahang"}
 
@@ -77,7 +77,7 @@ def permanent() -> None:
 def block(seconds: float, ctx: TaskContext) -> str:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        if ctx.cancelled:
+        if ctx.canceled:
             return "stopped"
         time.sleep(0.005)
     return "finished"
@@ -358,7 +358,7 @@ class TestTimeout:
     def test_the_slot_of_a_timed_out_attempt_is_freed_for_the_next_task(
         self, env: Env, mode: str
     ) -> None:
-        """After a timeout the worker's single slot runs the next task (child killed, coroutine cancelled, thread returned)."""
+        """After a timeout the worker's single slot runs the next task (child killed, coroutine canceled, thread returned)."""
         stuck = env.enqueue(STUCK[mode], seconds=60, timeout=0.3, max_retries=0)
         after = env.enqueue("ok", x=5, priority=1)
         env.burst(mode, concurrency=1)
