@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Literal
 
+from resile import _time
 from resile._time import seconds as _seconds
 from resile.backoff import Exponential
 from resile.queue import _executors, _runner
@@ -224,6 +225,8 @@ class Worker:
         self._capacity: dict[str, float] = {}
         self._capacity_at = -math.inf
         self._watched = False  # the store wakes us for other processes' tasks: no polling
+        self._clock: _time.Clock = _time.SYSTEM
+        self._jumps = True  # a fake clock may be moved forward while idle (see _wait)
 
     # -- construction helpers -----------------------------------------------------------------
 
@@ -403,16 +406,59 @@ class Worker:
         if any(t.queue in self.queues for t in tasks):
             self._signal()
 
-    def _wait(self, timeout: float) -> None:
+    def _wait(self, timeout: float, poll: float = math.inf) -> None:
+        """Wait until woken, ``timeout`` seconds on resile's clock or ``poll`` real seconds.
+
+        On the system clock this is one wait on the condition. On a fake clock
+        (``resile.testing.no_waits``) an idle worker (nothing running, nothing
+        to write) moves the clock by ``timeout`` instead of sleeping, so that
+        a retry due in 30 s is leased at once, when the store's clock follows
+        resile's (``clock=lambda: T0 + fake.monotonic()``); with attempts in
+        flight it waits for their reports for real and moves the clock by the
+        time that took, so that exec timeouts, heartbeats and the grace period
+        still pass.
+        """
+        clock = self._clock
+        if clock is _time.SYSTEM:
+            with self._cond:
+                if not self._woken and timeout > 0:
+                    self._cond.wait(min(timeout, poll))
+                self._woken = False
+            return
+        idle = self._jumps and self._idle()
         with self._cond:
-            if not self._woken and timeout > 0:
-                self._cond.wait(timeout)
+            if self._woken or timeout <= 0:
+                self._woken = False
+                return
+            if idle:
+                before = self.store.now()
+                clock.sleep(timeout)
+                if self.store.now() - before >= timeout / 2:
+                    return
+                # The store reads another clock (the real one): jumping would only make
+                # resile's clock run away from it. Wait for real from now on.
+                self._jumps = False
+            started = time.monotonic()
+            self._cond.wait(min(timeout, poll))
             self._woken = False
+        clock.sleep(time.monotonic() - started)
+
+    def _idle(self) -> bool:
+        """Nothing runs, nothing is left to write, every slot is free (fake-clock waits)."""
+        executor = self._executor
+        return (
+            not self._running
+            and not self._reports
+            and not self._writes
+            and executor is not None
+            and executor.free() >= executor.slots
+            and not executor.booting()
+        )
 
     # -- internals: the scheduler loop ------------------------------------------------------------
 
     def _offer(self) -> dict[str, float]:
-        t = time.monotonic()
+        t = self._clock.monotonic()
         if t - self._capacity_at >= _PROBE_TTL:
             try:
                 self._capacity = capacity(self.probe())
@@ -431,6 +477,9 @@ class Worker:
         self._stopping = self._force = False
         self._fatal_error = None
         self._executor = executor
+        # The clock in force when the run starts serves the whole run.
+        self._clock = _time.clock
+        self._jumps = True
         remove_listener = self.store.add_listener(self._on_created)
         stop_watching: Callable[[], None] | None = None
         logger.info(
@@ -461,7 +510,8 @@ class Worker:
 
     def _loop(self, executor: Executor, burst: bool, wait: bool | float) -> None:
         store = self.store
-        next_beat = time.monotonic() + self.heartbeat
+        clock = self._clock
+        next_beat = clock.monotonic() + self.heartbeat
         stop_at: float | None = None
         gap = _MIN_GAP
         errors = 0
@@ -472,7 +522,7 @@ class Worker:
                 held = None if self._stopping else self._held_successes()
                 if held is None:
                     self._flush()
-                mono = time.monotonic()
+                mono = clock.monotonic()
                 if mono >= next_beat:
                     self._beat()
                     next_beat = mono + self.heartbeat
@@ -494,6 +544,7 @@ class Worker:
                 free = executor.free()
                 due: float | None = None
                 now = 0.0
+                poll = math.inf
                 if free > 0:
                     capacity_ = self._offer()
                     # Lease first: under load there is work, and asking "when is the next
@@ -516,7 +567,7 @@ class Worker:
                     elif due is not None:
                         timeout = min(timeout, due - now)
                     if self.poll_interval is not None and not self._watched:
-                        timeout = min(timeout, self.poll_interval)
+                        poll = self.poll_interval
                 if held:
                     self._flush()
                 if burst and not self._running and not self._reports and not self._writes:
@@ -528,7 +579,7 @@ class Worker:
                     if (free > 0 or not executor.booting()) and self._burst_over(due, now, wait):
                         return
                 errors = 0
-                self._wait(timeout)
+                self._wait(timeout, poll)
             except Exception:
                 errors += 1
                 pause = _STORE_BACKOFF.delay(min(errors, 30))
@@ -595,7 +646,7 @@ class Worker:
         if self.mode != "thread" or self._takes_context(task.handler):
             execution.cancel_event = threading.Event()
         if task.timeout is not None:
-            execution.deadline = time.monotonic() + task.timeout
+            execution.deadline = self._clock.monotonic() + task.timeout
         self._running[task.id] = execution
         self.stats.leased += 1
         try:
@@ -765,7 +816,7 @@ class Worker:
                 logger.exception(
                     "resile worker %s: could not record outcomes at shutdown", self.worker_id
                 )
-                time.sleep(_STORE_BACKOFF.delay(i + 1))
+                self._clock.sleep(_STORE_BACKOFF.delay(i + 1))
         self._running.clear()
         self._writes.clear()
         self._reports.clear()
