@@ -70,8 +70,9 @@ _MODES = ("thread", "process", "async")
 
 # How long a probe's measurement is trusted before the worker asks again.
 _PROBE_TTL = 1.0
-# After "something is due" but the lease got nothing (a race with another worker, a lease
-# lapsing at exactly now), look again after this gap, doubling up to the poll interval.
+# After "something is due" but the lease got nothing (it became due just after the lease
+# looked, a race with another worker, a lease lapsing at exactly now), lease again at once,
+# then after this gap, doubling up to the poll interval.
 _MIN_GAP = 0.001
 # Successes recorded together (``Store.complete_many``) at most.
 _WRITE_BATCH = 256
@@ -513,14 +514,16 @@ class Worker:
         clock = self._clock
         next_beat = clock.monotonic() + self.heartbeat
         stop_at: float | None = None
-        gap = _MIN_GAP
+        gap = 0.0
         errors = 0
         while True:
             try:
                 self._collect()
-                # Successes wait for the lease below, to go in its round trip.
+                # Successes wait for the lease below, to go in its round trip; failures are
+                # written right after it: a retry due now must not wait for their round trips.
                 held = None if self._stopping else self._held_successes()
-                if held is None:
+                after_lease = held is None and not self._stopping and executor.free() > 0
+                if held is None and not after_lease:
                     self._flush()
                 mono = clock.monotonic()
                 if mono >= next_beat:
@@ -553,22 +556,27 @@ class Worker:
                     held = None
                     for task in got:
                         self._dispatch(executor, task)
+                    if after_lease:
+                        after_lease = False
+                        self._flush()
                     if got:
-                        gap = _MIN_GAP
+                        gap = 0.0
                         continue
-                    now = store.now()
                     due = store.next_due_at(self.queues, capacity=capacity_)
+                    # Read after the call: a wait armed for ``due`` must not overrun by the
+                    # time the call took.
+                    now = store.now()
                     if due is not None and due <= now:
-                        # Due, yet nothing leased: someone else took it, a task came in just
-                        # now, or a lapsed lease is reclaimed only strictly after its expiry.
-                        # Look again shortly.
+                        # Due, yet nothing leased: it became due after the lease looked,
+                        # someone else took it, or a lapsed lease is reclaimed only strictly
+                        # after its expiry. Look again at once, then with a growing gap.
                         timeout = min(timeout, gap)
-                        gap = min(gap * 2, self.poll_interval or 0.05)
+                        gap = min(max(gap * 2, _MIN_GAP), self.poll_interval or 0.05)
                     elif due is not None:
                         timeout = min(timeout, due - now)
                     if self.poll_interval is not None and not self._watched:
                         poll = self.poll_interval
-                if held:
+                if held or after_lease:
                     self._flush()
                 if burst and not self._running and not self._reports and not self._writes:
                     if free <= 0 and not executor.booting():
