@@ -27,6 +27,7 @@ import pytest
 
 import resile
 from _backends import BACKENDS, SHARED_BACKENDS
+from _examples import assert_page_shows, run_example
 from _waits import wait_for
 from resile.queue import Outcome, Task, TaskSpec, TaskStatus
 from resile.queue._probe import capacity, gpu_probe, no_gpu_probe
@@ -718,6 +719,13 @@ class TestFakeClock:
         assert real < 10
         assert (got.status, got.history[0].outcome) == (TaskStatus.FAILED, Outcome.TIMEOUT)
         assert w.stats.timeouts == 1
+
+    def test_the_docs_example_runs(self) -> None:
+        """docs/worker.md's fake-clock example runs: three attempts, 60 s on the fake clock, no real wait."""
+        assert run_example("worker_fake_clock.py").split() == [
+            "FAILED", "3", "60", "s", "waited", "on", "the", "fake", "clock",
+        ]  # fmt: skip
+        assert_page_shows("worker.md", "worker_fake_clock.py")
 
     def test_a_store_on_the_real_clock_is_waited_for_in_real_time(self, env: Env) -> None:
         """Under no_waits() with a store on the real wall clock, a 0.3 s retry is still never early."""
