@@ -120,7 +120,10 @@ def _explain(trace_path: Path, late: list[tuple[float, float, float]], top: int)
         events = json.loads(trace_path.read_text())
     except (OSError, ValueError):
         return ["(no trace written)"]
-    out = []
+    counts: dict[str, int] = {}
+    for name, *_ in events:
+        counts[name] = counts.get(name, 0) + 1
+    out = [f"loop events in the run: {json.dumps(counts, sort_keys=True)}"]
     for lateness, due, start in sorted(late, reverse=True)[:top]:
         out.append(f"retry {lateness:.1f} ms late: due {due:.4f}, leased {start:.4f}")
         for name, t0, t1, info in events:

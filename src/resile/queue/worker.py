@@ -561,7 +561,10 @@ class Worker:
                         self._flush()
                     if got:
                         gap = 0.0
-                        continue
+                        if len(got) >= free:
+                            continue  # more may be due
+                        # Fewer than asked for: nothing else was due when the lease looked.
+                        # Ask for the next due time now rather than after another lease.
                     due = store.next_due_at(self.queues, capacity=capacity_)
                     # Read after the call: a wait armed for ``due`` must not overrun by the
                     # time the call took.
