@@ -220,7 +220,10 @@ class Worker:
         self._fatal_error: str | None = None
         self._reports: deque[tuple[Execution, Result]] = deque()
         self._context_of: dict[str, bool] = {}
-        self._writes: deque[tuple[Execution, Result | None]] = deque()  # None: release
+        # Outcomes to record: successes (written in batches, with the next lease when there
+        # is one) and the rest, failures and releases (None), written one by one.
+        self._done: deque[tuple[Execution, Result]] = deque()
+        self._writes: deque[tuple[Execution, Result | None]] = deque()
         self._running: dict[str, Execution] = {}
         self._executor: Executor | None = None
         self._capacity: dict[str, float] = {}
@@ -451,6 +454,7 @@ class Worker:
             not self._running
             and not self._reports
             and not self._writes
+            and not self._done
             and executor is not None
             and executor.free() >= executor.slots
             and not executor.booting()
@@ -521,9 +525,9 @@ class Worker:
                 self._collect()
                 # Successes wait for the lease below, to go in its round trip; failures are
                 # written right after it: a retry due now must not wait for their round trips.
-                held = None if self._stopping else self._held_successes()
-                after_lease = held is None and not self._stopping and executor.free() > 0
-                if held is None and not after_lease:
+                leasing = not self._stopping and executor.free() > 0
+                held = self._held_successes() if leasing else None
+                if not leasing:
                     self._flush()
                 mono = clock.monotonic()
                 if mono >= next_beat:
@@ -556,9 +560,7 @@ class Worker:
                     held = None
                     for task in got:
                         self._dispatch(executor, task)
-                    if after_lease:
-                        after_lease = False
-                        self._flush()
+                    self._flush()
                     if got:
                         gap = 0.0
                         if len(got) >= free:
@@ -579,9 +581,9 @@ class Worker:
                         timeout = min(timeout, due - now)
                     if self.poll_interval is not None and not self._watched:
                         poll = self.poll_interval
-                if held or after_lease:
+                if held is not None:  # not leased after all (a child process died meanwhile)
                     self._flush()
-                if burst and not self._running and not self._reports and not self._writes:
+                if burst and not self._running and not self._reports and not self._pending():
                     if free <= 0 and not executor.booting():
                         # Every slot is held by an abandoned (timed-out, unkillable) thread:
                         # end the burst only if there is nothing to wait for anyway.
@@ -681,26 +683,34 @@ class Worker:
                 # the child while the worker shuts down: hand the task back uncounted.
                 self._writes.append((execution, None))
                 continue
-            self._writes.append((execution, result))
+            if result.ok:
+                self._done.append((execution, result))
+            else:
+                self._writes.append((execution, result))
+
+    def _pending(self) -> bool:
+        """Outcomes are waiting to be recorded."""
+        return bool(self._done or self._writes)
 
     def _flush(self) -> None:
         """Write every outcome; a store error leaves the rest for the next round."""
-        while self._writes:
+        while self._done:
             if self._complete_batch():
                 continue
-            execution, result = self._writes[0]
+            execution, result = self._done[0]
             self._write(execution, result)
+            self._done.popleft()
+            self._running.pop(execution.task.id, None)
+        while self._writes:
+            execution, outcome = self._writes[0]
+            self._write(execution, outcome)
             self._writes.popleft()
             self._running.pop(execution.task.id, None)
 
     def _complete_batch(self) -> bool:
-        """Record the successes at the head of the write queue with one
-        ``Store.complete_many`` (one round trip on Redis); False when fewer than two."""
-        batch: list[tuple[Execution, Result]] = []
-        for execution, result in self._writes:
-            if result is None or not result.ok or len(batch) >= _WRITE_BATCH:
-                break
-            batch.append((execution, result))
+        """Record the first successes with one ``Store.complete_many`` (one round trip
+        on Redis); False when fewer than two."""
+        batch = self._held_successes()
         if len(batch) < 2:
             return False
         try:
@@ -712,28 +722,22 @@ class Worker:
         self._completed(batch, done)
         return True
 
-    def _held_successes(self) -> list[tuple[Execution, Result]] | None:
-        """The write queue when it holds only successes (at most a batch), else ``None``.
-
-        Those are sent together with the next lease (``Store.complete_then_lease``)."""
-        writes = self._writes
-        if len(writes) > _WRITE_BATCH:
-            return None
-        batch: list[tuple[Execution, Result]] = []
-        for execution, result in writes:
-            if result is None or not result.ok:
-                return None
-            batch.append((execution, result))
-        return batch
+    def _held_successes(self) -> list[tuple[Execution, Result]]:
+        """The first successes to record (at most a batch): sent with the next lease
+        (``Store.complete_then_lease``) or together (``Store.complete_many``)."""
+        done = self._done
+        if len(done) <= _WRITE_BATCH:
+            return list(done)
+        return [done[i] for i in range(_WRITE_BATCH)]
 
     def _completed(self, batch: Sequence[tuple[Execution, Result]], done: Sequence[bool]) -> None:
-        """Account for the head of the write queue (``batch``), recorded or not (``done``)."""
+        """Account for the first successes (``batch``), recorded or not (``done``)."""
         for (execution, _), ok in zip(batch, done, strict=True):
             if ok:
                 self.stats.done += 1
             else:  # canceled meanwhile, or the lease was lost: nothing was written
                 self.stats.lost += 1
-            self._writes.popleft()
+            self._done.popleft()
             self._running.pop(execution.task.id, None)
 
     def _write(self, execution: Execution, result: Result | None) -> None:
@@ -829,6 +833,7 @@ class Worker:
                 )
                 self._clock.sleep(_STORE_BACKOFF.delay(i + 1))
         self._running.clear()
+        self._done.clear()
         self._writes.clear()
         self._reports.clear()
 
