@@ -703,6 +703,19 @@ class TestFakeClock:
         assert got.history[0].started_at is not None
         assert got.history[0].started_at >= EPOCH + 1000.0 + 3600
 
+    def test_a_serving_worker_jumps_to_due_times_only(self, env: Env) -> None:
+        """A serving worker under no_waits() jumps to a task due in an hour, then, with nothing due, waits for real instead of racing the clock."""
+        with no_waits() as fake:
+            q = fake_queue(env, fake)
+            try:
+                bg = Background(Worker(q, concurrency=1))
+                t = q.enqueue("slow_retry", {}, delay=3600, max_retries=0)
+                wait_for(lambda: q.get(t.id).terminal, what="the delayed task to run")
+                bg.stop()
+            finally:
+                q.close()
+        assert 3600 <= fake.total < 3600 + 60
+
     def test_an_exec_timeout_still_passes_while_a_handler_runs(self, env: Env) -> None:
         """With an attempt in flight the fake clock moves with real time, so its 0.3 s exec timeout stops it."""
         with no_waits() as fake:

@@ -410,17 +410,18 @@ class Worker:
         if any(t.queue in self.queues for t in tasks):
             self._signal()
 
-    def _wait(self, timeout: float, poll: float = math.inf) -> None:
+    def _wait(self, timeout: float, poll: float = math.inf, due_in: float | None = None) -> None:
         """Wait until woken, ``timeout`` seconds on resile's clock or ``poll`` real seconds.
 
         On the system clock this is one wait on the condition. On a fake clock
         (``resile.testing.no_waits``) an idle worker (nothing running, nothing
-        to write) moves the clock by ``timeout`` instead of sleeping, so that
-        a retry due in 30 s is leased at once, when the store's clock follows
-        resile's (``clock=lambda: T0 + fake.monotonic()``); with attempts in
-        flight it waits for their reports for real and moves the clock by the
-        time that took, so that exec timeouts, heartbeats and the grace period
-        still pass.
+        to write) with a task due in ``due_in`` seconds moves the clock there
+        instead of sleeping, so that a retry due in 30 s is leased at once,
+        when the store's clock follows resile's (``clock=lambda: T0 +
+        fake.monotonic()``). Otherwise (attempts in flight, nothing due at
+        all) it waits for real and moves the clock by the time that took, so
+        that exec timeouts, heartbeats and the grace period still pass and an
+        idle worker does not spin.
         """
         clock = self._clock
         if clock is _time.SYSTEM:
@@ -429,15 +430,16 @@ class Worker:
                     self._cond.wait(min(timeout, poll))
                 self._woken = False
             return
-        idle = self._jumps and self._idle()
+        jump = due_in is not None and due_in > 0 and self._jumps and self._idle()
         with self._cond:
             if self._woken or timeout <= 0:
                 self._woken = False
                 return
-            if idle:
+            if jump:
+                assert due_in is not None
                 before = self.store.now()
-                clock.sleep(timeout)
-                if self.store.now() - before >= timeout / 2:
+                clock.sleep(due_in)
+                if self.store.now() - before >= due_in / 2:
                     return
                 # The store reads another clock (the real one): jumping would only make
                 # resile's clock run away from it. Wait for real from now on.
@@ -552,6 +554,7 @@ class Worker:
                 due: float | None = None
                 now = 0.0
                 poll = math.inf
+                due_in: float | None = None
                 if free > 0:
                     capacity_ = self._offer()
                     # Lease first: under load there is work, and asking "when is the next
@@ -578,7 +581,8 @@ class Worker:
                         timeout = min(timeout, gap)
                         gap = min(max(gap * 2, _MIN_GAP), self.poll_interval or 0.05)
                     elif due is not None:
-                        timeout = min(timeout, due - now)
+                        due_in = due - now
+                        timeout = min(timeout, due_in)
                     if self.poll_interval is not None and not self._watched:
                         poll = self.poll_interval
                 if held is not None:  # not leased after all (a child process died meanwhile)
@@ -592,7 +596,7 @@ class Worker:
                     if (free > 0 or not executor.booting()) and self._burst_over(due, now, wait):
                         return
                 errors = 0
-                self._wait(timeout, poll)
+                self._wait(timeout, poll, due_in)
             except Exception:
                 errors += 1
                 pause = _STORE_BACKOFF.delay(min(errors, 30))
