@@ -123,7 +123,19 @@ def _explain(trace_path: Path, late: list[tuple[float, float, float]], top: int)
     counts: dict[str, int] = {}
     for name, *_ in events:
         counts[name] = counts.get(name, 0) + 1
-    out = [f"loop events in the run: {json.dumps(counts, sort_keys=True)}"]
+    # A timed wait that ran past its timeout: how late the loop's thread got the CPU back.
+    overruns = []
+    for name, t0, t1, info in events:
+        if name == "wait":
+            asked = min(x for x in info if isinstance(x, (int, float)))
+            if asked > 0 and t1 - t0 >= asked:
+                overruns.append((t1 - t0 - asked) * 1000.0)
+    out = [
+        f"loop events in the run: {json.dumps(counts, sort_keys=True)}",
+        f"timed waits that ran out: {len(overruns)}, overrun p50 "
+        f"{C.percentile(overruns, 50):.2f} ms, p99 {C.percentile(overruns, 99):.2f} ms, "
+        f"max {max(overruns, default=float('nan')):.2f} ms",
+    ]
     for lateness, due, start in sorted(late, reverse=True)[:top]:
         out.append(f"retry {lateness:.1f} ms late: due {due:.4f}, leased {start:.4f}")
         for name, t0, t1, info in events:
