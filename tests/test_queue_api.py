@@ -454,19 +454,28 @@ class TestTaskContext:
         ctx2 = TaskContext(queue.store, task, "me")
         assert ctx2.attempt == 2 and ctx2.checkpoint == {"offset": 4096}
 
-    def test_cancelled(self, queue: Queue) -> None:
-        """cancelled turns True when the task is canceled (or flagged by the worker)."""
+    def test_canceled(self, queue: Queue) -> None:
+        """canceled turns True when the task is canceled (or flagged by the worker)."""
         ctx = self._leased(queue)
-        assert not ctx.cancelled
+        assert not ctx.canceled
         queue.cancel("w")
         ctx._checked_at = -1e18  # skip the 0.1 s rate limit
-        assert ctx.cancelled
+        assert ctx.canceled
         assert not ctx.progress(50)
 
         with resile.connect("sqlite:///:memory:") as q2:
             other = self._leased(q2)
-            other.mark_cancelled()
-            assert other.cancelled
+            other.mark_canceled()
+            assert other.canceled
+
+    def test_the_cancelled_spelling_is_deprecated(self, queue: Queue) -> None:
+        """The old names cancelled / mark_cancelled still work and warn DeprecationWarning."""
+        ctx = self._leased(queue)
+        with pytest.warns(DeprecationWarning, match=r"TaskContext\.cancelled is deprecated"):
+            assert ctx.cancelled is False
+        with pytest.warns(DeprecationWarning, match=r"use TaskContext\.mark_canceled"):
+            ctx.mark_cancelled()
+        assert ctx.canceled
 
     @pytest.mark.parametrize("style", ["annotated", "string", "optional", "named", "none"])
     def test_how_a_handler_asks_for_it(self, style: str) -> None:
