@@ -6,15 +6,13 @@ Deadlines are absolute instants on this clock (``time.monotonic`` by default).
 
 from __future__ import annotations
 
-import asyncio
 import math
-import sys
 import time
-from collections.abc import Callable
+from contextvars import ContextVar
 from datetime import timedelta
-from typing import Protocol, TypeVar
+from typing import Protocol
 
-T = TypeVar("T")
+from resile import _aio
 
 
 class Clock(Protocol):
@@ -34,49 +32,21 @@ class SystemClock:
     sleep = staticmethod(time.sleep)
 
     async def async_sleep(self, seconds: float) -> None:
-        if current_async_library() == "trio":
-            import trio
-
-            await trio.sleep(seconds)
-        else:
-            await asyncio.sleep(seconds)
+        await _aio.sleep(seconds)
 
 
 SYSTEM = SystemClock()
 # The one mutable slot: ``resile.testing`` replaces it and puts it back.
 clock: Clock = SYSTEM
 
-
-def current_async_library() -> str:
-    """Name the async library running this code: ``"asyncio"`` or ``"trio"``.
-
-    Raises:
-        RuntimeError: when called outside any event loop.
-    """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    else:
-        return "asyncio"
-    trio = sys.modules.get("trio")
-    if trio is not None:
-        try:
-            trio.lowlevel.current_task()
-        except RuntimeError:
-            pass
-        else:
-            return "trio"
-    raise RuntimeError("resile: no running asyncio or trio event loop")
+# The current deadline, an instant on ``clock`` (``None``: none); ``resile.deadline``
+# sets it, and the retry engine reads it to skip waits that would end past it.
+DEADLINE: ContextVar[float | None] = ContextVar("resile_deadline", default=None)
 
 
-async def run_in_thread(fn: Callable[[], T]) -> T:
-    """Run the sync ``fn()`` in a worker thread of the running async library, off its loop."""
-    if current_async_library() == "trio":
-        import trio
-
-        return await trio.to_thread.run_sync(fn)
-    return await asyncio.to_thread(fn)
+# The async library's own names live in ``resile._aio``; these two stay importable here.
+current_async_library = _aio.current_async_library
+run_in_thread = _aio.run_in_thread
 
 
 def seconds(

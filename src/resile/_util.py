@@ -40,3 +40,15 @@ def check_seed(value: object, owner: str) -> None:
     """
     if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
         raise TypeError(f"{owner}: seed must be an int or None, got {value!r}")
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """Add ``note`` to ``exc.__notes__`` (tracebacks print them from Python 3.11)."""
+    add = getattr(exc, "add_note", None)
+    if add is not None:
+        add(note)
+    else:  # pragma: no cover - Python 3.10 keeps the attribute; tracebacks show it from 3.11
+        notes = getattr(exc, "__notes__", None)
+        if notes is None:
+            exc.__notes__ = notes = []  # type: ignore[attr-defined]
+        notes.append(note)

@@ -1,6 +1,6 @@
-"""``BackoffExecutor``: the seed's MicroPython executor (``seeds/000``), on resile's engine.
+"""``BackoffExecutor``: the MicroPython ``BackoffExecutor`` API, on resile's engine.
 
-The contract, as the seed states it:
+The contract, as that API states it:
 
 * exponential backoff ``min(base_delay_ms * 2 ** (n - 1), max_backoff_ms)``
   after failure ``n``, with optional full jitter (a delay in ``[0, backoff]``);
@@ -17,23 +17,23 @@ The contract, as the seed states it:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import inspect
 import threading
+import warnings
 from collections.abc import Callable
 from typing import Any
 
-from resile import _time
+from resile import _aio, _time
 from resile.backoff import Exponential
-from resile.retry import Retrying, RetryState, _emit_async, _emit_sync, _run_awaitable
+from resile.retry import Retrying, RetryState
 from resile.stop import after_attempts, never
 
 __all__ = ["BackoffExecutor"]
 
 
 class _FalsyResult(OSError):
-    """The seed's ``OSError("Execution returned False")``: a falsy result counts as a failure."""
+    """The original API's ``OSError("Execution returned False")``: a falsy result counts as a failure."""
 
 
 def _check_ms(value: object, field: str) -> int:
@@ -135,15 +135,8 @@ class BackoffExecutor:
         wake = self._wake_async
         if wake is None or _time.clock is not _time.SYSTEM:
             await _time.clock.async_sleep(seconds)
-            return
-        if isinstance(wake, asyncio.Event):
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(wake.wait(), seconds)
-            return
-        import trio
-
-        with trio.move_on_after(seconds):
-            await wake.wait()
+        else:
+            await _aio.wait_event(wake, seconds)
 
     def _sync_sleep(self, seconds: float) -> None:
         if _time.clock is not _time.SYSTEM:
@@ -151,43 +144,67 @@ class BackoffExecutor:
         else:
             self._wake_sync.wait(seconds)
 
-    async def execute(
+    def _begin(self) -> bool:
+        """Take the run (False when another one holds it)."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        self._running = True
+        self._cancel_requested = False
+        return True
+
+    def _end(self) -> None:
+        self._running = False
+        self._wake_async = None
+        self._wake_set = None
+        self._lock.release()
+
+    def execute(
+        self,
+        fn: Callable[[], Any],
+        on_success: Callable[[Any], Any] | None = None,
+        on_fail: Callable[[BaseException, int, int], Any] | None = None,
+        on_retry: Callable[[BaseException], Any] | None = None,
+    ) -> Any:
+        """Run ``fn`` until it succeeds: ``True`` on success; ``False`` when canceled, out of
+        retries, or refused because another ``execute`` is running.
+
+        Both colours under one name, as the MicroPython ``BackoffExecutor`` API
+        spells it: called while an event loop (asyncio or trio) runs in this
+        thread, it returns the awaitable of ``execute_async`` (so
+        ``await executor.execute(fn)`` works, without a warning); called
+        anywhere else it runs in the calling thread, blocking, and returns the
+        ``bool``. Sync code that runs inside a loop's thread and wants to block
+        calls a worker thread instead (a blocking run would stall the loop).
+        """
+        if _aio.running_library() is not None:
+            return self.execute_async(fn, on_success, on_fail, on_retry)
+        return self._execute_blocking(fn, on_success, on_fail, on_retry)
+
+    async def execute_async(
         self,
         fn: Callable[[], Any],
         on_success: Callable[[Any], Any] | None = None,
         on_fail: Callable[[BaseException, int, int], Any] | None = None,
         on_retry: Callable[[BaseException], Any] | None = None,
     ) -> bool:
-        """Run ``fn`` until it succeeds. Returns ``True`` on success; ``False`` when cancelled,
-        out of retries, or refused because another ``execute`` is running."""
-        if not self._lock.acquire(blocking=False):
+        """``await executor.execute_async(fn)``: ``execute`` in the async colour (asyncio or trio)."""
+        if not self._begin():
             return False
         try:
-            self._running = True
-            self._cancel_requested = False
-            if _time.current_async_library() == "trio":
-                import trio
-
-                trio_wake = trio.Event()
-                token = trio.lowlevel.current_trio_token()
-                self._wake_async = trio_wake
-                self._wake_set = lambda: token.run_sync_soon(trio_wake.set)
-            else:
-                loop = asyncio.get_running_loop()
-                asyncio_wake = asyncio.Event()
-                self._wake_async = asyncio_wake
-                self._wake_set = lambda: loop.call_soon_threadsafe(asyncio_wake.set)
+            wake = self._wake_async = _aio.new_event()
+            call = _aio.loop_caller()
+            self._wake_set = lambda: call(wake.set)
 
             async def failed(state: RetryState) -> None:
                 if on_fail is not None:
-                    await _emit_async(
+                    await _aio.emit_async(
                         on_fail, state.exception, state.attempt, _ms(state.next_delay)
                     )
 
             async def gave_up(state: RetryState) -> None:
                 await failed(state)
                 if on_retry is not None:
-                    await _emit_async(on_retry, state.exception)
+                    await _aio.emit_async(on_retry, state.exception)
 
             policy = self._policy(failed, gave_up, async_sleep=self._async_sleep)
             result: Any = None
@@ -199,46 +216,35 @@ class BackoffExecutor:
                     result = fn()
                     if inspect.isawaitable(result):
                         result = await result
-                    if not result:
-                        raise _FalsyResult("Execution returned False")
-                    succeeded = True
+                    succeeded = _succeeded(result)
             if not succeeded:
                 return False
             if on_success is not None:
-                await _emit_async(on_success, result)
+                await _aio.emit_async(on_success, result)
             return True
         finally:
-            self._running = False
-            self._wake_async = None
-            self._wake_set = None
-            self._lock.release()
+            self._end()
 
-    def execute_sync(
+    def _execute_blocking(
         self,
         fn: Callable[[], Any],
-        on_success: Callable[[Any], Any] | None = None,
-        on_fail: Callable[[BaseException, int, int], Any] | None = None,
-        on_retry: Callable[[BaseException], Any] | None = None,
+        on_success: Callable[[Any], Any] | None,
+        on_fail: Callable[[BaseException, int, int], Any] | None,
+        on_retry: Callable[[BaseException], Any] | None,
     ) -> bool:
-        """The thread-safe sync twin of ``execute``: same contract, blocking waits.
-
-        ``fn`` should be sync; async callbacks are run to completion.
-        """
-        if not self._lock.acquire(blocking=False):
+        if not self._begin():
             return False
         try:
-            self._running = True
-            self._cancel_requested = False
             self._wake_sync.clear()
 
             def failed(state: RetryState) -> None:
                 if on_fail is not None:
-                    _emit_sync(on_fail, state.exception, state.attempt, _ms(state.next_delay))
+                    _aio.emit_sync(on_fail, state.exception, state.attempt, _ms(state.next_delay))
 
             def gave_up(state: RetryState) -> None:
                 failed(state)
                 if on_retry is not None:
-                    _emit_sync(on_retry, state.exception)
+                    _aio.emit_sync(on_retry, state.exception)
 
             policy = self._policy(failed, gave_up, sleep=self._sync_sleep)
             result: Any = None
@@ -249,24 +255,48 @@ class BackoffExecutor:
                 with attempt:
                     result = fn()
                     if inspect.isawaitable(result):
-                        result = _run_awaitable(result)
-                    if not result:
-                        raise _FalsyResult("Execution returned False")
-                    succeeded = True
+                        result = _aio.run_awaitable(result)
+                    succeeded = _succeeded(result)
             if not succeeded:
                 return False
             if on_success is not None:
-                _emit_sync(on_success, result)
+                _aio.emit_sync(on_success, result)
             return True
         finally:
-            self._running = False
-            self._lock.release()
+            self._end()
+
+    def execute_sync(
+        self,
+        fn: Callable[[], Any],
+        on_success: Callable[[Any], Any] | None = None,
+        on_fail: Callable[[BaseException, int, int], Any] | None = None,
+        on_retry: Callable[[BaseException], Any] | None = None,
+    ) -> bool:
+        """Deprecated: call ``execute`` outside an event loop (it blocks there).
+
+        Blocks in the calling thread whether or not a loop runs in it, as it
+        always did; ``fn`` should be sync; async callbacks are run to completion.
+        """
+        warnings.warn(
+            "BackoffExecutor.execute_sync() is deprecated: call execute() (outside an event "
+            "loop it blocks and returns the bool), or await execute_async() in async code",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self._execute_blocking(fn, on_success, on_fail, on_retry)
 
     def __repr__(self) -> str:
         return (
             f"BackoffExecutor(base_delay_ms={self.base_delay_ms}, max_backoff_ms="
             f"{self.max_backoff_ms}, max_retry={self.max_retry}, jitter={self.jitter})"
         )
+
+
+def _succeeded(result: Any) -> bool:
+    """True for a truthy result; a falsy one raises, and counts as a failure."""
+    if not result:
+        raise _FalsyResult("Execution returned False")
+    return True
 
 
 def _ms(seconds: float) -> int:

@@ -27,13 +27,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import math
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar
 
-from resile import _time, _util
-from resile.retry import RetryBudgetLike, _add_note
+from resile import _aio, _time, _util
+from resile.retry import RetryBudgetLike
 
 __all__ = ["hedge"]
 
@@ -78,7 +77,7 @@ class _Race:
     def final_error(self, name: str) -> BaseException:
         exc = self.errors[-1]
         note = f"resile: hedge {name}: all {self.started} copies failed; this is the last failure"
-        _add_note(exc, note)
+        _util.add_note(exc, note)
         return exc
 
 
@@ -163,9 +162,7 @@ async def _cancel_all(tasks: list[asyncio.Future[Any]]) -> bool:
 async def _race_trio(
     call: Callable[[], Awaitable[Any]], delay: float, race: _Race, name: str
 ) -> Any:
-    import trio
-
-    send, receive = trio.open_memory_channel[tuple[str, int, Any]](math.inf)
+    send, receive = _aio.memory_channel()
     result: list[Any] = []
     failure: list[BaseException] = []
     timer_generation = 0
@@ -183,7 +180,7 @@ async def _race_trio(
         await _time.clock.async_sleep(delay)
         send.send_nowait(("timer", generation, None))
 
-    async with trio.open_nursery() as nursery:
+    async with _aio.open_nursery() as nursery:
 
         def start() -> None:
             nonlocal timer_generation, running
@@ -278,7 +275,7 @@ def hedge(
             def call() -> Awaitable[R]:
                 return fn(*args, **kwargs)
 
-            if _time.current_async_library() == "trio":
+            if _aio.current_async_library() == _aio.TRIO:
                 return await _race_trio(call, seconds, race, name)  # type: ignore[no-any-return]
             return await _race_asyncio(call, seconds, race, name)  # type: ignore[no-any-return]
 

@@ -16,20 +16,18 @@ elapsed time), no allocation, no sleep. A zero delay calls no sleep at all.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import logging
 import math
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
-from resile import _time
+from resile import _aio, _time, _util
 from resile.backoff import Backoff, Exponential
-from resile.deadline import _DEADLINE, deadline
+from resile.deadline import deadline
 from resile.errors import CircuitOpen, Permanent, RetryError
 from resile.stop import Stop, after_attempts
 
@@ -387,7 +385,7 @@ class Retrying:
         if self.budget is not None:
             self.budget.record_success()
         if self.on_success is not None:
-            _emit_sync(self.on_success, call.state(0.0, succeeded=True))
+            _aio.emit_sync(self.on_success, call.state(0.0, succeeded=True))
         return result
 
     def _slow_sync(self, fn: Callable[..., R], args: Any, kwargs: Any, call: _Call) -> R:
@@ -453,7 +451,7 @@ class Retrying:
         if self.budget is not None:
             self.budget.record_success()
         if self.on_success is not None:
-            await _emit_async(self.on_success, call.state(0.0, succeeded=True))
+            await _aio.emit_async(self.on_success, call.state(0.0, succeeded=True))
         return result
 
     async def _slow_async(
@@ -498,11 +496,11 @@ class Retrying:
                 delay = call.failed()
                 if delay is None:
                     if self.on_giveup is not None:
-                        _emit_sync(self.on_giveup, call.state(call.next_delay))
+                        _aio.emit_sync(self.on_giveup, call.state(call.next_delay))
                     call.give_up()
                     return
                 if self.on_retry is not None:
-                    _emit_sync(self.on_retry, call.state(delay))
+                    _aio.emit_sync(self.on_retry, call.state(delay))
                 if delay > 0.0:
                     (self.sleep or _time.clock.sleep)(delay)
                     self.statistics.waited += delay
@@ -523,7 +521,7 @@ class Retrying:
         if self.budget is not None:
             self.budget.record_success()
         if self.on_success is not None:
-            _emit_sync(self.on_success, call.state(0.0, succeeded=True))
+            _aio.emit_sync(self.on_success, call.state(0.0, succeeded=True))
         call.value = call.result
 
 
@@ -599,7 +597,7 @@ class _AsyncSteps:
             if p.budget is not None:
                 p.budget.record_success()
             if p.on_success is not None:
-                await _emit_async(p.on_success, call.state(0.0, succeeded=True))
+                await _aio.emit_async(p.on_success, call.state(0.0, succeeded=True))
             call.value = call.result
             raise StopAsyncIteration
         self._started = True
@@ -608,11 +606,11 @@ class _AsyncSteps:
             if delay is None:
                 self._done = True
                 if p.on_giveup is not None:
-                    await _emit_async(p.on_giveup, call.state(call.next_delay))
+                    await _aio.emit_async(p.on_giveup, call.state(call.next_delay))
                 call.give_up()
                 raise StopAsyncIteration
             if p.on_retry is not None:
-                await _emit_async(p.on_retry, call.state(delay))
+                await _aio.emit_async(p.on_retry, call.state(delay))
             if delay > 0.0:
                 await (p.async_sleep or _time.clock.async_sleep)(delay)
                 p.statistics.waited += delay
@@ -711,7 +709,7 @@ class _Call:
         if p.stop.should_stop(self.attempts, elapsed, delay):
             self.reason = "stop"
             return None
-        when = _DEADLINE.get()
+        when = _time.DEADLINE.get()
         if self.deadline is not None and (when is None or self.deadline < when):
             when = self.deadline
         if when is not None and _time.clock.monotonic() + delay >= when:
@@ -765,7 +763,7 @@ class _Call:
             return
         if isinstance(exc, Permanent) and exc.error is not None:
             exc = exc.error
-        _add_note(
+        _util.add_note(
             exc,
             f"resile: {p.name} gave up after {self.attempts} attempt(s) ({self.reason})",
         )
@@ -781,65 +779,6 @@ def _kind_of(cls: type[BaseException], permanent_on: tuple[type[BaseException], 
     if issubclass(cls, Permanent) or (permanent_on and issubclass(cls, permanent_on)):
         return _PERMANENT
     return _PLAIN
-
-
-def _add_note(exc: BaseException, note: str) -> None:
-    add = getattr(exc, "add_note", None)
-    if add is not None:
-        add(note)
-    else:  # pragma: no cover - Python 3.10 keeps the attribute; tracebacks show it from 3.11
-        notes = getattr(exc, "__notes__", None)
-        if notes is None:
-            exc.__notes__ = notes = []  # type: ignore[attr-defined]
-        notes.append(note)
-
-
-def _emit_sync(hook: Callable[..., Any], *args: Any) -> None:
-    """Call a hook from sync code. Its errors are logged, never raised."""
-    try:
-        outcome = hook(*args)
-        if inspect.isawaitable(outcome):
-            _run_awaitable(outcome)
-    except Exception:
-        log.exception("resile: hook %r raised; ignored", hook)
-
-
-def _run_awaitable(aw: Awaitable[Any]) -> Any:
-    """Run an awaitable to completion from sync code and return its value; in a thread
-    when an event loop already runs in this one."""
-
-    async def main() -> Any:
-        return await aw
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(main())
-    outcome: list[Any] = []
-    failure: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            outcome.append(asyncio.run(main()))
-        except BaseException as exc:  # reported below
-            failure.append(exc)
-
-    t = threading.Thread(target=target, name="resile-await")
-    t.start()
-    t.join()
-    if failure:
-        raise failure[0]
-    return outcome[0]
-
-
-async def _emit_async(hook: Callable[..., Any], *args: Any) -> None:
-    """Call a hook, sync or async, from async code. Its errors are logged, never raised."""
-    try:
-        outcome = hook(*args)
-        if inspect.isawaitable(outcome):
-            await outcome
-    except Exception:
-        log.exception("resile: hook %r raised; ignored", hook)
 
 
 @overload
