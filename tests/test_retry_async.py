@@ -455,6 +455,27 @@ class TestAsyncIterator:
         assert numbers == [1, 2, 3]
         assert clock.sleeps == [0.25, 0.25]
 
+    async def test_async_with_attempt(self, clock: FakeClock) -> None:
+        """async with attempt: works as with attempt: does (tenacity's spelling)."""
+        fn = aflaky(2)
+        numbers = []
+        async for attempt in Retrying(backoff=Constant(0.5)):
+            async with attempt:
+                numbers.append(attempt.number)
+                await fn()
+        assert numbers == [1, 2, 3]
+        assert clock.sleeps == [0.5, 0.5]
+
+    async def test_async_with_attempt_non_retryable(self) -> None:
+        """Under async with, an exception outside on= still propagates at once."""
+        count = 0
+        with pytest.raises(KeyError):
+            async for attempt in Retrying(on=OSError, async_sleep=no_async_sleep):
+                async with attempt:
+                    count += 1
+                    raise KeyError
+        assert count == 1
+
     async def test_gives_up(self, clock: FakeClock) -> None:
         """On give-up the last exception leaves the async for with a note."""
         policy = Retrying(backoff=Constant(0), stop=after_attempts(2), name="blk")

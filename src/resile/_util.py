@@ -5,6 +5,8 @@ Durations are checked by ``resile._time.seconds`` / ``positive_seconds``.
 
 from __future__ import annotations
 
+import functools
+
 
 def integer(value: object, field: str, owner: str, *, minimum: int = 0) -> int:
     """Check an ``int`` (not a ``bool``) that is at least ``minimum``; return it.
@@ -52,3 +54,8 @@ def add_note(exc: BaseException, note: str) -> None:
         if notes is None:
             exc.__notes__ = notes = []  # type: ignore[attr-defined]
         notes.append(note)
+
+
+# What a decorator copies from the function it wraps: functools' list, plus the
+# defaults, so that ``inspect`` and ``fn.__defaults__`` still tell them.
+WRAPPED = (*functools.WRAPPER_ASSIGNMENTS, "__defaults__", "__kwdefaults__")

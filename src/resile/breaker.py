@@ -631,7 +631,7 @@ class CircuitBreaker:
             raise TypeError(f"CircuitBreaker: expected a function to wrap, got {fn!r}")
         if inspect.iscoroutinefunction(fn):
 
-            @functools.wraps(fn)
+            @functools.wraps(fn, _util.WRAPPED)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 ticket = self._acquire()
                 try:
@@ -645,7 +645,7 @@ class CircuitBreaker:
             async_wrapper.breaker = self  # type: ignore[attr-defined]
             return async_wrapper  # type: ignore[return-value]
 
-        @functools.wraps(fn)
+        @functools.wraps(fn, _util.WRAPPED)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             ticket = self._acquire()
             try:

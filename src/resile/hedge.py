@@ -268,7 +268,7 @@ def hedge(
             )
         name = getattr(fn, "__qualname__", repr(fn))
 
-        @functools.wraps(fn)
+        @functools.wraps(fn, _util.WRAPPED)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             race = _Race(max_attempts, on_types, budget)
 

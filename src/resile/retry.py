@@ -348,7 +348,7 @@ class Retrying:
             or self.budget
         )
 
-        @functools.wraps(fn)
+        @functools.wraps(fn, _util.WRAPPED)
         def fast(*args: P.args, **kwargs: P.kwargs) -> R:
             stats.calls += 1
             try:
@@ -362,7 +362,7 @@ class Retrying:
         if plain:
             return fast
 
-        @functools.wraps(fn)
+        @functools.wraps(fn, _util.WRAPPED)
         def full(*args: P.args, **kwargs: P.kwargs) -> R:
             if r.timeout is not None:
                 with deadline(r.timeout):
@@ -374,24 +374,23 @@ class Retrying:
     def _run_sync(self, fn: Callable[..., R], args: Any, kwargs: Any) -> R:
         self.statistics.calls += 1
         call = _Call(self, _time.clock.monotonic() if self._timed else None, None, None)
-        try:
-            result = fn(*args, **kwargs)
-        except self._catch as exc:
-            call.exc = exc
-            return self._slow_sync(fn, args, kwargs, call)
-        if self.on_result is not None and self.on_result(result):
-            call.result = result
-            return self._slow_sync(fn, args, kwargs, call)
-        if self.budget is not None:
-            self.budget.record_success()
-        if self.on_success is not None:
-            _aio.emit_sync(self.on_success, call.state(0.0, succeeded=True))
-        return result
+        call.pending = False
+        return self._slow_sync(fn, args, kwargs, call)
 
     def _slow_sync(self, fn: Callable[..., R], args: Any, kwargs: Any, call: _Call) -> R:
-        for attempt in self._sync_steps(call):
-            with attempt:
-                attempt.set_result(fn(*args, **kwargs))
+        # The decorator drives the steps itself: a try/except is cheaper than ``with attempt``.
+        catch = self._catch
+        for kind, arg in self._steps(call):
+            if kind != _ATTEMPT:
+                self._step_sync(kind, arg)
+                continue
+            try:
+                result = fn(*args, **kwargs)
+            except catch as exc:
+                call.exc = exc  # call.failure(exc), inlined: the failure path is measured
+                call.pending = True
+            else:
+                call.success(result)
         return call.value  # type: ignore[no-any-return]
 
     def _wrap_async(self, fn: Callable[P, R]) -> Callable[P, R]:
@@ -409,7 +408,7 @@ class Retrying:
             or self.budget
         )
 
-        @functools.wraps(fn)
+        @functools.wraps(fn, _util.WRAPPED)
         async def fast(*args: Any, **kwargs: Any) -> Any:
             stats.calls += 1
             try:
@@ -420,7 +419,7 @@ class Retrying:
                 return await r._slow_async(afn, args, kwargs, _Call(r, None, None, result))
             return result
 
-        @functools.wraps(fn)
+        @functools.wraps(fn, _util.WRAPPED)
         async def full(*args: Any, **kwargs: Any) -> Any:
             if r.timeout is not None:
                 async with deadline(r.timeout):
@@ -429,37 +428,32 @@ class Retrying:
 
         return fast if plain else full  # type: ignore[return-value]
 
-    async def _attempt_async(
-        self, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any
-    ) -> Any:
-        if self.attempt_timeout is None:
-            return await fn(*args, **kwargs)
-        async with deadline(self.attempt_timeout):
-            return await fn(*args, **kwargs)
-
     async def _run_async(self, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any) -> Any:
         self.statistics.calls += 1
         call = _Call(self, _time.clock.monotonic() if self._timed else None, None, None)
-        try:
-            result = await self._attempt_async(fn, args, kwargs)
-        except self._catch as exc:
-            call.exc = exc
-            return await self._slow_async(fn, args, kwargs, call)
-        if self.on_result is not None and self.on_result(result):
-            call.result = result
-            return await self._slow_async(fn, args, kwargs, call)
-        if self.budget is not None:
-            self.budget.record_success()
-        if self.on_success is not None:
-            await _aio.emit_async(self.on_success, call.state(0.0, succeeded=True))
-        return result
+        call.pending = False
+        return await self._slow_async(fn, args, kwargs, call)
 
     async def _slow_async(
         self, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any, call: _Call
     ) -> Any:
-        async for attempt in self._async_steps(call):
-            with attempt:
-                attempt.set_result(await self._attempt_async(fn, args, kwargs))
+        catch = self._catch
+        limit = self.attempt_timeout
+        for kind, arg in self._steps(call):
+            if kind != _ATTEMPT:
+                await self._step_async(kind, arg)
+                continue
+            try:
+                if limit is None:
+                    result = await fn(*args, **kwargs)
+                else:
+                    async with deadline(limit):
+                        result = await fn(*args, **kwargs)
+            except catch as exc:
+                call.exc = exc  # call.failure(exc), inlined: the failure path is measured
+                call.pending = True
+            else:
+                call.success(result)
         return call.value
 
     # -- the iterator forms --------------------------------------------------------------
@@ -487,46 +481,71 @@ class Retrying:
         return call
 
     def __aiter__(self) -> AsyncIterator[AttemptManager]:
-        """Async attempts: ``async for attempt in policy: with attempt: ...`` (as ``__iter__``)."""
-        return self._async_steps(self._loop_call())
+        """Async attempts: ``async for attempt in policy: with attempt: ...`` (as ``__iter__``);
+        ``async with attempt:`` works too."""
+        return _AsyncSteps(self, self._loop_call())
 
-    def _sync_steps(self, call: _Call) -> Iterator[AttemptManager]:
+    def _steps(self, call: _Call) -> Iterator[tuple[int, Any]]:
+        """The one attempt loop, for both colours: what to do next, as steps.
+
+        Yields ``(_ATTEMPT, None)`` when an attempt is due (the driver makes
+        it and records its outcome with ``call.failure`` / ``call.success``),
+        ``(_SLEEP, seconds)`` and ``(_HOOK, (hook, state))`` (the driver does
+        them: ``_step_sync`` / ``_step_async``). It ends after a success, or
+        raises (or ends) on give-up. Success and failure are booked here only.
+        """
+        stats = self.statistics
         while True:
             if call.pending:
                 delay = call.failed()
                 if delay is None:
                     if self.on_giveup is not None:
-                        _aio.emit_sync(self.on_giveup, call.state(call.next_delay))
+                        yield _HOOK, (self.on_giveup, call.state(call.next_delay))
                     call.give_up()
                     return
                 if self.on_retry is not None:
-                    _aio.emit_sync(self.on_retry, call.state(delay))
+                    yield _HOOK, (self.on_retry, call.state(delay))
                 if delay > 0.0:
-                    (self.sleep or _time.clock.sleep)(delay)
-                    self.statistics.waited += delay
-                self.statistics.retries += 1
-            attempt = AttemptManager(call)
-            yield attempt
+                    yield _SLEEP, delay
+                    stats.waited += delay
+                stats.retries += 1
+            call.exc = None
+            call.result = None
+            call.pending = False
+            yield _ATTEMPT, None
             if not call.pending:
-                self._succeeded_sync(call)
+                if self.budget is not None:
+                    self.budget.record_success()
+                if self.on_success is not None:
+                    yield _HOOK, (self.on_success, call.state(0.0, succeeded=True))
+                call.value = call.result
                 return
 
-    def _async_steps(self, call: _Call) -> AsyncIterator[AttemptManager]:
-        # An iterator object, not an async generator: trio warns (ResourceWarning) about
-        # every async generator collected unexhausted, i.e. whenever a non-retryable
-        # exception or a ``return`` leaves the ``async for`` early.
-        return _AsyncSteps(self, call)
+    def _step_sync(self, kind: int, arg: Any) -> None:
+        """Do a sleep or a hook step in sync code."""
+        if kind == _SLEEP:
+            (self.sleep or _time.clock.sleep)(arg)
+        else:
+            _aio.emit_sync(*arg)
 
-    def _succeeded_sync(self, call: _Call) -> None:
-        if self.budget is not None:
-            self.budget.record_success()
-        if self.on_success is not None:
-            _aio.emit_sync(self.on_success, call.state(0.0, succeeded=True))
-        call.value = call.result
+    async def _step_async(self, kind: int, arg: Any) -> None:
+        """Do a sleep or a hook step in async code."""
+        if kind == _SLEEP:
+            await (self.async_sleep or _time.clock.async_sleep)(arg)
+        else:
+            await _aio.emit_async(*arg)
+
+    def _sync_steps(self, call: _Call) -> Iterator[AttemptManager]:
+        """The iterator form's driver of ``_steps``: hands each attempt out to the block."""
+        for kind, arg in self._steps(call):
+            if kind == _ATTEMPT:
+                yield AttemptManager(call)
+            else:
+                self._step_sync(kind, arg)
 
 
 class AttemptManager:
-    """One attempt of a ``Retrying`` loop; use it as ``with attempt:``.
+    """One attempt of a ``Retrying`` loop; use it as ``with attempt:`` (or ``async with``).
 
     A retryable exception raised in the block is recorded and swallowed, so
     the loop goes on to the next attempt (or gives up, re-raising it). Other
@@ -538,9 +557,6 @@ class AttemptManager:
     def __init__(self, call: _Call) -> None:
         self._call = call
         self.number = call.attempts + 1
-        call.exc = None
-        call.result = None
-        call.pending = False
 
     @property
     def value(self) -> Any:
@@ -549,11 +565,7 @@ class AttemptManager:
 
     def set_result(self, value: Any) -> None:
         """Record the block's result, for ``on_result`` and the decorator's return value."""
-        call = self._call
-        call.result = value
-        on_result = call.policy.on_result
-        if on_result is not None and on_result(value):
-            call.pending = True
+        self._call.success(value)
 
     def __enter__(self) -> AttemptManager:
         return self
@@ -565,57 +577,47 @@ class AttemptManager:
             return False
         call = self._call
         if isinstance(e, call.policy._catch):
-            call.exc = e
-            call.pending = True
+            call.failure(e)
             return True
         return False
+
+    async def __aenter__(self) -> AttemptManager:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        return self.__exit__(et, e, tb)
 
     def __repr__(self) -> str:
         return f"<AttemptManager number={self.number}>"
 
 
 class _AsyncSteps:
-    """The async attempt loop (the twin of ``Retrying._sync_steps``), as an iterator object."""
+    """The async iterator form's driver of ``Retrying._steps``: an iterator object, not an
+    async generator, because trio warns (ResourceWarning) about every async generator
+    collected unexhausted, i.e. whenever a non-retryable exception or a ``return`` leaves
+    the ``async for`` early."""
 
-    __slots__ = ("_call", "_done", "_policy", "_started")
+    __slots__ = ("_call", "_policy", "_steps")
 
     def __init__(self, policy: Retrying, call: _Call) -> None:
         self._policy = policy
         self._call = call
-        self._started = False  # an attempt has been handed out
-        self._done = False
+        self._steps = policy._steps(call)
 
     def __aiter__(self) -> _AsyncSteps:
         return self
 
     async def __anext__(self) -> AttemptManager:
-        p, call = self._policy, self._call
-        if self._done:
-            raise StopAsyncIteration
-        if self._started and not call.pending:
-            self._done = True
-            if p.budget is not None:
-                p.budget.record_success()
-            if p.on_success is not None:
-                await _aio.emit_async(p.on_success, call.state(0.0, succeeded=True))
-            call.value = call.result
-            raise StopAsyncIteration
-        self._started = True
-        if call.pending:
-            delay = call.failed()
-            if delay is None:
-                self._done = True
-                if p.on_giveup is not None:
-                    await _aio.emit_async(p.on_giveup, call.state(call.next_delay))
-                call.give_up()
-                raise StopAsyncIteration
-            if p.on_retry is not None:
-                await _aio.emit_async(p.on_retry, call.state(delay))
-            if delay > 0.0:
-                await (p.async_sleep or _time.clock.async_sleep)(delay)
-                p.statistics.waited += delay
-            p.statistics.retries += 1
-        return AttemptManager(call)
+        for kind, arg in self._steps:
+            if kind == _ATTEMPT:
+                return AttemptManager(self._call)
+            await self._policy._step_async(kind, arg)
+        raise StopAsyncIteration
+
+
+_ATTEMPT, _SLEEP, _HOOK = 0, 1, 2
 
 
 class _Call:
@@ -668,24 +670,46 @@ class _Call:
             self.reason,
         )
 
+    def failure(self, exc: BaseException) -> None:
+        """Record a retryable exception as the attempt's outcome."""
+        self.exc = exc
+        self.pending = True
+
+    def success(self, result: Any) -> None:
+        """Record a result as the attempt's outcome (a failure if ``on_result`` rejects it)."""
+        self.result = result
+        on_result = self.policy.on_result
+        if on_result is not None and on_result(result):
+            self.pending = True
+
     def failed(self) -> float | None:
-        """Judge the last attempt's failure: the seconds to wait, or ``None`` to give up."""
+        """Judge the last attempt's failure: the seconds to wait, or ``None`` to give up.
+
+        Raises:
+            BaseException: the attempt's exception, when ``on``'s predicate rejects it.
+        """
         p = self.policy
         exc = self.exc
-        self.attempts += 1
+        self.attempts = attempts = self.attempts + 1
         if self.outcomes is not None:
             self.outcomes.append(exc if exc is not None else self.result)
         if exc is None:
             kind = _PLAIN
         else:
             cls = type(exc)
-            found = p._kinds.get(cls)
-            if found is None:
-                found = p._kinds[cls] = _kind_of(cls, p.permanent_on)
-            kind = found
-        if p.budget is not None and kind != _OPEN_CIRCUIT:
+            kind = p._kinds.get(cls, -1)
+            if kind < 0:
+                kind = p._kinds[cls] = _kind_of(cls, p.permanent_on)
+            if (
+                kind == _PLAIN
+                and (exc.__cause__ is not None or exc.__context__ is not None)
+                and _permanent_in_chain(exc)
+            ):
+                kind = _PERMANENT
+        budget = p.budget
+        if budget is not None and kind != _OPEN_CIRCUIT:
             # A call refused by an open circuit sent nothing: it costs no token.
-            p.budget.record_failure()
+            budget.record_failure()
         if kind == _PERMANENT:
             self.reason = "permanent"
             return None
@@ -697,25 +721,26 @@ class _Call:
         ):
             # Not retryable: propagate untouched, as a type missing from ``on`` does.
             raise exc
-        retry_after = getattr(exc, "retry_after", None) if exc is not None else None
-        if isinstance(retry_after, (int, float)) and retry_after >= 0:
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None and isinstance(retry_after, (int, float)) and retry_after >= 0:
             # An open circuit says when it lets a probe through: waiting less only fails again.
             delay = float(retry_after) if kind == _OPEN_CIRCUIT else min(retry_after, p._cap)
         else:
-            delay = p.backoff.delay(self.attempts, self.previous)
-        self.previous = delay
-        self.next_delay = delay
-        elapsed = 0.0 if self.start is None else _time.clock.monotonic() - self.start
-        if p.stop.should_stop(self.attempts, elapsed, delay):
+            delay = p.backoff.delay(attempts, self.previous)
+        self.previous = self.next_delay = delay
+        start = self.start
+        elapsed = 0.0 if start is None else _time.clock.monotonic() - start
+        if p.stop.should_stop(attempts, elapsed, delay):
             self.reason = "stop"
             return None
-        when = _time.DEADLINE.get()
-        if self.deadline is not None and (when is None or self.deadline < when):
-            when = self.deadline
+        when = _DEADLINE.get()
+        mine = self.deadline
+        if mine is not None and (when is None or mine < when):
+            when = mine
         if when is not None and _time.clock.monotonic() + delay >= when:
             self.reason = "deadline"
             return None
-        if p.budget is not None and not p.budget.can_retry():
+        if budget is not None and not budget.can_retry():
             self.reason = "budget"
             return None
         if log.isEnabledFor(logging.INFO):
@@ -771,6 +796,30 @@ class _Call:
 
 
 _PLAIN, _PERMANENT, _OPEN_CIRCUIT = 0, 1, 2
+_DEADLINE = _time.DEADLINE
+
+
+# How far ``_permanent_in_chain`` follows ``__cause__`` / ``__context__`` links.
+_CHAIN_LIMIT = 32
+
+
+def _permanent_in_chain(exc: BaseException) -> bool:
+    """True when a ``Permanent`` is in ``exc``'s chain (``raise X from Permanent(e)``).
+
+    Follows the chain a traceback prints (``__cause__``, else ``__context__``
+    unless suppressed) for at most ``_CHAIN_LIMIT`` links, which also ends a cycle.
+    """
+    link: BaseException | None = exc
+    left = _CHAIN_LIMIT
+    while left:
+        assert link is not None
+        link = link.__cause__ or (None if link.__suppress_context__ else link.__context__)
+        if link is None:
+            return False
+        if isinstance(link, Permanent):
+            return True
+        left -= 1
+    return False
 
 
 def _kind_of(cls: type[BaseException], permanent_on: tuple[type[BaseException], ...]) -> int:

@@ -227,7 +227,7 @@ class AdaptiveThrottle:
             raise TypeError(f"AdaptiveThrottle: expected a function to wrap, got {fn!r}")
         if inspect.iscoroutinefunction(fn):
 
-            @functools.wraps(fn)
+            @functools.wraps(fn, _util.WRAPPED)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 self._check()
                 try:
@@ -240,7 +240,7 @@ class AdaptiveThrottle:
 
             return async_wrapper  # type: ignore[return-value]
 
-        @functools.wraps(fn)
+        @functools.wraps(fn, _util.WRAPPED)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             self._check()
             try:
