@@ -85,3 +85,43 @@ def positive_seconds(value: float | timedelta, field: str, owner: str) -> float:
     if got <= 0.0:
         raise ValueError(f"{owner}: {field} must be > 0 seconds, got {value!r}")
     return got
+
+
+class Buckets:
+    """Two counters summed over a sliding time window kept as ``count`` buckets.
+
+    ``data`` is a list of ``[bucket index, a, b]``, oldest first: plain JSON,
+    so a breaker's window can be stored in Redis as it is. The window is
+    exact to one bucket width (``window / count``). Used by the adaptive
+    throttle and the breaker's time window.
+    """
+
+    __slots__ = ("count", "data", "width")
+
+    def __init__(
+        self, window: float, count: int = 20, data: list[list[float]] | None = None
+    ) -> None:
+        self.width = window / count
+        self.count = count
+        self.data: list[list[float]] = data if data is not None else []
+
+    def _trim(self, now: float) -> int:
+        index = math.floor(now / self.width)
+        oldest = index - self.count + 1
+        data = self.data
+        while data and data[0][0] < oldest:
+            data.pop(0)
+        return index
+
+    def add(self, now: float, a: float, b: float) -> None:
+        index = self._trim(now)
+        data = self.data
+        if data and data[-1][0] == index:
+            data[-1][1] += a
+            data[-1][2] += b
+        else:
+            data.append([index, a, b])
+
+    def sums(self, now: float) -> tuple[float, float]:
+        self._trim(now)
+        return sum(d[1] for d in self.data), sum(d[2] for d in self.data)

@@ -42,45 +42,6 @@ R = TypeVar("R")
 ExcTypes = type[BaseException] | tuple[type[BaseException], ...]
 
 
-class _Buckets:
-    """Two counters summed over a sliding time window kept as ``count`` buckets.
-
-    ``data`` is a list of ``[bucket index, a, b]``, oldest first: plain JSON,
-    so a breaker's window can be stored in Redis as it is. The window is
-    exact to one bucket width (``window / count``).
-    """
-
-    __slots__ = ("count", "data", "width")
-
-    def __init__(
-        self, window: float, count: int = 20, data: list[list[float]] | None = None
-    ) -> None:
-        self.width = window / count
-        self.count = count
-        self.data: list[list[float]] = data if data is not None else []
-
-    def _trim(self, now: float) -> int:
-        index = math.floor(now / self.width)
-        oldest = index - self.count + 1
-        data = self.data
-        while data and data[0][0] < oldest:
-            data.pop(0)
-        return index
-
-    def add(self, now: float, a: float, b: float) -> None:
-        index = self._trim(now)
-        data = self.data
-        if data and data[-1][0] == index:
-            data[-1][1] += a
-            data[-1][2] += b
-        else:
-            data.append([index, a, b])
-
-    def sums(self, now: float) -> tuple[float, float]:
-        self._trim(now)
-        return sum(d[1] for d in self.data), sum(d[2] for d in self.data)
-
-
 class AdaptiveThrottle:
     """Reject requests locally while the backend refuses them (SRE book adaptive throttling).
 
@@ -143,7 +104,7 @@ class AdaptiveThrottle:
         self.rejected_on = _util.exception_types(rejected_on, "rejected_on", "AdaptiveThrottle")
         self.name = name
         self._rng = random.Random(seed)
-        self._buckets = _Buckets(seconds)
+        self._buckets = _time.Buckets(seconds)
         self._lock = threading.Lock()
 
     # -- the counters --------------------------------------------------------------------
