@@ -36,7 +36,7 @@ def failing(times: int, value: Any = True) -> Callable[[], Any]:
 
 
 class Recorder:
-    """Records every callback as the seed calls them."""
+    """Records every callback as the original API calls them."""
 
     def __init__(self) -> None:
         self.successes: list[Any] = []
@@ -60,7 +60,7 @@ class TestConstruction:
     """Defaults and validation."""
 
     def test_defaults(self) -> None:
-        """The seed's defaults: 500 ms base, 10000 ms cap, 5 retries, no jitter."""
+        """The original defaults: 500 ms base, 10000 ms cap, 5 retries, no jitter."""
         ex = BackoffExecutor()
         assert (ex.base_delay_ms, ex.max_backoff_ms, ex.max_retry, ex.jitter) == (
             500,
@@ -74,7 +74,7 @@ class TestConstruction:
         )
 
     def test_positional_order(self) -> None:
-        """The seed's positional order: base_delay_ms, max_backoff_ms, max_retry, jitter."""
+        """The original positional order: base_delay_ms, max_backoff_ms, max_retry, jitter."""
         ex = BackoffExecutor(100, 2000, -1, True)
         assert (ex.base_delay_ms, ex.max_backoff_ms, ex.max_retry, ex.jitter) == (
             100,
@@ -173,7 +173,7 @@ class TestExecute:
         assert await BackoffExecutor().execute(fn) is False
         assert len(fn.calls) == 6  # type: ignore[attr-defined]
 
-    async def test_forever_until_cancelled(self, clock: FakeClock) -> None:
+    async def test_forever_until_canceled(self, clock: FakeClock) -> None:
         """max_retry=-1 retries past any count; cancel() after k failures ends it with False."""
         ex = BackoffExecutor(max_retry=-1)
         rec = Recorder()
@@ -188,7 +188,7 @@ class TestExecute:
         assert await ex.execute(fn, **rec.kwargs()) is False
         assert len(calls) == 50
         assert len(rec.fails) == 50
-        assert rec.gave_up == []  # cancelled, not out of retries
+        assert rec.gave_up == []  # canceled, not out of retries
         assert clock.sleeps[-1] == 10.0
 
     @pytest.mark.parametrize("falsy", [False, None, 0, "", [], {}])
@@ -223,7 +223,7 @@ class TestExecute:
         assert seen == [("fail", 1, 500), ("fail", 2, 1000), ("success", 42)]
 
     async def test_lambda_returning_coroutine(self, clock: FakeClock) -> None:
-        """A sync lambda returning a coroutine (the seed's idiom) is awaited."""
+        """A sync lambda returning a coroutine (the MicroPython idiom) is awaited."""
 
         async def connect(host: str) -> str:
             return host
@@ -343,7 +343,7 @@ class TestExecute:
         assert results == [False]
 
     async def test_cancel_before_execute_is_reset(self, clock: FakeClock) -> None:
-        """A cancel() with nothing running does not affect the next execute (the seed resets it)."""
+        """A cancel() with nothing running does not affect the next execute (the original resets it)."""
         ex = BackoffExecutor()
         ex.cancel()
         assert await ex.execute(failing(1)) is True
@@ -365,7 +365,7 @@ class TestExecuteBlocking:
     """execute outside an event loop: the thread-safe, blocking colour."""
 
     def test_same_contract(self, clock: FakeClock) -> None:
-        """Delays, on_fail, on_retry and the result follow the seed."""
+        """Delays, on_fail, on_retry and the result follow the original API."""
         rec = Recorder()
         fn = failing(99)
         assert BackoffExecutor(max_retry=2).execute(fn, **rec.kwargs()) is False
@@ -444,7 +444,7 @@ class TestExecuteBlocking:
         assert results == [False]
         assert len(fn.calls) == 1  # type: ignore[attr-defined]
 
-    def test_forever_until_cancelled(self, clock: FakeClock) -> None:
+    def test_forever_until_canceled(self, clock: FakeClock) -> None:
         """max_retry=-1 keeps going until cancel()."""
         ex = BackoffExecutor(max_retry=-1)
         calls = []
@@ -468,7 +468,7 @@ class TestExecuteBlocking:
 
 
 class TestDocsExample:
-    """docs/examples/executor_connect.py runs and shows the seed's callback lifecycle."""
+    """docs/examples/executor_connect.py runs and shows the original callback lifecycle."""
 
     def test_example_runs(self, clock: FakeClock, capsys: pytest.CaptureFixture[str]) -> None:
         """Three failures (one a falsy result), a success, then a run out of retries."""

@@ -461,7 +461,7 @@ class TestFailureBackoff:
 class TestStop:
     @pytest.mark.anyio
     async def test_stop_waits_for_the_running_call(self) -> None:
-        """await stop() returns only after the call in progress has finished; it is not cancelled."""
+        """await stop() returns only after the call in progress has finished; it is not canceled."""
         entered = anyio.Event()
         release = anyio.Event()
         finished: list[bool] = []
@@ -798,7 +798,7 @@ class TestLifespan:
 
     @pytest.mark.anyio
     async def test_seed_style_lifespan(self) -> None:
-        """The seed's own lifespan (await cache_cleanup_task()) starts the loop and startup completes."""
+        """A lifespan of its own (await cache_cleanup_task()) starts the loop and startup completes."""
         cleaned = threading.Event()
         handles: list[Periodic] = []
 

@@ -249,7 +249,7 @@ class TestWhatToRetry:
             retry(on=lambda e: False, raise_retry_error=True, **path)(flaky(1, ValueError))()
 
     def test_on_result_retries_falsy(self, clock: FakeClock, path: dict[str, Any]) -> None:
-        """on_result=lambda ok: not ok retries falsy results (seed 000)."""
+        """on_result=lambda ok: not ok retries falsy results."""
         results = iter([False, None, 0, "yes"])
         fn = functools.partial(next, results)
         assert retry(on_result=lambda ok: not ok, backoff=Constant(0.5), **path)(fn)() == "yes"

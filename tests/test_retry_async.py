@@ -307,7 +307,7 @@ class TestAsyncTimeouts:
     """attempt_timeout=, timeout= and an enclosing deadline for async calls."""
 
     async def test_attempt_timeout_cancels_one_attempt(self, clock: FakeClock) -> None:
-        """An attempt that overruns attempt_timeout is cancelled and retried as DeadlineExceeded."""
+        """An attempt that overruns attempt_timeout is canceled and retried as DeadlineExceeded."""
         calls = []
         seen: list[RetryState] = []
 
@@ -406,7 +406,7 @@ class TestAsyncCancellation:
     """Cancellation is never retried or swallowed."""
 
     async def test_cancel_during_attempt(self, path: dict[str, Any]) -> None:
-        """A cancelled attempt is not retried; the cancellation reaches the caller's scope."""
+        """A canceled attempt is not retried; the cancellation reaches the caller's scope."""
         calls = []
 
         async def fn() -> None:

@@ -1,4 +1,4 @@
-"""The seed's BackoffExecutor keeping a flaky connection attempt going (docs/executor.md).
+"""The MicroPython BackoffExecutor API keeping a flaky connection attempt going (docs/executor.md).
 
 Run: ``python docs/examples/executor_connect.py`` (waits 0.05 + 0.1 + 0.2 s).
 """

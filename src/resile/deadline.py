@@ -56,7 +56,7 @@ class deadline:
     Raises:
         ValueError: negative, NaN or infinite ``seconds``; both or neither of
             ``seconds`` and ``at`` given.
-        DeadlineExceeded: (``async with`` only) when the block is cancelled
+        DeadlineExceeded: (``async with`` only) when the block is canceled
             because this deadline passed.
     """
 

@@ -3,7 +3,7 @@
 ``@hedge(delay=0.2, max_attempts=3)`` on an async, idempotent function starts
 the call; if no copy has answered ``delay`` seconds later it starts another
 one, up to ``max_attempts`` copies in flight. The first copy to succeed wins:
-its result is returned and the others are cancelled (and awaited, so nothing
+its result is returned and the others are canceled (and awaited, so nothing
 keeps running behind the caller's back). This is gRPC's hedging policy (gRFC
 A6) and Polly's hedging strategy; it trims tail latency at the price of
 extra load, so only hedge calls that are safe to run twice.
@@ -13,7 +13,7 @@ Failures (gRFC A6 rules):
 * a copy that fails with an exception in ``on`` (a "non-fatal" error) makes
   the next copy start at once, without waiting for the delay;
 * a copy that fails with any other exception is fatal: the other copies are
-  cancelled and that exception is raised;
+  canceled and that exception is raised;
 * when every copy has failed, the last failure is raised (the one that
   ended the race), with a note naming how many copies ran.
 
@@ -135,12 +135,12 @@ async def _race_asyncio(
         await _cancel_all([*copies, *([timer] if timer is not None else [])])
         raise
     if await _cancel_all([*copies, *([timer] if timer is not None else [])]):
-        raise asyncio.CancelledError  # the caller was cancelled while the losers wound down
+        raise asyncio.CancelledError  # the caller was canceled while the losers wound down
     return result
 
 
 async def _cancel_all(tasks: list[asyncio.Future[Any]]) -> bool:
-    """Cancel ``tasks`` and wait until every one has finished; True if we were cancelled meanwhile.
+    """Cancel ``tasks`` and wait until every one has finished; True if we were canceled meanwhile.
 
     A cancellation of the caller during the wait (anyio's cancel scopes deliver
     one at every await) does not cut the wait short: no copy outlives the call.
@@ -149,7 +149,7 @@ async def _cancel_all(tasks: list[asyncio.Future[Any]]) -> bool:
         task.cancel()
     interrupted = False
     while True:
-        # Look before waiting: a caller cancelled at every await never sees wait() return.
+        # Look before waiting: a caller canceled at every await never sees wait() return.
         pending = [task for task in tasks if not task.done()]
         if not pending:
             return interrupted

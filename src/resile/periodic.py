@@ -1,4 +1,4 @@
-"""Periodic tasks: ``@repeat_every`` (the seed's decorator), ``Periodic`` and an ASGI lifespan.
+"""Periodic tasks: ``@repeat_every`` (fastapi-utils' spelling), ``Periodic`` and an ASGI lifespan.
 
 ::
 
@@ -679,7 +679,7 @@ class Periodic:
     # -- conveniences ---------------------------------------------------------------
 
     def __await__(self) -> Generator[Any, None, Periodic]:
-        """``await periodic`` returns it at once: what makes ``await task()`` (the seed) work.
+        """``await periodic`` returns it at once: what makes ``await task()`` work.
 
         To wait for the loop to end, ``await periodic.wait()``.
         """
@@ -740,7 +740,7 @@ class RepeatedFunction(Generic[P]):
 
     ``task(*args)`` builds a ``Periodic`` around ``task.__wrapped__(*args)``,
     starts it (see ``Periodic.start``) and returns it at once; ``await
-    task()`` works too, as in the seed's lifespan. ``task.periodic(*args)``
+    task()`` works too, as in a lifespan that awaits the task. ``task.periodic(*args)``
     builds one without starting it. Each call starts a new loop.
     """
 

@@ -182,10 +182,10 @@ class Retrying:
             with full jitter.
         stop: when to give up. Default: ``after_attempts(5)``.
         timeout: a total deadline for the whole call, in seconds: sets a
-            ``resile.deadline`` around it (async calls are cancelled when it
+            ``resile.deadline`` around it (async calls are canceled when it
             passes).
         attempt_timeout: a deadline for each attempt (async functions only):
-            an attempt that overruns is cancelled and counts as a
+            an attempt that overruns is canceled and counts as a
             ``DeadlineExceeded`` failure.
         on_retry, on_giveup, on_success: hooks, sync or async, each given a
             ``RetryState``. An error in a hook is logged and ignored.

@@ -553,7 +553,7 @@ class Supervisor(Generic[C]):
 
     async def _close_conn(self, conn: C) -> None:
         if self._lib == _aio.TRIO:
-            # The loop may be cancelled (stop()): still close, for a bounded time.
+            # The loop may be canceled (stop()): still close, for a bounded time.
             with _aio.shielded(self.health_timeout):
                 await self._close_now(conn)
         else:
