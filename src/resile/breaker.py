@@ -23,8 +23,6 @@ Every state change is one atomic transaction on the storage.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import json
 import logging
 import threading
@@ -34,7 +32,6 @@ from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from datetime import timedelta
 from enum import Enum
-from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar
 
 from resile import _time, _util
@@ -294,7 +291,7 @@ def _exclusion(value: object) -> Callable[[BaseException], bool] | tuple[type[Ba
 DEFAULT_RECOVERY = Exponential(1.0, max_delay=60.0, jitter="none")
 
 
-class CircuitBreaker:
+class CircuitBreaker(_util.Guarded):
     """Refuse calls to a dependency that keeps failing; probe it to see when it is back.
 
     Args:
@@ -333,6 +330,10 @@ class CircuitBreaker:
         throttle: an ``AdaptiveThrottle`` applied while closed: calls it
             rejects raise ``Throttled`` without touching the dependency, so
             load is shed in proportion before the circuit opens.
+
+    Guard a function with it (``@breaker``, ``breaker.call(fn)``) or a block
+    (``with breaker:`` / ``async with breaker:``, which raise ``CircuitOpen``
+    before the block when the circuit refuses it; the block then does not run).
 
     A ``CircuitOpen`` it raises is chained (``__cause__``) to the last failure
     it recorded since it last closed, when that is known: with the default
@@ -657,33 +658,7 @@ class CircuitBreaker:
         """
         if not callable(fn):
             raise TypeError(f"CircuitBreaker: expected a function to wrap, got {fn!r}")
-        if inspect.iscoroutinefunction(fn):
-
-            @functools.wraps(fn, _util.WRAPPED)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                ticket = self._acquire()
-                try:
-                    result = await fn(*args, **kwargs)
-                except BaseException as exc:
-                    self._settle(ticket, exc)
-                    raise
-                self._settle(ticket, None)
-                return result
-
-            async_wrapper.breaker = self  # type: ignore[attr-defined]
-            return async_wrapper  # type: ignore[return-value]
-
-        @functools.wraps(fn, _util.WRAPPED)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            ticket = self._acquire()
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                self._settle(ticket, exc)
-                raise
-            self._settle(ticket, None)
-            return result
-
+        wrapper = _util.guard(fn, self._acquire, self._settle)
         wrapper.breaker = self  # type: ignore[attr-defined]
         return wrapper
 
@@ -701,30 +676,6 @@ class CircuitBreaker:
             raise RuntimeError(f"CircuitBreaker {self.name!r}: exit without a matching enter")
         self._tickets.set(stack[:-1])
         self._settle(stack[-1], e)
-
-    def __enter__(self) -> CircuitBreaker:
-        """``with breaker:`` guards a block.
-
-        Raises:
-            CircuitOpen: the circuit refuses the call; the block does not run.
-        """
-        self._enter()
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._exit(e)
-
-    async def __aenter__(self) -> CircuitBreaker:
-        """``async with breaker:`` guards a block (see ``__enter__``)."""
-        self._enter()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._exit(e)
 
     # -- inspection and manual control ---------------------------------------------------
 

@@ -114,18 +114,13 @@ class BackoffExecutor:
             with contextlib.suppress(RuntimeError):  # the loop or trio run has just ended
                 wake_set()
 
-    def _policy(
-        self,
-        failed: Callable[[RetryState], Any],
-        gave_up: Callable[[RetryState], Any],
-        **sleep: Any,
-    ) -> Retrying:
+    def _policy(self, run: _Run, **sleep: Any) -> Retrying:
         """The engine both colours run on; ``sleep`` is ``sleep=`` or ``async_sleep=``."""
         return Retrying(
             backoff=self.backoff,
             stop=never if self.max_retry == -1 else after_attempts(self.max_retry + 1),
-            on_retry=failed,
-            on_giveup=gave_up,
+            on_retry=run.failed,
+            on_giveup=run.failed,
             fallback=_none,
             name="BackoffExecutor",
             **sleep,
@@ -194,34 +189,19 @@ class BackoffExecutor:
             wake = self._wake_async = _aio.new_event()
             call = _aio.loop_caller()
             self._wake_set = lambda: call(wake.set)
-
-            async def failed(state: RetryState) -> None:
-                if on_fail is not None:
-                    await _aio.emit_async(
-                        on_fail, state.exception, state.attempt, _ms(state.next_delay)
-                    )
-
-            async def gave_up(state: RetryState) -> None:
-                await failed(state)
-                if on_retry is not None:
-                    await _aio.emit_async(on_retry, state.exception)
-
-            policy = self._policy(failed, gave_up, async_sleep=self._async_sleep)
-            result: Any = None
-            succeeded = False
-            async for attempt in policy:
+            run = _Run(on_success, on_fail, on_retry)
+            async for attempt in self._policy(run, async_sleep=self._async_sleep):
                 if self._cancel_requested:
                     return False
                 with attempt:
                     result = fn()
                     if inspect.isawaitable(result):
                         result = await result
-                    succeeded = _succeeded(result)
-            if not succeeded:
-                return False
-            if on_success is not None:
-                await _aio.emit_async(on_success, result)
-            return True
+                    run.succeeded(result)
+            hook, arg = run.last_hook()
+            if hook is not None:
+                await _aio.emit_async(hook, arg)
+            return run.ok
         finally:
             self._end()
 
@@ -236,32 +216,19 @@ class BackoffExecutor:
             return False
         try:
             self._wake_sync.clear()
-
-            def failed(state: RetryState) -> None:
-                if on_fail is not None:
-                    _aio.emit_sync(on_fail, state.exception, state.attempt, _ms(state.next_delay))
-
-            def gave_up(state: RetryState) -> None:
-                failed(state)
-                if on_retry is not None:
-                    _aio.emit_sync(on_retry, state.exception)
-
-            policy = self._policy(failed, gave_up, sleep=self._sync_sleep)
-            result: Any = None
-            succeeded = False
-            for attempt in policy:
+            run = _Run(on_success, on_fail, on_retry)
+            for attempt in self._policy(run, sleep=self._sync_sleep):
                 if self._cancel_requested:
                     return False
                 with attempt:
                     result = fn()
                     if inspect.isawaitable(result):
                         result = _aio.run_awaitable(result)
-                    succeeded = _succeeded(result)
-            if not succeeded:
-                return False
-            if on_success is not None:
-                _aio.emit_sync(on_success, result)
-            return True
+                    run.succeeded(result)
+            hook, arg = run.last_hook()
+            if hook is not None:
+                _aio.emit_sync(hook, arg)
+            return run.ok
         finally:
             self._end()
 
@@ -292,11 +259,49 @@ class BackoffExecutor:
         )
 
 
-def _succeeded(result: Any) -> bool:
-    """True for a truthy result; a falsy one raises, and counts as a failure."""
-    if not result:
-        raise _FalsyResult("Execution returned False")
-    return True
+class _Run:
+    """One ``execute``'s callbacks and outcome, shared by both colours.
+
+    ``failed`` is the engine's hook on every failure (the give-up included):
+    it returns ``on_fail``'s result, which the engine awaits or runs to
+    completion in the caller's colour, and logs if it raises.
+    """
+
+    __slots__ = ("last_error", "ok", "on_fail", "on_retry", "on_success", "result")
+
+    def __init__(
+        self,
+        on_success: Callable[[Any], Any] | None,
+        on_fail: Callable[[BaseException, int, int], Any] | None,
+        on_retry: Callable[[BaseException], Any] | None,
+    ) -> None:
+        self.on_success = on_success
+        self.on_fail = on_fail
+        self.on_retry = on_retry
+        self.ok = False
+        self.result: Any = None
+        self.last_error: BaseException | None = None
+
+    def succeeded(self, result: Any) -> None:
+        """Take an attempt's result; a falsy one raises, and counts as a failure."""
+        if not result:
+            raise _FalsyResult("Execution returned False")
+        self.ok = True
+        self.result = result
+
+    def failed(self, state: RetryState) -> Any:
+        exc = state.exception
+        assert exc is not None  # every failure here is an exception (a falsy result raises)
+        self.last_error = exc
+        if self.on_fail is None:
+            return None
+        return self.on_fail(exc, state.attempt, _ms(state.next_delay))
+
+    def last_hook(self) -> tuple[Callable[[Any], Any] | None, Any]:
+        """After the loop: ``on_success(result)``, or ``on_retry(last_exc)`` once out of retries."""
+        if self.ok:
+            return self.on_success, self.result
+        return self.on_retry, self.last_error
 
 
 def _ms(seconds: float) -> int:

@@ -21,15 +21,12 @@ admits it.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import math
 import random
 import threading
 from collections.abc import Callable
 from datetime import timedelta
-from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 from resile import _time, _util
 from resile.errors import Throttled
@@ -42,7 +39,7 @@ R = TypeVar("R")
 ExcTypes = type[BaseException] | tuple[type[BaseException], ...]
 
 
-class AdaptiveThrottle:
+class AdaptiveThrottle(_util.Guarded):
     """Reject requests locally while the backend refuses them (SRE book adaptive throttling).
 
     Args:
@@ -166,11 +163,11 @@ class AdaptiveThrottle:
 
     # -- decorator and context manager ---------------------------------------------------
 
-    def _check(self) -> None:
+    def _enter(self) -> None:
         if not self.allow():
             raise Throttled(self.name, self.probability())
 
-    def _settle(self, exc: BaseException | None) -> None:
+    def _exit(self, exc: BaseException | None) -> None:
         if exc is None:
             self.record(True)
         elif isinstance(exc, Exception):
@@ -186,51 +183,7 @@ class AdaptiveThrottle:
         """
         if not callable(fn):
             raise TypeError(f"AdaptiveThrottle: expected a function to wrap, got {fn!r}")
-        if inspect.iscoroutinefunction(fn):
-
-            @functools.wraps(fn, _util.WRAPPED)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                self._check()
-                try:
-                    result = await fn(*args, **kwargs)
-                except BaseException as exc:
-                    self._settle(exc)
-                    raise
-                self.record(True)
-                return result
-
-            return async_wrapper  # type: ignore[return-value]
-
-        @functools.wraps(fn, _util.WRAPPED)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            self._check()
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                self._settle(exc)
-                raise
-            self.record(True)
-            return result
-
-        return wrapper
-
-    def __enter__(self) -> AdaptiveThrottle:
-        self._check()
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._settle(e)
-
-    async def __aenter__(self) -> AdaptiveThrottle:
-        self._check()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._settle(e)
+        return _util.guard(fn, self._enter, lambda _, exc: self._exit(exc))
 
     def __repr__(self) -> str:
         with self._lock:
