@@ -433,6 +433,21 @@ class TestPermanentInChain:
         assert calls == 1
 
 
+class TestChaining:
+    """What a give-up's exception chains to is the same on the lean and the full path."""
+
+    def test_later_failures_chain_to_the_first(self, path: dict[str, Any]) -> None:
+        """Retries run while the first failure is handled: the last error's __context__ is it."""
+        errors = iter([OSError("1"), OSError("2"), OSError("3")])
+
+        def fn() -> None:
+            raise next(errors)
+
+        with pytest.raises(OSError, match="3") as info:
+            retry(backoff=Constant(0), stop=after_attempts(3), **path)(fn)()
+        assert str(info.value.__context__) == "1"
+
+
 class TestSignatureKept:
     """A decorated function keeps __defaults__ and __kwdefaults__, as tenacity does."""
 

@@ -1,13 +1,20 @@
-"""The retry engine: one policy object, one decision procedure, sync and async.
+"""The retry engine: one policy object, one loop of steps, a sync and an async driver.
 
 ``Retrying`` holds a policy (what to retry, how long to wait, when to stop,
-which hooks to call). It is used three ways, all sharing one decision
-procedure (``_Call.failed``):
+which hooks to call). It is used three ways:
 
 * as a decorator: ``@retry(...)`` / ``@Retrying(...)`` on sync or async
   functions (detected automatically; the signature is kept);
 * as an iterator over attempts: ``for attempt in Retrying(...): with attempt: ...``;
-* as an async iterator: ``async for attempt in Retrying(...): with attempt: ...``.
+* as an async iterator: ``async for attempt in Retrying(...): with attempt: ...``
+  (``async with attempt:`` too).
+
+All three run one loop, ``Retrying._steps``: a generator that yields what to
+do next (make an attempt, sleep, call a hook) and books every success and
+failure; the decision after a failure is ``_Call.failed``. The drivers only
+carry the steps out: the decorator's sync and async loops make each attempt
+with a ``try``/``except``; the iterator forms hand an ``AttemptManager`` to the
+block (``_sync_steps``, ``_AsyncSteps``).
 
 The success path of a decorated call does no more than a hand-written
 ``try``/``except``: no clock read (unless a stop condition or hook needs the
@@ -374,13 +381,20 @@ class Retrying:
     def _run_sync(self, fn: Callable[..., R], args: Any, kwargs: Any) -> R:
         self.statistics.calls += 1
         call = _Call(self, _time.clock.monotonic() if self._timed else None, None, None)
+        try:
+            result = fn(*args, **kwargs)
+        except self._catch as exc:
+            call.exc = exc
+            # Retried inside the handler, as on the lean path: later failures chain to this one.
+            return self._slow_sync(fn, args, kwargs, call)
         call.pending = False
+        call.success(result)
         return self._slow_sync(fn, args, kwargs, call)
 
     def _slow_sync(self, fn: Callable[..., R], args: Any, kwargs: Any, call: _Call) -> R:
         # The decorator drives the steps itself: a try/except is cheaper than ``with attempt``.
         catch = self._catch
-        for kind, arg in self._steps(call):
+        for kind, arg in self._steps(call, True):
             if kind != _ATTEMPT:
                 self._step_sync(kind, arg)
                 continue
@@ -431,15 +445,29 @@ class Retrying:
     async def _run_async(self, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any) -> Any:
         self.statistics.calls += 1
         call = _Call(self, _time.clock.monotonic() if self._timed else None, None, None)
+        try:
+            if self.attempt_timeout is None:
+                result = await fn(*args, **kwargs)
+            else:
+                result = await self._limited(fn, args, kwargs)
+        except self._catch as exc:
+            call.exc = exc
+            return await self._slow_async(fn, args, kwargs, call)
         call.pending = False
+        call.success(result)
         return await self._slow_async(fn, args, kwargs, call)
+
+    async def _limited(self, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any) -> Any:
+        """One attempt under ``attempt_timeout``."""
+        async with deadline(self.attempt_timeout):
+            return await fn(*args, **kwargs)
 
     async def _slow_async(
         self, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any, call: _Call
     ) -> Any:
         catch = self._catch
         limit = self.attempt_timeout
-        for kind, arg in self._steps(call):
+        for kind, arg in self._steps(call, True):
             if kind != _ATTEMPT:
                 await self._step_async(kind, arg)
                 continue
@@ -447,8 +475,7 @@ class Retrying:
                 if limit is None:
                     result = await fn(*args, **kwargs)
                 else:
-                    async with deadline(limit):
-                        result = await fn(*args, **kwargs)
+                    result = await self._limited(fn, args, kwargs)
             except catch as exc:
                 call.exc = exc  # call.failure(exc), inlined: the failure path is measured
                 call.pending = True
@@ -485,7 +512,7 @@ class Retrying:
         ``async with attempt:`` works too."""
         return _AsyncSteps(self, self._loop_call())
 
-    def _steps(self, call: _Call) -> Iterator[tuple[int, Any]]:
+    def _steps(self, call: _Call, made: bool = False) -> Iterator[tuple[int, Any]]:
         """The one attempt loop, for both colours: what to do next, as steps.
 
         Yields ``(_ATTEMPT, None)`` when an attempt is due (the driver makes
@@ -493,10 +520,13 @@ class Retrying:
         ``(_SLEEP, seconds)`` and ``(_HOOK, (hook, state))`` (the driver does
         them: ``_step_sync`` / ``_step_async``). It ends after a success, or
         raises (or ends) on give-up. Success and failure are booked here only.
+        ``made``: the first attempt has been made already, its outcome is in ``call``.
         """
         stats = self.statistics
         while True:
-            if call.pending:
+            if made:
+                if not call.pending:
+                    break
                 delay = call.failed()
                 if delay is None:
                     if self.on_giveup is not None:
@@ -509,17 +539,16 @@ class Retrying:
                     yield _SLEEP, delay
                     stats.waited += delay
                 stats.retries += 1
+            made = True
             call.exc = None
             call.result = None
             call.pending = False
             yield _ATTEMPT, None
-            if not call.pending:
-                if self.budget is not None:
-                    self.budget.record_success()
-                if self.on_success is not None:
-                    yield _HOOK, (self.on_success, call.state(0.0, succeeded=True))
-                call.value = call.result
-                return
+        if self.budget is not None:
+            self.budget.record_success()
+        if self.on_success is not None:
+            yield _HOOK, (self.on_success, call.state(0.0, succeeded=True))
+        call.value = call.result
 
     def _step_sync(self, kind: int, arg: Any) -> None:
         """Do a sleep or a hook step in sync code."""
