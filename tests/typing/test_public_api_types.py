@@ -139,5 +139,11 @@ def test_values() -> None:
     go: Retrying = presets.go()
     ex = BackoffExecutor(100, 1000, 2, jitter=True)
     done: bool = ex.execute(lambda: True)
+
+    async def main() -> bool:
+        ok: bool = await ex.execute_async(lambda: True)
+        return ok
+
+    assert asyncio.run(main()) is True
     assert all(d >= 0 for d in delays) and again == strategies[0] and stop and go and done
     assert left == 2.0 and fake.sleeps == []
