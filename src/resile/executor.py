@@ -173,7 +173,7 @@ class BackoffExecutor:
         """
         if _aio.running_library() is not None:
             return self.execute_async(fn, on_success, on_fail, on_retry)
-        return self._execute_blocking(fn, on_success, on_fail, on_retry)
+        return self._execute_blocking(fn, _Run(on_success, on_fail, on_retry))
 
     async def execute_async(
         self,
@@ -205,18 +205,11 @@ class BackoffExecutor:
         finally:
             self._end()
 
-    def _execute_blocking(
-        self,
-        fn: Callable[[], Any],
-        on_success: Callable[[Any], Any] | None,
-        on_fail: Callable[[BaseException, int, int], Any] | None,
-        on_retry: Callable[[BaseException], Any] | None,
-    ) -> bool:
+    def _execute_blocking(self, fn: Callable[[], Any], run: _Run) -> bool:
         if not self._begin():
             return False
         try:
             self._wake_sync.clear()
-            run = _Run(on_success, on_fail, on_retry)
             for attempt in self._policy(run, sleep=self._sync_sleep):
                 if self._cancel_requested:
                     return False
@@ -250,7 +243,7 @@ class BackoffExecutor:
             DeprecationWarning,
             stacklevel=2,
         )
-        return self._execute_blocking(fn, on_success, on_fail, on_retry)
+        return self._execute_blocking(fn, _Run(on_success, on_fail, on_retry))
 
     def __repr__(self) -> str:
         return (
