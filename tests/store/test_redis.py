@@ -27,11 +27,11 @@ from _redis_server import drop_namespace  # noqa: E402
 from _waits import wait_for  # noqa: E402
 from resile import Constant  # noqa: E402
 from resile.queue import TaskSpec, TaskStatus  # noqa: E402
-from resile.queue.store import _redis_keys as K  # noqa: E402
 from resile.queue.store import base as store_base  # noqa: E402
 from resile.queue.store import open_store  # noqa: E402
-from resile.queue.store import redis as redis_store  # noqa: E402
 from resile.queue.store.redis import RedisStore  # noqa: E402
+from resile.queue.store.redis import _keys as K  # noqa: E402
+from resile.queue.store.redis import _store as redis_store  # noqa: E402
 
 from .conftest import T0, FakeEpoch  # noqa: E402
 
@@ -285,7 +285,7 @@ class TestIdempotentRetries:
             '{"type":"constant","delay":5.0,"max_delay":null,"jitter":"none"}',
             repr(T0), "", "", "0",
         ]  # fmt: skip
-        cop = rstore._client.hget(rstore._tk("x"), "cop")
+        cop = rstore._io.client.hget(rstore._tk("x"), "cop")
         assert rstore._eval(script, [repr(T0), "error", cop, "1", *row]) == ["replay"]
         assert rstore._eval(script, [repr(T0), "error", "other", "1", *row])[0] == "dup"
         assert rstore.get("x") == first and sum(rstore.stats().values()) == 1
@@ -320,10 +320,10 @@ class TestAsyncClient:
             assert (await rstore.get_async("a")) == rstore.get("a")
             assert await rstore.cancel_async("c")
             assert (await rstore.stats_async())[TaskStatus.PENDING] == 2
-            assert asyncio.get_running_loop() in rstore._aclients
+            assert asyncio.get_running_loop() in rstore._io.aclients
         finally:
             await rstore.aclose()
-        assert not rstore._aclients
+        assert not rstore._io.aclients
 
     @pytest.mark.parametrize("anyio_backend", ["asyncio"])
     @pytest.mark.anyio
@@ -352,11 +352,11 @@ class TestAsyncClient:
         loop = asyncio.new_event_loop()
         try:
             loop.run_until_complete(s.create_async(spec(id="a")))
-            client = s._aclients[loop]
+            client = s._io.aclients[loop]
             conns = [*client.connection_pool._available_connections]
             assert conns and all(c.is_connected for c in conns)
             s.close()
-            assert not s._aclients and not any(c.is_connected for c in conns)
+            assert not s._io.aclients and not any(c.is_connected for c in conns)
         finally:
             loop.close()
 

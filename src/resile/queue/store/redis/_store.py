@@ -1,75 +1,33 @@
-"""The Redis task store: many workers on many machines, one Redis.
-
-``resile.connect("redis://host:6379/0")`` opens it; every contract method is
-one Lua script (``lua/*.lua``), run by SHA with ``EVALSHA`` and loaded again
-when Redis answers ``NOSCRIPT`` (after a restart or ``SCRIPT FLUSH``). The
-data model, the wake-up protocol and the guarantees per persistence setting
-are in ``docs/redis.md``; key names are in ``_redis_keys``.
-
-* **Atomic**: a script runs alone in Redis; no state change spans two calls.
-  Where a transition needs the task's backoff policy (a failed attempt, a
-  reclaimed lease) Python computes the delay from a snapshot it read and the
-  script applies it only if the snapshot still holds.
-* **No polling**: a worker subscribes to its queues' wake-up channel
-  (``Store.watch``) and otherwise sleeps exactly until the next due time.
-* **Faults**: a call that meets a connection error (Redis restarting,
-  unreachable, loading its data) is tried again with resile's backoff for up
-  to ``retry_for`` seconds, logged once per outage. Writes carry an operation
-  id, so a write whose reply was lost is not applied twice when retried.
-* **Bounded work**: no ``KEYS``, no ``SCAN``, and no script does work that
-  grows with the number of stored tasks (see the limits in ``_redis_keys``).
-"""
+"""The Redis task store: the contract methods, each one script (see the package's docstring)."""
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import contextlib
-import hashlib
 import heapq
 import itertools
 import json
 import logging
 import math
 import os
-import re
-import threading
 import time
-import weakref
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
-from importlib import resources
-from typing import Any, TypeVar
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import redis
-import redis.asyncio
-from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import NoBackoff
 from redis.connection import URL_QUERY_ARGUMENT_PARSERS
-from redis.exceptions import (
-    AuthenticationError,
-    AuthorizationError,
-    NoScriptError,
-    OutOfMemoryError,
-    ReadOnlyError,
-    ResponseError,
-)
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
+from redis.exceptions import NoScriptError
 
 from resile._time import current_async_library
-from resile.backoff import Backoff, Exponential
+from resile.backoff import Backoff
 from resile.errors import DuplicateTask
 from resile.queue._names import (
     DEFAULT_LEASE_SECONDS,
-    HISTORY_LIMIT,
     LEASE_EXPIRED_REASON,
     TERMINAL_STATUSES,
     Outcome,
     TaskStatus,
 )
-from resile.queue.store import _redis_keys as K
 from resile.queue.store.base import (
     IfExists,
     Store,
@@ -86,114 +44,27 @@ from resile.queue.store.base import (
     normalize_queues,
     purge_statuses,
 )
+from resile.queue.store.redis import _keys as K
+from resile.queue.store.redis import _scripts
+from resile.queue.store.redis._connection import Connection, safe_url
+from resile.queue.store.redis._decode import Corrupt as _Corrupt
+from resile.queue.store.redis._decode import decode as _decode
+from resile.queue.store.redis._decode import pairs as _pairs
+from resile.queue.store.redis._watcher import Watcher
 from resile.queue.task import (
-    Attempt,
     JSONValue,
     Task,
     TaskError,
     TaskSpec,
     check_json,
 )
-from resile.retry import Retrying
-from resile.stop import after_elapsed
 
 __all__ = ["RedisStore"]
 
-_pack: Callable[[tuple[Any, ...]], bytes] | None
-try:  # hiredis packs a command in C; redis-py's packer first checks every argument in Python
-    from hiredis import pack_command as _pack
-except ImportError:  # pragma: no cover - hiredis is in the redis extra
-    _pack = None
-
-T = TypeVar("T")
-
 logger = logging.getLogger("resile.queue")
 
-_SCRIPTS = (
-    "create", "create1", "lease", "renew", "complete", "fail", "release", "cancel", "setfield",
-    "requeue", "purge", "sweep", "next_due", "corrupt", "complete_flags",
-)  # fmt: skip
-# Scripts made from another's body with different settings: name -> (body, settings).
-_VARIANTS = {
-    "complete": ("complete", "local REPLY = 'task'\n"),
-    "complete_flags": ("complete", "local REPLY = 'flag'\n"),
-}
-_HEADER = (
-    f"local HISTORY_LIMIT = {HISTORY_LIMIT}\n"
-    f"local MIGRATE_LIMIT = {K.MIGRATE_LIMIT}\n"
-    f"local RECLAIM_BATCH = {K.RECLAIM_BATCH}\n"
-    f"local GATED_SCAN_LIMIT = {K.GATED_SCAN_LIMIT}\n"
-    f"local SWEEP_ON_FINISH = {K.SWEEP_ON_FINISH}\n"
-    f"local RANK_LEN = {2 * K.RANK_WIDTH}\n"
-)
-# Reconnect waits: 50 ms doubling to 2 s, full jitter (so a fleet does not reconnect in step).
-_RECONNECT_BACKOFF = Exponential(0.05, max_delay=2.0, jitter="full")
-# Redis answers that mean "not now" rather than "never": a replica promoted, data loading ...
-_TRANSIENT_REPLIES = ("LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "BUSY ")
-# Writes refused until an operator acts: memory full under `noeviction` (OOM), a disk Redis
-# cannot persist to (MISCONF). Redis refuses a script at its first write, so nothing of the
-# call was done and it is sent again like after an outage. Redis 6 wraps the refusal of a
-# script's write in its own error text ("Error running script ... -OOM ...").
-_REFUSED_WRITES = ("OOM ", "MISCONF ")
-# A connection error this soon after a recovery is the same outage (not logged again).
-_QUIET = 5.0
 _CANCELED_ERROR = TaskError("Canceled", "the task was canceled while this attempt ran")
 _OPTIONS = ("namespace", "retention", "failed_retention", "retry_for")
-
-_script_cache: dict[str, str] = {}
-
-
-_DEFINES = re.compile(r"^local (?:function )?([\w, ]+?)\s*(?:=|\()", re.MULTILINE)
-
-
-def _needed(lib: str, body: str) -> str:
-    """The blocks of ``lib`` (separated by blank lines) that ``body`` uses, directly or not.
-
-    Redis runs a script's whole text on every call: each ``local function`` of the
-    library is a closure made again each time, so a script carries only those it uses.
-    """
-    blocks = [b for b in lib.split("\n\n") if b.strip()]
-    names = [
-        {n.strip() for m in _DEFINES.findall(b) for n in m.split(",") if n.strip()} for b in blocks
-    ]
-    keep = [not n for n in names]  # comments and settings without a definition stay
-    text = body
-    changed = True
-    while changed:
-        changed = False
-        for i, defined in enumerate(names):
-            if not keep[i] and any(re.search(rf"\b{n}\b", text) for n in defined):
-                keep[i] = changed = True
-                text += "\n" + blocks[i]
-    return "\n\n".join(b for b, k in zip(blocks, keep, strict=True) if k)
-
-
-def _script(name: str) -> str:
-    """The full text of a script: the constants, the library parts it uses, the body."""
-    text = _script_cache.get(name)
-    if text is None:
-        lua = resources.files("resile.queue.store").joinpath("lua")
-        source, settings = _VARIANTS.get(name, (name, ""))
-        body = lua.joinpath(f"{source}.lua").read_text("utf-8")
-        lib = _needed(lua.joinpath("lib.lua").read_text("utf-8"), body)
-        text = _HEADER + settings + lib + "\n" + body
-        _script_cache[name] = text
-    return text
-
-
-def _is_transient(exc: BaseException) -> bool:
-    """Whether a redis-py error means "try again later" (connection lost, server loading,
-    writes refused for want of memory or disk ...)."""
-    if isinstance(exc, (AuthenticationError, AuthorizationError)):
-        return False
-    if isinstance(exc, (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OutOfMemoryError)):
-        return True
-    if isinstance(exc, ResponseError):
-        text = str(exc)
-        return text.startswith(_TRANSIENT_REPLIES + _REFUSED_WRITES) or any(
-            f"-{code}" in text for code in _REFUSED_WRITES
-        )
-    return isinstance(exc, (ConnectionError, TimeoutError))
 
 
 def _num(value: float) -> str:
@@ -240,60 +111,6 @@ def _seconds_option(name: str, value: object, *, none_ok: bool) -> float | None:
     )
 
 
-class _Corrupt(ValueError):
-    """A stored field that cannot be decoded."""
-
-    def __init__(self, field: str, detail: str) -> None:
-        super().__init__(f"stored task is unreadable: field {field!r}: {detail}")
-        self.field = field
-
-
-# JSON texts that most tasks store, decoded without the parser (a fresh object each time).
-_LITERALS: dict[str, Callable[[], Any]] = {"{}": dict, "[]": list, "null": lambda: None}
-# Backoff policies repeat (one per task function): decoded once, copied per task.
-_policy_cache: dict[str, dict[str, Any]] = {}
-
-
-def _load(d: Mapping[str, str], field: str, strict: bool, default: Any, kind: type | None) -> Any:
-    raw = d.get(field)
-    if not raw:
-        return default
-    make = _LITERALS.get(raw)
-    if make is not None:
-        value = make()
-    elif field == "backoff" and raw in _policy_cache:
-        return dict(_policy_cache[raw])
-    else:
-        try:
-            value = json.loads(raw)
-        except ValueError as exc:
-            if strict:
-                raise _Corrupt(field, f"not valid JSON ({exc})") from None
-            return default
-        if (
-            field == "backoff"
-            and isinstance(value, dict)
-            and len(_policy_cache) < 256
-            and all(isinstance(v, (str, int, float, bool)) or v is None for v in value.values())
-        ):
-            _policy_cache[raw] = dict(value)  # flat: a shallow copy is a full copy
-    if kind is not None and not isinstance(value, kind):
-        if strict:
-            raise _Corrupt(field, f"expected a JSON {kind.__name__}, got {type(value).__name__}")
-        return default
-    return value
-
-
-def _opt(d: Mapping[str, str], field: str) -> float | None:
-    raw = d.get(field)
-    return None if raw is None or raw == "" else float(raw)
-
-
-def _pairs(flat: Sequence[Any]) -> dict[str, str]:
-    it = iter(flat)
-    return dict(zip(it, it, strict=True))
-
-
 def _live_queues(reply: Sequence[Any] | Mapping[str, Any]) -> builtins.list[str]:
     """The queues that hold tasks, from ``HGETALL <root>:queues`` (flat or a dict)."""
     found = reply if isinstance(reply, Mapping) else _pairs(reply)
@@ -312,87 +129,6 @@ def _replayed(replies: Sequence[Any]) -> tuple[builtins.list[Task], builtins.lis
             raise r
     tasks = [_decode(r, strict=False) for r in replies if r]
     return tasks, tasks
-
-
-_STATUSES = {s.value: s for s in TaskStatus}
-
-
-def _decode(flat: Sequence[Any] | Mapping[str, str], strict: bool = True) -> Task:
-    """A task hash (``HGETALL``, flat or as a dict) -> Task.
-
-    ``strict`` raises ``_Corrupt`` for any bad JSON field; otherwise bad JSON
-    fields get defaults. Missing or malformed required fields always raise.
-    """
-    d = flat if isinstance(flat, Mapping) else _pairs(flat)
-    get = d.get
-    # Fields most tasks leave unset or at "{}" skip the generic loader (the hot path).
-    raw = get("params")
-    params = {} if raw == "{}" else _load(d, "params", strict, {}, dict)
-    backoff = _load(d, "backoff", strict, {}, dict)
-    resources_: dict[str, float] = {}
-    if get("resources"):
-        resources_raw = _load(d, "resources", strict, {}, dict)
-        try:
-            resources_ = {str(k): float(v) for k, v in resources_raw.items()}
-        except (TypeError, ValueError) as exc:
-            if strict:
-                raise _Corrupt("resources", str(exc)) from None
-    history: tuple[Attempt, ...] = ()
-    if get("history"):
-        history_raw = _load(d, "history", strict, [], list)
-        try:
-            history = tuple(Attempt.from_dict(a) for a in history_raw)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            if strict:
-                raise _Corrupt("history", f"bad entry ({exc!r})") from None
-    error_raw = _load(d, "last_error", strict, None, dict) if get("last_error") else None
-    checkpoint = _load(d, "checkpoint", strict, None, None) if get("checkpoint") else None
-    result = _load(d, "result", strict, None, None) if get("result") else None
-    status = _STATUSES.get(get("status"))  # type: ignore[arg-type]
-    if status is None:
-        raise _Corrupt("status", f"unknown status {get('status')!r}")
-    try:
-        return Task(
-            id=d["id"],
-            queue=d["queue"],
-            handler=d["handler"],
-            params=params,
-            priority=int(d["priority"]),
-            sequence=int(d["seq"]),
-            status=status,
-            attempts=int(d.get("attempts") or 0),
-            max_retries=int(d["max_retries"]),
-            backoff=backoff,
-            last_delay=_opt(d, "last_delay"),
-            due_at=float(d["due_at"]),
-            lease_owner=d.get("lease_owner") or None,
-            lease_expires_at=_opt(d, "lease_expires_at"),
-            progress=float(d.get("progress") or 0.0),
-            checkpoint=checkpoint,
-            result=result,
-            last_error=None if error_raw is None else TaskError.from_dict(error_raw),
-            history=history,
-            timeout=_opt(d, "timeout"),
-            resources=resources_,
-            created_at=float(d["created_at"]),
-            updated_at=float(d["updated_at"]),
-            started_at=_opt(d, "started_at"),
-            finished_at=_opt(d, "finished_at"),
-        )
-    except KeyError as exc:
-        raise _Corrupt(str(exc.args[0]), "missing") from None
-    except (TypeError, ValueError) as exc:
-        raise _Corrupt("?", str(exc)) from None
-
-
-def _safe_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for logs and reprs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
 class RedisStore(Store):
@@ -448,40 +184,27 @@ class RedisStore(Store):
         conn = _seconds_option("connect_timeout", connect_timeout, none_ok=False)
         self.namespace = namespace
         self.root = K.root(namespace)
-        self._anchor = f"{self.root}:seq"
-        self.url = _safe_url(url)
-        self._options: dict[str, Any] = {
+        self.url = safe_url(url)
+        options: dict[str, Any] = {
             "decode_responses": True,
             "socket_timeout": sock,
             "socket_connect_timeout": conn,
             "health_check_interval": 30,
-            "protocol": 2,  # the replies' shapes this module reads (HGETALL: a flat list)
+            "protocol": 2,  # the replies' shapes this package reads (HGETALL: a flat list)
         }
-        self._redis_url = url  # with its password: never shown (``url`` is the safe form)
-        # resile does the retrying (with its backoff, idempotently); redis-py must not.
-        self._client: redis.Redis = redis.Redis.from_url(
-            url, retry=Retry(NoBackoff(), 0), **self._options
-        )
-        # asyncio clients, one per event loop (a redis.asyncio connection belongs to its loop).
-        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._shas = {name: hashlib.sha1(_script(name).encode()).hexdigest() for name in _SCRIPTS}
-        self._closed = False
-        self._down_since: float | None = None
-        self._outage_logged = False
-        self._recovered_at = -math.inf
-        self._outage_lock = threading.Lock()
-        self._watchers: builtins.list[_Watcher] = []
+        io = Connection(url, options, retry_for=self.retry_for, root=self.root, owner=repr(self))
+        self._io = io
+        # The calls every method makes, bound once (the hot path skips a layer).
+        self._call = io.call
+        self._command = io.command
+        self._pipeline = io.pipeline
+        self._eval = io.eval
+        self._acall = io.acall
+        self._aeval = io.aeval
+        self._acommand = io.acommand
+        self._apipeline = io.apipeline
+        self._watchers: builtins.list[Watcher] = []
         self._eviction_checked = False
-        self._local = threading.local()
-        self._conns: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._retrying = Retrying(
-            on=_is_transient,
-            backoff=_RECONNECT_BACKOFF,
-            stop=after_elapsed(self.retry_for),
-            name=f"redis call on {self.url}",
-        )
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStore:
@@ -515,7 +238,7 @@ class RedisStore(Store):
                     ours[key] = float(value)
                 except ValueError:
                     raise ValueError(
-                        f"Redis URL {_safe_url(url)!r}: {key} must be seconds, got {value!r}"
+                        f"Redis URL {safe_url(url)!r}: {key} must be seconds, got {value!r}"
                     ) from None
             elif key != "protocol" and (
                 key in URL_QUERY_ARGUMENT_PARSERS or key in ("db", "password", "username")
@@ -523,7 +246,7 @@ class RedisStore(Store):
                 theirs.append((key, value))
             else:
                 raise ValueError(
-                    f"Redis URL {_safe_url(url)!r}: unknown option {key!r} (resile's: "
+                    f"Redis URL {safe_url(url)!r}: unknown option {key!r} (resile's: "
                     f"{', '.join(_OPTIONS)}; redis-py's: "
                     f"{', '.join(sorted(URL_QUERY_ARGUMENT_PARSERS))})"
                 )
@@ -534,186 +257,8 @@ class RedisStore(Store):
     def __repr__(self) -> str:
         return f"RedisStore({self.url!r}, namespace={self.namespace!r})"
 
-    # -- calls, scripts and outages -------------------------------------------------------------
-
     def _ensure(self) -> None:
-        if self._closed:
-            raise RuntimeError(f"{self!r} is closed")
-
-    def _call(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` (Redis commands); on a transient error retry it with backoff.
-
-        ``fn`` must be safe to run again (reads, or scripts with an op id).
-        """
-        self._ensure()
-        try:
-            result = fn()
-        except Exception as exc:
-            if not _is_transient(exc) or self.retry_for <= 0:
-                raise
-            self._trouble(exc)
-
-            def again() -> T:
-                try:
-                    return fn()
-                except Exception as err:
-                    if _is_transient(err):
-                        self._trouble(err)
-                    raise
-
-            result = self._retrying(again)()
-        if self._down_since is not None:
-            self._recovered()
-        return result
-
-    def _trouble(self, exc: BaseException) -> None:
-        """Note a connection problem; the first one of an outage is logged.
-
-        A relapse within ``_QUIET`` seconds of a recovery (a restarted Redis
-        still loading its data, say) counts as the same outage.
-        """
-        with self._outage_lock:
-            if self._down_since is not None:
-                return
-            now = time.monotonic()
-            self._down_since = now
-            if now - self._recovered_at < _QUIET:
-                return
-            self._outage_logged = True
-        logger.warning(
-            "resile: Redis at %s is unavailable (%s: %s); reconnecting with backoff "
-            "for up to %g s per call",
-            self.url,
-            type(exc).__name__,
-            exc,
-            self.retry_for,
-        )
-
-    def _recovered(self) -> None:
-        with self._outage_lock:
-            since, self._down_since = self._down_since, None
-            logged, self._outage_logged = self._outage_logged, False
-            if since is not None:
-                self._recovered_at = time.monotonic()
-        if since is not None and logged:
-            logger.warning(
-                "resile: Redis at %s is reachable again (after %.1f s)",
-                self.url,
-                time.monotonic() - since,
-            )
-
-    # The hot path skips redis-py's client layer (its pool, retry and telemetry wrappers cost
-    # more than the round trip): each thread sends on a connection of its own.
-
-    def _connection(self) -> Any:
-        local = self._local
-        conn = getattr(local, "conn", None)
-        if conn is None or local.pid != os.getpid():  # new thread, or a forked child
-            pool = self._client.connection_pool
-            conn = pool.connection_class(**pool.connection_kwargs)
-            local.conn, local.pid = conn, os.getpid()
-            self._conns.add(conn)
-        return conn
-
-    def _command(self, *args: Any) -> Any:
-        """One command on this thread's connection."""
-        conn = self._connection()
-        try:
-            conn.send_packed_command(
-                [_pack(args)] if _pack is not None else conn.pack_command(*args)
-            )
-            return conn.read_response()
-        except ResponseError:
-            raise  # the reply was read: the connection is fine
-        except BaseException:
-            conn.disconnect()  # an exchange cut in the middle: start clean next time
-            raise
-
-    def _pipeline(self, commands: Sequence[Sequence[Any]]) -> builtins.list[Any]:
-        """Several commands in one round trip; an error reply comes back in its place."""
-        conn = self._connection()
-        try:
-            if _pack is not None:
-                conn.send_packed_command([b"".join(_pack(tuple(c)) for c in commands)])
-            else:
-                conn.send_packed_command(conn.pack_commands(commands))
-            out: builtins.list[Any] = []
-            for _ in commands:
-                try:
-                    out.append(conn.read_response())
-                except ResponseError as exc:
-                    out.append(exc)
-            return out
-        except BaseException:
-            conn.disconnect()
-            raise
-
-    def _evalsha(self, name: str, args: Sequence[Any]) -> Any:
-        """Run a script by SHA; load it when Redis does not know it (``NOSCRIPT``)."""
-        try:
-            return self._command("EVALSHA", self._shas[name], 1, self._anchor, self.root, *args)
-        except NoScriptError:
-            self._command("SCRIPT", "LOAD", _script(name))
-            return self._command("EVALSHA", self._shas[name], 1, self._anchor, self.root, *args)
-
-    def _eval(self, name: str, args: Sequence[Any]) -> Any:
-        return self._call(lambda: self._evalsha(name, args))
-
-    # -- the asyncio client (producers and readers in event-loop code) -------------------------
-
-    def _aclient(self) -> Any:
-        """This event loop's ``redis.asyncio`` client (made on first use)."""
-        self._ensure()
-        loop = asyncio.get_running_loop()
-        client = self._aclients.get(loop)
-        if client is None:
-            client = redis.asyncio.Redis.from_url(
-                self._redis_url, retry=AsyncRetry(NoBackoff(), 0), **self._options
-            )
-            self._aclients[loop] = client
-        return client
-
-    async def _acall(self, fn: Callable[[], Awaitable[T]]) -> T:
-        """``_call`` for coroutines: a transient error is retried with the same backoff
-        for up to ``retry_for`` seconds, and the outage logged once each way."""
-        self._ensure()
-
-        async def attempt() -> T:
-            try:
-                return await fn()
-            except Exception as exc:
-                if _is_transient(exc):
-                    self._trouble(exc)
-                raise
-
-        result = await (self._retrying(attempt)() if self.retry_for > 0 else fn())
-        if self._down_since is not None:
-            self._recovered()
-        return result
-
-    async def _aeval(self, name: str, args: Sequence[Any]) -> Any:
-        async def run() -> Any:
-            client = self._aclient()
-            head = (self._shas[name], 1, self._anchor, self.root)
-            try:
-                return await client.execute_command("EVALSHA", *head, *args)
-            except NoScriptError:
-                await client.execute_command("SCRIPT", "LOAD", _script(name))
-                return await client.execute_command("EVALSHA", *head, *args)
-
-        return await self._acall(run)
-
-    async def _acommand(self, *args: Any) -> Any:
-        return await self._acall(lambda: self._aclient().execute_command(*args))
-
-    async def _apipeline(self, commands: Sequence[Sequence[Any]]) -> builtins.list[Any]:
-        async def run() -> builtins.list[Any]:
-            pipe = self._aclient().pipeline(transaction=False)
-            for c in commands:
-                pipe.execute_command(*c)
-            return builtins.list(await pipe.execute(raise_on_error=False))
-
-        return await self._acall(run)
+        self._io.ensure()
 
     @staticmethod
     def _native_async() -> bool:
@@ -763,26 +308,8 @@ class RedisStore(Store):
 
     async def aclose(self) -> None:
         """Close this event loop's asyncio client, then the store."""
-        client = None
-        with contextlib.suppress(RuntimeError):
-            client = self._aclients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.aclose()
+        await self._io.aclose()
         self.close()
-
-    def _close_async_clients(self) -> None:
-        """At ``close``: close the asyncio clients of loops that are not running now
-        (a running loop gets the close scheduled on it; a closed one has no sockets left
-        that it could close)."""
-        for loop, client in builtins.list(self._aclients.items()):
-            with contextlib.suppress(Exception):
-                if loop.is_closed():
-                    continue
-                if loop.is_running():
-                    asyncio.run_coroutine_threadsafe(client.aclose(), loop)
-                else:
-                    loop.run_until_complete(client.aclose())
-        self._aclients.clear()
 
     def _ttl_ms(self, status: TaskStatus) -> str:
         keep = self.failed_retention if status is TaskStatus.FAILED else self.retention
@@ -796,17 +323,11 @@ class RedisStore(Store):
         return K.task_key(self.root, task_id)
 
     def close(self) -> None:
-        if self._closed:
+        if self._io.closed:
             return
-        self._closed = True
-        self._close_async_clients()
-        for w in list(self._watchers):
+        for w in builtins.list(self._watchers):
             w.stop()
-        for conn in list(self._conns):
-            with contextlib.suppress(Exception):
-                conn.disconnect()
-        with contextlib.suppress(Exception):
-            self._client.close()
+        self._io.close()
 
     # -- producers ------------------------------------------------------------------------------
 
@@ -1164,7 +685,7 @@ class RedisStore(Store):
         done_args = self._complete_args(items, worker_id, at)
         if not done_args:
             return [], self._leased(self._eval("lease", [*head, "0"]), head, worker_id, at)
-        shas, anchor, root = self._shas, self._anchor, self.root
+        shas, anchor, root = self._io.shas, self._io.anchor, self.root
         cmds = [
             ("EVALSHA", shas["complete_flags"], 1, anchor, root, *done_args),
             ("EVALSHA", shas["lease"], 1, anchor, root, *head, "0"),
@@ -1176,7 +697,7 @@ class RedisStore(Store):
                 # A restarted Redis without our scripts: load them and send the pair again
                 # (the one that ran repeats nothing: same op ids).
                 for name in ("complete_flags", "lease"):
-                    self._command("SCRIPT", "LOAD", _script(name))
+                    self._command("SCRIPT", "LOAD", _scripts.text(name))
                 replies = self._pipeline(cmds)
             for r in replies:
                 if isinstance(r, Exception):
@@ -1531,101 +1052,11 @@ class RedisStore(Store):
         self._ensure()
         names = normalize_queues(queues)
         self._check_eviction()
-        watcher = _Watcher(self, [K.channel(self.root, q) for q in names], wake)
+        watcher = Watcher(self._io, [K.channel(self.root, q) for q in names], wake, self._unwatch)
         self._watchers.append(watcher)
         watcher.start()
         return watcher.stop
 
-
-class _Watcher:
-    """A daemon thread subscribed to wake-up channels; each message calls ``wake()``."""
-
-    # A local timer so that stop() is noticed; it sends nothing to Redis.
-    _TICK = 0.2
-
-    def __init__(self, store: RedisStore, channels: builtins.list[str], wake: Callable[[], None]):
-        self.store = store
-        self.channels = channels
-        self.wake = wake
-        self._stop = threading.Event()
-        self._pubsub: Any = None
-        self._thread = threading.Thread(target=self._run, name="resile-redis-watch", daemon=True)
-
-    def start(self) -> None:
-        with contextlib.suppress(Exception):  # unreachable: the thread keeps trying
-            self._subscribe()
-        self._thread.start()
-
-    def _subscribe(self) -> None:
-        ps = self.store._client.pubsub()  # type: ignore[no-untyped-call]
-        try:
-            ps.subscribe(*self.channels)
-            confirmed = 0
-            end = time.monotonic() + 5.0
-            while confirmed < len(self.channels):
-                left = end - time.monotonic()
-                if left <= 0:
-                    raise RedisTimeoutError("no SUBSCRIBE confirmation from Redis")
-                msg = ps.get_message(timeout=left)
-                if msg is not None and msg.get("type") == "subscribe":
-                    confirmed += 1
-        except BaseException:
-            with contextlib.suppress(Exception):
-                ps.close()
-            raise
-        self._pubsub = ps
-
-    def _drop(self) -> None:
-        ps, self._pubsub = self._pubsub, None
-        if ps is not None:
-            with contextlib.suppress(Exception):
-                ps.close()
-
-    def _run(self) -> None:
-        failures = 0
-        while not self._stop.is_set():
-            if self._pubsub is None:
-                try:
-                    self._subscribe()
-                except Exception as exc:
-                    failures += 1
-                    if _is_transient(exc):
-                        self.store._trouble(exc)
-                    else:
-                        logger.exception("resile: Redis wake-up subscription failed")
-                    self._stop.wait(_RECONNECT_BACKOFF.delay(min(failures, 30)))
-                    continue
-                failures = 0
-                self.store._recovered()
-                self._wake()  # messages may have been missed while we were away
-            try:
-                msg = self._pubsub.get_message(timeout=self._TICK)
-                if msg is None or msg.get("type") != "message":
-                    continue
-                while self._pubsub.get_message(timeout=0.0) is not None:
-                    pass  # a burst of wake-ups is one wake-up
-            except Exception as exc:
-                if self._stop.is_set():
-                    break
-                if _is_transient(exc) or isinstance(exc, (OSError, ValueError, AttributeError)):
-                    self.store._trouble(exc)
-                else:
-                    logger.exception("resile: Redis wake-up subscription failed")
-                self._drop()
-                continue
-            self._wake()
-        self._drop()
-
-    def _wake(self) -> None:
-        try:
-            self.wake()
-        except Exception:
-            logger.exception("resile: wake-up callback %r failed", self.wake)
-
-    def stop(self) -> None:
-        """Stop the thread and close its connection; idempotent."""
-        self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(self._TICK * 10)
+    def _unwatch(self, watcher: Watcher) -> None:
         with contextlib.suppress(ValueError):
-            self.store._watchers.remove(self)
+            self._watchers.remove(watcher)
