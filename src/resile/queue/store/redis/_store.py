@@ -64,6 +64,7 @@ __all__ = ["RedisStore"]
 logger = logging.getLogger("resile.queue")
 
 _CANCELED_ERROR = TaskError("Canceled", "the task was canceled while this attempt ran")
+_S = _scripts.SPECS
 _OPTIONS = ("namespace", "retention", "failed_retention", "retry_for")
 
 
@@ -338,7 +339,10 @@ class RedisStore(Store):
         ids = _ids(specs)
         op = _op_id()
         now_s = _num(now)
-        args: builtins.list[str] = [now_s, if_exists, op, str(len(specs))]
+        script = "create1" if len(specs) == 1 else "create"
+        spec_ = _S[script]
+        args = spec_.argv(now_s=now_s, if_exists=if_exists, op=op, n=str(len(specs)))
+        record = spec_.record
         # Specs of one task function share their defaults (the same objects): encode once.
         # ``specs`` keeps those objects alive, so an id() is not reused during the loop.
         policies: dict[int, str] = {}
@@ -361,20 +365,21 @@ class RedisStore(Store):
                 rank = ranks[priority] = _priority_hex(priority)
             params = spec.params
             due = now_s if spec.due_at is None and spec.delay == 0 else _num(spec.due_time(now))
-            args += [
-                task_id,
-                spec.queue,
-                spec.handler,
-                dumps(params) if params else "{}",
-                str(priority),
-                rank,
-                str(spec.max_retries),
-                policy,
-                due,
-                "" if timeout is None else _num(timeout),  # type: ignore[arg-type]
-                *gate,
-            ]
-        return ids, "create1" if len(specs) == 1 else "create", args
+            args += record(
+                id=task_id,
+                queue=spec.queue,
+                handler=spec.handler,
+                params=dumps(params) if params else "{}",
+                priority=str(priority),
+                rank_prefix=rank,
+                max_retries=str(spec.max_retries),
+                backoff=policy,
+                due_s=due,
+                timeout_s="" if timeout is None else _num(timeout),  # type: ignore[arg-type]
+                resources=gate[0],
+                gated=gate[1],
+            )
+        return ids, script, args
 
     def _created(
         self, reply: Any, specs: Sequence[TaskSpec], ids: Sequence[str], now: float
@@ -493,14 +498,14 @@ class RedisStore(Store):
                         f"{error.type}: {error.message}",
                     )
                     dead = True
-            plan += [
-                task_id,
-                seen or "",
-                "1" if dead else "0",
-                _num(base + wait),
-                _num(wait),
-                dumps(error.to_dict()),
-            ]
+            plan += _S["lease"].record(
+                id=task_id,
+                seen=seen or "",
+                dead="1" if dead else "0",
+                due_s=_num(base + wait),
+                delay_s=_num(wait),
+                error=dumps(error.to_dict()),
+            )
         return plan
 
     def _lease_head(
@@ -512,21 +517,23 @@ class RedisStore(Store):
         capacity: Mapping[str, float] | None,
         at: float,
     ) -> builtins.list[str]:
-        """The lease script's arguments up to its reclaim plan (a fresh op id)."""
+        """The lease script's arguments up to its reclaim records (a fresh op id)."""
         names = lease_call_args(queues, worker_id, limit, lease_seconds)
         expires = at + float(lease_seconds)
         cap = "" if capacity is None else dumps({str(k): float(v) for k, v in capacity.items()})
         return [
-            _num(at),
-            _num(expires),
-            worker_id,
-            str(limit),
-            cap,
-            _op_id(),
-            str(max(1, math.ceil(float(lease_seconds) * 1000))),
-            self._ttl_ms(TaskStatus.FAILED),
-            self._cutoff(TaskStatus.FAILED, at),
-            str(len(names)),
+            *_S["lease"].argv(
+                now_s=_num(at),
+                expires_s=_num(expires),
+                worker=worker_id,
+                limit=str(limit),
+                capacity=cap,
+                op=_op_id(),
+                op_ttl_ms=str(max(1, math.ceil(float(lease_seconds) * 1000))),
+                failed_ttl_ms=self._ttl_ms(TaskStatus.FAILED),
+                failed_cutoff_s=self._cutoff(TaskStatus.FAILED, at),
+                nq=str(len(names)),
+            ),
             *names,
         ]
 
@@ -542,7 +549,7 @@ class RedisStore(Store):
     ) -> builtins.list[Task]:
         at = self.now(now)
         head = self._lease_head(queues, worker_id, limit, lease_seconds, capacity, at)
-        return self._leased(self._eval("lease", [*head, "0"]), head, worker_id, at)
+        return self._leased(self._eval("lease", head), head, worker_id, at)
 
     def _leased(
         self, reply: Any, head: Sequence[str], worker_id: str, at: float
@@ -553,7 +560,7 @@ class RedisStore(Store):
             if reply[0] != "need":
                 break
             plan = self._reclaim_plan(reply[1:], at)
-            reply = self._eval("lease", [*head, str(len(plan) // 6), *plan])
+            reply = self._eval("lease", [*head, *plan])
         if reply[0] == "need":  # expired leases keep appearing faster than we reclaim them
             return []  # lease next time
         out: builtins.list[Task] = []
@@ -566,14 +573,14 @@ class RedisStore(Store):
                 failed = TaskStatus.FAILED
                 self._eval(
                     "corrupt",
-                    [
-                        d.get("id", ""),
-                        worker_id,
-                        _num(at),
-                        dumps(error.to_dict()),
-                        self._ttl_ms(failed),
-                        self._cutoff(failed, at),
-                    ],
+                    _S["corrupt"].argv(
+                        id=d.get("id", ""),
+                        worker=worker_id,
+                        now_s=_num(at),
+                        error=dumps(error.to_dict()),
+                        ttl_ms=self._ttl_ms(failed),
+                        cutoff_s=self._cutoff(failed, at),
+                    ),
                 )
                 logger.error("resile: task %s dead-lettered: %s", d.get("id"), exc)
         return out
@@ -603,7 +610,10 @@ class RedisStore(Store):
         if not ids:
             return set()
         at = self.now(now)
-        held = self._eval("renew", [_num(at), _num(at + float(lease_seconds)), worker_id, *ids])
+        args = _S["renew"].argv(
+            now_s=_num(at), expires_s=_num(at + float(lease_seconds)), worker=worker_id
+        )
+        held = self._eval("renew", [*args, *ids])
         return set(held)
 
     def complete(
@@ -627,14 +637,14 @@ class RedisStore(Store):
         if not args:
             return []
         done = TaskStatus.DONE
-        return [
-            worker_id,
-            _num(at),
-            _op_id(),
-            self._ttl_ms(done),
-            self._cutoff(done, at),
-            *args,
-        ]
+        head = _S["complete"].argv(
+            worker=worker_id,
+            now_s=_num(at),
+            op=_op_id(),
+            ttl_ms=self._ttl_ms(done),
+            cutoff_s=self._cutoff(done, at),
+        )
+        return [*head, *args]
 
     def complete_many(
         self,
@@ -684,11 +694,11 @@ class RedisStore(Store):
         head = self._lease_head(queues, worker_id, limit, lease_seconds, capacity, at)
         done_args = self._complete_args(items, worker_id, at)
         if not done_args:
-            return [], self._leased(self._eval("lease", [*head, "0"]), head, worker_id, at)
+            return [], self._leased(self._eval("lease", head), head, worker_id, at)
         shas, anchor, root = self._io.shas, self._io.anchor, self.root
         cmds = [
             ("EVALSHA", shas["complete_flags"], 1, anchor, root, *done_args),
-            ("EVALSHA", shas["lease"], 1, anchor, root, *head, "0"),
+            ("EVALSHA", shas["lease"], 1, anchor, root, *head),
         ]
 
         def both() -> builtins.list[Any]:
@@ -762,20 +772,20 @@ class RedisStore(Store):
                         dead = True
             reply = self._eval(
                 "fail",
-                [
-                    task_id,
-                    worker_id,
-                    _num(at),
-                    op,
-                    attempts_s or "0",
-                    kind.value,
-                    dumps(stored.to_dict()),
-                    "1" if dead else "0",
-                    _num(at + wait),
-                    _num(wait),
-                    self._ttl_ms(failed),
-                    self._cutoff(failed, at),
-                ],
+                _S["fail"].argv(
+                    id=task_id,
+                    worker=worker_id,
+                    now_s=_num(at),
+                    op=op,
+                    attempts=attempts_s or "0",
+                    outcome=kind.value,
+                    error=dumps(stored.to_dict()),
+                    dead="1" if dead else "0",
+                    due_s=_num(at + wait),
+                    delay_s=_num(wait),
+                    ttl_ms=self._ttl_ms(failed),
+                    cutoff_s=self._cutoff(failed, at),
+                ),
             )
             if reply[0] == "stale":
                 continue
@@ -784,7 +794,9 @@ class RedisStore(Store):
 
     def release(self, task_id: str, worker_id: str, *, now: float | None = None) -> Task | None:
         at = self.now(now)
-        reply = self._eval("release", [task_id, worker_id, _num(at), _op_id()])
+        reply = self._eval(
+            "release", _S["release"].argv(id=task_id, worker=worker_id, now_s=_num(at), op=_op_id())
+        )
         if reply[0] != "ok":
             return None
         task = _decode(reply[1], strict=False)
@@ -795,14 +807,14 @@ class RedisStore(Store):
 
     def _cancel_args(self, task_id: str, at: float) -> builtins.list[str]:
         canceled = TaskStatus.CANCELED
-        return [
-            task_id,
-            _num(at),
-            _op_id(),
-            dumps(_CANCELED_ERROR.to_dict()),
-            self._ttl_ms(canceled),
-            self._cutoff(canceled, at),
-        ]
+        return _S["cancel"].argv(
+            id=task_id,
+            now_s=_num(at),
+            op=_op_id(),
+            error=dumps(_CANCELED_ERROR.to_dict()),
+            ttl_ms=self._ttl_ms(canceled),
+            cutoff_s=self._cutoff(canceled, at),
+        )
 
     def cancel(self, task_id: str, *, now: float | None = None) -> bool:
         return bool(self._eval("cancel", self._cancel_args(task_id, self.now(now))))
@@ -817,7 +829,7 @@ class RedisStore(Store):
     ) -> bool:
         value = _num(check_pct(pct))
         at = self.now(now)
-        return bool(self._eval("setfield", [task_id, "progress", value, worker_id or "", _num(at)]))
+        return self._setfield(task_id, "progress", value, worker_id, at)
 
     def save_checkpoint(
         self,
@@ -829,9 +841,15 @@ class RedisStore(Store):
     ) -> bool:
         check_json(value, "checkpoint")
         at = self.now(now)
-        return bool(
-            self._eval("setfield", [task_id, "checkpoint", dumps(value), worker_id or "", _num(at)])
+        return self._setfield(task_id, "checkpoint", dumps(value), worker_id, at)
+
+    def _setfield(
+        self, task_id: str, field: str, value: str, worker_id: str | None, at: float
+    ) -> bool:
+        args = _S["setfield"].argv(
+            id=task_id, field=field, value=value, worker=worker_id or "", now_s=_num(at)
         )
+        return bool(self._eval("setfield", args))
 
     def get_checkpoint(self, task_id: str) -> JSONValue:
         raw = self._call(lambda: self._command("HGET", self._tk(task_id), "checkpoint"))
@@ -853,13 +871,13 @@ class RedisStore(Store):
         if not queues or (self.retention is None and self.failed_retention is None):
             return None
         at = self.now()
-        return [
-            str(K.SWEEP_ON_READ),
-            self._cutoff(TaskStatus.DONE, at),
-            self._cutoff(TaskStatus.FAILED, at),
-            self._cutoff(TaskStatus.CANCELED, at),
-            *queues,
-        ]
+        args = _S["sweep"].argv(
+            max=str(K.SWEEP_ON_READ),
+            done_cutoff_s=self._cutoff(TaskStatus.DONE, at),
+            failed_cutoff_s=self._cutoff(TaskStatus.FAILED, at),
+            canceled_cutoff_s=self._cutoff(TaskStatus.CANCELED, at),
+        )
+        return [*args, *queues]
 
     def _sweep(self, queues: Sequence[str]) -> None:
         """Drop finished tasks past their retention from the indexes (bounded per queue)."""
@@ -965,7 +983,8 @@ class RedisStore(Store):
     def requeue(self, task_id: str, *, delay: float = 0.0, now: float | None = None) -> Task | None:
         wait = check_seconds(delay, "requeue: delay")
         at = self.now(now)
-        reply = self._eval("requeue", [task_id, _num(at), _num(at + wait), _op_id()])
+        args = _S["requeue"].argv(id=task_id, now_s=_num(at), due_s=_num(at + wait), op=_op_id())
+        reply = self._eval("requeue", args)
         if reply[0] != "ok":
             return None
         task = _decode(reply[1], strict=False)
@@ -995,9 +1014,9 @@ class RedisStore(Store):
                 self._eval(
                     "purge",
                     [
-                        cutoff,
-                        str(K.PURGE_BATCH),
-                        str(len(names)),
+                        *_S["purge"].argv(
+                            cutoff_s=cutoff, max=str(K.PURGE_BATCH), nq=str(len(names))
+                        ),
                         *names,
                         *(s.value for s in chosen),
                     ],
@@ -1017,7 +1036,7 @@ class RedisStore(Store):
         time of the first one in lease order (a time in the past: "now")."""
         names = normalize_queues(queues)
         cap = "" if capacity is None else dumps({str(k): float(v) for k, v in capacity.items()})
-        found = self._eval("next_due", [cap, *names])
+        found = self._eval("next_due", [*_S["next_due"].argv(capacity=cap), *names])
         return None if found is None else float(found)
 
     def _check_eviction(self) -> None:

@@ -1,32 +1,31 @@
--- fail: record a failed attempt of the lease holder; dead-letter it or schedule
--- the retry the caller computed from the task's stored policy.
--- ARGV: 2 id, 3 worker, 4 now_s, 5 op, 6 attempts the caller computed for,
--- 7 outcome, 8 error JSON, 9 dead ("1"|"0"), 10 due_s, 11 delay_s,
--- 12 TTL ms of a dead letter ("" = keep), 13 its sweep cutoff ("" = none).
+-- fail: record a failed attempt of the lease holder; dead-letter it (A.dead = "1") or
+-- schedule the retry the caller decided (due A.due_s after a wait A.delay_s), both
+-- decided for attempt A.attempts. A.ttl_ms / A.cutoff_s: a dead letter's retention
+-- TTL and sweep cutoff ("" = keep / none).
 -- Returns {"ok", HGETALL}, {"no"} (not held), or {"stale"} (attempts changed:
--- compute again).
-local id, worker, now_s, op = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local tk = tkey(id)
-local f = redis.call('HMGET', tk, 'status', 'lease_owner', 'op', 'queue', 'seq', 'attempts',
-  'started_at', 'rank', 'gated', 'history', 'hn')
-if f[1] ~= 'DOING' or f[2] ~= worker then
+-- decide again).
+local id, now_s, op = A.id, A.now_s, A.op
+local tk = task_key(id)
+local f = redis.call('HMGET', tk, F.status, F.lease_owner, F.op, F.queue, F.seq, F.attempts,
+  F.started_at, F.rank, F.gated, F.history, F.hn)
+if f[1] ~= S.DOING or f[2] ~= A.worker then
   if isset(op) and f[3] == op then return {'ok', redis.call('HGETALL', tk)} end
   return {'no'}
 end
-if f[6] ~= ARGV[6] then return {'stale'} end
-local q, err = f[4], ARGV[8]
-local h, hn = history_with(f[10], f[11], entry(f[6], f[7], now_s, ARGV[7], err))
-zrem_later(qkey('leases', q), id)
-if ARGV[9] == '1' then
-  redis.call('HSET', tk, 'status', 'FAILED', 'last_error', err, 'history', h, 'hn', hn,
-    'lease_expires_at', '', 'finished_at', now_s, 'updated_at', now_s, 'op', op)
-  finish(tk, id, q, f[5], 'DOING', 'FAILED', now_s, ARGV[12], ARGV[13])
+if f[6] ~= A.attempts then return {'stale'} end
+local q, err = f[4], A.error
+local h, hn = history_with(f[10], f[11], entry(f[6], f[7], now_s, A.outcome, err))
+zrem_later(index_key(IX.leases, q), id)
+if A.dead == '1' then
+  redis.call('HSET', tk, F.status, S.FAILED, F.last_error, err, F.history, h, F.hn, hn,
+    F.lease_expires_at, '', F.finished_at, now_s, F.updated_at, now_s, F.op, op)
+  finish(tk, id, q, f[5], S.DOING, S.FAILED, now_s, A.ttl_ms, A.cutoff_s)
 else
-  redis.call('HSET', tk, 'status', 'PENDING', 'last_error', err, 'history', h, 'hn', hn,
-    'lease_expires_at', '', 'last_delay', ARGV[11], 'due_at', ARGV[10], 'updated_at', now_s,
-    'op', op)
-  set_status(id, q, f[5], 'DOING', 'PENDING')
-  add_pending(id, q, f[8] or '', f[9] == '1', ARGV[10], tonumber(now_s))
+  redis.call('HSET', tk, F.status, S.PENDING, F.last_error, err, F.history, h, F.hn, hn,
+    F.lease_expires_at, '', F.last_delay, A.delay_s, F.due_at, A.due_s, F.updated_at, now_s,
+    F.op, op)
+  set_status(id, q, f[5], S.DOING, S.PENDING)
+  add_pending(id, q, f[8] or '', f[9] == '1', A.due_s, tonumber(now_s))
 end
 flush_later()
 flush_pending()
