@@ -64,7 +64,7 @@ from resile.queue.store.base import (
     purge_statuses,
 )
 from resile.queue.task import (
-    Attempt,
+    AttemptRecord,
     JSONValue,
     Task,
     TaskError,
@@ -193,7 +193,7 @@ def _decode(row: sqlite3.Row, strict: bool = True) -> Task:
             raise _Corrupt("resources", str(exc)) from None
         resources = {}
     try:
-        history = tuple(Attempt.from_dict(a) for a in history_raw)
+        history = tuple(AttemptRecord.from_dict(a) for a in history_raw)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         if strict:
             raise _Corrupt("history", f"bad entry ({exc!r})") from None
@@ -231,7 +231,7 @@ def _decode(row: sqlite3.Row, strict: bool = True) -> Task:
     )
 
 
-def _history_with(row: sqlite3.Row, entry: Attempt) -> str | None:
+def _history_with(row: sqlite3.Row, entry: AttemptRecord) -> str | None:
     """The history column with ``entry`` appended; ``None`` when the stored one is unreadable."""
     try:
         items = json.loads(row["history"] or "[]")
@@ -567,7 +567,9 @@ class SQLiteStore(Store):
         for row in rows:
             expired_at = float(row["lease_expires_at"])
             error = TaskError("LeaseExpired", LEASE_EXPIRED_REASON)
-            entry = Attempt(row["attempts"], row["started_at"], expired_at, Outcome.LOST, error)
+            entry = AttemptRecord(
+                row["attempts"], row["started_at"], expired_at, Outcome.LOST, error
+            )
             self._after_failure(
                 c, row, error, entry, permanent=False, delay=None, base=expired_at, now=now
             )
@@ -577,7 +579,7 @@ class SQLiteStore(Store):
         c: sqlite3.Connection,
         row: sqlite3.Row,
         error: TaskError,
-        entry: Attempt,
+        entry: AttemptRecord,
         *,
         permanent: bool,
         delay: float | None,
@@ -825,13 +827,13 @@ class SQLiteStore(Store):
 
     def _complete_write(
         self, c: sqlite3.Connection, task_id: str, worker_id: str, encoded: str, at: float
-    ) -> tuple[sqlite3.Row, Attempt, str | None] | None:
+    ) -> tuple[sqlite3.Row, AttemptRecord, str | None] | None:
         """``DOING -> DONE`` when ``worker_id`` holds the task: (the row before, its
         history entry, the new history column), else ``None`` and nothing written."""
         row = self._held(c, task_id, worker_id)
         if row is None:
             return None
-        entry = Attempt(row["attempts"], row["started_at"], at, Outcome.OK)
+        entry = AttemptRecord(row["attempts"], row["started_at"], at, Outcome.OK)
         history = _history_with(row, entry)
         c.execute(
             f"UPDATE {_T} SET status = 'DONE', ready = 0, result = ?, progress = 100,"
@@ -907,7 +909,7 @@ class SQLiteStore(Store):
             row = self._held(c, task_id, worker_id)
             if row is None:
                 return None
-            entry = Attempt(row["attempts"], row["started_at"], at, kind, err)
+            entry = AttemptRecord(row["attempts"], row["started_at"], at, kind, err)
             self._after_failure(
                 c,
                 row,
@@ -950,7 +952,7 @@ class SQLiteStore(Store):
                 return False
             history: str | None = None
             if row["status"] == "DOING":
-                entry = Attempt(
+                entry = AttemptRecord(
                     row["attempts"],
                     row["started_at"],
                     at,

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from resile.queue._names import TaskStatus
-from resile.queue.task import Attempt, Task, TaskError
+from resile.queue.task import AttemptRecord, Task, TaskError
 
 __all__ = ["Corrupt", "decode", "pairs"]
 
@@ -89,11 +89,11 @@ def decode(flat: Sequence[Any] | Mapping[str, str], strict: bool = True) -> Task
         except (TypeError, ValueError) as exc:
             if strict:
                 raise Corrupt("resources", str(exc)) from None
-    history: tuple[Attempt, ...] = ()
+    history: tuple[AttemptRecord, ...] = ()
     if get("history"):
         history_raw = _load(d, "history", strict, [], list)
         try:
-            history = tuple(Attempt.from_dict(a) for a in history_raw)
+            history = tuple(AttemptRecord.from_dict(a) for a in history_raw)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             if strict:
                 raise Corrupt("history", f"bad entry ({exc!r})") from None
