@@ -183,6 +183,7 @@ SPECS: dict[str, Script] = {
                 "now_s",
                 "op",
                 "attempts",
+                "started_s",
                 "outcome",
                 "error",
                 "dead",

@@ -19,11 +19,10 @@ from redis.connection import URL_QUERY_ARGUMENT_PARSERS
 from redis.exceptions import NoScriptError
 
 from resile._time import current_async_library
-from resile.backoff import Backoff
-from resile.errors import DuplicateTask
+from resile.errors import DuplicateTask, StoreConflict
+from resile.queue import _transitions as T
 from resile.queue._names import (
     DEFAULT_LEASE_SECONDS,
-    LEASE_EXPIRED_REASON,
     TERMINAL_STATUSES,
     Outcome,
     TaskStatus,
@@ -65,6 +64,13 @@ logger = logging.getLogger("resile.queue")
 
 _CANCELED_ERROR = TaskError("Canceled", "the task was canceled while this attempt ran")
 _S = _scripts.SPECS
+# A fail whose lease changed between our read and the script ("stale") is decided again
+# this many times before it gives up with StoreConflict.
+_STALE_TRIES = 5
+# Leases remembered for fail at most (a bound for leases that no write of ours ended).
+_SNAPS_LIMIT = 10_000
+# What fail reads to decide (status and owner checked, then the decision's inputs).
+_SNAP = ("status", "lease_owner", "attempts", "started_at", "max_retries", "backoff", "last_delay")
 _OPTIONS = ("namespace", "retention", "failed_retention", "retry_for")
 
 
@@ -206,6 +212,9 @@ class RedisStore(Store):
         self._apipeline = io.apipeline
         self._watchers: builtins.list[Watcher] = []
         self._eviction_checked = False
+        # task id -> (worker, attempts, started_at, max_retries, backoff, last_delay) as
+        # this store leased it: fail decides from it without reading the task first.
+        self._snaps: dict[str, tuple[Any, ...]] = {}
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStore:
@@ -474,37 +483,24 @@ class RedisStore(Store):
     # -- workers --------------------------------------------------------------------------------
 
     def _reclaim_plan(self, need: Sequence[Sequence[Any]], now: float) -> builtins.list[str]:
-        """What the lease script should do with expired leases: FAILED, or PENDING when."""
+        """The lease script's reclaim records: ``_transitions.lease_expired`` per expired lease."""
         plan: builtins.list[str] = []
-        for item in need:
-            task_id, seen, attempts_s, max_retries_s, backoff_s, last_delay_s = item
-            error = TaskError("LeaseExpired", LEASE_EXPIRED_REASON)
-            base = float(seen) if seen else now
-            try:
-                attempts, max_retries = int(attempts_s), int(max_retries_s)
-            except (TypeError, ValueError):
-                attempts, max_retries = 1, 0
-            dead = attempts > max_retries
-            wait = 0.0
-            if not dead:
-                try:
-                    policy = Backoff.from_dict(json.loads(backoff_s))
-                    last = float(last_delay_s) if last_delay_s else None
-                    wait = policy.delay(max(1, attempts), last)
-                except (TypeError, ValueError) as exc:
-                    error = TaskError(
-                        "CorruptTask",
-                        f"stored backoff policy is unusable ({exc}); last error: "
-                        f"{error.type}: {error.message}",
-                    )
-                    dead = True
+        for task_id, seen, attempts_s, max_retries_s, backoff_s, last_delay_s in need:
+            decision = T.lease_expired(
+                attempts=attempts_s,
+                max_retries=max_retries_s,
+                backoff=backoff_s,
+                last_delay=last_delay_s,
+                lease_expires_at=seen,
+                now=now,
+            )
             plan += _S["lease"].record(
                 id=task_id,
                 seen=seen or "",
-                dead="1" if dead else "0",
-                due_s=_num(base + wait),
-                delay_s=_num(wait),
-                error=dumps(error.to_dict()),
+                dead="1" if decision.dead else "0",
+                due_s=_num(decision.due_at),
+                delay_s=_num(decision.delay),
+                error=dumps(decision.error.to_dict()),
             )
         return plan
 
@@ -564,9 +560,12 @@ class RedisStore(Store):
         if reply[0] == "need":  # expired leases keep appearing faster than we reclaim them
             return []  # lease next time
         out: builtins.list[Task] = []
+        snaps = self._snaps
+        if len(snaps) > _SNAPS_LIMIT:  # leases never failed nor completed through us
+            snaps.clear()
         for flat in reply[1:]:
             try:
-                out.append(_decode(flat, strict=True))
+                task = _decode(flat, strict=True)
             except _Corrupt as exc:
                 d = _pairs(flat)
                 error = TaskError("CorruptTask", str(exc))
@@ -583,6 +582,17 @@ class RedisStore(Store):
                     ),
                 )
                 logger.error("resile: task %s dead-lettered: %s", d.get("id"), exc)
+                continue
+            out.append(task)
+            # What fail decides from: this lease's attempt, policy and last delay.
+            snaps[task.id] = (
+                worker_id,
+                str(task.attempts),
+                _num(task.started_at or 0.0),
+                task.max_retries,
+                task.backoff,
+                task.last_delay,
+            )
         return out
 
     def renew(
@@ -630,6 +640,8 @@ class RedisStore(Store):
         self, items: Sequence[tuple[str, JSONValue]], worker_id: str, at: float
     ) -> builtins.list[str]:
         """The complete script's arguments (one op id for the batch); empty for no items."""
+        for task_id, _ in items:
+            self._snaps.pop(task_id, None)
         if all(result is None for _, result in items):  # the common case: nothing to check
             args = [part for task_id, _ in items for part in (task_id, "null")]
         else:
@@ -729,71 +741,78 @@ class RedisStore(Store):
         delay: float | None = None,
         now: float | None = None,
     ) -> Task | None:
+        """See ``Store.fail``; ``_transitions.after_failure`` decides, the script applies.
+
+        The decision needs the task's attempts, max_retries, backoff and
+        last_delay. For a task this store leased they are what the lease read
+        (one round trip: the script); otherwise, or when the script answers that
+        the lease changed since ("stale"), they are read first (``HMGET``).
+
+        Raises:
+            StoreConflict: the task changed between the read and the write every
+                time, ``_STALE_TRIES`` times in a row (nothing was written; the
+                worker tries again later).
+        """
         err, delay, kind = fail_args(error, delay, outcome)
         at = self.now(now)
         op = _op_id()
-        tk = self._tk(task_id)
-        failed = TaskStatus.FAILED
-        for _ in range(5):
-            snap = self._call(
-                lambda: self._command(
-                    "HMGET",
-                    tk,
-                    "status",
-                    "lease_owner",
-                    "attempts",
-                    "max_retries",
-                    "backoff",
-                    "last_delay",
-                )
+        snap = self._snaps.pop(task_id, None)
+        if snap is not None and snap[0] != worker_id:
+            snap = None
+        for _ in range(_STALE_TRIES):
+            if snap is None:
+                snap = self._call(lambda: self._command("HMGET", self._tk(task_id), *_SNAP))
+                if not T.is_held(snap[0], snap[1], worker_id):
+                    return None
+                snap = (worker_id, *snap[2:])
+            _, attempts_s, _, max_retries_s, backoff_s, last_delay_s = snap
+            decision = T.after_failure(
+                attempts=attempts_s,
+                max_retries=max_retries_s,
+                backoff=backoff_s if backoff_s not in (None, "") else "null",
+                last_delay=last_delay_s,
+                error=err,
+                base=at,
+                permanent=permanent,
+                delay=delay,
             )
-            status, owner, attempts_s, max_retries_s, backoff_s, last_delay_s = snap
-            if status != TaskStatus.DOING.value or owner != worker_id:
-                return None
-            stored = err
-            attempts = int(attempts_s or 0)
-            dead = bool(permanent) or attempts > int(max_retries_s or 0)
-            wait = 0.0
-            if not dead:
-                if delay is not None:
-                    wait = float(delay)
-                else:
-                    try:
-                        policy = Backoff.from_dict(json.loads(backoff_s or "null"))
-                        last = float(last_delay_s) if last_delay_s else None
-                        wait = policy.delay(max(1, attempts), last)
-                    except (TypeError, ValueError) as exc:
-                        stored = TaskError(
-                            "CorruptTask",
-                            f"stored backoff policy is unusable ({exc}); last error: "
-                            f"{err.type}: {err.message}",
-                            err.traceback,
-                        )
-                        dead = True
             reply = self._eval(
-                "fail",
-                _S["fail"].argv(
-                    id=task_id,
-                    worker=worker_id,
-                    now_s=_num(at),
-                    op=op,
-                    attempts=attempts_s or "0",
-                    outcome=kind.value,
-                    error=dumps(stored.to_dict()),
-                    dead="1" if dead else "0",
-                    due_s=_num(at + wait),
-                    delay_s=_num(wait),
-                    ttl_ms=self._ttl_ms(failed),
-                    cutoff_s=self._cutoff(failed, at),
-                ),
+                "fail", self._fail_args(task_id, worker_id, op, snap, kind, decision)
             )
-            if reply[0] == "stale":
-                continue
-            return _decode(reply[1], strict=False) if reply[0] == "ok" else None
-        return None
+            if reply[0] != "stale":
+                return _decode(reply[1], strict=False) if reply[0] == "ok" else None
+            snap = None
+        raise StoreConflict(task_id, "fail", _STALE_TRIES)
+
+    def _fail_args(
+        self,
+        task_id: str,
+        worker_id: str,
+        op: str,
+        snap: Sequence[str | None],
+        kind: Outcome,
+        decision: T.AfterFailure,
+    ) -> builtins.list[str]:
+        failed, at = TaskStatus.FAILED, decision.base
+        return _S["fail"].argv(
+            id=task_id,
+            worker=worker_id,
+            now_s=_num(at),
+            op=op,
+            attempts=snap[1] or "0",
+            started_s=snap[2] or "",
+            outcome=kind.value,
+            error=dumps(decision.error.to_dict()),
+            dead="1" if decision.dead else "0",
+            due_s=_num(decision.due_at),
+            delay_s=_num(decision.delay),
+            ttl_ms=self._ttl_ms(failed),
+            cutoff_s=self._cutoff(failed, at),
+        )
 
     def release(self, task_id: str, worker_id: str, *, now: float | None = None) -> Task | None:
         at = self.now(now)
+        self._snaps.pop(task_id, None)
         reply = self._eval(
             "release", _S["release"].argv(id=task_id, worker=worker_id, now_s=_num(at), op=_op_id())
         )

@@ -1,6 +1,6 @@
 -- fail: record a failed attempt of the lease holder; dead-letter it (A.dead = "1") or
 -- schedule the retry the caller decided (due A.due_s after a wait A.delay_s), both
--- decided for attempt A.attempts. A.ttl_ms / A.cutoff_s: a dead letter's retention
+-- decided for attempt A.attempts of the lease started at A.started_s ("" = any). A.ttl_ms / A.cutoff_s: a dead letter's retention
 -- TTL and sweep cutoff ("" = keep / none).
 -- Returns {"ok", HGETALL}, {"no"} (not held), or {"stale"} (attempts changed:
 -- decide again).
@@ -12,7 +12,9 @@ if f[1] ~= S.DOING or f[2] ~= A.worker then
   if isset(op) and f[3] == op then return {'ok', redis.call('HGETALL', tk)} end
   return {'no'}
 end
-if f[6] ~= A.attempts then return {'stale'} end
+if f[6] ~= A.attempts or (isset(A.started_s) and f[7] ~= A.started_s) then
+  return {'stale'}
+end
 local q, err = f[4], A.error
 local h, hn = history_with(f[10], f[11], entry(f[6], f[7], now_s, A.outcome, err))
 zrem_later(index_key(IX.leases, q), id)
