@@ -31,7 +31,7 @@ from resile.queue.store import base as store_base  # noqa: E402
 from resile.queue.store import open_store  # noqa: E402
 from resile.queue.store.redis import RedisStore  # noqa: E402
 from resile.queue.store.redis import _keys as K  # noqa: E402
-from resile.queue.store.redis import _store as redis_store  # noqa: E402
+from resile.queue.store.redis import _scripts as redis_scripts  # noqa: E402
 
 from .conftest import T0, FakeEpoch  # noqa: E402
 
@@ -332,7 +332,7 @@ class TestAsyncClient:
     ) -> None:
         """A create whose op already ran (its reply was lost) reads the tasks back, in
         order, instead of reporting duplicates, and stores nothing twice (sync and async)."""
-        monkeypatch.setattr(redis_store, "_op_id", lambda: "op-replayed")
+        monkeypatch.setattr(redis_scripts, "op_id", lambda: "op-replayed")
         first = rstore.create(spec(id="r"))
         batch = rstore.create_many([spec(id=f"b{i}") for i in range(3)])
         try:

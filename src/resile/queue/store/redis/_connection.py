@@ -21,7 +21,8 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -46,7 +47,16 @@ from resile.queue.store.redis import _scripts
 from resile.retry import Retrying
 from resile.stop import after_elapsed
 
-__all__ = ["RECONNECT_BACKOFF", "Connection", "is_transient", "safe_url"]
+__all__ = [
+    "RECONNECT_BACKOFF",
+    "Command",
+    "Connection",
+    "Eval",
+    "Op",
+    "Pipeline",
+    "is_transient",
+    "safe_url",
+]
 
 _pack: Callable[[tuple[Any, ...]], bytes] | None
 try:  # hiredis packs a command in C; redis-py's packer first checks every argument in Python
@@ -69,6 +79,36 @@ _TRANSIENT_REPLIES = ("LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERD
 _REFUSED_WRITES = ("OOM ", "MISCONF ")
 # A connection error this soon after a recovery is the same outage (not logged again).
 _QUIET = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Eval:
+    """A request of an ``Op``: run script ``name`` with ``args``; the reply is its result."""
+
+    name: str
+    args: Sequence[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A request of an ``Op``: one Redis command; the reply is its result."""
+
+    args: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    """A request of an ``Op``: commands in one round trip; the reply is their results
+    (an error reply in its place)."""
+
+    commands: Sequence[Sequence[Any]]
+
+
+# An operation written once for both colours: a generator that yields its requests, is
+# sent each reply and returns the result. ``Connection.run`` drives it with the sync
+# transport, ``Connection.arun`` with the asyncio one. Each request is retried through an
+# outage on its own, so a request must be safe to send again (reads, scripts with an op id).
+Op = Generator["Eval | Command | Pipeline", Any, T]
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -265,6 +305,40 @@ class Connection:
         """``evalsha`` retried through an outage."""
         return self.call(lambda: self.evalsha(name, args))
 
+    def run(self, op: Op[T]) -> T:
+        """Drive ``op`` with the sync transport (this thread's socket)."""
+        try:
+            request = next(op)
+            while True:
+                request = op.send(self._send(request))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    def _send(self, request: Eval | Command | Pipeline) -> Any:
+        if isinstance(request, Eval):
+            return self.eval(request.name, request.args)
+        if isinstance(request, Command):
+            args = request.args
+            return self.call(lambda: self.command(*args))
+        commands = request.commands
+        return self.call(lambda: self.pipeline(commands))
+
+    async def arun(self, op: Op[T]) -> T:
+        """Drive ``op`` with the asyncio transport (this event loop's client)."""
+        try:
+            request = next(op)
+            while True:
+                request = op.send(await self._asend(request))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    async def _asend(self, request: Eval | Command | Pipeline) -> Any:
+        if isinstance(request, Eval):
+            return await self.aeval(request.name, request.args)
+        if isinstance(request, Command):
+            return await self.acommand(*request.args)
+        return await self.apipeline(request.commands)
+
     # -- async: one redis.asyncio client per event loop -------------------------------------------
 
     def aclient(self) -> Any:
@@ -283,16 +357,22 @@ class Connection:
         """``call`` for coroutines: a transient error is retried with the same backoff
         for up to ``retry_for`` seconds, and the outage logged once each way."""
         self.ensure()
-
-        async def attempt() -> T:
-            try:
-                return await fn()
-            except Exception as exc:
-                if is_transient(exc):
-                    self.trouble(exc)
+        try:
+            result = await fn()
+        except Exception as exc:
+            if not is_transient(exc) or self.retry_for <= 0:
                 raise
+            self.trouble(exc)
 
-        result = await (self._retrying(attempt)() if self.retry_for > 0 else fn())
+            async def again() -> T:
+                try:
+                    return await fn()
+                except Exception as err:
+                    if is_transient(err):
+                        self.trouble(err)
+                    raise
+
+            result = await self._retrying(again)()
         if self._down_since is not None:
             self.recovered()
         return result

@@ -27,7 +27,9 @@ every block whose names its code (comments and strings aside) uses, directly or 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import operator
+import os
 import re
 import string
 from collections.abc import Callable, Mapping, Sequence
@@ -46,6 +48,8 @@ __all__ = [
     "key_functions",
     "link",
     "lua_names",
+    "num",
+    "op_id",
     "sha",
     "substitute",
     "text",
@@ -341,6 +345,28 @@ def link(lib: str, body: str, where: str = "lib.lua") -> str:
                 keep[i] = True
                 todo.append(block_code)
     return "".join(b for (_, b, _), k in zip(blocks, keep, strict=True) if k)
+
+
+def num(value: float) -> str:
+    """A time or number as the exact text Redis and Python both read back bit for bit."""
+    return repr(float(value))
+
+
+_op_prefix = ("", -1)  # (random prefix, the pid it was drawn in)
+_op_count = itertools.count()
+
+
+def op_id() -> str:
+    """A unique op id: a random prefix per process (drawn again after a fork) and a counter.
+
+    Cheaper than a random draw (a system call) per op, and as unique.
+    """
+    global _op_prefix
+    prefix, pid = _op_prefix
+    if pid != os.getpid():
+        prefix, pid = os.urandom(8).hex(), os.getpid()
+        _op_prefix = (prefix, pid)
+    return f"{prefix}{next(_op_count):x}"
 
 
 _cache: dict[str, str] = {}

@@ -5,11 +5,9 @@ from __future__ import annotations
 import builtins
 import contextlib
 import heapq
-import itertools
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
@@ -19,7 +17,7 @@ from redis.connection import URL_QUERY_ARGUMENT_PARSERS
 from redis.exceptions import NoScriptError
 
 from resile._time import current_async_library
-from resile.errors import DuplicateTask, StoreConflict
+from resile.errors import StoreConflict
 from resile.queue import _transitions as T
 from resile.queue._names import (
     DEFAULT_LEASE_SECONDS,
@@ -36,7 +34,6 @@ from resile.queue.store.base import (
     check_pct,
     check_seconds,
     dumps,
-    dumps_shared,
     encode_results,
     fail_args,
     lease_call_args,
@@ -45,7 +42,15 @@ from resile.queue.store.base import (
 )
 from resile.queue.store.redis import _keys as K
 from resile.queue.store.redis import _scripts
-from resile.queue.store.redis._connection import Connection, safe_url
+from resile.queue.store.redis._connection import (
+    Command,
+    Connection,
+    Eval,
+    Op,
+    Pipeline,
+    safe_url,
+)
+from resile.queue.store.redis._create import create_args, created, hgetalls, replayed
 from resile.queue.store.redis._decode import Corrupt as _Corrupt
 from resile.queue.store.redis._decode import decode as _decode
 from resile.queue.store.redis._decode import pairs as _pairs
@@ -59,6 +64,8 @@ from resile.queue.task import (
 )
 
 __all__ = ["RedisStore"]
+
+_num = _scripts.num
 
 logger = logging.getLogger("resile.queue")
 
@@ -74,42 +81,6 @@ _SNAP = ("status", "lease_owner", "attempts", "started_at", "max_retries", "back
 _OPTIONS = ("namespace", "retention", "failed_retention", "retry_for")
 
 
-def _num(value: float) -> str:
-    """A time or number as the exact text Redis and Python both read back bit for bit."""
-    return repr(float(value))
-
-
-def _priority_hex(priority: int) -> str:
-    """``priority`` as 16 hex digits that sort like the number (offset by 2**63)."""
-    return format(priority + 2**63, f"0{K.RANK_WIDTH}x")
-
-
-def _ids(specs: Sequence[TaskSpec]) -> builtins.list[str]:
-    """Each spec's id, or a fresh random one (32 hex digits) for those without."""
-    fresh = os.urandom(16 * len(specs)).hex()
-    return [
-        spec.id if spec.id is not None else fresh[32 * i : 32 * i + 32]
-        for i, spec in enumerate(specs)
-    ]
-
-
-_op_prefix = ("", -1)  # (random prefix, the pid it was drawn in)
-_op_count = itertools.count()
-
-
-def _op_id() -> str:
-    """A unique op id: a random prefix per process (drawn again after a fork) and a counter.
-
-    Cheaper than a random draw (a system call) per op, and as unique.
-    """
-    global _op_prefix
-    prefix, pid = _op_prefix
-    if pid != os.getpid():
-        prefix, pid = os.urandom(8).hex(), os.getpid()
-        _op_prefix = (prefix, pid)
-    return f"{prefix}{next(_op_count):x}"
-
-
 def _seconds_option(name: str, value: object, *, none_ok: bool) -> float | None:
     if value is None and none_ok:
         return None
@@ -122,20 +93,6 @@ def _live_queues(reply: Sequence[Any] | Mapping[str, Any]) -> builtins.list[str]
     """The queues that hold tasks, from ``HGETALL <root>:queues`` (flat or a dict)."""
     found = reply if isinstance(reply, Mapping) else _pairs(reply)
     return sorted(q for q, n in found.items() if int(n) > 0)
-
-
-def _hgetalls(root_: str, ids: Sequence[str]) -> builtins.list[tuple[str, str]]:
-    """One ``HGETALL`` per task id, for a pipeline."""
-    return [("HGETALL", K.task_key(root_, i)) for i in ids]
-
-
-def _replayed(replies: Sequence[Any]) -> tuple[builtins.list[Task], builtins.list[Task]]:
-    """The tasks a replayed create finds (every task, and the same as "the new ones")."""
-    for r in replies:
-        if isinstance(r, Exception):
-            raise r
-    tasks = [_decode(r, strict=False) for r in replies if r]
-    return tasks, tasks
 
 
 class RedisStore(Store):
@@ -206,10 +163,8 @@ class RedisStore(Store):
         self._command = io.command
         self._pipeline = io.pipeline
         self._eval = io.eval
-        self._acall = io.acall
-        self._aeval = io.aeval
-        self._acommand = io.acommand
-        self._apipeline = io.apipeline
+        self._run = io.run
+        self._arun = io.arun
         self._watchers: builtins.list[Watcher] = []
         self._eviction_checked = False
         # task id -> (worker, attempts, started_at, max_retries, backoff, last_delay) as
@@ -270,6 +225,11 @@ class RedisStore(Store):
     def _ensure(self) -> None:
         self._io.ensure()
 
+    # -- async: the same operations (``Op``) on this event loop's asyncio client ----------------
+    # Each of these is written once, as an ``Op`` (a generator of requests); the sync method
+    # runs it with ``self._run``, the async one with ``self._arun``. Under trio (redis.asyncio
+    # serves only asyncio) the base class runs the sync method in a worker thread.
+
     @staticmethod
     def _native_async() -> bool:
         """Whether the running event loop is asyncio's (redis.asyncio serves only it)."""
@@ -278,7 +238,7 @@ class RedisStore(Store):
     async def create_async(self, spec: TaskSpec, *, if_exists: IfExists = "error") -> Task:
         if not self._native_async():
             return await super().create_async(spec, if_exists=if_exists)
-        out, created = await self._create_all_async([spec], if_exists, self.now())
+        out, created = await self._arun(self._create_op([spec], if_exists, self.now()))
         self._notify(created)
         return out[0]
 
@@ -287,34 +247,25 @@ class RedisStore(Store):
     ) -> builtins.list[Task]:
         if not self._native_async():
             return await super().create_many_async(specs, if_exists=if_exists)
-        out, created = await self._create_all_async(builtins.list(specs), if_exists, self.now())
+        op = self._create_op(builtins.list(specs), if_exists, self.now())
+        out, created = await self._arun(op)
         self._notify(created)
         return out
 
     async def get_async(self, task_id: str) -> Task | None:
         if not self._native_async():
             return await super().get_async(task_id)
-        flat = await self._acommand("HGETALL", self._tk(task_id))
-        return _decode(flat, strict=False) if flat else None
+        return await self._arun(self._get_op(task_id))
 
     async def cancel_async(self, task_id: str) -> bool:
         if not self._native_async():
             return await super().cancel_async(task_id)
-        return bool(await self._aeval("cancel", self._cancel_args(task_id, self.now())))
+        return await self._arun(self._cancel_op(task_id, self.now()))
 
     async def stats_async(self, queue: str | None = None) -> dict[TaskStatus, int]:
         if not self._native_async():
             return await super().stats_async(queue)
-        if queue is not None:
-            names = [queue]
-        else:
-            names = _live_queues(await self._acommand("HGETALL", f"{self.root}:queues"))
-        sweep = self._sweep_args(names)
-        if sweep is not None:
-            await self._aeval("sweep", sweep)
-        keys = self._stats_keys(names)
-        cards = await self._apipeline([("ZCARD", key) for _, key in keys]) if keys else []
-        return self._counts(keys, cards)
+        return await self._arun(self._stats_op(queue))
 
     async def aclose(self) -> None:
         """Close this event loop's asyncio client, then the store."""
@@ -341,131 +292,23 @@ class RedisStore(Store):
 
     # -- producers ------------------------------------------------------------------------------
 
-    def _create_args(
+    def _create_op(
         self, specs: Sequence[TaskSpec], if_exists: IfExists, now: float
-    ) -> tuple[builtins.list[str], str, builtins.list[str]]:
-        """The ids, the script and its arguments that store ``specs`` (checked, not empty)."""
-        ids = _ids(specs)
-        op = _op_id()
-        now_s = _num(now)
-        script = "create1" if len(specs) == 1 else "create"
-        spec_ = _S[script]
-        args = spec_.argv(now_s=now_s, if_exists=if_exists, op=op, n=str(len(specs)))
-        record = spec_.record
-        # Specs of one task function share their defaults (the same objects): encode once.
-        # ``specs`` keeps those objects alive, so an id() is not reused during the loop.
-        policies: dict[int, str] = {}
-        gates: dict[int, tuple[str, str]] = {}
-        ranks: dict[int, str] = {}
-        for spec, task_id in zip(specs, ids, strict=True):
-            backoff, resources_, timeout = spec.backoff, spec.resources, spec.timeout
-            policy = policies.get(id(backoff))
-            if policy is None:
-                policy = policies[id(backoff)] = dumps_shared(backoff)  # type: ignore[arg-type]
-            gate = gates.get(id(resources_))
-            if gate is None:
-                gate = gates[id(resources_)] = (
-                    dumps(dict(resources_)) if resources_ else "",
-                    "1" if any(v > 0 for v in resources_.values()) else "0",
-                )
-            priority = spec.priority
-            rank = ranks.get(priority)
-            if rank is None:
-                rank = ranks[priority] = _priority_hex(priority)
-            params = spec.params
-            due = now_s if spec.due_at is None and spec.delay == 0 else _num(spec.due_time(now))
-            args += record(
-                id=task_id,
-                queue=spec.queue,
-                handler=spec.handler,
-                params=dumps(params) if params else "{}",
-                priority=str(priority),
-                rank_prefix=rank,
-                max_retries=str(spec.max_retries),
-                backoff=policy,
-                due_s=due,
-                timeout_s="" if timeout is None else _num(timeout),  # type: ignore[arg-type]
-                resources=gate[0],
-                gated=gate[1],
-            )
-        return ids, script, args
-
-    def _created(
-        self, reply: Any, specs: Sequence[TaskSpec], ids: Sequence[str], now: float
-    ) -> tuple[builtins.list[Task], builtins.list[Task]] | None:
-        """(every task, the new ones) from the create script's reply; ``None`` for a
-        replay (our own earlier write whose reply was lost: the caller reads the tasks).
-
-        Raises:
-            DuplicateTask: an id exists and ``if_exists="error"``.
-        """
-        if reply[0] == "dup":
-            raise DuplicateTask(reply[2], reply[1])
-        if reply[0] == "replay":
-            return None
-        out: builtins.list[Task] = []
-        created: builtins.list[Task] = []
-        made: dict[str, Task] = {}
-        for spec, task_id, item in zip(specs, ids, reply[1:], strict=True):
-            if isinstance(item, int):
-                task = self._new_task(spec, task_id, item, now)
-                created.append(task)
-            elif isinstance(item, builtins.list):
-                task = _decode(item, strict=False)
-            else:  # "again": a repeated id in this batch
-                task = made[task_id]
-            made.setdefault(task_id, task)
-            out.append(task)
-        return out, created
-
-    def _create_all(
-        self, specs: Sequence[TaskSpec], if_exists: IfExists, now: float
-    ) -> tuple[builtins.list[Task], builtins.list[Task]]:
+    ) -> Op[tuple[builtins.list[Task], builtins.list[Task]]]:
+        """(every task, the new ones) of storing ``specs``."""
         check_create_args(specs, if_exists)
         if not specs:
             return [], []
-        ids, script, args = self._create_args(specs, if_exists, now)
-        done = self._created(self._eval(script, args), specs, ids, now)
+        ids, script, args = create_args(specs, if_exists, now)
+        done = created((yield Eval(script, args)), specs, ids, now)
         if done is None:  # a replay: read what the first write stored
-            return _replayed(self._call(lambda: self._pipeline(_hgetalls(self.root, ids))))
+            return replayed((yield Pipeline(hgetalls(self.root, ids))))
         return done
-
-    async def _create_all_async(
-        self, specs: Sequence[TaskSpec], if_exists: IfExists, now: float
-    ) -> tuple[builtins.list[Task], builtins.list[Task]]:
-        check_create_args(specs, if_exists)
-        if not specs:
-            return [], []
-        ids, script, args = self._create_args(specs, if_exists, now)
-        done = self._created(await self._aeval(script, args), specs, ids, now)
-        if done is None:
-            return _replayed(await self._apipeline(_hgetalls(self.root, ids)))
-        return done
-
-    @staticmethod
-    def _new_task(spec: TaskSpec, task_id: str, seq: int, now: float) -> Task:
-        return Task(
-            id=task_id,
-            queue=spec.queue,
-            handler=spec.handler,
-            params=dict(spec.params),
-            priority=spec.priority,
-            sequence=seq,
-            status=TaskStatus.PENDING,
-            attempts=0,
-            max_retries=spec.max_retries,
-            backoff=dict(spec.backoff),  # type: ignore[arg-type]
-            due_at=spec.due_time(now),
-            created_at=now,
-            updated_at=now,
-            timeout=None if spec.timeout is None else float(spec.timeout),  # type: ignore[arg-type]
-            resources=dict(spec.resources),
-        )
 
     def create(
         self, spec: TaskSpec, *, if_exists: IfExists = "error", now: float | None = None
     ) -> Task:
-        out, created = self._create_all([spec], if_exists, self.now(now))
+        out, created = self._run(self._create_op([spec], if_exists, self.now(now)))
         self._notify(created)
         return out[0]
 
@@ -476,7 +319,7 @@ class RedisStore(Store):
         if_exists: IfExists = "error",
         now: float | None = None,
     ) -> builtins.list[Task]:
-        out, created = self._create_all(builtins.list(specs), if_exists, self.now(now))
+        out, created = self._run(self._create_op(builtins.list(specs), if_exists, self.now(now)))
         self._notify(created)
         return out
 
@@ -524,7 +367,7 @@ class RedisStore(Store):
                 worker=worker_id,
                 limit=str(limit),
                 capacity=cap,
-                op=_op_id(),
+                op=_scripts.op_id(),
                 op_ttl_ms=str(max(1, math.ceil(float(lease_seconds) * 1000))),
                 failed_ttl_ms=self._ttl_ms(TaskStatus.FAILED),
                 failed_cutoff_s=self._cutoff(TaskStatus.FAILED, at),
@@ -652,7 +495,7 @@ class RedisStore(Store):
         head = _S["complete"].argv(
             worker=worker_id,
             now_s=_num(at),
-            op=_op_id(),
+            op=_scripts.op_id(),
             ttl_ms=self._ttl_ms(done),
             cutoff_s=self._cutoff(done, at),
         )
@@ -755,7 +598,7 @@ class RedisStore(Store):
         """
         err, delay, kind = fail_args(error, delay, outcome)
         at = self.now(now)
-        op = _op_id()
+        op = _scripts.op_id()
         snap = self._snaps.pop(task_id, None)
         if snap is not None and snap[0] != worker_id:
             snap = None
@@ -814,7 +657,8 @@ class RedisStore(Store):
         at = self.now(now)
         self._snaps.pop(task_id, None)
         reply = self._eval(
-            "release", _S["release"].argv(id=task_id, worker=worker_id, now_s=_num(at), op=_op_id())
+            "release",
+            _S["release"].argv(id=task_id, worker=worker_id, now_s=_num(at), op=_scripts.op_id()),
         )
         if reply[0] != "ok":
             return None
@@ -829,14 +673,17 @@ class RedisStore(Store):
         return _S["cancel"].argv(
             id=task_id,
             now_s=_num(at),
-            op=_op_id(),
+            op=_scripts.op_id(),
             error=dumps(_CANCELED_ERROR.to_dict()),
             ttl_ms=self._ttl_ms(canceled),
             cutoff_s=self._cutoff(canceled, at),
         )
 
     def cancel(self, task_id: str, *, now: float | None = None) -> bool:
-        return bool(self._eval("cancel", self._cancel_args(task_id, self.now(now))))
+        return self._run(self._cancel_op(task_id, self.now(now)))
+
+    def _cancel_op(self, task_id: str, at: float) -> Op[bool]:
+        return bool((yield Eval("cancel", self._cancel_args(task_id, at))))
 
     def progress(
         self,
@@ -880,10 +727,11 @@ class RedisStore(Store):
             return None
 
     def get(self, task_id: str) -> Task | None:
-        flat = self._call(lambda: self._command("HGETALL", self._tk(task_id)))
-        if not flat:
-            return None
-        return _decode(flat, strict=False)
+        return self._run(self._get_op(task_id))
+
+    def _get_op(self, task_id: str) -> Op[Task | None]:
+        flat = yield Command(("HGETALL", self._tk(task_id)))
+        return _decode(flat, strict=False) if flat else None
 
     def _sweep_args(self, queues: Sequence[str]) -> builtins.list[str] | None:
         """The sweep script's arguments; ``None`` when there is nothing to sweep."""
@@ -988,21 +836,31 @@ class RedisStore(Store):
         return counts
 
     def stats(self, queue: str | None = None) -> dict[TaskStatus, int]:
-        names = [queue] if queue is not None else self.queues()
-        self._sweep(names)
+        return self._run(self._stats_op(queue))
+
+    def _stats_op(self, queue: str | None) -> Op[dict[TaskStatus, int]]:
+        if queue is not None:
+            names = [queue]
+        else:
+            names = _live_queues((yield Command(("HGETALL", K.queues_key(self.root)))))
+        sweep = self._sweep_args(names)
+        if sweep is not None:
+            yield Eval("sweep", sweep)
         keys = self._stats_keys(names)
         if not keys:
             return self._counts([], [])
-        cards = self._call(lambda: self._pipeline([("ZCARD", key) for _, key in keys]))
+        cards = yield Pipeline([("ZCARD", key) for _, key in keys])
         return self._counts(keys, cards)
 
     def queues(self) -> builtins.list[str]:
-        return _live_queues(self._call(lambda: self._command("HGETALL", f"{self.root}:queues")))
+        return _live_queues(self._call(lambda: self._command("HGETALL", K.queues_key(self.root))))
 
     def requeue(self, task_id: str, *, delay: float = 0.0, now: float | None = None) -> Task | None:
         wait = check_seconds(delay, "requeue: delay")
         at = self.now(now)
-        args = _S["requeue"].argv(id=task_id, now_s=_num(at), due_s=_num(at + wait), op=_op_id())
+        args = _S["requeue"].argv(
+            id=task_id, now_s=_num(at), due_s=_num(at + wait), op=_scripts.op_id()
+        )
         reply = self._eval("requeue", args)
         if reply[0] != "ok":
             return None
