@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from resile.backoff import Backoff
@@ -61,6 +62,7 @@ __all__ = [
     "can_requeue",
     "cancel",
     "complete",
+    "corrupt",
     "corrupt_error",
     "create",
     "is_held",
@@ -140,9 +142,12 @@ class Created:
     status: TaskStatus = _PENDING
 
 
-def create(due_at: float | None, delay: float, now: float) -> Created:
+def create(due_at: float | None, delay: float | timedelta, now: float) -> Created:
     """A task created at ``now``: due at ``due_at`` if given, else at ``now + delay``."""
-    due = float(due_at) if due_at is not None else now + float(delay)
+    if due_at is not None:
+        due = float(due_at)
+    else:
+        due = now + (delay.total_seconds() if isinstance(delay, timedelta) else float(delay))
     return Created(due_at=due, ready=is_ready(due, now))
 
 
@@ -195,6 +200,11 @@ class AfterFailure:
             ``CorruptTask`` error when the stored policy could not be used.
         base: the time the wait counts from: the failure's ``now``, or the
             expired lease's expiry; also the history entry's ``ended_at``.
+
+    The failed attempt's history entry is the backend's to write:
+    ``AttemptRecord(attempts, started_at, base, outcome, <the attempt's own error>)``
+    (``error`` here may be the ``CorruptTask`` replacement; the entry keeps
+    what the attempt raised, ``LEASE_EXPIRED_ERROR`` for a reclaim).
     """
 
     dead: bool
@@ -216,6 +226,12 @@ class AfterFailure:
 def corrupt_error(detail: str, traceback: str = "") -> TaskError:
     """The error a task that cannot be used is dead-lettered with (``CorruptTask``)."""
     return TaskError("CorruptTask", detail, traceback)
+
+
+def corrupt(detail: str, now: float) -> AfterFailure:
+    """A leased task that cannot be decoded: dead-lettered at ``now`` with a ``CorruptTask``
+    error saying why (``detail``), nothing else of it touched."""
+    return AfterFailure(dead=True, due_at=now, delay=0.0, error=corrupt_error(detail), base=now)
 
 
 def _delay(

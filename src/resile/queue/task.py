@@ -9,8 +9,8 @@ Counting (the same in every backend):
 
 * ``attempts`` is incremented when a worker *leases* the task, so an attempt
   whose worker crashes still counts.
-* ``max_retries`` is the number of retries after the first attempt (the
-  seed's ``max_retry_count``): ``max_retries=3`` allows at most 4 attempts.
+* ``max_retries`` is the number of retries after the first attempt:
+  ``max_retries=3`` allows at most 4 attempts.
   A failed attempt is retried while ``attempts <= max_retries``.
 * The wait before retry ``n`` is ``backoff.delay(attempts, last_delay)``:
   ``attempts`` counts from 1, as ``Backoff.delay`` does.
@@ -296,7 +296,7 @@ class TaskSpec:
         params: keyword arguments for the handler; plain JSON (checked, with
             the offending path in the error).
         id: the task id, unique in the store; ``None`` generates one.
-        queue: the queue name (the seed's ``biz_prefix``).
+        queue: the queue name.
         priority: lower runs first; equal priorities run in creation order.
         max_retries: retries after the first attempt (>= 0).
         backoff: a ``resile.backoff`` strategy or its ``to_dict()``; stored
@@ -419,7 +419,7 @@ class Task:
 
     Attributes:
         id: unique in the store.
-        queue: the queue (the seed's ``biz_prefix``).
+        queue: the queue.
         handler: the registered handler's name.
         params: the handler's keyword arguments (JSON object).
         priority: lower runs first.
