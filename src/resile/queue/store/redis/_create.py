@@ -8,14 +8,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from resile.errors import DuplicateTask
-from resile.queue._names import TaskStatus
+from resile.queue.store._codec import created_task, has_needs
 from resile.queue.store.base import IfExists, dumps, dumps_shared
 from resile.queue.store.redis import _keys as K
 from resile.queue.store.redis import _scripts
 from resile.queue.store.redis._decode import decode as _decode
 from resile.queue.task import Task, TaskSpec
 
-__all__ = ["create_args", "created", "hgetalls", "new_task", "replayed"]
+__all__ = ["create_args", "created", "hgetalls", "replayed"]
 
 _num = _scripts.num
 
@@ -73,7 +73,7 @@ def create_args(
         if gate is None:
             gate = gates[id(resources_)] = (
                 dumps(dict(resources_)) if resources_ else "",
-                "1" if any(v > 0 for v in resources_.values()) else "0",
+                "1" if has_needs(resources_) else "0",
             )
         priority = spec.priority
         rank = ranks.get(priority)
@@ -116,7 +116,7 @@ def created(
     made: dict[str, Task] = {}
     for spec, task_id, item in zip(specs, ids, reply[1:], strict=True):
         if isinstance(item, int):
-            task = new_task(spec, task_id, item, now)
+            task = created_task(spec, task_id, item, spec.due_time(now), now)
             created.append(task)
         elif isinstance(item, builtins.list):
             task = _decode(item, strict=False)
@@ -125,23 +125,3 @@ def created(
         made.setdefault(task_id, task)
         out.append(task)
     return out, created
-
-
-def new_task(spec: TaskSpec, task_id: str, seq: int, now: float) -> Task:
-    return Task(
-        id=task_id,
-        queue=spec.queue,
-        handler=spec.handler,
-        params=dict(spec.params),
-        priority=spec.priority,
-        sequence=seq,
-        status=TaskStatus.PENDING,
-        attempts=0,
-        max_retries=spec.max_retries,
-        backoff=dict(spec.backoff),  # type: ignore[arg-type]
-        due_at=spec.due_time(now),
-        created_at=now,
-        updated_at=now,
-        timeout=None if spec.timeout is None else float(spec.timeout),  # type: ignore[arg-type]
-        resources=dict(spec.resources),
-    )

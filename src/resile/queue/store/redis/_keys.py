@@ -12,7 +12,7 @@ which Python formats and the Lua scripts get as functions (``_scripts``)::
 
     <root>:seq              string  the store's sequence counter (INCRBY)
     <root>:queues           hash    queue -> number of stored tasks
-    <root>:t:<id>           hash    one task (fields: ``TASK_FIELDS``)
+    <root>:t:<id>           hash    one task (fields: ``TASK_FIELDS``, from TaskField)
     <root>:lop:<worker>     string  the last lease of a worker (a retried lease
                                     returns the same tasks), expires with the lease
     <root>:ready:<q>        zset    due tasks without resource needs; score 0,
@@ -35,7 +35,7 @@ Channel::
 
 from __future__ import annotations
 
-from resile.queue._names import TaskStatus
+from resile.queue._names import TaskField, TaskStatus
 
 __all__ = [
     "DEFAULT_FAILED_RETENTION",
@@ -89,18 +89,11 @@ PURGE_BATCH = 1_000
 # Hex digits of each half of a ready-set rank: 16 for priority + 2**63, 16 for the sequence.
 RANK_WIDTH = 16
 
-# The fields of a task hash; absent fields are "not set" (None, or the default). The
-# Task's own fields (``seq`` is its ``sequence``), then the store's bookkeeping: ``rank``
-# (the ready-set member prefix), ``gated`` ("1": resource needs not every worker meets),
-# ``hn`` (entries in ``history``), ``op`` (the last write's op id) and ``cop`` (the
-# create's op id). The scripts name a field only through this list (``_scripts``).
-TASK_FIELDS = (
-    "id", "queue", "handler", "params", "priority", "seq", "status", "attempts",
-    "max_retries", "backoff", "last_delay", "due_at", "lease_owner", "lease_expires_at",
-    "progress", "checkpoint", "result", "last_error", "history", "timeout", "resources",
-    "created_at", "updated_at", "started_at", "finished_at",
-    "rank", "gated", "hn", "op", "cop",
-)  # fmt: skip
+# The fields of a task hash: every TaskField but SQLite's bookkeeping. Absent fields are
+# "not set" (None, or the default). The scripts name a field only through this list.
+TASK_FIELDS = tuple(
+    f.value for f in TaskField if f not in (TaskField.READY, TaskField.HAS_RESOURCES)
+)
 
 # The per-queue indexes (``SHAPES["index"]``'s ``index``); the status and finished
 # indexes are ``SHAPES["status"]`` and ``SHAPES["finished"]``.

@@ -25,6 +25,7 @@ from resile.queue._names import (
     Outcome,
     TaskStatus,
 )
+from resile.queue.store._codec import encode_error
 from resile.queue.store.base import (
     IfExists,
     Store,
@@ -51,7 +52,7 @@ from resile.queue.store.redis._connection import (
     safe_url,
 )
 from resile.queue.store.redis._create import create_args, created, hgetalls, replayed
-from resile.queue.store.redis._decode import Corrupt as _Corrupt
+from resile.queue.store.redis._decode import CorruptField as _Corrupt
 from resile.queue.store.redis._decode import decode as _decode
 from resile.queue.store.redis._decode import pairs as _pairs
 from resile.queue.store.redis._watcher import Watcher
@@ -69,7 +70,6 @@ _num = _scripts.num
 
 logger = logging.getLogger("resile.queue")
 
-_CANCELED_ERROR = TaskError("Canceled", "the task was canceled while this attempt ran")
 _S = _scripts.SPECS
 # A fail whose lease changed between our read and the script ("stale") is decided again
 # this many times before it gives up with StoreConflict.
@@ -343,7 +343,7 @@ class RedisStore(Store):
                 dead="1" if decision.dead else "0",
                 due_s=_num(decision.due_at),
                 delay_s=_num(decision.delay),
-                error=dumps(decision.error.to_dict()),
+                error=encode_error(decision.error),
             )
         return plan
 
@@ -411,7 +411,7 @@ class RedisStore(Store):
                 task = _decode(flat, strict=True)
             except _Corrupt as exc:
                 d = _pairs(flat)
-                error = TaskError("CorruptTask", str(exc))
+                error = T.corrupt(str(exc), at).error
                 failed = TaskStatus.FAILED
                 self._eval(
                     "corrupt",
@@ -419,7 +419,7 @@ class RedisStore(Store):
                         id=d.get("id", ""),
                         worker=worker_id,
                         now_s=_num(at),
-                        error=dumps(error.to_dict()),
+                        error=encode_error(error),
                         ttl_ms=self._ttl_ms(failed),
                         cutoff_s=self._cutoff(failed, at),
                     ),
@@ -645,7 +645,7 @@ class RedisStore(Store):
             attempts=snap[1] or "0",
             started_s=snap[2] or "",
             outcome=kind.value,
-            error=dumps(decision.error.to_dict()),
+            error=encode_error(decision.error),
             dead="1" if decision.dead else "0",
             due_s=_num(decision.due_at),
             delay_s=_num(decision.delay),
@@ -674,7 +674,7 @@ class RedisStore(Store):
             id=task_id,
             now_s=_num(at),
             op=_scripts.op_id(),
-            error=dumps(_CANCELED_ERROR.to_dict()),
+            error=encode_error(T.CANCELED_ERROR),
             ttl_ms=self._ttl_ms(canceled),
             cutoff_s=self._cutoff(canceled, at),
         )
