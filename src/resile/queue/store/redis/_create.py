@@ -57,7 +57,10 @@ def create_args(
     now_s = _num(now)
     script = "create1" if len(specs) == 1 else "create"
     spec_ = _scripts.SPECS[script]
-    args = spec_.argv(now_s=now_s, if_exists=if_exists, op=op, n=str(len(specs)))
+    if script == "create1":  # one record: no count
+        args = spec_.argv(now_s=now_s, if_exists=if_exists, op=op)
+    else:
+        args = spec_.argv(now_s=now_s, if_exists=if_exists, op=op, n=str(len(specs)))
     record = spec_.record
     # Specs of one task function share their defaults (the same objects): encode once.
     # ``specs`` keeps those objects alive, so an id() is not reused during the loop.

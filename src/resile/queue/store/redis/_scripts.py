@@ -145,7 +145,7 @@ SPECS: dict[str, Script] = {
     s.name: s
     for s in (
         Script("create", _CREATE, rest="n task records", group=_TASK),
-        Script("create1", _CREATE, rest="one task record", group=_TASK),
+        Script("create1", _CREATE[:-1], rest="one task record", group=_TASK),
         Script(
             "lease",
             (
@@ -188,6 +188,9 @@ SPECS: dict[str, Script] = {
                 "op",
                 "attempts",
                 "started_s",
+                "max_retries",
+                "backoff",
+                "last_delay",
                 "outcome",
                 "error",
                 "dead",

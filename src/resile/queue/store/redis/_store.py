@@ -168,7 +168,8 @@ class RedisStore(Store):
         self._watchers: builtins.list[Watcher] = []
         self._eviction_checked = False
         # task id -> (worker, attempts, started_at, max_retries, backoff, last_delay) as
-        # this store leased it: fail decides from it without reading the task first.
+        # this store's lease read them: fail decides from them without reading the task
+        # first, and its script checks that they still hold.
         self._snaps: dict[str, tuple[Any, ...]] = {}
 
     @classmethod
@@ -407,16 +408,16 @@ class RedisStore(Store):
         if len(snaps) > _SNAPS_LIMIT:  # leases never failed nor completed through us
             snaps.clear()
         for flat in reply[1:]:
+            fields = _pairs(flat)
             try:
-                task = _decode(flat, strict=True)
+                task = _decode(fields, strict=True)
             except _Corrupt as exc:
-                d = _pairs(flat)
                 error = T.corrupt(str(exc), at).error
                 failed = TaskStatus.FAILED
                 self._eval(
                     "corrupt",
                     _S["corrupt"].argv(
-                        id=d.get("id", ""),
+                        id=fields.get("id", ""),
                         worker=worker_id,
                         now_s=_num(at),
                         error=encode_error(error),
@@ -424,18 +425,11 @@ class RedisStore(Store):
                         cutoff_s=self._cutoff(failed, at),
                     ),
                 )
-                logger.error("resile: task %s dead-lettered: %s", d.get("id"), exc)
+                logger.error("resile: task %s dead-lettered: %s", fields.get("id"), exc)
                 continue
             out.append(task)
-            # What fail decides from: this lease's attempt, policy and last delay.
-            snaps[task.id] = (
-                worker_id,
-                str(task.attempts),
-                _num(task.started_at or 0.0),
-                task.max_retries,
-                task.backoff,
-                task.last_delay,
-            )
+            # What fail decides from, as stored: this lease's attempt, policy, last delay.
+            snaps[task.id] = (worker_id, *map(fields.get, _SNAP[2:]))
         return out
 
     def renew(
@@ -642,8 +636,11 @@ class RedisStore(Store):
             worker=worker_id,
             now_s=_num(at),
             op=op,
-            attempts=snap[1] or "0",
+            attempts=snap[1] or "",
             started_s=snap[2] or "",
+            max_retries=snap[3] or "",
+            backoff=snap[4] or "",
+            last_delay=snap[5] or "",
             outcome=kind.value,
             error=encode_error(decision.error),
             dead="1" if decision.dead else "0",

@@ -1,18 +1,21 @@
 -- fail: record a failed attempt of the lease holder; dead-letter it (A.dead = "1") or
 -- schedule the retry the caller decided (due A.due_s after a wait A.delay_s), both
--- decided for attempt A.attempts of the lease started at A.started_s ("" = any). A.ttl_ms / A.cutoff_s: a dead letter's retention
+-- decided from A.attempts, A.started_s, A.max_retries, A.backoff and A.last_delay (the
+-- task's fields as the caller read them). A.ttl_ms / A.cutoff_s: a dead letter's retention
 -- TTL and sweep cutoff ("" = keep / none).
--- Returns {"ok", HGETALL}, {"no"} (not held), or {"stale"} (attempts changed:
+-- Returns {"ok", HGETALL}, {"no"} (not held), or {"stale"} (an input changed:
 -- decide again).
 local id, now_s, op = A.id, A.now_s, A.op
 local tk = task_key(id)
 local f = redis.call('HMGET', tk, F.status, F.lease_owner, F.op, F.queue, F.seq, F.attempts,
-  F.started_at, F.rank, F.gated, F.history, F.hn)
+  F.started_at, F.rank, F.gated, F.history, F.hn, F.max_retries, F.backoff, F.last_delay)
 if f[1] ~= S.DOING or f[2] ~= A.worker then
   if isset(op) and f[3] == op then return {'ok', redis.call('HGETALL', tk)} end
   return {'no'}
 end
-if f[6] ~= A.attempts or (isset(A.started_s) and f[7] ~= A.started_s) then
+-- The decision's inputs must still be what the caller decided from.
+if (f[6] or '') ~= A.attempts or (f[7] or '') ~= A.started_s or (f[12] or '') ~= A.max_retries
+    or (f[13] or '') ~= A.backoff or (f[14] or '') ~= A.last_delay then
   return {'stale'}
 end
 local q, err = f[4], A.error
