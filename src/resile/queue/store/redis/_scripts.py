@@ -33,7 +33,7 @@ import os
 import re
 import string
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
 
@@ -141,6 +141,13 @@ _TASK = (
     "due_s", "timeout_s", "resources", "gated",
 )  # fmt: skip
 _CREATE = ("now_s", "if_exists", "op", "n")
+_COMPLETE = Script(
+    "complete",
+    ("worker", "now_s", "op", *_TTL),
+    rest="records",
+    group=("id", "result"),
+    settings="local REPLY = 'task'\n",
+)
 SPECS: dict[str, Script] = {
     s.name: s
     for s in (
@@ -164,20 +171,9 @@ SPECS: dict[str, Script] = {
             group=("id", "seen", "dead", "due_s", "delay_s", "error"),
         ),
         Script("renew", ("now_s", "expires_s", "worker"), rest="the task ids"),
-        Script(
-            "complete",
-            ("worker", "now_s", "op", *_TTL),
-            rest="records",
-            group=("id", "result"),
-            settings="local REPLY = 'task'\n",
-        ),
-        Script(
-            "complete_flags",
-            ("worker", "now_s", "op", *_TTL),
-            rest="records",
-            group=("id", "result"),
-            body="complete",
-            settings="local REPLY = 'flag'\n",
+        _COMPLETE,
+        replace(
+            _COMPLETE, name="complete_flags", body="complete", settings="local REPLY = 'flag'\n"
         ),
         Script(
             "fail",

@@ -7,8 +7,6 @@
 -- reads the tasks), {"dup", id, queue} under "error", else {"ok", item, ...} with
 -- per task the new sequence number, the existing task's HGETALL (under
 -- "return"), or "again" (a repeated id in this batch: the earlier one's).
--- Fields at their default are not written: attempts (0), gated ("0"), timeout and
--- resources (none).
 local now_s, policy, op, n = A.now_s, A.if_exists, A.op, tonumber(A.n)
 local now = tonumber(now_s)
 local base = REST - 1  -- ARGV[base + i * G.SIZE + G.<field>] is a field of record i (from 0)
@@ -45,12 +43,7 @@ for i = 0, n - 1 do
     seq = seq + 1
     local rank = ARGV[a + G.rank_prefix] .. string.format('%016x', seq)
     local tk = task_key(id)
-    redis.call('HSET', tk, F.id, id, F.queue, q, F.handler, ARGV[a + G.handler],
-      F.params, ARGV[a + G.params], F.priority, ARGV[a + G.priority], F.rank, rank, F.seq, seq,
-      F.status, S.PENDING, F.max_retries, ARGV[a + G.max_retries],
-      F.backoff, ARGV[a + G.backoff], F.due_at, due_s, F.created_at, now_s, F.updated_at, now_s,
-      F.cop, op)
-    local gated = set_extras(tk, ARGV[a + G.timeout_s], ARGV[a + G.resources], ARGV[a + G.gated])
+    local gated = write_new(tk, a, rank, seq, now_s, op)
     local skey = skeys[q]
     if not skey then skey = status_key(S.PENDING, q); skeys[q] = skey end
     zadd_later(skey, seq, id)

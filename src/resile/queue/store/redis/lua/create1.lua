@@ -13,12 +13,7 @@ if redis.call('EXISTS', tk) == 1 then
 end
 local seq = redis.call('INCR', KEYS[1])
 local rank = ARGV[a + G.rank_prefix] .. string.format('%016x', seq)
-redis.call('HSET', tk, F.id, id, F.queue, q, F.handler, ARGV[a + G.handler],
-  F.params, ARGV[a + G.params], F.priority, ARGV[a + G.priority], F.rank, rank, F.seq, seq,
-  F.status, S.PENDING, F.max_retries, ARGV[a + G.max_retries],
-  F.backoff, ARGV[a + G.backoff], F.due_at, due_s, F.created_at, now_s, F.updated_at, now_s,
-  F.cop, op)
-local gated = set_extras(tk, ARGV[a + G.timeout_s], ARGV[a + G.resources], ARGV[a + G.gated])
+local gated = write_new(tk, a, rank, seq, now_s, op)
 redis.call('ZADD', status_key(S.PENDING, q), seq, id)
 redis.call('HINCRBY', QUEUES_KEY, q, 1)
 -- Index it: the library's pending-index steps for one task, inline (cheaper per call).

@@ -16,13 +16,22 @@
 -- lib: isset
 local function isset(v) return v and v ~= '' end
 
--- lib: set_extras
--- A new task's fields that most tasks leave at their default: exec timeout, resource
--- needs, and the "gated" flag (needs that not every worker meets). Whether it is gated.
-local function set_extras(tk, timeout_s, resources, gated)
-  if isset(timeout_s) then redis.call('HSET', tk, F.timeout, timeout_s) end
-  if isset(resources) then redis.call('HSET', tk, F.resources, resources) end
-  if gated == '1' then
+-- lib: write_new
+-- Write a new PENDING task from the task record at ARGV[a + G.<field>] (create and
+-- create1 share the record's layout). Fields most tasks leave at their default are
+-- not written: attempts (0), gated ("0"), timeout and resources (none). Returns
+-- whether it is gated (needs that not every worker meets).
+local function write_new(tk, a, rank, seq, now_s, op)
+  redis.call('HSET', tk, F.id, ARGV[a + G.id], F.queue, ARGV[a + G.queue],
+    F.handler, ARGV[a + G.handler], F.params, ARGV[a + G.params],
+    F.priority, ARGV[a + G.priority], F.rank, rank, F.seq, seq, F.status, S.PENDING,
+    F.max_retries, ARGV[a + G.max_retries], F.backoff, ARGV[a + G.backoff],
+    F.due_at, ARGV[a + G.due_s], F.created_at, now_s, F.updated_at, now_s, F.cop, op)
+  if isset(ARGV[a + G.timeout_s]) then redis.call('HSET', tk, F.timeout, ARGV[a + G.timeout_s]) end
+  if isset(ARGV[a + G.resources]) then
+    redis.call('HSET', tk, F.resources, ARGV[a + G.resources])
+  end
+  if ARGV[a + G.gated] == '1' then
     redis.call('HSET', tk, F.gated, '1')
     return true
   end
