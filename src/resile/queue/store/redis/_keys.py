@@ -45,6 +45,7 @@ __all__ = [
     "GATED_SCAN_LIMIT",
     "INDEXES",
     "KEY_PREFIX",
+    "LEASES",
     "MIGRATE_LIMIT",
     "PURGE_BATCH",
     "RANK_WIDTH",
@@ -97,7 +98,8 @@ TASK_FIELDS = tuple(
 
 # The per-queue indexes (``SHAPES["index"]``'s ``index``); the status and finished
 # indexes are ``SHAPES["status"]`` and ``SHAPES["finished"]``.
-INDEXES = ("ready", "gready", "delayed", "gdelayed", "leases")
+LEASES = "leases"  # the DOING tasks, by lease expiry
+INDEXES = ("ready", "gready", "delayed", "gdelayed", LEASES)
 
 # Every key shape: name -> template. ``{root}`` is the store's root; the Lua scripts get
 # each as a function of the other fields (``task(id)``, ``index(index, queue)`` ...).

@@ -23,6 +23,7 @@ from resile.queue._names import (
     DEFAULT_LEASE_SECONDS,
     TERMINAL_STATUSES,
     Outcome,
+    TaskField,
     TaskStatus,
 )
 from resile.queue.store._codec import encode_error
@@ -77,7 +78,9 @@ _STALE_TRIES = 5
 # Leases remembered for fail at most (a bound for leases that no write of ours ended).
 _SNAPS_LIMIT = 10_000
 # What fail reads to decide (status and owner checked, then the decision's inputs).
-_SNAP = ("status", "lease_owner", "attempts", "started_at", "max_retries", "backoff", "last_delay")
+_F = TaskField
+_SNAP_FIELDS = (_F.STATUS, _F.LEASE_OWNER, _F.ATTEMPTS, _F.STARTED_AT, _F.MAX_RETRIES, _F.BACKOFF)
+_SNAP = tuple(f.value for f in (*_SNAP_FIELDS, _F.LAST_DELAY))
 _OPTIONS = ("namespace", "retention", "failed_retention", "retry_for")
 
 
@@ -692,7 +695,7 @@ class RedisStore(Store):
     ) -> bool:
         value = _num(check_pct(pct))
         at = self.now(now)
-        return self._setfield(task_id, "progress", value, worker_id, at)
+        return self._setfield(task_id, _F.PROGRESS.value, value, worker_id, at)
 
     def save_checkpoint(
         self,
@@ -704,7 +707,7 @@ class RedisStore(Store):
     ) -> bool:
         check_json(value, "checkpoint")
         at = self.now(now)
-        return self._setfield(task_id, "checkpoint", dumps(value), worker_id, at)
+        return self._setfield(task_id, _F.CHECKPOINT.value, dumps(value), worker_id, at)
 
     def _setfield(
         self, task_id: str, field: str, value: str, worker_id: str | None, at: float
@@ -715,7 +718,7 @@ class RedisStore(Store):
         return bool(self._eval("setfield", args))
 
     def get_checkpoint(self, task_id: str) -> JSONValue:
-        raw = self._call(lambda: self._command("HGET", self._tk(task_id), "checkpoint"))
+        raw = self._call(lambda: self._command("HGET", self._tk(task_id), _F.CHECKPOINT.value))
         if not raw:
             return None
         try:
@@ -768,7 +771,7 @@ class RedisStore(Store):
         commands: builtins.list[tuple[Any, ...]] = []
         for q, s in pairs:
             if s is TaskStatus.DOING:  # the leases set holds exactly the DOING tasks
-                commands.append(("ZRANGE", K.queue_key(self.root, "leases", q), 0, -1))
+                commands.append(("ZRANGE", K.queue_key(self.root, K.LEASES, q), 0, -1))
             else:
                 key = K.status_key(self.root, s, q)
                 commands.append(("ZRANGEBYSCORE", key, low, "+inf", "WITHSCORES", "LIMIT", 0, want))
@@ -783,7 +786,9 @@ class RedisStore(Store):
             else:
                 found.append([(got[i], float(got[i + 1])) for i in range(0, len(got), 2)])
         if doing:
-            seqs = self._call(lambda: self._pipeline([("HGET", self._tk(t), "seq") for t in doing]))
+            seqs = self._call(
+                lambda: self._pipeline([("HGET", self._tk(t), _F.SEQ.value) for t in doing])
+            )
             held = [(tid, float(n)) for tid, n in zip(doing, seqs, strict=True) if n]
             if after is not None:
                 held = [(tid, n) for tid, n in held if n > after]
@@ -813,7 +818,7 @@ class RedisStore(Store):
         return [
             (
                 s,
-                K.queue_key(self.root, "leases", q)
+                K.queue_key(self.root, K.LEASES, q)
                 if s is TaskStatus.DOING
                 else K.status_key(self.root, s, q),
             )
