@@ -1007,3 +1007,37 @@ class TestHeldChecks:
                     assert got == want, (op, status, owner)
                     cases += 1
         assert cases == 5 * 2 * 7
+
+
+class TestWorkerAndConflicts:
+    """A worker treats StoreConflict as store trouble: it writes the outcome again later."""
+
+    def test_the_outcome_is_written_again(
+        self, make_store: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """fail raising StoreConflict once: logged, tried again, the task ends dead-lettered."""
+        import resile
+
+        store = make_store()
+        queue = resile.connect(store)
+
+        @queue.task(name="boom", max_retries=0)
+        def boom() -> None:
+            raise RuntimeError("boom")
+
+        boom.enqueue()
+        real, calls = store.fail, []
+
+        def conflicted(*args: Any, **kwargs: Any) -> Any:
+            calls.append(1)
+            if len(calls) == 1:
+                raise StoreConflict("x", "fail", 5)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(store, "fail", conflicted)
+        with caplog.at_level(logging.ERROR, logger="resile.queue"):
+            resile.Worker(queue, concurrency=1).run(burst=True)
+        assert len(calls) == 2
+        assert "store error" in caplog.text
+        (task,) = store.list()
+        assert task.status is TaskStatus.FAILED
