@@ -8,8 +8,8 @@ are in ``docs/redis.md``.
 
 * **Atomic**: a script runs alone in Redis; no state change spans two calls.
   Where a transition needs the task's backoff policy (a failed attempt, a
-  reclaimed lease) Python computes the delay from a snapshot it read and the
-  script applies it only if the snapshot still holds.
+  reclaimed lease) ``resile.queue._transitions`` decides from a snapshot of
+  the task and the script applies the decision only if the snapshot still holds.
 * **No polling**: a worker subscribes to its queues' wake-up channel
   (``Store.watch``) and otherwise sleeps exactly until the next due time.
 * **Faults**: a call that meets a connection error (Redis restarting,
@@ -22,10 +22,11 @@ are in ``docs/redis.md``.
 The package, by concern:
 
 * ``_keys``: every key, channel, limit and default;
-* ``_scripts``: the Lua scripts, assembled from ``lua/``;
+* ``_scripts``: the Lua scripts (one argument spec each), assembled from ``lua/``;
 * ``_connection``: sockets, asyncio clients, reconnects and outage logging;
 * ``_watcher``: the pub/sub thread behind ``Store.watch``;
-* ``_decode``: a stored task hash back to a ``Task``;
+* ``_decode``: a stored task hash back to a ``Task`` (the shared ``store._codec``);
+* ``_create``: the create scripts' arguments and what their replies mean;
 * ``_store``: ``RedisStore``, the contract methods.
 """
 
