@@ -8,6 +8,7 @@
     resile list --status FAILED --limit 20
     resile stats
     resile cancel mail-42 ; resile retry mail-42 ; resile purge --older-than 86400
+    resile dashboard --db sqlite:///tasks.db --port 8080
     resile demo
 
 ``python -m resile`` is the same command. Every command but ``worker`` and
@@ -569,6 +570,65 @@ def purge(older_than: float, statuses: tuple[str, ...], queue: str | None, db: s
     finally:
         q.close()
     click.echo(f"purged {n} task(s)")
+
+
+# -- dashboard --------------------------------------------------------------------------------
+
+#: The environment variable that sets ``dashboard --token`` (a flag's value shows in ``ps``).
+TOKEN_ENV = "RESILE_DASHBOARD_TOKEN"
+
+
+@cli.command()
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address to listen on; another than loopback needs --token.",
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option(
+    "--token",
+    default=None,
+    envvar=TOKEN_ENV,
+    show_envvar=True,
+    help="Require this token: Authorization: Bearer TOKEN, or the login form.",
+)
+@click.option("--read-only", is_flag=True, help="No action: no button, 403 on every action.")
+@click.option(
+    "--insecure-no-auth",
+    is_flag=True,
+    help="Allow a --host other machines can reach without --token (not advised).",
+)
+@db_option
+def dashboard(
+    host: str, port: int, token: str | None, read_only: bool, insecure_no_auth: bool, db: str
+) -> None:
+    """Serve the web dashboard of the --db store (needs the web extra: pip install 'resile[web]')."""
+    try:
+        from resile.web import check_bind, serve
+    except ImportError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        check_bind(host, token, insecure_no_auth)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    where = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+    click.echo(
+        f"resile dashboard of {_shown(db)} on {where}" + (" (read-only)" if read_only else "")
+    )
+    try:
+        serve(
+            db,
+            host=host,
+            port=port,
+            token=token,
+            read_only=read_only,
+            insecure_no_auth=insecure_no_auth,
+        )
+    except (ValueError, NotImplementedError) as exc:
+        raise click.BadParameter(str(exc), param_hint="'--db'") from None
+    except OSError as exc:
+        _refuse(f"--host {host} --port {port}: {_one_line(exc)}")
 
 
 # -- demo -------------------------------------------------------------------------------------

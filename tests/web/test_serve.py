@@ -1,4 +1,4 @@
-"""Serving the dashboard on its own: loopback by default, a token required elsewhere."""
+"""Serving the dashboard on its own (``resile dashboard``): loopback by default, a token elsewhere."""
 
 from __future__ import annotations
 
@@ -42,15 +42,38 @@ class TestBindRules:
         check_bind("127.0.0.1", None, False)
 
 
-class TestServe:
-    def test_serves_on_loopback_and_refuses_other_hosts(self, tmp_path: Path) -> None:
-        """serve() answers on 127.0.0.1, refuses a foreign Host header, and stops on SIGTERM."""
-        port = _free_port()
-        code = (
-            "from resile.web import serve; "
-            f"serve('sqlite:///{tmp_path / 'tasks.db'}', port={port}, log_level='warning')"
+class TestCommand:
+    def test_open_host_without_token_is_a_usage_error(self, tmp_path: Path) -> None:
+        """resile dashboard --host 0.0.0.0 without a token exits 2, naming the way out."""
+        from click.testing import CliRunner
+
+        from resile.cli import cli
+
+        result = CliRunner().invoke(
+            cli, ["dashboard", "--host", "0.0.0.0", "--db", f"sqlite:///{tmp_path / 't.db'}"]
         )
-        proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ})
+        assert result.exit_code == 2
+        assert "--token TOKEN" in result.output and "--insecure-no-auth" in result.output
+
+    def test_bad_port_is_a_usage_error(self) -> None:
+        """A port out of range is refused by the option itself (exit 2)."""
+        from click.testing import CliRunner
+
+        from resile.cli import cli
+
+        result = CliRunner().invoke(cli, ["dashboard", "--port", "70000"])
+        assert result.exit_code == 2 and "70000" in result.output
+
+    def test_serves_on_loopback_and_refuses_other_hosts(self, tmp_path: Path) -> None:
+        """`resile dashboard` answers on 127.0.0.1, refuses a foreign Host, stops on SIGTERM."""
+        port = _free_port()
+        db = f"sqlite:///{tmp_path / 'tasks.db'}"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "resile", "dashboard", "--db", db, "--port", str(port)],
+            env={**os.environ},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         try:
             base = f"http://127.0.0.1:{port}"
 
@@ -67,3 +90,7 @@ class TestServe:
             proc.send_signal(signal.SIGTERM)
             # uvicorn shuts down gracefully, then re-raises the signal it caught.
             assert proc.wait(15) in (0, -signal.SIGTERM)
+            assert proc.stdout is not None
+            output = proc.stdout.read().decode()
+            proc.stdout.close()
+        assert f"on http://127.0.0.1:{port}/" in output
