@@ -122,6 +122,26 @@ CREATE INDEX IF NOT EXISTS {_T}_finished ON {_T} (status, finished_at);
 META_GET = f"SELECT value FROM {META_TABLE} WHERE key = :key"
 META_SET = f"INSERT INTO {META_TABLE} (key, value) VALUES (:key, :value)"
 
+# -- paused queues: rows of the meta table, key PAUSED_PREFIX + queue, value when paused -------
+
+PAUSED_PREFIX = "paused:"
+PAUSE = f"INSERT OR IGNORE INTO {META_TABLE} (key, value) VALUES (:key, :value)"
+RESUME = f"DELETE FROM {META_TABLE} WHERE key = :key"
+# The prefix's range: every key that starts with "paused:" sorts below "paused;".
+PAUSED = f"SELECT key, value FROM {META_TABLE} WHERE key >= :lo AND key < :hi ORDER BY key"
+PAUSED_RANGE = {"lo": PAUSED_PREFIX, "hi": PAUSED_PREFIX[:-1] + chr(ord(PAUSED_PREFIX[-1]) + 1)}
+
+
+def paused_of(n: int) -> str:
+    """The paused keys among ``n`` (``in_list("k", n)``, bound by ``paused_params``)."""
+    return f"SELECT key FROM {META_TABLE} WHERE key IN {in_list('k', n)}"
+
+
+def paused_params(queues: Iterable[str]) -> dict[str, Any]:
+    """The parameters of ``paused_of``: each queue's meta key."""
+    return {f"k{i}": PAUSED_PREFIX + q for i, q in enumerate(queues)}
+
+
 # -- lists of queues and statuses ---------------------------------------------------------------
 
 

@@ -62,6 +62,7 @@ __all__ = [
     "check_lease_args",
     "check_list_args",
     "check_pct",
+    "check_queue",
     "check_seconds",
     "dumps",
     "dumps_shared",
@@ -216,7 +217,8 @@ class Store(ABC):
         ``FAILED`` when ``attempts > max_retries``, else back to ``PENDING``
         due at ``lease_expires_at + backoff.delay(attempts, last_delay)``.
 
-        Then pick ``PENDING`` tasks with ``due_at <= now`` that fit
+        Then, from the queues that are not paused (``pause``), pick
+        ``PENDING`` tasks with ``due_at <= now`` that fit
         ``capacity`` (``Task.fits``), lowest ``(priority, sequence)`` first,
         and for each: ``status=DOING``, ``attempts += 1``,
         ``lease_owner=worker_id``, ``lease_expires_at = now + lease_seconds``,
@@ -556,7 +558,40 @@ class Store(ABC):
         there are neither. When some task is due already, any time ``<= now``
         may be returned (a backend need not scan the due tasks for the exact
         minimum). A worker sleeps until then, or until ``add_listener`` wakes it.
+        A paused queue counts as holding nothing.
         """
+
+    # -- pausing a queue ----------------------------------------------------------------------------
+
+    @abstractmethod
+    def pause(self, queue: str, *, now: float | None = None) -> bool:
+        """Stop ``lease`` from taking ``queue``'s tasks, for every worker, from this step on.
+
+        Running tasks go on (they can complete, fail, renew); producers can
+        still enqueue; expired leases are still reclaimed. A queue may be
+        paused before it holds any task.
+
+        Returns:
+            ``True`` when the queue was paused now, ``False`` when it already was.
+
+        Raises:
+            ValueError: ``queue`` is not a non-empty str.
+        """
+
+    @abstractmethod
+    def resume(self, queue: str) -> bool:
+        """Let ``lease`` take ``queue``'s tasks again, and wake the workers that wait on it.
+
+        Returns:
+            ``True`` when the queue was paused, ``False`` when it was not.
+
+        Raises:
+            ValueError: ``queue`` is not a non-empty str.
+        """
+
+    @abstractmethod
+    def paused(self) -> dict[str, float]:
+        """The paused queues, each with the time it was paused (epoch seconds), by name."""
 
     @abstractmethod
     def close(self) -> None:
@@ -620,6 +655,17 @@ class Store(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
+
+
+def check_queue(queue: object, what: str) -> str:
+    """``queue`` checked to be a non-empty str (``pause`` / ``resume``'s argument).
+
+    Raises:
+        ValueError: naming ``what`` and the value.
+    """
+    if not isinstance(queue, str) or not queue:
+        raise ValueError(f"{what}: queue must be a non-empty str, got {queue!r}")
+    return queue
 
 
 def normalize_queues(queues: str | Sequence[str]) -> tuple[str, ...]:

@@ -66,6 +66,7 @@ from resile.queue.store.base import (
     check_lease_args,
     check_list_args,
     check_pct,
+    check_queue,
     check_seconds,
     dumps,
     encode_results,
@@ -508,8 +509,11 @@ class SQLiteStore(Store):
         def body(c: sqlite3.Connection) -> builtins.list[Task]:
             self._reclaim(c, names, at)
             c.execute(flip, flip_params)
+            open_ = self._unpaused(c, names)
+            if not open_:
+                return []
             chunk = min(limit + 4, _MAX_CHUNK)
-            streams = [self._ready_rows(c, q, at, chunk) for q in names]
+            streams = [self._ready_rows(c, q, at, chunk) for q in open_]
             merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=lambda t: t[:2])
             picked: builtins.list[tuple[Task, tr.Leased]] = []
             for _, _, row in merged:
@@ -908,17 +912,46 @@ class SQLiteStore(Store):
         }
         return self._write(lambda c: c.execute(query, params).rowcount)
 
+    # -- paused queues ------------------------------------------------------------------------
+
+    @staticmethod
+    def _unpaused(c: sqlite3.Connection, names: Sequence[str]) -> builtins.list[str]:
+        """``names`` without the paused queues (read in the caller's transaction)."""
+        rows = c.execute(sql.paused_of(len(names)), sql.paused_params(names)).fetchall()
+        if not rows:
+            return list(names)
+        shut = {r[0][len(sql.PAUSED_PREFIX) :] for r in rows}
+        return [q for q in names if q not in shut]
+
+    def pause(self, queue: str, *, now: float | None = None) -> bool:
+        name = check_queue(queue, "pause")
+        params = {"key": sql.PAUSED_PREFIX + name, "value": repr(self.now(now))}
+        return bool(self._write(lambda c: c.execute(sql.PAUSE, params).rowcount))
+
+    def resume(self, queue: str) -> bool:
+        name = check_queue(queue, "resume")
+        return bool(
+            self._write(lambda c: c.execute(sql.RESUME, {"key": sql.PAUSED_PREFIX + name}).rowcount)
+        )
+
+    def paused(self) -> dict[str, float]:
+        rows = self._read(lambda c: c.execute(sql.PAUSED, sql.PAUSED_RANGE).fetchall())
+        return {r[0][len(sql.PAUSED_PREFIX) :]: float(r[1]) for r in rows}
+
     def next_due_at(
         self,
         queues: str | Sequence[str],
         *,
         capacity: Mapping[str, float] | None = None,
     ) -> float | None:
-        names = normalize_queues(queues)
-        leases, delayed, ready, gated = sql.next_due(len(names), gated=capacity is not None)
-        params = sql.queue_params(names)
+        asked = normalize_queues(queues)
 
         def body(c: sqlite3.Connection) -> float | None:
+            names = self._unpaused(c, asked)
+            if not names:
+                return None
+            leases, delayed, ready, gated = sql.next_due(len(names), gated=capacity is not None)
+            params = sql.queue_params(names)
             found: builtins.list[float] = []
             for query in (leases, delayed):
                 first = c.execute(query, params).fetchone()[0]

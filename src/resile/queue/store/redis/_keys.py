@@ -12,6 +12,7 @@ which Python formats and the Lua scripts get as functions (``_scripts``)::
 
     <root>:seq              string  the store's sequence counter (INCRBY)
     <root>:queues           hash    queue -> number of stored tasks
+    <root>:paused           hash    paused queue -> when it was paused (lease skips it)
     <root>:t:<id>           hash    one task (fields: ``TASK_FIELDS``, from TaskField)
     <root>:lop:<worker>     string  the last lease of a worker (a retried lease
                                     returns the same tasks), expires with the lease
@@ -55,6 +56,7 @@ __all__ = [
     "SWEEP_ON_READ",
     "TASK_FIELDS",
     "channel",
+    "paused_key",
     "queue_key",
     "queues_key",
     "root",
@@ -106,6 +108,7 @@ INDEXES = ("ready", "gready", "delayed", "gdelayed", LEASES)
 SHAPES = {
     "seq": "{root}:seq",
     "queues": "{root}:queues",
+    "paused": "{root}:paused",
     "task": "{root}:t:{id}",
     "last_lease": "{root}:lop:{worker}",
     "index": "{root}:{index}:{queue}",
@@ -143,6 +146,11 @@ def channel(root_: str, queue: str) -> str:
 def queues_key(root_: str) -> str:
     """The hash of stored task counts per queue."""
     return SHAPES["queues"].format(root=root_)
+
+
+def paused_key(root_: str) -> str:
+    """The hash of paused queues (queue -> epoch seconds it was paused)."""
+    return SHAPES["paused"].format(root=root_)
 
 
 def seq_key(root_: str) -> str:

@@ -34,6 +34,7 @@ from resile.queue.store.base import (
     check_lease_args,
     check_list_args,
     check_pct,
+    check_queue,
     check_seconds,
     dumps,
     encode_results,
@@ -856,6 +857,28 @@ class RedisStore(Store):
 
     def queues(self) -> builtins.list[str]:
         return _live_queues(self._call(lambda: self._command("HGETALL", K.queues_key(self.root))))
+
+    # -- paused queues: one hash, read by the lease and next_due scripts -----------------------
+
+    def pause(self, queue: str, *, now: float | None = None) -> bool:
+        name = check_queue(queue, "pause")
+        at = _num(self.now(now))
+        key = K.paused_key(self.root)
+        return bool(self._call(lambda: self._command("HSETNX", key, name, at)))
+
+    def resume(self, queue: str) -> bool:
+        name = check_queue(queue, "resume")
+        key = K.paused_key(self.root)
+        removed, _ = self._call(
+            lambda: self._pipeline(
+                [("HDEL", key, name), ("PUBLISH", K.channel(self.root, name), "1")]
+            )
+        )
+        return bool(removed)
+
+    def paused(self) -> dict[str, float]:
+        flat = self._call(lambda: self._command("HGETALL", K.paused_key(self.root)))
+        return dict(sorted((str(k), float(v)) for k, v in _pairs(flat).items()))
 
     def requeue(self, task_id: str, *, delay: float = 0.0, now: float | None = None) -> Task | None:
         wait = check_seconds(delay, "requeue: delay")

@@ -1,5 +1,6 @@
 -- lease: reclaim expired leases, move due delayed tasks to ready, then take up
--- to A.limit due tasks in (priority, sequence) order for A.worker.
+-- to A.limit due tasks in (priority, sequence) order for A.worker, from the queues
+-- that are not paused.
 -- A.capacity: the worker's capacity JSON ("" = any); A.op_ttl_ms: how long the op is
 -- remembered; A.failed_ttl_ms / A.failed_cutoff_s: a dead letter's retention TTL and
 -- sweep cutoff ("" = keep / none); A.nq: the number of queues. The tail: the queue
@@ -100,9 +101,14 @@ for _, q in ipairs(queues) do
   end
 end
 
--- 3. Candidates: the first `limit` of each ready set (gated ones that fit), merged by rank.
-local cands = {}
+-- 3. Candidates: the first `limit` of each ready set (gated ones that fit), merged by rank;
+-- none from a paused queue (its expired leases and due delayed tasks were handled above).
+local open = {}
 for _, q in ipairs(queues) do
+  if redis.call('HEXISTS', PAUSED_KEY, q) == 0 then open[#open + 1] = q end
+end
+local cands = {}
+for _, q in ipairs(open) do
   for _, m in ipairs(redis.call('ZRANGE', index_key(IX.ready, q), 0, limit - 1)) do
     cands[#cands + 1] = {string.sub(m, 1, RANK_LEN), m, q, IX.ready}
   end
@@ -152,7 +158,7 @@ flush_later()
 
 -- 5. A lease that filled up may leave due work behind: wake another worker.
 if #taken >= limit then
-  for _, q in ipairs(queues) do
+  for _, q in ipairs(open) do
     local ready, gready = index_key(IX.ready, q), index_key(IX.gready, q)
     if redis.call('ZCARD', ready) > 0 or redis.call('ZCARD', gready) > 0 then
       wake(q)

@@ -1,6 +1,7 @@
 -- next_due_at: the earliest time a lease on these queues could return something:
 -- the due time of the first ready task (already due), the earliest delayed task,
--- the earliest lease expiry; gated tasks only when they fit A.capacity (JSON, "" = any).
+-- the earliest lease expiry; gated tasks only when they fit A.capacity (JSON, "" = any);
+-- nothing of a paused queue (a worker on it sleeps until resume wakes it).
 -- The tail: the queues. Returns the time string or false.
 local cap = decode_cap(A.capacity)
 local best, best_s = nil, false
@@ -20,22 +21,24 @@ local function head_score(key)
 end
 for i = REST, #ARGV do
   local q = ARGV[i]
-  head_due(index_key(IX.ready, q))
-  head_score(index_key(IX.delayed, q))
-  head_score(index_key(IX.leases, q))
-  if cap == nil then
-    head_due(index_key(IX.gready, q))
-    head_score(index_key(IX.gdelayed, q))
-  else
-    -- Tasks with needs are few (GPU work): look at each, up to GATED_SCAN_LIMIT.
-    for _, m in ipairs(redis.call('ZRANGE', index_key(IX.gready, q), 0, GATED_SCAN_LIMIT - 1)) do
-      local f = redis.call('HMGET', task_key(string.sub(m, RANK_LEN + 1)), F.resources, F.due_at)
-      if fits(f[1], cap) then consider(f[2]) end
-    end
-    local ds = redis.call('ZRANGE', index_key(IX.gdelayed, q), 0, GATED_SCAN_LIMIT - 1,
-      'WITHSCORES')
-    for k = 1, #ds, 2 do
-      if fits(redis.call('HGET', task_key(ds[k]), F.resources), cap) then consider(ds[k + 1]) end
+  if redis.call('HEXISTS', PAUSED_KEY, q) == 0 then
+    head_due(index_key(IX.ready, q))
+    head_score(index_key(IX.delayed, q))
+    head_score(index_key(IX.leases, q))
+    if cap == nil then
+      head_due(index_key(IX.gready, q))
+      head_score(index_key(IX.gdelayed, q))
+    else
+      -- Tasks with needs are few (GPU work): look at each, up to GATED_SCAN_LIMIT.
+      for _, m in ipairs(redis.call('ZRANGE', index_key(IX.gready, q), 0, GATED_SCAN_LIMIT - 1)) do
+        local f = redis.call('HMGET', task_key(string.sub(m, RANK_LEN + 1)), F.resources, F.due_at)
+        if fits(f[1], cap) then consider(f[2]) end
+      end
+      local ds = redis.call('ZRANGE', index_key(IX.gdelayed, q), 0, GATED_SCAN_LIMIT - 1,
+        'WITHSCORES')
+      for k = 1, #ds, 2 do
+        if fits(redis.call('HGET', task_key(ds[k]), F.resources), cap) then consider(ds[k + 1]) end
+      end
     end
   end
 end
