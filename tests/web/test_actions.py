@@ -200,6 +200,31 @@ class TestPurge:
         assert response.status_code == 400 and "statuses: expected" in response.text
 
 
+class TestPauseQueue:
+    def test_pause_and_resume_from_the_overview(self, store: Store, client: httpx.Client) -> None:
+        """Pause on the overview stops leases of that queue; the row says paused; resume undoes."""
+        store.create(TaskSpec("send_mail", queue="mail"))
+        response = post(client, "/queues/mail/pause", {"next": "/"})
+        assert response.headers["location"] == "/?notice=paused"
+        assert store.lease("mail", "w") == []
+        page = client.get("/").text
+        assert ">paused</span>" in page and 'action="/queues/mail/resume"' in page
+        post(client, "/queues/mail/resume", {})
+        assert len(store.lease("mail", "w")) == 1
+
+    def test_pause_a_queue_before_it_has_tasks(self, store: Store, client: httpx.Client) -> None:
+        """A paused queue without tasks is listed on the overview all the same."""
+        post(client, "/queues/later/pause", {})
+        assert "later" in store.paused()
+        assert 'action="/queues/later/resume"' in client.get("/").text
+
+    def test_pause_needs_csrf(self, store: Store, client: httpx.Client) -> None:
+        """A pause without the CSRF token is refused and pauses nothing."""
+        csrf_of(client)
+        assert client.post("/queues/mail/pause").status_code == 403
+        assert store.paused() == {}
+
+
 class TestReadOnly:
     def test_no_button_and_every_action_refused(
         self, store: Store, serve_app: Callable[..., str]
@@ -219,6 +244,7 @@ class TestReadOnly:
                 (f"/tasks/{task_id}/cancel", {}),
                 ("/tasks/bulk", {"action": "retry", "ids": task_id}),
                 ("/purge", {"older_than": "0"}),
+                ("/queues/mail/pause", {}),
             ):
                 response = c.post(path, data=data, headers={"origin": base})
                 assert response.status_code == 403, path

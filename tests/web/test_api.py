@@ -112,6 +112,17 @@ class TestActions:
         assert response.status_code == 400
         assert response.json()["error"].startswith(f"{field}: expected")
 
+    def test_pause_and_resume(self, store: Store, client: httpx.Client) -> None:
+        """/api/queues/{name}/pause and /resume change the flag /api/queues reports."""
+        store.create(TaskSpec("a", queue="mail"))
+        body = _api_post(client, "/api/queues/mail/pause").json()
+        assert body == {"queue": "mail", "changed": True, "paused": True}
+        assert _api_post(client, "/api/queues/mail/pause").json()["changed"] is False
+        (mail,) = client.get("/api/queues").json()["queues"]
+        assert mail["paused_at"] is not None
+        assert _api_post(client, "/api/queues/mail/resume").json()["changed"] is True
+        assert client.get("/api/queues").json()["queues"][0]["paused_at"] is None
+
     def test_purge(self, store: Store, client: httpx.Client) -> None:
         """/api/purge deletes finished tasks older than the age."""
         dead_task(store)
@@ -176,4 +187,4 @@ class TestSchema:
                 )
 
             check()
-        assert operations == 9
+        assert operations == 11

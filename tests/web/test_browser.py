@@ -200,6 +200,38 @@ class TestActions:
         assert all(status_of(sqlite_store, i) is TaskStatus.PENDING for i in wanted)
         assert status_of(sqlite_store, other) is TaskStatus.FAILED
 
+    def test_pause_a_queue_and_see_its_worker_stop(
+        self, page: Any, sqlite_store: Store, serve_app: Callable[..., str]
+    ) -> None:
+        """Pause on the overview: a running worker leaves the queue's new task alone until Resume."""
+        queue = resile.connect(sqlite_store, queue="mail")
+
+        @queue.task(name="send")
+        def send() -> str:
+            return "sent"
+
+        worker = resile.Worker(queue, concurrency=1)
+        runner = threading.Thread(target=worker.run, daemon=True)
+        runner.start()
+        try:
+            first = send.enqueue().id
+            wait_for(lambda: status_of(sqlite_store, first) is TaskStatus.DONE, 10, "a first run")
+            page.goto(serve_app(sqlite_store) + "/")
+            page.get_by_role("button", name="Pause queue mail").click()
+            page.locator(".notice", has_text="Queue paused").wait_for(timeout=5000)
+            assert page.locator("td.leasing .status").inner_text() == "paused"
+            shot(page, "overview-paused")
+            waiting = send.enqueue().id
+            # A window in which a worker that ignored the pause would have run the task.
+            threading.Event().wait(1.0)
+            assert status_of(sqlite_store, waiting) is TaskStatus.PENDING
+            page.get_by_role("button", name="Resume queue mail").click()
+            page.locator(".notice", has_text="Queue resumed").wait_for(timeout=5000)
+            wait_for(lambda: status_of(sqlite_store, waiting) is TaskStatus.DONE, 5, "resumed run")
+        finally:
+            worker.stop()
+            runner.join(10)
+
     def test_read_only_draws_no_button(
         self, page: Any, sqlite_store: Store, serve_app: Callable[..., str]
     ) -> None:

@@ -58,6 +58,7 @@ class Dashboard(Protocol):
     async def purge_tasks(
         self, request: Request, age: float, statuses: Sequence[str], queue: str | None
     ) -> int: ...
+    async def set_paused(self, request: Request, queue: str, pause: bool) -> bool: ...
 
 
 def _task_json(task: Task) -> dict[str, Any]:
@@ -105,7 +106,11 @@ def routes(dash: Dashboard) -> list[Route]:
         return JSONResponse(
             {
                 "queues": [
-                    {"name": name, "counts": {s.value: n for s, n in counts.items()}}
+                    {
+                        "name": name,
+                        "counts": {s.value: n for s, n in counts.items()},
+                        "paused_at": data["paused"].get(name),
+                    }
                     for name, counts in data["rows"]
                 ],
                 "totals": {s.value: n for s, n in data["totals"].items()},
@@ -222,6 +227,15 @@ def routes(dash: Dashboard) -> list[Route]:
             }
         )
 
+    def pausing(pause: bool) -> Endpoint:
+        async def endpoint(request: Request) -> Response:
+            await guard(request)
+            queue = request.path_params["queue"]
+            changed = await dash.set_paused(request, queue, pause)
+            return JSONResponse({"queue": queue, "changed": changed, "paused": pause})
+
+        return endpoint
+
     async def schema(request: Request) -> Response:
         return JSONResponse(openapi(request.scope.get("root_path", "")))
 
@@ -233,6 +247,8 @@ def routes(dash: Dashboard) -> list[Route]:
         Route("/api/jobs/{job_id}", job, methods=["GET"]),
         Route("/api/purge", purge, methods=["POST"]),
         Route("/api/workers", workers, methods=["GET"]),
+        Route("/api/queues/{queue:path}/pause", pausing(True), methods=["POST"]),
+        Route("/api/queues/{queue:path}/resume", pausing(False), methods=["POST"]),
         *(
             Route(f"/api/tasks/{{task_id:path}}/{name}", action(name), methods=["POST"])
             for name in dash.actions
@@ -293,6 +309,7 @@ def openapi(root: str = "") -> dict[str, Any]:
                                         "properties": {
                                             "name": {"type": "string"},
                                             "counts": counts,
+                                            "paused_at": {"type": "number", "nullable": True},
                                         },
                                     },
                                 },
@@ -437,6 +454,28 @@ def openapi(root: str = "") -> dict[str, Any]:
             }
         },
     }
+    queue_param = {"name": "queue", "in": "path", "required": True, "schema": {"type": "string"}}
+    for name in ("pause", "resume"):
+        paths[f"/api/queues/{{queue}}/{name}"] = {
+            "post": {
+                "summary": f"{name.capitalize()} a queue (workers stop / start leasing its tasks)",
+                "parameters": [queue_param],
+                "responses": {
+                    "200": _ok(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "queue": {"type": "string"},
+                                "changed": {"type": "boolean"},
+                                "paused": {"type": "boolean"},
+                            },
+                            "required": ["queue", "changed", "paused"],
+                        }
+                    ),
+                    **errors,
+                },
+            }
+        }
     for name in ("cancel", "retry"):
         paths[f"/api/tasks/{{task_id}}/{name}"] = {
             "post": {

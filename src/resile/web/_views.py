@@ -50,16 +50,23 @@ class LeaseHolder:
 
 
 def overview_view(store: Store) -> dict[str, Any]:
-    """Counts per queue and status, totals, the first dead letters."""
+    """Counts per queue and status, totals, the first dead letters, the paused queues."""
     rows: list[tuple[str, Mapping[TaskStatus, int]]] = []
     totals = dict.fromkeys(STATUSES, 0)
-    for name in store.queues():
+    paused = store.paused()
+    for name in sorted(set(store.queues()) | set(paused)):
         counts = store.stats(name)
         rows.append((name, counts))
         for status, n in counts.items():
             totals[status] += n
     dead = store.list(status=TaskStatus.FAILED, limit=DEAD_LETTERS_SHOWN)
-    return {"rows": rows, "totals": totals, "failed": totals[TaskStatus.FAILED], "dead": dead}
+    return {
+        "rows": rows,
+        "totals": totals,
+        "failed": totals[TaskStatus.FAILED],
+        "dead": dead,
+        "paused": paused,
+    }
 
 
 def tasks_view(store: Store, flt: TaskFilter, cursor: int | None, limit: int) -> dict[str, Any]:

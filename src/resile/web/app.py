@@ -33,7 +33,7 @@ from starlette.responses import (
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from resile.queue._names import ACTIVE_STATUSES, TERMINAL_STATUSES, TaskStatus
+from resile.queue._names import ACTIVE_STATUSES, MAX_ID_LENGTH, TERMINAL_STATUSES, TaskStatus
 from resile.queue.store import Store, open_store
 from resile.web._api import routes as api_routes
 from resile.web._filters import (
@@ -88,6 +88,8 @@ NOTICES = {
     "bulk": "{changed} tasks changed, {skipped} skipped (in another state).",
     "purged": "{count} finished tasks deleted.",
     "stopped": "The bulk job stops after its current batch.",
+    "paused": "Queue paused: workers take none of its tasks until it is resumed.",
+    "resumed": "Queue resumed.",
 }
 
 
@@ -369,7 +371,39 @@ class _Dashboard:
         )
         return count
 
+    async def set_paused(self, request: Request, queue: str, pause: bool) -> bool:
+        """Pause or resume ``queue``; True when that changed it.
+
+        Raises:
+            BadInput: not a queue name.
+        """
+        if not queue or len(queue) > MAX_ID_LENGTH:
+            raise BadInput("queue", queue, f"a queue name of 1 to {MAX_ID_LENGTH} characters")
+        if pause:
+            changed = await run_in_threadpool(self.store.pause, queue)
+        else:
+            changed = await run_in_threadpool(self.store.resume, queue)
+        self.reads.clear()
+        audit.info(
+            "%s queue=%s changed=%s client=%s",
+            "pause" if pause else "resume",
+            queue,
+            changed,
+            _client(request),
+        )
+        return bool(changed)
+
     # -- form actions -----------------------------------------------------------------------------
+
+    def queue_action(self, pause: bool) -> Callable[[Request], Awaitable[Response]]:
+        """The POST endpoint that pauses (or resumes) a queue."""
+
+        async def endpoint(request: Request) -> Response:
+            form = await self._form(request)
+            await self.set_paused(request, request.path_params["queue"], pause)
+            return self._back(request, form, "/", notice="paused" if pause else "resumed")
+
+        return endpoint
 
     async def act(self, request: Request, action: str) -> Response:
         form = await self._form(request)
@@ -557,6 +591,8 @@ def create_app(
         Route("/find", dash.find, methods=["GET"], name="find"),
         Route("/purge", dash.purge, methods=["POST"], name="purge"),
         Route("/workers", dash.workers, methods=["GET"], name="workers"),
+        Route("/queues/{queue:path}/pause", dash.queue_action(True), methods=["POST"]),
+        Route("/queues/{queue:path}/resume", dash.queue_action(False), methods=["POST"]),
         Route("/jobs/{job_id}", dash.job, methods=["GET"], name="job"),
         Route("/jobs/{job_id}/stop", dash.stop_job, methods=["POST"], name="stop_job"),
         Route("/login", dash.login_form, methods=["GET"], name="login_form"),
