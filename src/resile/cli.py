@@ -8,6 +8,7 @@
     resile list --status FAILED --limit 20
     resile stats
     resile cancel mail-42 ; resile retry mail-42 ; resile purge --older-than 86400
+    resile pause mail ; resile resume mail
     resile dashboard --db sqlite:///tasks.db --port 8080
     resile demo
 
@@ -472,6 +473,7 @@ def stats(queue: str | None, as_json: bool, db: str) -> None:
         names = [queue] if queue is not None else q.store.queues()
         per_queue = {name: q.stats(name) for name in names}
         total = q.stats(queue)
+        paused = q.store.paused()
     finally:
         q.close()
     if as_json:
@@ -480,6 +482,7 @@ def stats(queue: str | None, as_json: bool, db: str) -> None:
                 {
                     "queues": {n: {s.value: c for s, c in v.items()} for n, v in per_queue.items()},
                     "total": {s.value: c for s, c in total.items()},
+                    "paused": paused,
                 }
             )
         )
@@ -490,7 +493,8 @@ def stats(queue: str | None, as_json: bool, db: str) -> None:
         table.add_column(f"[{_STATUS_STYLE[s]}]{s.value}[/]", justify="right")
     table.add_column("total", justify="right")
     for name, counts in per_queue.items():
-        table.add_row(name, *(str(counts[s]) for s in TaskStatus), str(sum(counts.values())))
+        label = f"{escape(name)} [red](paused)[/]" if name in paused else escape(name)
+        table.add_row(label, *(str(counts[s]) for s in TaskStatus), str(sum(counts.values())))
     table.add_row(
         "[bold]all[/]",
         *(f"[bold]{total[s]}[/]" for s in TaskStatus),
@@ -570,6 +574,32 @@ def purge(older_than: float, statuses: tuple[str, ...], queue: str | None, db: s
     finally:
         q.close()
     click.echo(f"purged {n} task(s)")
+
+
+@cli.command()
+@click.argument("queue_name", metavar="QUEUE")
+@db_option
+def pause(queue_name: str, db: str) -> None:
+    """Stop every worker from taking QUEUE's tasks (running ones finish); see resume."""
+    q = _open(db)
+    try:
+        changed = q.store.pause(queue_name)
+    finally:
+        q.close()
+    click.echo(f"paused {queue_name}" if changed else f"{queue_name} was already paused")
+
+
+@cli.command()
+@click.argument("queue_name", metavar="QUEUE")
+@db_option
+def resume(queue_name: str, db: str) -> None:
+    """Let workers take QUEUE's tasks again."""
+    q = _open(db)
+    try:
+        changed = q.store.resume(queue_name)
+    finally:
+        q.close()
+    click.echo(f"resumed {queue_name}" if changed else f"{queue_name} was not paused")
 
 
 # -- dashboard --------------------------------------------------------------------------------
