@@ -82,3 +82,27 @@ class TestPausedQueue:
             release.set()
             worker.stop()
             runner.join(10)
+
+
+class TestRegistry:
+    def test_a_serving_worker_is_registered_and_removed(self, queue: Queue) -> None:
+        """A worker records itself (mode, slots, queues) while it serves, and removes its record."""
+        worker = resile.Worker(queue, concurrency=3, heartbeat=0.2, lease_seconds=2)
+        runner = threading.Thread(target=worker.run, daemon=True)
+        runner.start()
+        try:
+            wait_for(lambda: len(queue.store.workers()) == 1, 10, "the worker's record")
+            (rec,) = queue.store.workers()
+            assert (rec.id, rec.mode, rec.concurrency, rec.queues) == (
+                worker.worker_id,
+                "thread",
+                3,
+                ("mail",),
+            )
+            first = rec.beat_at
+            wait_for(lambda: queue.store.workers()[0].beat_at > first, 10, "a heartbeat")
+            assert queue.store.workers()[0].alive(queue.store.now())
+        finally:
+            worker.stop()
+            runner.join(10)
+        assert queue.store.workers() == []

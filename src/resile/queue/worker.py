@@ -36,7 +36,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Any, Literal
 
@@ -58,6 +58,7 @@ from resile.queue._names import DEFAULT_LEASE_SECONDS, DEFAULT_QUEUE, Outcome, T
 from resile.queue._probe import Probe, capacity, gpu_probe, no_gpu_probe
 from resile.queue._runner import Result, failure, load_queue
 from resile.queue.context import context_parameter
+from resile.queue.registry import WorkerRecord
 from resile.queue.store.base import Store, normalize_queues
 from resile.queue.task import Task
 
@@ -225,6 +226,7 @@ class Worker:
         self._done: deque[tuple[Execution, Result]] = deque()
         self._writes: deque[tuple[Execution, Result | None]] = deque()
         self._running: dict[str, Execution] = {}
+        self._record: WorkerRecord | None = None
         self._executor: Executor | None = None
         self._capacity: dict[str, float] = {}
         self._capacity_at = -math.inf
@@ -500,8 +502,10 @@ class Worker:
             stop_watching = self.store.watch(self.queues, self._signal)
             self._watched = stop_watching is not None
             executor.open()
+            self._register()
             self._loop(executor, burst, wait)
         finally:
+            self._unregister()
             remove_listener()
             if stop_watching is not None:
                 stop_watching()
@@ -779,7 +783,54 @@ class Worker:
         else:
             self.stats.retried += 1
 
+    # -- the worker registry: best effort, never a reason to stop serving ----------------------
+
+    def _register(self) -> None:
+        now = self.store.now()
+        self._record = WorkerRecord(
+            id=self.worker_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            mode=self.mode,
+            concurrency=self.concurrency,
+            queues=tuple(self.queues),
+            started_at=now,
+            beat_at=now,
+            expires_at=now + self.lease_seconds,
+        )
+        self._write_record()
+
+    def _write_record(self) -> None:
+        if self._record is None:
+            return
+        try:
+            self.store.record_worker(self._record)
+        except Exception:
+            logger.warning("resile worker %s: could not write its registry record", self.worker_id)
+
+    def _beat_record(self) -> None:
+        if self._record is None:
+            return
+        now = self.store.now()
+        self._record = replace(
+            self._record,
+            beat_at=now,
+            expires_at=now + self.lease_seconds,
+            running=len(self._running),
+        )
+        self._write_record()
+
+    def _unregister(self) -> None:
+        if self._record is None:
+            return
+        self._record = None
+        try:
+            self.store.remove_worker(self.worker_id)
+        except Exception:
+            logger.warning("resile worker %s: could not remove its registry record", self.worker_id)
+
     def _beat(self) -> None:
+        self._beat_record()
         ids = [tid for tid, a in self._running.items() if a.state is not ABORTED]
         if not ids:
             return

@@ -142,6 +142,19 @@ def paused_params(queues: Iterable[str]) -> dict[str, Any]:
     return {f"k{i}": PAUSED_PREFIX + q for i, q in enumerate(queues)}
 
 
+# -- the worker registry: rows of the meta table, key WORKER_PREFIX + id, value its JSON ---------
+
+WORKER_PREFIX = "worker:"
+WORKER_RANGE = {"lo": WORKER_PREFIX, "hi": WORKER_PREFIX[:-1] + chr(ord(WORKER_PREFIX[-1]) + 1)}
+RECORD_WORKER = f"INSERT OR REPLACE INTO {META_TABLE} (key, value) VALUES (:key, :value)"
+REMOVE_WORKER = f"DELETE FROM {META_TABLE} WHERE key = :key"
+WORKERS = f"SELECT value FROM {META_TABLE} WHERE key >= :lo AND key < :hi ORDER BY key"
+PRUNE_WORKERS = (
+    f"DELETE FROM {META_TABLE} WHERE key >= :lo AND key < :hi"
+    " AND json_extract(value, '$.expires_at') < :cutoff"
+)
+
+
 # -- lists of queues and statuses ---------------------------------------------------------------
 
 

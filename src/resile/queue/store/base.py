@@ -52,6 +52,7 @@ from resile.queue._names import (
     Outcome,
     TaskStatus,
 )
+from resile.queue.registry import WorkerRecord
 from resile.queue.task import JSONValue, Task, TaskError, TaskSpec, check_json
 
 __all__ = [
@@ -592,6 +593,25 @@ class Store(ABC):
     @abstractmethod
     def paused(self) -> dict[str, float]:
         """The paused queues, each with the time it was paused (epoch seconds), by name."""
+
+    # -- the worker registry ------------------------------------------------------------------------
+
+    @abstractmethod
+    def record_worker(self, record: WorkerRecord) -> None:
+        """Write a worker's record (create or replace it): at start and at every heartbeat.
+
+        In the same step, drop the records of workers gone (``expires_at``
+        passed) for more than ``registry.GONE_KEPT`` seconds before
+        ``record.beat_at``.
+        """
+
+    @abstractmethod
+    def remove_worker(self, worker_id: str) -> bool:
+        """Delete a worker's record (it stopped cleanly); False when there was none."""
+
+    @abstractmethod
+    def workers(self) -> builtins.list[WorkerRecord]:
+        """Every recorded worker, by id: those beating and those gone (``WorkerRecord.alive``)."""
 
     @abstractmethod
     def close(self) -> None:

@@ -49,6 +49,7 @@ from resile.queue._names import (
     Outcome,
     TaskStatus,
 )
+from resile.queue.registry import GONE_KEPT, WorkerRecord
 from resile.queue.store import _sqlite_sql as sql
 from resile.queue.store._codec import (
     CorruptField,
@@ -937,6 +938,32 @@ class SQLiteStore(Store):
     def paused(self) -> dict[str, float]:
         rows = self._read(lambda c: c.execute(sql.PAUSED, sql.PAUSED_RANGE).fetchall())
         return {r[0][len(sql.PAUSED_PREFIX) :]: float(r[1]) for r in rows}
+
+    # -- the worker registry ---------------------------------------------------------------------
+
+    def record_worker(self, record: WorkerRecord) -> None:
+        row = {"key": sql.WORKER_PREFIX + record.id, "value": record.to_json()}
+        prune = {**sql.WORKER_RANGE, "cutoff": record.beat_at - GONE_KEPT}
+
+        def body(c: sqlite3.Connection) -> None:
+            c.execute(sql.PRUNE_WORKERS, prune)
+            c.execute(sql.RECORD_WORKER, row)
+
+        self._write(body)
+
+    def remove_worker(self, worker_id: str) -> bool:
+        key = {"key": sql.WORKER_PREFIX + worker_id}
+        return bool(self._write(lambda c: c.execute(sql.REMOVE_WORKER, key).rowcount))
+
+    def workers(self) -> builtins.list[WorkerRecord]:
+        rows = self._read(lambda c: c.execute(sql.WORKERS, sql.WORKER_RANGE).fetchall())
+        out = []
+        for (text,) in rows:
+            try:
+                out.append(WorkerRecord.from_json(text))
+            except ValueError:  # a record this version cannot read: not shown
+                continue
+        return out
 
     def next_due_at(
         self,

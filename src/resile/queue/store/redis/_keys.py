@@ -13,6 +13,7 @@ which Python formats and the Lua scripts get as functions (``_scripts``)::
     <root>:seq              string  the store's sequence counter (INCRBY)
     <root>:queues           hash    queue -> number of stored tasks
     <root>:paused           hash    paused queue -> when it was paused (lease skips it)
+    <root>:workers          hash    worker id -> its registry record (JSON)
     <root>:t:<id>           hash    one task (fields: ``TASK_FIELDS``, from TaskField)
     <root>:lop:<worker>     string  the last lease of a worker (a retried lease
                                     returns the same tasks), expires with the lease
@@ -63,6 +64,7 @@ __all__ = [
     "seq_key",
     "status_key",
     "task_key",
+    "workers_key",
 ]
 
 KEY_PREFIX = "resile"
@@ -109,6 +111,7 @@ SHAPES = {
     "seq": "{root}:seq",
     "queues": "{root}:queues",
     "paused": "{root}:paused",
+    "workers": "{root}:workers",
     "task": "{root}:t:{id}",
     "last_lease": "{root}:lop:{worker}",
     "index": "{root}:{index}:{queue}",
@@ -151,6 +154,11 @@ def queues_key(root_: str) -> str:
 def paused_key(root_: str) -> str:
     """The hash of paused queues (queue -> epoch seconds it was paused)."""
     return SHAPES["paused"].format(root=root_)
+
+
+def workers_key(root_: str) -> str:
+    """The hash of the worker registry (worker id -> record JSON)."""
+    return SHAPES["workers"].format(root=root_)
 
 
 def seq_key(root_: str) -> str:

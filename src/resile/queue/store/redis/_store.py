@@ -26,6 +26,7 @@ from resile.queue._names import (
     TaskField,
     TaskStatus,
 )
+from resile.queue.registry import GONE_KEPT, WorkerRecord
 from resile.queue.store._codec import encode_error
 from resile.queue.store.base import (
     IfExists,
@@ -879,6 +880,40 @@ class RedisStore(Store):
     def paused(self) -> dict[str, float]:
         flat = self._call(lambda: self._command("HGETALL", K.paused_key(self.root)))
         return dict(sorted((str(k), float(v)) for k, v in _pairs(flat).items()))
+
+    # -- the worker registry: one hash of records, written by each worker for itself ------------
+
+    def _records(self) -> dict[str, str]:
+        flat = self._call(lambda: self._command("HGETALL", K.workers_key(self.root)))
+        return dict(flat) if isinstance(flat, Mapping) else _pairs(flat)
+
+    def record_worker(self, record: WorkerRecord) -> None:
+        key = K.workers_key(self.root)
+        cutoff = record.beat_at - GONE_KEPT
+        stale = []
+        for wid, text in self._records().items():
+            try:
+                if WorkerRecord.from_json(text).expires_at < cutoff:
+                    stale.append(wid)
+            except ValueError:
+                stale.append(wid)
+        commands: builtins.list[tuple[Any, ...]] = [("HSET", key, record.id, record.to_json())]
+        if stale:
+            commands.append(("HDEL", key, *stale))
+        self._call(lambda: self._pipeline(commands))
+
+    def remove_worker(self, worker_id: str) -> bool:
+        key = K.workers_key(self.root)
+        return bool(self._call(lambda: self._command("HDEL", key, worker_id)))
+
+    def workers(self) -> builtins.list[WorkerRecord]:
+        out = []
+        for _, text in sorted(self._records().items()):
+            try:
+                out.append(WorkerRecord.from_json(text))
+            except ValueError:
+                continue
+        return out
 
     def requeue(self, task_id: str, *, delay: float = 0.0, now: float | None = None) -> Task | None:
         wait = check_seconds(delay, "requeue: delay")
