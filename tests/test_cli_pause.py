@@ -1,4 +1,4 @@
-"""`resile pause QUEUE` / `resile resume QUEUE`, and `resile stats` naming the paused queues."""
+"""`resile pause QUEUE` / `resile resume QUEUE`, `resile stats` naming paused queues, `resile workers`."""
 
 from __future__ import annotations
 
@@ -52,3 +52,21 @@ class TestPauseCommands:
         assert "(paused)" in run("stats", "--db", db).output
         body = json.loads(run("stats", "--json", "--db", db).output)
         assert list(body["paused"]) == ["mail"]
+
+
+class TestWorkersCommand:
+    def test_lists_registered_workers(self, db: str, queue: Queue) -> None:
+        """workers shows each registered worker, beating or gone, as a table or JSON lines."""
+        from resile.queue.registry import WorkerRecord
+
+        now = queue.store.now()
+        queue.store.record_worker(
+            WorkerRecord("w-1", "box", 7, "process", 8, ("mail",), now, now, now + 20, 2)
+        )
+        queue.store.record_worker(
+            WorkerRecord("w-2", "box", 8, "thread", 4, ("mail",), now, now - 99, now - 79)
+        )
+        out = run("workers", "--db", db).output
+        assert "w-1" in out and "2/8" in out and "beating" in out and "gone" in out
+        lines = [json.loads(line) for line in run("workers", "--json", "--db", db).output.splitlines()]
+        assert [(w["id"], w["alive"]) for w in lines] == [("w-1", True), ("w-2", False)]

@@ -8,7 +8,7 @@
     resile list --status FAILED --limit 20
     resile stats
     resile cancel mail-42 ; resile retry mail-42 ; resile purge --older-than 86400
-    resile pause mail ; resile resume mail
+    resile pause mail ; resile resume mail ; resile workers
     resile dashboard --db sqlite:///tasks.db --port 8080
     resile demo
 
@@ -600,6 +600,48 @@ def resume(queue_name: str, db: str) -> None:
     finally:
         q.close()
     click.echo(f"resumed {queue_name}" if changed else f"{queue_name} was not paused")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON record per line.")
+@db_option
+def workers(as_json: bool, db: str) -> None:
+    """The registered workers: host, pid, mode, running / slots, queues, last beat, beating or gone."""
+    q = _open(db)
+    try:
+        records = q.store.workers()
+        now = q.store.now()
+    finally:
+        q.close()
+    if as_json:
+        for rec in records:
+            click.echo(json.dumps({**json.loads(rec.to_json()), "alive": rec.alive(now)}))
+        return
+    table = Table(title=f"workers of {_shown(db)}", title_justify="left")
+    for column in (
+        "worker",
+        "host",
+        "pid",
+        "mode",
+        "running/slots",
+        "queues",
+        "last beat",
+        "state",
+    ):
+        table.add_column(column)
+    for rec in records:
+        state = "[green]beating[/]" if rec.alive(now) else "[red]gone[/]"
+        table.add_row(
+            escape(rec.id),
+            escape(rec.host),
+            str(rec.pid),
+            rec.mode,
+            f"{rec.running}/{rec.concurrency}",
+            escape(", ".join(rec.queues)),
+            _when(rec.beat_at, now),
+            state,
+        )
+    _console().print(table)
 
 
 # -- dashboard --------------------------------------------------------------------------------

@@ -171,6 +171,25 @@ class TestWorkersPage:
         page = client.get("/workers").text
         assert "host-a:123" in page and "media" in page and 'status=DOING">2<' in page
 
+    def test_registered_workers_and_slots(self, store: Store, client: httpx.Client) -> None:
+        """/workers lists registered workers, beating or gone; the overview sums the live slots."""
+        from resile.queue.registry import WorkerRecord
+
+        now = time.time()
+
+        def rec(wid: str, beat: float, running: int) -> WorkerRecord:
+            return WorkerRecord(
+                wid, "box", 7, "thread", 4, ("mail",), beat, beat, beat + 20, running
+            )
+
+        store.record_worker(rec("w-live", now, 3))
+        store.record_worker(rec("w-dead", now - 600, 1))
+        page = client.get("/workers").text
+        assert "w-live" in page and "w-dead" in page
+        assert ">beating</span>" in page and ">gone</span>" in page
+        assert "(1 beating, 3 of 4 slots busy)" in page
+        assert "1 beating</a>, 3 of 4 slots busy" in client.get("/").text
+
 
 class TestEscaping:
     PAYLOAD = "<script>alert('x')</script>\"'><img src=x onerror=alert(1)>"

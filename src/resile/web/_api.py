@@ -224,6 +224,8 @@ def routes(dash: Dashboard) -> list[Route]:
                     for h in data["holders"]
                 ],
                 "truncated": data["truncated"],
+                "registered": [json.loads(w.to_json()) for w in data["registered"]],
+                "slots": data["slots"],
             }
         )
 

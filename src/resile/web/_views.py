@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from resile.queue._names import TaskStatus
+from resile.queue.registry import WorkerRecord
 from resile.queue.store.base import Store
 from resile.queue.task import Task
 from resile.web._filters import TaskFilter, scan
@@ -22,6 +23,7 @@ __all__ = [
     "LeaseHolder",
     "NotFound",
     "overview_view",
+    "slots",
     "task_view",
     "tasks_view",
     "workers_view",
@@ -54,6 +56,7 @@ def overview_view(store: Store) -> dict[str, Any]:
     rows: list[tuple[str, Mapping[TaskStatus, int]]] = []
     totals = dict.fromkeys(STATUSES, 0)
     paused = store.paused()
+    registered = store.workers()
     for name in sorted(set(store.queues()) | set(paused)):
         counts = store.stats(name)
         rows.append((name, counts))
@@ -66,6 +69,7 @@ def overview_view(store: Store) -> dict[str, Any]:
         "failed": totals[TaskStatus.FAILED],
         "dead": dead,
         "paused": paused,
+        "slots": slots(registered, store.now()),
     }
 
 
@@ -109,10 +113,25 @@ def _holders(running: list[Task], now: float) -> list[LeaseHolder]:
     return out
 
 
-def workers_view(store: Store) -> dict[str, Any]:
-    """The workers holding leases now, from the running tasks (at most ``LEASES_READ``)."""
-    running = store.list(status=TaskStatus.DOING, limit=LEASES_READ)
+def slots(workers: list[WorkerRecord], now: float) -> dict[str, int]:
+    """Busy and total slots of the workers that beat, and how many they are."""
+    alive = [w for w in workers if w.alive(now)]
     return {
-        "holders": _holders(running, store.now()),
+        "workers": len(alive),
+        "busy": sum(min(w.running, w.concurrency) for w in alive),
+        "total": sum(w.concurrency for w in alive),
+    }
+
+
+def workers_view(store: Store) -> dict[str, Any]:
+    """The registered workers (beating or gone) and the lease holders of the running tasks."""
+    registered = store.workers()
+    running = store.list(status=TaskStatus.DOING, limit=LEASES_READ)
+    now = store.now()
+    return {
+        "registered": registered,
+        "slots": slots(registered, now),
+        "now": now,
+        "holders": _holders(running, now),
         "truncated": len(running) == LEASES_READ,
     }
