@@ -68,5 +68,7 @@ class TestWorkersCommand:
         )
         out = run("workers", "--db", db).output
         assert "w-1" in out and "2/8" in out and "beating" in out and "gone" in out
-        lines = [json.loads(line) for line in run("workers", "--json", "--db", db).output.splitlines()]
+        lines = [
+            json.loads(line) for line in run("workers", "--json", "--db", db).output.splitlines()
+        ]
         assert [(w["id"], w["alive"]) for w in lines] == [("w-1", True), ("w-2", False)]

@@ -25,10 +25,13 @@ __all__ = [
     "MAX_ID_LENGTH",
     "META_TABLE",
     "SCHEMA_VERSION",
+    "TALLIES_TABLE",
+    "TALLY_WINDOW",
     "TASKS_TABLE",
     "TERMINAL_STATUSES",
     "TRACEBACK_LIMIT",
     "Outcome",
+    "Tally",
     "TaskField",
     "TaskStatus",
 ]
@@ -126,9 +129,25 @@ class TaskField(str, Enum):
 # Every stored field name (``TaskField`` values).
 FIELDS: frozenset[str] = frozenset(f.value for f in TaskField)
 
+
+class Tally(str, Enum):
+    """What the per-minute outcome counters count, per queue (the dashboard's charts)."""
+
+    DONE = "done"  # an attempt succeeded
+    RETRIED = "retried"  # an attempt failed (or its lease lapsed) and the task will run again
+    DEAD = "dead"  # the task went to FAILED: no retry left, permanent, lost, or corrupt
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# Seconds of per-minute outcome counters a store keeps (older ones are dropped).
+TALLY_WINDOW = 48 * 3600.0
+
 # -- storage names (SQLite tables; the Redis store keeps its key prefixes beside these) -----
 TASKS_TABLE = "resile_tasks"
 META_TABLE = "resile_meta"
+TALLIES_TABLE = "resile_tallies"
 SCHEMA_VERSION = 1
 
 # -- defaults ---------------------------------------------------------------------------------

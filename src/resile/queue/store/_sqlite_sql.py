@@ -18,7 +18,7 @@ from collections.abc import Collection, Iterable
 from typing import Any
 
 from resile.queue import _transitions as tr
-from resile.queue._names import META_TABLE, TASKS_TABLE, TaskStatus
+from resile.queue._names import META_TABLE, TALLIES_TABLE, TASKS_TABLE, TaskStatus
 
 __all__ = [
     "CANCEL",
@@ -118,6 +118,13 @@ CREATE INDEX IF NOT EXISTS {_T}_gated ON {_T} (queue, due_at)
     WHERE status = {_PENDING} AND has_resources = 1;
 CREATE INDEX IF NOT EXISTS {_T}_status ON {_T} (queue, status, seq);
 CREATE INDEX IF NOT EXISTS {_T}_finished ON {_T} (status, finished_at);
+CREATE TABLE IF NOT EXISTS {TALLIES_TABLE} (
+    queue   TEXT NOT NULL,
+    minute  INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    n       INTEGER NOT NULL,
+    PRIMARY KEY (queue, minute, outcome)
+) WITHOUT ROWID;
 """
 META_GET = f"SELECT value FROM {META_TABLE} WHERE key = :key"
 META_SET = f"INSERT INTO {META_TABLE} (key, value) VALUES (:key, :value)"
@@ -142,6 +149,24 @@ def paused_params(queues: Iterable[str]) -> dict[str, Any]:
     return {f"k{i}": PAUSED_PREFIX + q for i, q in enumerate(queues)}
 
 
+# -- per-minute outcome counters (minute = epoch seconds // 60) --------------------------------
+
+TALLY = (
+    f"INSERT INTO {TALLIES_TABLE} (queue, minute, outcome, n) VALUES (:queue, :minute, :outcome, 1)"
+    " ON CONFLICT (queue, minute, outcome) DO UPDATE SET n = n + 1"
+)
+PRUNE_TALLIES = f"DELETE FROM {TALLIES_TABLE} WHERE minute < :cutoff"
+
+
+def tallies(*, queue: bool) -> str:
+    """The counts per minute and outcome in ``[:lo, :hi]``, of one queue (``:queue``) or all."""
+    where = "minute >= :lo AND minute <= :hi" + (" AND queue = :queue" if queue else "")
+    return (
+        f"SELECT minute, outcome, SUM(n) FROM {TALLIES_TABLE} WHERE {where}"
+        " GROUP BY minute, outcome ORDER BY minute"
+    )
+
+
 # -- the worker registry: rows of the meta table, key WORKER_PREFIX + id, value its JSON ---------
 
 WORKER_PREFIX = "worker:"
@@ -151,7 +176,7 @@ REMOVE_WORKER = f"DELETE FROM {META_TABLE} WHERE key = :key"
 WORKERS = f"SELECT value FROM {META_TABLE} WHERE key >= :lo AND key < :hi ORDER BY key"
 PRUNE_WORKERS = (
     f"DELETE FROM {META_TABLE} WHERE key >= :lo AND key < :hi"
-    " AND json_extract(value, '$.expires_at') < :cutoff"
+    " AND JSON_EXTRACT(value, '$.expires_at') < :cutoff"
 )
 
 

@@ -50,6 +50,7 @@ from resile.queue._names import (
     DEFAULT_LEASE_SECONDS,
     TERMINAL_STATUSES,
     Outcome,
+    Tally,
     TaskStatus,
 )
 from resile.queue.registry import WorkerRecord
@@ -73,6 +74,8 @@ __all__ = [
     "normalize_queues",
     "normalize_statuses",
     "purge_statuses",
+    "tally_counts",
+    "tally_range",
 ]
 
 IfExists = Literal["error", "return"]
@@ -594,6 +597,32 @@ class Store(ABC):
     def paused(self) -> dict[str, float]:
         """The paused queues, each with the time it was paused (epoch seconds), by name."""
 
+    # -- per-minute outcome counters ----------------------------------------------------------------
+
+    @abstractmethod
+    def tallies(
+        self, *, since: float, until: float | None = None, queue: str | None = None
+    ) -> dict[int, dict[Tally, int]]:
+        """Outcomes per minute: how many attempts were done, retried or went dead.
+
+        Each transition that ends an attempt (complete, fail, a reclaimed lease,
+        a corrupt task dead-lettered) counts one, in the same atomic step, under
+        its queue and the minute of its ``now``. Stores keep ``TALLY_WINDOW``
+        (48 h).
+
+        Args:
+            since, until: epoch seconds; the minutes that start in ``[since, until]``
+                (``until=None``: now).
+            queue: one queue, or ``None`` for the sum over every queue.
+
+        Returns:
+            minute start (epoch seconds, a multiple of 60) -> {``Tally``: count}, only the
+            minutes that counted something, each with every ``Tally`` as a key.
+
+        Raises:
+            ValueError: a time that is not a finite number.
+        """
+
     # -- the worker registry ------------------------------------------------------------------------
 
     @abstractmethod
@@ -675,6 +704,38 @@ class Store(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
+
+
+def tally_range(since: object, until: object, now: float) -> tuple[int, int]:
+    """``tallies``' bounds as the first and last minute numbers (epoch seconds // 60).
+
+    Raises:
+        ValueError: a bound that is not a finite number.
+    """
+    for name, value in (("since", since), ("until", until)):
+        if value is None and name == "until":
+            continue
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
+            raise ValueError(f"tallies: {name} must be epoch seconds, got {value!r}")
+    hi = now if until is None else float(until)  # type: ignore[arg-type]
+    return math.ceil(float(since) / 60), math.floor(hi / 60)  # type: ignore[arg-type]
+
+
+def tally_counts(rows: Iterable[tuple[int, str, int]]) -> dict[int, dict[Tally, int]]:
+    """``(minute, tally, n)`` rows summed into ``tallies``' answer (unknown tallies skipped)."""
+    out: dict[int, dict[Tally, int]] = {}
+    for minute, what, n in rows:
+        try:
+            kind = Tally(what)
+        except ValueError:
+            continue
+        counts = out.setdefault(int(minute) * 60, dict.fromkeys(Tally, 0))
+        counts[kind] += int(n)
+    return dict(sorted(out.items()))
 
 
 def check_queue(queue: object, what: str) -> str:

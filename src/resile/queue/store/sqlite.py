@@ -45,8 +45,10 @@ from resile.queue._names import (
     DEFAULT_LEASE_SECONDS,
     HISTORY_LIMIT,
     SCHEMA_VERSION,
+    TALLY_WINDOW,
     TERMINAL_STATUSES,
     Outcome,
+    Tally,
     TaskStatus,
 )
 from resile.queue.registry import GONE_KEPT, WorkerRecord
@@ -75,6 +77,8 @@ from resile.queue.store.base import (
     lease_call_args,
     normalize_queues,
     purge_statuses,
+    tally_counts,
+    tally_range,
 )
 from resile.queue.task import (
     AttemptRecord,
@@ -162,6 +166,7 @@ class SQLiteStore(Store):
                 f"SQLiteStore: synchronous must be NORMAL, FULL, EXTRA or OFF, got {synchronous!r}"
             )
         self.path = path
+        self._tallies_pruned = -1  # the minute the counters were last pruned
         self.memory = path == ":memory:" or path.startswith("file::memory:")
         self.url = f"sqlite:///{path}"
         self.busy_timeout = float(busy_timeout)
@@ -382,7 +387,16 @@ class SQLiteStore(Store):
 
     # -- workers --------------------------------------------------------------------------------
 
+    def _tally(self, c: sqlite3.Connection, queue: str, what: Tally, now: float) -> None:
+        """Count one outcome in the per-minute counters, in the caller's transaction."""
+        minute = int(now // 60)
+        c.execute(sql.TALLY, {"queue": queue, "minute": minute, "outcome": what.value})
+        if minute != self._tallies_pruned:  # once a minute: drop what left the window
+            self._tallies_pruned = minute
+            c.execute(sql.PRUNE_TALLIES, {"cutoff": minute - int(TALLY_WINDOW // 60)})
+
     def _mark_corrupt(self, c: sqlite3.Connection, row: sqlite3.Row, why: str, now: float) -> None:
+        self._tally(c, row["queue"], Tally.DEAD, now)
         dead = tr.corrupt(why, now)
         c.execute(
             sql.DEAD_LETTER,
@@ -433,6 +447,7 @@ class SQLiteStore(Store):
             "now": now,
             "seq": row["seq"],
         }
+        self._tally(c, row["queue"], Tally.DEAD if decision.dead else Tally.RETRIED, now)
         if decision.dead:
             c.execute(sql.DEAD_LETTER, params)
             return
@@ -626,6 +641,7 @@ class SQLiteStore(Store):
         if row is None:
             return None
         done = tr.complete(row["attempts"], row["started_at"], at)
+        self._tally(c, row["queue"], Tally.DONE, at)
         history = history_with(row["history"], done.entry)
         c.execute(
             sql.COMPLETE,
@@ -938,6 +954,16 @@ class SQLiteStore(Store):
     def paused(self) -> dict[str, float]:
         rows = self._read(lambda c: c.execute(sql.PAUSED, sql.PAUSED_RANGE).fetchall())
         return {r[0][len(sql.PAUSED_PREFIX) :]: float(r[1]) for r in rows}
+
+    # -- per-minute outcome counters -------------------------------------------------------------
+
+    def tallies(
+        self, *, since: float, until: float | None = None, queue: str | None = None
+    ) -> dict[int, dict[Tally, int]]:
+        lo, hi = tally_range(since, until, self.now())
+        params: dict[str, Any] = {"lo": lo, "hi": hi, "queue": queue}
+        query = sql.tallies(queue=queue is not None)
+        return tally_counts(self._read(lambda c: c.execute(query, params).fetchall()))
 
     # -- the worker registry ---------------------------------------------------------------------
 

@@ -14,6 +14,9 @@ which Python formats and the Lua scripts get as functions (``_scripts``)::
     <root>:queues           hash    queue -> number of stored tasks
     <root>:paused           hash    paused queue -> when it was paused (lease skips it)
     <root>:workers          hash    worker id -> its registry record (JSON)
+    <root>:tl:<hour>:<q>    hash    per-minute outcome counters of one hour (epoch hours):
+                                    field "<minute>/<tally>" -> count; expires after
+                                    TALLY_WINDOW and an hour
     <root>:t:<id>           hash    one task (fields: ``TASK_FIELDS``, from TaskField)
     <root>:lop:<worker>     string  the last lease of a worker (a retried lease
                                     returns the same tasks), expires with the lease
@@ -55,6 +58,7 @@ __all__ = [
     "SHAPES",
     "SWEEP_ON_FINISH",
     "SWEEP_ON_READ",
+    "TALLY_FIELD",
     "TASK_FIELDS",
     "channel",
     "paused_key",
@@ -63,6 +67,7 @@ __all__ = [
     "root",
     "seq_key",
     "status_key",
+    "tally_key",
     "task_key",
     "workers_key",
 ]
@@ -112,6 +117,7 @@ SHAPES = {
     "queues": "{root}:queues",
     "paused": "{root}:paused",
     "workers": "{root}:workers",
+    "tally": "{root}:tl:{hour}:{queue}",
     "task": "{root}:t:{id}",
     "last_lease": "{root}:lop:{worker}",
     "index": "{root}:{index}:{queue}",
@@ -154,6 +160,15 @@ def queues_key(root_: str) -> str:
 def paused_key(root_: str) -> str:
     """The hash of paused queues (queue -> epoch seconds it was paused)."""
     return SHAPES["paused"].format(root=root_)
+
+
+# The field of a counter in a tally hash: minute (epoch seconds // 60), "/", the Tally.
+TALLY_FIELD = "{minute}/{tally}"
+
+
+def tally_key(root_: str, hour: int, queue: str) -> str:
+    """The counters of ``queue`` for one hour (``epoch seconds // 3600``)."""
+    return SHAPES["tally"].format(root=root_, hour=hour, queue=queue)
 
 
 def workers_key(root_: str) -> str:

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
 
-from resile.queue._names import HISTORY_LIMIT, Outcome, TaskStatus
+from resile.queue._names import HISTORY_LIMIT, TALLY_WINDOW, Outcome, Tally, TaskStatus
 from resile.queue.store.redis import _keys as K
 
 __all__ = [
@@ -218,6 +218,7 @@ _LIMITS = {
     "GATED_SCAN_LIMIT": K.GATED_SCAN_LIMIT,
     "SWEEP_ON_FINISH": K.SWEEP_ON_FINISH,
     "RANK_LEN": 2 * K.RANK_WIDTH,
+    "TALLY_KEEP_S": int(TALLY_WINDOW) + 3600,
 }
 _HEADER = "local R = ARGV[1]\n" + "".join(f"local {k} = {v}\n" for k, v in _LIMITS.items())
 
@@ -229,6 +230,7 @@ def lua_names() -> dict[str, dict[str, str]]:
         "F": {f: f"'{f}'" for f in K.TASK_FIELDS},
         "O": {o.name: f"'{o.value}'" for o in Outcome},
         "IX": {i: f"'{i}'" for i in K.INDEXES},
+        "TL": {t.name: f"'{t.value}'" for t in Tally},
     }
 
 
@@ -241,7 +243,7 @@ def _script_names(spec: Script) -> dict[str, dict[str, str]]:
     return names
 
 
-_NAME = re.compile(r"\b(A|G|S|F|O|IX)\.([A-Za-z_]\w*)")
+_NAME = re.compile(r"\b(A|G|S|F|O|IX|TL)\.([A-Za-z_]\w*)")
 _REST = re.compile(r"\bREST\b")
 
 

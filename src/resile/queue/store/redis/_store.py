@@ -23,6 +23,7 @@ from resile.queue._names import (
     DEFAULT_LEASE_SECONDS,
     TERMINAL_STATUSES,
     Outcome,
+    Tally,
     TaskField,
     TaskStatus,
 )
@@ -43,6 +44,8 @@ from resile.queue.store.base import (
     lease_call_args,
     normalize_queues,
     purge_statuses,
+    tally_counts,
+    tally_range,
 )
 from resile.queue.store.redis import _keys as K
 from resile.queue.store.redis import _scripts
@@ -880,6 +883,31 @@ class RedisStore(Store):
     def paused(self) -> dict[str, float]:
         flat = self._call(lambda: self._command("HGETALL", K.paused_key(self.root)))
         return dict(sorted((str(k), float(v)) for k, v in _pairs(flat).items()))
+
+    # -- per-minute outcome counters: a hash per queue and hour, written by the scripts --------
+
+    def tallies(
+        self, *, since: float, until: float | None = None, queue: str | None = None
+    ) -> dict[int, dict[Tally, int]]:
+        lo, hi = tally_range(since, until, self.now())
+        if queue is not None:
+            names = [queue]
+        else:
+            reply = self._call(lambda: self._command("HKEYS", K.queues_key(self.root)))
+            names = sorted(str(q) for q in reply)
+        hours = range(lo // 60, hi // 60 + 1)
+        keys = [K.tally_key(self.root, h, q) for q in names for h in hours]
+        if not keys:
+            return {}
+        replies = self._call(lambda: self._pipeline([("HGETALL", k) for k in keys]))
+        rows = []
+        for reply in replies:
+            fields = reply if isinstance(reply, Mapping) else _pairs(reply)
+            for name, n in fields.items():
+                minute, _, what = str(name).partition(K.TALLY_FIELD[len("{minute}")])
+                if minute.lstrip("-").isdigit() and lo <= int(minute) <= hi:
+                    rows.append((int(minute), what, int(n)))
+        return tally_counts(rows)
 
     # -- the worker registry: one hash of records, written by each worker for itself ------------
 

@@ -6,6 +6,7 @@ local tk = task_key(id)
 local f = redis.call('HMGET', tk, F.status, F.lease_owner, F.queue, F.seq)
 if f[1] ~= S.DOING or f[2] ~= A.worker then return 0 end
 local q = f[3]
+tally(q, TL.DEAD, now_s)
 redis.call('HSET', tk, F.status, S.FAILED, F.last_error, A.error, F.lease_expires_at, '',
   F.finished_at, now_s, F.updated_at, now_s)
 zrem_later(index_key(IX.leases, q), id)

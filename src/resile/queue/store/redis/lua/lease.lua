@@ -58,6 +58,7 @@ for _, q in ipairs(queues) do
       local h, hn = history_with(f[11], f[12],
         entry(f[3] or '0', f[7], isset(seen) and seen or now_s, O.LOST, err))
       redis.call('ZREM', lk, id)
+      tally(q, r.dead == '1' and TL.DEAD or TL.RETRIED, now_s)
       if r.dead == '1' then
         redis.call('HSET', tk, F.status, S.FAILED, F.last_error, err, F.history, h, F.hn, hn,
           F.lease_expires_at, '', F.finished_at, now_s, F.updated_at, now_s)

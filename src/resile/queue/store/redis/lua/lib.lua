@@ -231,3 +231,13 @@ local function decode_cap(s)
   if not isset(s) then return nil end
   return cjson.decode(s)
 end
+
+-- lib: tally
+-- Count one outcome (TL.*) of queue q in the per-minute counters: a hash per queue and
+-- hour, field "<minute>/<tally>" (_keys.TALLY_FIELD), kept TALLY_KEEP_S seconds.
+local function tally(q, what, now_s)
+  local minute = math.floor(tonumber(now_s) / 60)
+  local key = tally_key(math.floor(minute / 60), q)
+  redis.call('HINCRBY', key, minute .. '/' .. what, 1)
+  redis.call('EXPIRE', key, TALLY_KEEP_S)
+end
