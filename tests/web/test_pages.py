@@ -36,6 +36,21 @@ class TestOverview:
         assert "SMTPError" in page
         assert "(1 FAILED)" in page
 
+    def test_outcome_charts(self, store: Store, client: httpx.Client) -> None:
+        """The charts count the last hour's and day's outcomes from the store's counters."""
+        for _ in range(2):
+            task = store.create(TaskSpec("add"))
+            store.lease("default", "w")
+            store.complete(task.id, "w", 1)
+        dead_task(store)
+        retried = store.create(TaskSpec("add", max_retries=2))
+        store.lease("default", "w")
+        store.fail(retried.id, "w", TaskError("E", "x"))
+        page = client.get("/").text
+        assert "Last hour, per minute: 2 done, 1 retried, 1 dead" in page
+        assert "Last day, per hour: 2 done, 1 retried, 1 dead" in page
+        assert page.count('class="bar-done"') == 2  # this minute's bar, in each chart
+
     def test_empty_store(self, client: httpx.Client) -> None:
         """An empty store renders an overview that says so."""
         response = client.get("/")

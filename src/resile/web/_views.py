@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from resile.queue._names import TaskStatus
+from resile.queue._names import Tally, TaskStatus
 from resile.queue.registry import WorkerRecord
 from resile.queue.store.base import Store
 from resile.queue.task import Task
@@ -20,8 +20,11 @@ from resile.web._filters import TaskFilter, scan
 
 __all__ = [
     "STATUSES",
+    "Bar",
+    "Chart",
     "LeaseHolder",
     "NotFound",
+    "chart",
     "overview_view",
     "slots",
     "task_view",
@@ -51,6 +54,59 @@ class LeaseHolder:
     expired: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Bar:
+    """One bar of an outcome chart: its time and counts, and its stacked rectangles."""
+
+    start: float
+    counts: Mapping[Tally, int]
+    rects: tuple[tuple[float, float, float, float, str], ...]  # x, y, width, height, tally
+
+
+@dataclass(frozen=True, slots=True)
+class Chart:
+    """Outcomes per time step, drawn as stacked bars ``width`` x ``height`` (SVG units)."""
+
+    title: str
+    step: int
+    bars: tuple[Bar, ...]
+    totals: Mapping[Tally, int]
+    peak: int
+    width: int = 720
+    height: int = 120
+
+
+CHART_WIDTH, CHART_HEIGHT = 720, 120
+
+
+def chart(
+    title: str, tallies: Mapping[int, Mapping[Tally, int]], end: float, step: int, n: int
+) -> Chart:
+    """``n`` bars of ``step`` seconds ending at ``end``, from ``Store.tallies`` minutes."""
+    first = (int(end) // step - n + 1) * step
+    sums = [dict.fromkeys(Tally, 0) for _ in range(n)]
+    for minute, counts in tallies.items():
+        i = (minute - first) // step
+        if 0 <= i < n:
+            for kind, k in counts.items():
+                sums[i][kind] += k
+    peak = max((sum(c.values()) for c in sums), default=0)
+    width, height = CHART_WIDTH, CHART_HEIGHT
+    slot = width / n
+    bars = []
+    for i, counts in enumerate(sums):
+        y = float(height)
+        rects = []
+        for kind in (Tally.DONE, Tally.RETRIED, Tally.DEAD):
+            h = height * counts[kind] / peak if peak else 0.0
+            if h > 0:
+                y -= h
+                rects.append((i * slot + 0.5, y, max(slot - 1.0, 0.5), h, kind.value))
+        bars.append(Bar(first + i * step, counts, tuple(rects)))
+    totals = {k: sum(c[k] for c in sums) for k in Tally}
+    return Chart(title, step, tuple(bars), totals, peak, width, height)
+
+
 def overview_view(store: Store) -> dict[str, Any]:
     """Counts per queue and status, totals, the first dead letters, the paused queues."""
     rows: list[tuple[str, Mapping[TaskStatus, int]]] = []
@@ -70,7 +126,17 @@ def overview_view(store: Store) -> dict[str, Any]:
         "dead": dead,
         "paused": paused,
         "slots": slots(registered, store.now()),
+        "charts": _charts(store),
     }
+
+
+def _charts(store: Store) -> tuple[Chart, Chart]:
+    now = store.now()
+    tallies = store.tallies(since=now - 86_400 + 1)
+    return (
+        chart("Last hour, per minute", tallies, now, 60, 60),
+        chart("Last day, per hour", tallies, now, 3600, 24),
+    )
 
 
 def tasks_view(store: Store, flt: TaskFilter, cursor: int | None, limit: int) -> dict[str, Any]:

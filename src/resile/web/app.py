@@ -33,7 +33,13 @@ from starlette.responses import (
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from resile.queue._names import ACTIVE_STATUSES, MAX_ID_LENGTH, TERMINAL_STATUSES, TaskStatus
+from resile.queue._names import (
+    ACTIVE_STATUSES,
+    MAX_ID_LENGTH,
+    TERMINAL_STATUSES,
+    Tally,
+    TaskStatus,
+)
 from resile.queue.store import Store, open_store
 from resile.web._api import routes as api_routes
 from resile.web._filters import (
@@ -136,6 +142,7 @@ class _Dashboard:
             "login": self.token is not None,
             "statuses": STATUSES,
             "applies": APPLIES,
+            "tallies": (Tally.DONE, Tally.RETRIED, Tally.DEAD),
             "notice": notice,
             "here": _here(request),
             **data,
