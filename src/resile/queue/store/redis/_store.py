@@ -435,18 +435,6 @@ class RedisStore(Store):
             snaps[task.id] = (worker_id, *map(fields.get, _SNAP[2:]))
         return out
 
-    def renew(
-        self,
-        task_id: str,
-        worker_id: str,
-        *,
-        lease_seconds: float = DEFAULT_LEASE_SECONDS,
-        now: float | None = None,
-    ) -> bool:
-        return task_id in self.renew_many(
-            [task_id], worker_id, lease_seconds=lease_seconds, now=now
-        )
-
     def renew_many(
         self,
         task_ids: Iterable[str],
