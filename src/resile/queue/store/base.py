@@ -45,7 +45,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from resile._closing import Closing
-from resile._time import run_in_thread
+from resile._aio import run_in_thread
 from resile.queue._names import (
     DEFAULT_LEASE_SECONDS,
     TERMINAL_STATUSES,

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from redis.connection import URL_QUERY_ARGUMENT_PARSERS
 from redis.exceptions import NoScriptError
 
-from resile._time import current_async_library
+from resile._aio import current_async_library
 from resile.errors import StoreConflict
 from resile.queue import _transitions as T
 from resile.queue._names import (
