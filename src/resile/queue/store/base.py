@@ -44,8 +44,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-from resile._closing import Closing
 from resile._aio import run_in_thread
+from resile._closing import Closing
 from resile.queue._names import (
     DEFAULT_LEASE_SECONDS,
     TERMINAL_STATUSES,
