@@ -413,6 +413,13 @@ def run(
     queue.close()
     _print_summary(summary, f"{processes} process(es) x {workers} threads")
     print("(a retry's start - due includes its wait for a free thread)")
+    if tmpdir is None:
+        print(f"see it in the dashboard: resile dashboard --db sqlite:///{path}")
+    else:
+        print(
+            "see it in the dashboard: resile demo --db demo.db, "
+            "then resile dashboard --db sqlite:///demo.db"
+        )
     if tmpdir is not None:
         shutil.rmtree(tmpdir, ignore_errors=True)
     return 0 if summary.done + summary.dead == summary.tasks else 1

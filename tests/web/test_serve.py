@@ -94,3 +94,32 @@ class TestCommand:
             output = proc.stdout.read().decode()
             proc.stdout.close()
         assert f"on http://127.0.0.1:{port}/" in output
+
+
+class TestDemoHint:
+    def test_demo_names_the_dashboard_command(self, tmp_path: Path) -> None:
+        """The demo ends by printing the command that opens the dashboard on its store."""
+        import contextlib
+        import io
+
+        from resile import demo
+
+        db = tmp_path / "demo.db"
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = demo.main(
+                [
+                    "--tasks",
+                    "3",
+                    "--poison",
+                    "0",
+                    "--latency",
+                    "0.01",
+                    "--failure-rate",
+                    "0",
+                    "--db",
+                    str(db),
+                ]
+            )
+        assert code == 0
+        assert f"resile dashboard --db sqlite:///{db}" in out.getvalue()
