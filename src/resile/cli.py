@@ -576,17 +576,25 @@ def purge(older_than: float, statuses: tuple[str, ...], queue: str | None, db: s
     click.echo(f"purged {n} task(s)")
 
 
+def _set_paused(db: str, queue_name: str, pause: bool) -> None:
+    """Pause or resume ``queue_name`` in the --db store, and say what changed."""
+    q = _open(db)
+    try:
+        changed = q.store.pause(queue_name) if pause else q.store.resume(queue_name)
+    finally:
+        q.close()
+    if pause:
+        click.echo(f"paused {queue_name}" if changed else f"{queue_name} was already paused")
+    else:
+        click.echo(f"resumed {queue_name}" if changed else f"{queue_name} was not paused")
+
+
 @cli.command()
 @click.argument("queue_name", metavar="QUEUE")
 @db_option
 def pause(queue_name: str, db: str) -> None:
     """Stop every worker from taking QUEUE's tasks (running ones finish); see resume."""
-    q = _open(db)
-    try:
-        changed = q.store.pause(queue_name)
-    finally:
-        q.close()
-    click.echo(f"paused {queue_name}" if changed else f"{queue_name} was already paused")
+    _set_paused(db, queue_name, True)
 
 
 @cli.command()
@@ -594,12 +602,7 @@ def pause(queue_name: str, db: str) -> None:
 @db_option
 def resume(queue_name: str, db: str) -> None:
     """Let workers take QUEUE's tasks again."""
-    q = _open(db)
-    try:
-        changed = q.store.resume(queue_name)
-    finally:
-        q.close()
-    click.echo(f"resumed {queue_name}" if changed else f"{queue_name} was not paused")
+    _set_paused(db, queue_name, False)
 
 
 @cli.command()

@@ -274,6 +274,10 @@ def _error() -> dict[str, Any]:
     }
 
 
+def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
 def _ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
@@ -371,22 +375,17 @@ def openapi(root: str = "") -> dict[str, Any]:
         "/api/tasks/bulk": {
             "post": {
                 "summary": "An action on listed tasks, or on every task matching a filter (a job)",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {
-                                    "action": {"type": "string", "enum": ["cancel", "retry"]},
-                                    "ids": {"type": "array", "items": {"type": "string"}},
-                                    "filter": {"type": "object", "properties": filters},
-                                },
-                                "required": ["action"],
-                            }
-                        }
-                    },
-                },
+                "requestBody": _json_body(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "action": {"type": "string", "enum": ["cancel", "retry"]},
+                            "ids": {"type": "array", "items": {"type": "string"}},
+                            "filter": {"type": "object", "properties": filters},
+                        },
+                        "required": ["action"],
+                    }
+                ),
                 "responses": {
                     "200": _ok(
                         {
@@ -421,28 +420,23 @@ def openapi(root: str = "") -> dict[str, Any]:
         "/api/purge": {
             "post": {
                 "summary": "Delete finished tasks older than an age",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {
-                                    "older_than": {"type": "string"},
-                                    "statuses": {
-                                        "type": "array",
-                                        "items": {
-                                            "type": "string",
-                                            "enum": ["DONE", "FAILED", "CANCELED"],
-                                        },
-                                    },
-                                    "queue": {"type": "string"},
+                "requestBody": _json_body(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "older_than": {"type": "string"},
+                            "statuses": {
+                                "type": "array",
+                                "items": {
+                                    "type": "string",
+                                    "enum": ["DONE", "FAILED", "CANCELED"],
                                 },
-                                "required": ["older_than"],
-                            }
-                        }
-                    },
-                },
+                            },
+                            "queue": {"type": "string"},
+                        },
+                        "required": ["older_than"],
+                    }
+                ),
                 "responses": {
                     "200": _ok({"type": "object", "properties": {"deleted": {"type": "integer"}}}),
                     **errors,
