@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import resile
 from _browser import browser
 from _waits import wait_for
 from resile.queue._names import TaskStatus
+from resile.queue.registry import WorkerRecord
 from resile.queue.store import Store
 from resile.queue.task import TaskError, TaskSpec
 from web.conftest import dead_task
@@ -78,6 +80,18 @@ def sample(store: Store) -> str:
     store.lease("media", "worker-b:802")
     store.progress(running.id, 62, worker_id="worker-b:802")
     store.save_checkpoint(running.id, {"frame": 1488}, worker_id="worker-b:802")
+    now = time.time()
+    for wid, host, mode, slots, running, beat in (
+        ("worker-a:4711", "app-1", "thread", 10, 3, now),
+        ("worker-b:802", "gpu-1", "process", 2, 1, now),
+        ("worker-c:977", "app-2", "thread", 10, 0, now - 900),
+    ):
+        pid = int(wid.rsplit(":", 1)[1])
+        store.record_worker(
+            WorkerRecord(
+                wid, host, pid, mode, slots, ("mail", "media"), now - 3600, beat, beat + 20, running
+            )
+        )
     dead_task(
         store,
         params={"to": "x@example.com"},
