@@ -203,3 +203,24 @@ class TestLazy:
             [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
         )
         assert out.stdout.strip() == "[]"
+
+
+class TestForTask:
+    def test_for_task_reads_the_task_record(self) -> None:
+        """for_task() fills queue, task name, id, attempt and traceparent from a task."""
+
+        class Leased:
+            queue, handler, id, attempts = "emails", "send", "t-9", 3
+            traceparent = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+
+        event = instrument.for_task(Kind.ATTEMPT_STARTED, Leased(), worker_id="w", lateness=0.5)
+        assert event == TaskEvent(
+            Kind.ATTEMPT_STARTED,
+            "emails",
+            "send",
+            "t-9",
+            attempt=3,
+            worker_id="w",
+            lateness=0.5,
+            traceparent=Leased.traceparent,
+        )

@@ -56,6 +56,7 @@ __all__ = [
     "SupervisorEvent",
     "TaskEvent",
     "emit",
+    "for_task",
     "hooks",
     "install",
     "installed",
@@ -219,6 +220,14 @@ class SupervisorEvent:
     name: str
     attempt: int
     error_type: str | None = None
+
+
+def for_task(kind: Kind, task: Any, **fields: Any) -> TaskEvent:
+    """A ``TaskEvent`` about a stored task (anything with ``queue``, ``handler``, ``id``,
+    ``attempts`` and, optionally, ``traceparent``); ``fields`` set the rest."""
+    fields.setdefault("attempt", task.attempts)
+    fields.setdefault("traceparent", getattr(task, "traceparent", None))
+    return TaskEvent(kind, task.queue, task.handler, task.id, **fields)
 
 
 Event: TypeAlias = (
