@@ -1,9 +1,9 @@
 """Structured logs: one record per task transition on the ``"resile"`` logger.
 
 ``install()`` adds a hook (``resile.instrument``) that logs each transition of
-a stored task (created, leased, an attempt finished, canceled, lease expired
-or lost) with the same fields everywhere, set as attributes of the
-``logging.LogRecord``:
+a stored task (created, leased, an attempt finished: done, retrying, dead or
+canceled; a lease expired or lost) with the same fields everywhere, set as
+attributes of the ``logging.LogRecord``:
 
 ``transition`` (the ``Kind`` value), ``task_id``, ``queue``, ``task``, ``attempt``,
 ``worker_id``, ``outcome``, ``delay``, ``error_type``, and ``trace_id`` when
@@ -47,7 +47,6 @@ _PHRASES = {
     Kind.TASK_CREATED: "created",
     Kind.TASK_LEASED: "leased",
     Kind.ATTEMPT_FINISHED: "attempt finished",
-    Kind.TASK_CANCELED: "canceled",
     Kind.LEASE_EXPIRED: "lease expired, reclaimed",
     Kind.LEASE_LOST: "lease lost by its worker",
 }
