@@ -114,6 +114,10 @@ LATENESS_BUCKETS = (
     60.0,
 )
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+_Q = ("queue",)
+_QT = ("queue", "task")
+_QTO = ("queue", "task", "outcome")
+_NO = ("name", "outcome")
 
 
 class _Labels:
@@ -139,6 +143,10 @@ class _Labels:
                 return OTHER
             seen.add(text)
             return text
+
+
+# Labeled children kept per metric, by the raw label values (the hot path skips ``labels()``).
+_CHILDREN_MAX = 10_000
 
 
 class PrometheusHook:
@@ -255,6 +263,7 @@ class PrometheusHook:
             "resile_build_info", "resile's version (always 1).", ["version"], registry=reg
         )
         self.build_info.labels(__version__).set(1)
+        self._children: dict[tuple[str | None, ...], Any] = {}
         self._dispatch: dict[Kind, Callable[[Any], None]] = {
             Kind.TASK_CREATED: self._created,
             Kind.ATTEMPT_STARTED: self._started,
@@ -273,58 +282,70 @@ class PrometheusHook:
         if handle is not None:
             handle(event)
 
-    def _qt(self, metric: str, event: TaskEvent) -> tuple[str, str]:
-        return self.label(metric, "queue", event.queue), self.label(metric, "task", event.task)
+    def _child(self, metric: Any, name: str, labels: tuple[str, ...], *values: str | None) -> Any:
+        """``metric.labels(...)`` for these values, each capped, cached by the raw values.
+
+        ``name`` is unique per metric: it keys the cache and the label caps.
+        """
+        key = (name, *values)
+        child = self._children.get(key)
+        if child is None:
+            capped = [self.label(name, label, v) for label, v in zip(labels, values, strict=True)]
+            child = metric.labels(*capped)
+            if len(self._children) < _CHILDREN_MAX:
+                self._children[key] = child
+        return child
 
     def _created(self, event: TaskEvent) -> None:
-        self.enqueued.labels(*self._qt("enqueued", event)).inc()
+        self._child(self.enqueued, "enqueued", _QT, event.queue, event.task).inc()
 
     def _started(self, event: TaskEvent) -> None:
         if event.lateness is not None:
-            queue = self.label("lateness", "queue", event.queue)
-            self.lateness.labels(queue).observe(max(0.0, event.lateness))
+            child = self._child(self.lateness, "lateness", _Q, event.queue)
+            child.observe(max(0.0, event.lateness))
 
     def _finished(self, event: TaskEvent) -> None:
-        queue, task = self._qt("attempts", event)
         outcome = "" if event.outcome is None else event.outcome.value
-        self.attempts.labels(queue, task, outcome).inc()
+        values = (event.queue, event.task, outcome)
+        self._child(self.attempts, "attempts", _QTO, *values).inc()
         if event.duration is not None:
-            self.duration.labels(queue, task, outcome).observe(max(0.0, event.duration))
+            child = self._child(self.duration, "duration", _QTO, *values)
+            child.observe(max(0.0, event.duration))
 
     def _expired(self, event: TaskEvent) -> None:
-        queue, task = self._qt("attempts", event)
-        self.attempts.labels(queue, task, "expired").inc()
+        self._child(self.attempts, "attempts", _QTO, event.queue, event.task, "expired").inc()
 
     def _slots(self, event: SlotsEvent) -> None:
-        queue = self.label("slots", "queue", event.queue)
-        self.slots.labels(queue).set(event.slots)
-        self.busy.labels(queue).set(event.busy)
+        self._child(self.slots, "slots", _Q, event.queue).set(event.slots)
+        self._child(self.busy, "busy", _Q, event.queue).set(event.busy)
 
     def _retry(self, event: RetryEvent) -> None:
-        self.retries.labels(
-            self.label("retries", "callable", event.callable),
-            self.label("retries", "error_type", event.error_type),
-        ).inc()
+        labels = ("callable", "error_type")
+        self._child(self.retries, "retries", labels, event.callable, event.error_type).inc()
 
     def _giveup(self, event: RetryEvent) -> None:
         reason = "" if event.reason is None else event.reason.value
-        self.giveups.labels(self.label("giveups", "callable", event.callable), reason).inc()
+        labels = ("callable", "reason")
+        self._child(self.giveups, "giveups", labels, event.callable, reason).inc()
 
     def _breaker(self, event: BreakerEvent) -> None:
-        name = self.label("breaker", "breaker", event.breaker)
         to = event.to_state if event.to_state in BREAKER_STATES else OTHER
         if to != OTHER:
-            self.breaker_state.labels(name).set(BREAKER_STATES[to])
-        self.breaker_transitions.labels(name, to).inc()
+            state = self._child(self.breaker_state, "breaker_state", ("breaker",), event.breaker)
+            state.set(BREAKER_STATES[to])
+        labels = ("breaker", "to")
+        self._child(
+            self.breaker_transitions, "breaker_transitions", labels, event.breaker, to
+        ).inc()
 
     def _budget(self, event: BudgetEvent) -> None:
-        self.budget_rejections.labels(self.label("budget", "budget", event.budget)).inc()
+        self._child(self.budget_rejections, "budget", ("budget",), event.budget).inc()
 
     def _periodic(self, event: PeriodicEvent) -> None:
-        name = self.label("periodic", "name", event.name)
-        outcome = self.label("periodic", "outcome", event.outcome)
-        self.periodic_runs.labels(name, outcome).inc()
-        self.periodic_duration.labels(name, outcome).observe(max(0.0, event.duration))
+        values = (event.name, event.outcome)
+        self._child(self.periodic_runs, "periodic_runs", _NO, *values).inc()
+        child = self._child(self.periodic_duration, "periodic_duration", _NO, *values)
+        child.observe(max(0.0, event.duration))
 
     def __repr__(self) -> str:
         return f"PrometheusHook(max_label_values={self.label.limit})"
