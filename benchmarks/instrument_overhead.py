@@ -11,7 +11,14 @@ by round and reports the median nanoseconds per call:
 Scenarios: (a) the sync success path, (b) 3 failures then success, zero waits
 (the cost per retry of counting it).
 
-Run: ``.venv/bin/python benchmarks/instrument_overhead.py [--compare /path/to/tree] [--rounds 7]``.
+``--queue URL`` measures instead a burst worker (thread mode, 10 slots)
+draining ``--n`` no-op tasks end to end on that store (``sqlite`` for a fresh
+file, or a ``redis://`` URL; each run uses a namespace of its own): tasks per
+second, and the worker process's CPU time per task, with and without the
+Prometheus hook (and the queue-depth collector) installed.
+
+Run: ``.venv/bin/python benchmarks/instrument_overhead.py [--compare /path/to/tree] [--rounds 7]``
+or ``... --queue redis://127.0.0.1:PORT/0 --n 5000``.
 """
 
 from __future__ import annotations
@@ -64,10 +71,45 @@ def _child(setting: str, n: int) -> dict[str, float]:
     return out
 
 
-def _run(tree: Path, setting: str, n: int) -> dict[str, float]:
+def _queue_child(setting: str, n: int, url: str) -> dict[str, float]:
+    import tempfile
+    import uuid
+
+    import resile
+    from resile.queue.worker import Worker
+
+    if url == "sqlite":
+        url = f"sqlite:///{tempfile.mkdtemp(prefix='resile-bench-')}/q.db"
+    else:
+        url = f"{url}{'&' if '?' in url else '?'}namespace=bench-{uuid.uuid4().hex}"
+    q = resile.connect(url)
+
+    @q.task(name="noop", max_retries=0)
+    def noop() -> None:
+        return None
+
+    if setting == "prometheus":
+        from prometheus_client import CollectorRegistry
+
+        import resile.metrics
+
+        resile.metrics.install(CollectorRegistry(), store=q.store)
+    for start in range(0, n, 1000):
+        noop.enqueue_many([{}] * min(1000, n - start))
+    wall, cpu = time.perf_counter(), time.process_time()
+    worker = Worker(q, mode="thread", concurrency=10)
+    worker.run(burst=True)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    assert worker.stats.done == n, worker.stats
+    q.close()
+    return {"tasks/s": n / wall, "cpu us/task": cpu / n * 1e6}
+
+
+def _run(tree: Path, setting: str, n: int, url: str | None = None) -> dict[str, float]:
     env = dict(os.environ, PYTHONPATH=str(tree / "src"))
+    queue = [] if url is None else ["--queue", url]
     done = subprocess.run(
-        [sys.executable, __file__, "--child", setting, "--n", str(n)],
+        [sys.executable, __file__, "--child", setting, "--n", str(n), *queue],
         env=env,
         capture_output=True,
         text=True,
@@ -82,10 +124,14 @@ def main() -> None:
     parser.add_argument("--compare", type=Path, help="another checkout to measure with no hook")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--n", type=int, default=200_000, help="calls per measurement")
+    parser.add_argument("--queue", help="measure a burst worker on this store instead")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(_child(args.child, args.n)))
+        if args.queue:
+            print(json.dumps(_queue_child(args.child, args.n, args.queue)))
+        else:
+            print(json.dumps(_child(args.child, args.n)))
         return
     runs: list[tuple[str, Path, str]] = [("none", HERE, "none"), ("prometheus", HERE, "prometheus")]
     if args.compare is not None:
@@ -93,16 +139,20 @@ def main() -> None:
     samples: dict[str, dict[str, list[float]]] = {label: {} for label, _, _ in runs}
     for _ in range(args.rounds):
         for label, tree, setting in runs:
-            for scenario, ns in _run(tree, setting, args.n).items():
+            for scenario, ns in _run(tree, setting, args.n, args.queue).items():
                 samples[label].setdefault(scenario, []).append(ns)
     print(f"python {sys.version.split()[0]}, {args.rounds} alternated rounds of {args.n} calls")
     scenarios = list(samples["none"])
     print(f"{'':12}" + "".join(f"{s:>16}" for s in scenarios))
-    med = {
-        label: {s: statistics.median(v) for s, v in by.items()} for label, by in samples.items()
-    }
+    med = {label: {s: statistics.median(v) for s, v in by.items()} for label, by in samples.items()}
+    unit = "" if args.queue else " ns"
     for label in samples:
-        print(f"{label:12}" + "".join(f"{med[label][s]:>13.1f} ns" for s in scenarios))
+        print(f"{label:12}" + "".join(f"{med[label][s]:>13.1f}{unit}" for s in scenarios))
+    if args.queue:
+        rate, cpu = med["prometheus"]["tasks/s"], med["prometheus"]["cpu us/task"]
+        print(f"metrics on / off, throughput: {rate / med['none']['tasks/s']:.3f}x")
+        print(f"metrics on - off, CPU per task: {cpu - med['none']['cpu us/task']:+.1f} us")
+        return
     for s in scenarios:
         if "before" in med:
             print(f"{s}: none / before = {med['none'][s] / med['before'][s]:.3f}x")
