@@ -49,21 +49,23 @@ class TestInstall:
     def test_an_installed_hook_receives_events_until_uninstalled(self) -> None:
         """install() routes events to the hook; the function it returns stops them."""
         seen: list[object] = []
+        before = instrument.installed()
         stop = instrument.install(seen.append)
         instrument.emit(_finished())
         stop()
         instrument.emit(_finished())
         assert seen == [_finished()]
-        assert instrument.hooks == ()
+        assert instrument.hooks == before
 
     def test_installing_twice_sends_each_event_once(self) -> None:
         """A hook installed twice is one hook."""
         seen: list[object] = []
+        before = len(instrument.installed())
         instrument.install(seen.append)
         instrument.install(seen.append)
         instrument.emit(_finished())
         assert len(seen) == 1
-        assert len(instrument.installed()) == 1
+        assert len(instrument.installed()) == before + 1
 
     def test_kinds_narrow_what_a_hook_is_sent(self) -> None:
         """A hook with a kinds attribute gets those kinds only; wants[] shows who listens."""
@@ -83,8 +85,8 @@ class TestInstall:
         flip = BreakerEvent(Kind.BREAKER_TRANSITION, "db", "closed", "open")
         instrument.emit(flip)
         assert hook.seen == [flip]
-        assert instrument.wants[Kind.RETRY_ATTEMPT] == ()
-        assert instrument.wants[Kind.BREAKER_TRANSITION] == (hook,)
+        assert hook not in instrument.wants[Kind.RETRY_ATTEMPT]
+        assert hook in instrument.wants[Kind.BREAKER_TRANSITION]
 
     def test_a_hook_that_is_not_callable_is_refused(self) -> None:
         """install(non-callable) raises TypeError naming the value."""
@@ -160,11 +162,12 @@ class TestFailingHooks:
 class TestRecording:
     def test_recording_collects_the_kinds_asked_for(self) -> None:
         """recording(kind) lists only those events and uninstalls itself."""
+        before = instrument.installed()
         with instrument.recording(Kind.RETRY_GAVE_UP) as events:
             instrument.emit(_finished())
             instrument.emit(RetryEvent(Kind.RETRY_GAVE_UP, "f", 2, reason=GiveUpReason.BUDGET))
         assert [e.kind for e in events] == [Kind.RETRY_GAVE_UP]
-        assert instrument.hooks == ()
+        assert instrument.hooks == before
 
 
 class TestAcrossProcesses:

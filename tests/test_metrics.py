@@ -164,9 +164,9 @@ class TestSeries:
 
     def test_the_retry_hot_path_has_no_listener(self, registry: CollectorRegistry) -> None:
         """The Prometheus hook does not listen to @retry attempts (so their cost stays nil)."""
-        metrics.install(registry)
-        assert instrument.hooks
-        assert instrument.wants[Kind.RETRY_ATTEMPT] == ()
+        hook = metrics.install(registry)
+        assert hook in instrument.hooks
+        assert hook not in instrument.wants[Kind.RETRY_ATTEMPT]
 
     def test_installing_twice_is_one_hook(self, registry: CollectorRegistry) -> None:
         """install() on the same registry returns the hook it made, and counts once."""
@@ -315,3 +315,24 @@ class TestEndpoints:
         reply = asyncio.run(get())
         assert reply.status_code == 200
         assert 'resile_tasks_enqueued_total{queue="q",task="web"} 1.0' in reply.text
+
+
+class TestInstallAgain:
+    def test_a_second_store_replaces_the_first_collector(
+        self, registry: CollectorRegistry, store: SQLiteStore, tmp_path: Path
+    ) -> None:
+        """install(store=...) twice reports the second store; uninstall drops the collector."""
+        other = SQLiteStore(str(tmp_path / "other.db"))
+        try:
+            store.create(TaskSpec("a", queue="first"))
+            other.create(TaskSpec("b", queue="second"))
+            metrics.install(registry, store=store, ttl=0)
+            metrics.install(registry, store=other, ttl=0)
+            name = "resile_queue_tasks"
+            assert _value(registry, name, queue="second", status="PENDING") == 1
+            assert _value(registry, name, queue="first", status="PENDING") is None
+            metrics.uninstall(registry)
+            assert _value(registry, name, queue="second", status="PENDING") is None
+            assert metrics.PrometheusHook not in {type(h) for h in instrument.installed()}
+        finally:
+            other.close()

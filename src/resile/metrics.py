@@ -444,6 +444,7 @@ class QueueCollector:
 
 
 _installed: dict[int, PrometheusHook] = {}
+_collectors: dict[int, QueueCollector] = {}
 _installed_lock = threading.Lock()
 
 
@@ -466,7 +467,7 @@ def install(
 
     Returns:
         the hook; installing again on the same registry returns the same hook
-        (a store given then is added once).
+        (a store given then replaces the previous one's collector).
     """
     reg = REGISTRY if registry is None else registry
     with _installed_lock:
@@ -476,17 +477,25 @@ def install(
             _installed[id(reg)] = hook
         instrument.install(hook)
         if store is not None:
-            reg.register(QueueCollector(store, queues=queues, ttl=ttl))
+            old = _collectors.pop(id(reg), None)
+            if old is not None:
+                reg.unregister(old)
+            collector = QueueCollector(store, queues=queues, ttl=ttl)
+            reg.register(collector)
+            _collectors[id(reg)] = collector
     return hook
 
 
 def uninstall(registry: CollectorRegistry | None = None) -> None:
-    """Stop counting on ``registry``; its series stay, frozen (the registry keeps them)."""
+    """Stop counting on ``registry`` and drop its store collector; the counters stay, frozen."""
     reg = REGISTRY if registry is None else registry
     with _installed_lock:
         hook = _installed.get(id(reg))
+        collector = _collectors.pop(id(reg), None)
     if hook is not None:
         instrument.uninstall(hook)
+    if collector is not None:
+        reg.unregister(collector)
 
 
 def asgi_app(registry: CollectorRegistry | None = None) -> Any:
