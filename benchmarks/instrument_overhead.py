@@ -148,6 +148,18 @@ def main() -> None:
     unit = "" if args.queue else " ns"
     for label in samples:
         print(f"{label:12}" + "".join(f"{med[label][s]:>13.1f}{unit}" for s in scenarios))
+    if not args.queue:  # on a busy machine the fastest round is the least disturbed one
+        best = {label: {s: min(v) for s, v in by.items()} for label, by in samples.items()}
+        print("fastest round:")
+        for label in samples:
+            print(f"{label:12}" + "".join(f"{best[label][s]:>13.1f}{unit}" for s in scenarios))
+        for s in scenarios:
+            if "before" in best:
+                ratio = best["none"][s] / best["before"][s]
+                print(f"{s}: none / before = {ratio:.3f}x (fastest rounds)")
+            extra = best["prometheus"][s] - best["none"][s]
+            print(f"{s}: prometheus - none = {extra:+.1f} ns per call (fastest rounds)")
+        print("medians:")
     if args.queue:
         rate, cpu = med["prometheus"]["tasks/s"], med["prometheus"]["cpu us/task"]
         print(f"metrics on / off, throughput: {rate / med['none']['tasks/s']:.3f}x")
