@@ -1,43 +1,22 @@
 """The ``store`` fixture: every conformance test runs once per backend.
 
-A backend is one entry of ``BACKENDS``: a name and a function returning the
-URL of a fresh, empty store for one test. Adding a backend (Redis) is one
-line here; the tests do not change.
+A backend is one entry of ``BACKENDS`` (``tests/_backends.py``, shared with
+the worker's suite): a name and a function returning the URL of a fresh,
+empty store for one test. Adding a backend is one line there; the tests do
+not change.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from _redis_server import drop_namespace
+from _backends import BACKENDS, SHARED_BACKENDS
 from resile.queue.store import Store, open_store
 
-
-def _with_query(url: str, option: str) -> str:
-    return f"{url}{'&' if '?' in url else '?'}{option}"
-
-
-def _redis_namespace(request: pytest.FixtureRequest, prefix: str) -> str:
-    """The session Redis's URL with a fresh namespace, whose keys go when the test ends."""
-    url: str = request.getfixturevalue("redis_url")
-    namespace = f"{prefix}-{uuid.uuid4().hex}"
-    request.addfinalizer(lambda: drop_namespace(url, namespace))
-    return _with_query(url, f"namespace={namespace}")
-
-
-# name -> (request, tmp_path) -> URL of an empty store for one test
-BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], str]] = {
-    "sqlite-file": lambda request, tmp: f"sqlite:///{tmp / 'tasks.db'}",
-    "sqlite-memory": lambda request, tmp: "sqlite:///:memory:",
-    # A fresh namespace on the session's Redis (REDIS_URL or a throwaway server).
-    "redis": lambda request, tmp: _redis_namespace(request, "test"),
-}
-# Backends whose URL several processes can open to share one store.
-SHARED_BACKENDS = {"sqlite-file", "redis"}
+__all__ = ["BACKENDS", "SHARED_BACKENDS"]
 
 T0 = 1_700_000_000.0  # the tests' "now", in epoch seconds
 

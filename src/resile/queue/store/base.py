@@ -16,7 +16,8 @@ Rules for every backend:
   canceled) gets ``None`` / ``False`` and nothing is written, so it can never
   overwrite the new owner's state.
 
-State machine (see ``docs/queue.md``)::
+State machine (see ``docs/queue.md``; every transition is decided once, by the pure
+functions of ``resile.queue._transitions``, which each backend calls and applies)::
 
     create ─▶ PENDING ──lease──▶ DOING ──complete──▶ DONE
                  ▲                 │ fail, retries left ─▶ PENDING (due = now + backoff)
