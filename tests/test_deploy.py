@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,23 +14,14 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
+import resile
 from _components import missing
 from _prometheus_server import PrometheusServer, find_binary
+from _redis_server import free_port
 from _waits import wait_for
-from resile import instrument, metrics
-from resile.instrument import (
-    AttemptOutcome,
-    BreakerEvent,
-    BudgetEvent,
-    GiveUpReason,
-    Kind,
-    PeriodicEvent,
-    RetryEvent,
-    SlotsEvent,
-    TaskEvent,
-)
-from resile.queue import TaskSpec
-from resile.queue.store.sqlite import SQLiteStore
+from resile import metrics
+from resile.queue.worker import Worker
+from resile.testing import no_waits
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
@@ -134,39 +126,61 @@ def registry() -> Iterator[CollectorRegistry]:
     metrics.uninstall(reg)
 
 
-def _run_app(registry: CollectorRegistry, store: SQLiteStore) -> None:
-    """Counts of one small app: a store with tasks, attempts, @retry, a breaker, a budget."""
-    metrics.install(registry, store=store, ttl=0)
-    store.create(TaskSpec("send", queue="emails", due_at=store.now() - 5))
-    for event in [
-        TaskEvent(Kind.TASK_CREATED, "emails", "send", "t-1"),
-        SlotsEvent(Kind.WORKER_SLOTS, "emails", slots=2, busy=1),
-        TaskEvent(Kind.ATTEMPT_STARTED, "emails", "send", "t-1", attempt=1, lateness=0.002),
-        TaskEvent(
-            Kind.ATTEMPT_FINISHED,
-            "emails",
-            "send",
-            "t-1",
-            attempt=1,
-            outcome=AttemptOutcome.RETRYING,
-            duration=0.05,
-        ),
-        TaskEvent(
-            Kind.ATTEMPT_FINISHED,
-            "emails",
-            "send",
-            "t-1",
-            attempt=2,
-            outcome=AttemptOutcome.SUCCEEDED,
-            duration=0.04,
-        ),
-        RetryEvent(Kind.RETRY_SCHEDULED, "fetch", 1, delay=0.1, error_type="TimeoutError"),
-        RetryEvent(Kind.RETRY_GAVE_UP, "fetch", 3, reason=GiveUpReason.DEADLINE),
-        BreakerEvent(Kind.BREAKER_TRANSITION, "db", "closed", "open"),
-        BudgetEvent(Kind.BUDGET_REJECTED, "api"),
-        PeriodicEvent(Kind.PERIODIC_RUN, "cleanup", "succeeded", 0.01),
-    ]:
-        instrument.emit(event)
+HANDLERS = """
+import resile
+
+queue = resile.connect({url!r})
+
+
+@queue.task(backoff=resile.Constant(0.01), max_retries=2)
+def flaky(ctx: resile.TaskContext) -> int:
+    if ctx.attempt == 1:
+        raise ConnectionError("the first attempt fails")
+    return ctx.attempt
+
+
+@queue.task(max_retries=0)
+def doomed() -> None:
+    raise ValueError("always")
+"""
+
+
+def _run_app(registry: CollectorRegistry, tmp_path: Path) -> str:
+    """A small app run for real: a burst worker, @retry, a breaker, a budget, a periodic job."""
+    q = resile.connect(f"sqlite:///{tmp_path / 'app.db'}")
+
+    @q.task(name="flaky", backoff=resile.Constant(0.0), max_retries=2)
+    def flaky(ctx: resile.TaskContext) -> int:
+        if ctx.attempt == 1:
+            raise ConnectionError("the first attempt fails")
+        return ctx.attempt
+
+    try:
+        metrics.install(registry, store=q.store, ttl=0)
+        q.enqueue("flaky", {})
+        Worker(q, mode="thread", concurrency=2).run(burst=True)
+        q.enqueue("flaky", {}, delay=3600)  # one due later: the depth gauges have a PENDING task
+        fetch = resile.retry(backoff=resile.Constant(0.0), stop=resile.after_attempts(2))
+        with pytest.raises(ConnectionError):
+            fetch(_failing())()
+        budget = resile.RetryBudget(max_tokens=1, name="api")
+        with pytest.raises(ConnectionError):
+            resile.retry(backoff=resile.Constant(0.0), budget=budget)(_failing())()
+        breaker = resile.CircuitBreaker(failure_threshold=1, name="db")
+        with pytest.raises(ConnectionError):
+            breaker(_failing())()
+        with no_waits():
+            resile.Periodic(lambda: None, seconds=1.0, max_repetitions=1, name="cleanup").run()
+        return generate_latest(registry).decode()  # the store's counts are read while it is open
+    finally:
+        q.close()
+
+
+def _failing() -> Any:
+    def fn() -> None:
+        raise ConnectionError("down")
+
+    return fn
 
 
 class TestNames:
@@ -174,52 +188,53 @@ class TestNames:
         self, registry: CollectorRegistry, tmp_path: Path
     ) -> None:
         """Each resile_* name the rules and the dashboard use appears in a real exposition."""
-        with SQLiteStore(str(tmp_path / "q.db")) as store:
-            _run_app(registry, store)
-            exposed = set(
-                re.findall(r"^(resile_[a-z_]+)", generate_latest(registry).decode(), re.M)
-            )
+        exposed = set(re.findall(r"^(resile_[a-z_]+)", _run_app(registry, tmp_path), re.M))
         used = _names_in_deploy()
         assert len(used) >= 10
         assert used <= exposed, sorted(used - exposed)
 
 
 class TestRealPrometheus:
-    def test_a_real_prometheus_scrapes_the_attempts(
-        self, registry: CollectorRegistry, tmp_path: Path
-    ) -> None:
-        """Prometheus scrapes serve()'s endpoint; its HTTP API returns the attempts we made."""
+    def test_a_real_prometheus_scrapes_a_running_worker(self, tmp_path: Path) -> None:
+        """`resile worker --metrics-port` is scraped by Prometheus; its API shows our attempts."""
         binary = find_binary("prometheus")
         if binary is None:
             missing("prometheus", "install Debian's prometheus package")
-        with SQLiteStore(str(tmp_path / "q.db")) as store:
-            _run_app(registry, store)
-            for n in range(7):
-                instrument.emit(
-                    TaskEvent(
-                        Kind.ATTEMPT_FINISHED,
-                        "emails",
-                        "send",
-                        f"x-{n}",
-                        attempt=1,
-                        outcome=AttemptOutcome.DEAD,
-                        duration=0.01,
-                    )
-                )
-            with (
-                metrics.serve(0, registry=registry) as endpoint,
-                PrometheusServer(binary, [f"127.0.0.1:{endpoint.port}"]) as prom,
-            ):
-                expr = 'sum by (outcome) (resile_task_attempts_total{queue="emails"})'
+        url = f"sqlite:///{tmp_path / 'tasks.db'}"
+        (tmp_path / "obs_handlers.py").write_text(HANDLERS.format(url=url), encoding="utf-8")
+        with resile.connect(url) as q:  # the producer side does not import the handlers
+            for _ in range(5):
+                q.enqueue("flaky", {}, strict=False)
+            q.enqueue("doomed", {}, strict=False, max_retries=0)
+        port = free_port()
+        worker = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "resile", "worker", "obs_handlers:queue"),
+                *("--metrics-port", str(port), "--concurrency", "2"),
+            ],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            with PrometheusServer(binary, [f"127.0.0.1:{port}"]) as prom:
+                expr = 'sum by (outcome) (resile_task_attempts_total{queue="default"})'
                 seen: dict[str, float] = {}
 
                 def scraped() -> bool:
+                    assert worker.poll() is None, "the worker exited"
                     seen.clear()
                     for row in prom.query(expr):
                         seen[row["metric"]["outcome"]] = float(row["value"][1])
-                    return len(seen) == 3
+                    return seen == {"succeeded": 5.0, "retrying": 5.0, "dead": 1.0}
 
-                wait_for(scraped, timeout=30, what="Prometheus to scrape the resile endpoint")
-                assert seen == {"succeeded": 1.0, "retrying": 1.0, "dead": 7.0}
-                pending = prom.query('resile_queue_tasks{queue="emails",status="PENDING"}')
-                assert [float(row["value"][1]) for row in pending] == [1.0]
+                wait_for(scraped, timeout=60, what=f"Prometheus to see the attempts (saw {seen})")
+                done = prom.query('max(resile_queue_tasks{queue="default",status="DONE"})')
+                assert [float(row["value"][1]) for row in done] == [5.0]
+                rate = prom.query('count(resile_task_duration_seconds_count{queue="default"}) > 0')
+                assert rate
+        finally:
+            worker.terminate()
+            _, err = worker.communicate(timeout=30)
+        assert f"metrics at http://127.0.0.1:{port}/metrics" in err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -12,8 +13,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+import resile
+from _backends import BACKENDS, SHARED_BACKENDS
 from resile import instrument, otel
 from resile.instrument import AttemptOutcome, GiveUpReason, Kind, RetryEvent, TaskEvent
+from resile.queue import TaskSpec
+from resile.queue.worker import Worker
 
 
 class Traced:
@@ -170,3 +175,50 @@ class TestLazy:
             [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
         )
         assert out.stdout.strip() == "[]"
+
+
+class TestThroughTheQueue:
+    @pytest.mark.parametrize("backend", sorted(SHARED_BACKENDS))
+    def test_the_stored_traceparent_links_every_attempt(
+        self, traced: Traced, backend: str, tmp_path: Path, request: pytest.FixtureRequest
+    ) -> None:
+        """enqueue stores the producer's traceparent; a burst worker's attempts link to it."""
+        q = resile.connect(BACKENDS[backend](request, tmp_path))
+        calls = [0]
+
+        @q.task(name="flaky", backoff=resile.Constant(0.0), max_retries=2)
+        def flaky() -> None:
+            calls[0] += 1
+            if calls[0] == 1:
+                raise ConnectionError("first attempt")
+
+        try:
+            tracer = traced.provider.get_tracer("app")
+            with tracer.start_as_current_span("request"):
+                task = q.enqueue("flaky", {})
+            stored = q.get(task.id)
+            assert stored is not None and stored.traceparent == task.traceparent
+            Worker(q, mode="thread", concurrency=1).run(burst=True)
+        finally:
+            q.close()
+        (producer,) = traced.spans("send default")
+        assert task.traceparent is not None
+        assert task.traceparent.split("-")[2] == f"{producer.get_span_context().span_id:016x}"
+        attempts = traced.spans("process default")
+        assert len(attempts) == 2
+        for span in attempts:
+            assert [link.context.span_id for link in span.links] == [
+                producer.get_span_context().span_id
+            ]
+
+    def test_a_bad_traceparent_is_refused_at_the_boundary(self) -> None:
+        """TaskSpec(traceparent=...) must be a W3C traceparent; the error shows the value."""
+        with pytest.raises(ValueError, match=r"traceparent must be a W3C traceparent.*'abc'"):
+            TaskSpec("h", traceparent="abc")
+
+    def test_no_tracing_hook_stores_no_traceparent(self, tmp_path: Path) -> None:
+        """Without an installed tracing hook a task carries no traceparent."""
+        with resile.connect(f"sqlite:///{tmp_path / 'q.db'}") as q:
+            task = q.enqueue("h", {}, strict=False)
+            stored = q.get(task.id)
+        assert task.traceparent is None and stored is not None and stored.traceparent is None
