@@ -53,16 +53,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client import make_asgi_app as _make_asgi_app
 from prometheus_client import start_http_server as _start_http_server
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 from resile import __version__, instrument
 from resile.instrument import (
+    AttemptOutcome,
     BreakerEvent,
     BudgetEvent,
     Kind,
@@ -118,6 +125,8 @@ _Q = ("queue",)
 _QT = ("queue", "task")
 _QTO = ("queue", "task", "outcome")
 _NO = ("name", "outcome")
+# Raw label keys remembered (their capped key); past this many, new ones are capped each time.
+_KEYS_MAX = 10_000
 
 
 class _Labels:
@@ -145,8 +154,73 @@ class _Labels:
             return text
 
 
-# Labeled children kept per metric, by the raw label values (the hot path skips ``labels()``).
-_CHILDREN_MAX = 10_000
+class _Metric:
+    """One metric's series: label values -> a number, or for a histogram
+    ``[bucket counts..., sum, count]`` (non-cumulative counts, one per bound and +Inf).
+
+    The hook updates them under its one lock: a plain dict update costs a
+    fraction of prometheus_client's per-child locks (docs/benchmarks.md,
+    "Instrumentation"); the exposition is still prometheus_client's.
+    """
+
+    __slots__ = ("buckets", "doc", "kind", "labels", "name", "series")
+
+    def __init__(
+        self,
+        name: str,
+        kind: str,
+        doc: str,
+        labels: tuple[str, ...],
+        buckets: tuple[float, ...] = (),
+    ) -> None:
+        self.name = name
+        self.kind = kind
+        self.doc = doc
+        self.labels = labels
+        self.buckets = buckets
+        self.series: dict[tuple[str, ...], Any] = {}
+
+    def family(self) -> Metric:
+        labels = list(self.labels)
+        if self.kind == "counter":
+            counter = CounterMetricFamily(self.name, self.doc, labels=labels)
+            for key, value in list(self.series.items()):
+                counter.add_metric(list(key), value)
+            return counter
+        if self.kind == "gauge":
+            gauge = GaugeMetricFamily(self.name, self.doc, labels=labels)
+            for key, value in list(self.series.items()):
+                gauge.add_metric(list(key), value)
+            return gauge
+        histogram = HistogramMetricFamily(self.name, self.doc, labels=labels)
+        bounds = [*(repr(float(b)) for b in self.buckets), "+Inf"]
+        for key, cells in list(self.series.items()):
+            counts, total = cells[:-2], cells[-2]
+            running, cumulative = 0, []
+            for bound, n in zip(bounds, counts, strict=True):
+                running += n
+                cumulative.append((bound, running))
+            histogram.add_metric(list(key), cumulative, total)
+        return histogram
+
+
+class _Families:
+    """A collector over the hook's metrics (what the registry scrapes)."""
+
+    def __init__(self, metrics: Sequence[_Metric], lock: threading.Lock) -> None:
+        self.metrics = metrics
+        self.lock = lock
+
+    def describe(self) -> list[Metric]:
+        return [m.family() for m in _empty(self.metrics)]
+
+    def collect(self) -> Iterable[Metric]:
+        with self.lock:
+            return [m.family() for m in self.metrics]
+
+
+def _empty(metrics: Sequence[_Metric]) -> list[_Metric]:
+    return [_Metric(m.name, m.kind, m.doc, m.labels, m.buckets) for m in metrics]
 
 
 class PrometheusHook:
@@ -190,80 +264,90 @@ class PrometheusHook:
         reg = REGISTRY if registry is None else registry
         self.registry = reg
         self.label = _Labels(max_label_values)
-        self.enqueued = Counter(
-            "resile_tasks_enqueued", "Tasks enqueued.", ["queue", "task"], registry=reg
+        self._lock = threading.Lock()
+        # Raw label values -> capped ones, per metric (a new value is capped once).
+        self._keys: dict[tuple[str | None, ...], tuple[str, ...]] = {}
+        m = _Metric
+        self.enqueued = m("resile_tasks_enqueued", "counter", "Tasks enqueued.", _QT)
+        self.attempts = m(
+            "resile_task_attempts", "counter", "Attempts of stored tasks, by how they ended.", _QTO
         )
-        self.attempts = Counter(
-            "resile_task_attempts",
-            "Attempts of stored tasks, by how they ended.",
-            ["queue", "task", "outcome"],
-            registry=reg,
-        )
-        self.duration = Histogram(
+        self.duration = m(
             "resile_task_duration_seconds",
+            "histogram",
             "Run time of an attempt of a stored task.",
-            ["queue", "task", "outcome"],
-            buckets=DURATION_BUCKETS,
-            registry=reg,
+            _QTO,
+            DURATION_BUCKETS,
         )
-        self.lateness = Histogram(
+        self.lateness = m(
             "resile_task_start_lateness_seconds",
+            "histogram",
             "Start time of an attempt minus its due time.",
-            ["queue"],
-            buckets=LATENESS_BUCKETS,
-            registry=reg,
+            _Q,
+            LATENESS_BUCKETS,
         )
-        self.slots = Gauge(
-            "resile_worker_slots", "Attempts a worker may run at once.", ["queue"], registry=reg
-        )
-        self.busy = Gauge(
-            "resile_worker_slots_busy", "Attempts running now.", ["queue"], registry=reg
-        )
-        self.retries = Counter(
+        self.slots = m("resile_worker_slots", "gauge", "Attempts a worker may run at once.", _Q)
+        self.busy = m("resile_worker_slots_busy", "gauge", "Attempts running now.", _Q)
+        self.retries = m(
             "resile_retries",
+            "counter",
             "Retries scheduled by @retry, by the error retried.",
-            ["callable", "error_type"],
-            registry=reg,
+            ("callable", "error_type"),
         )
-        self.giveups = Counter(
+        self.giveups = m(
             "resile_retry_giveups",
+            "counter",
             "@retry calls that gave up, by why.",
-            ["callable", "reason"],
-            registry=reg,
+            ("callable", "reason"),
         )
-        self.breaker_state = Gauge(
+        self.breaker_state = m(
             "resile_breaker_state",
+            "gauge",
             "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
-            ["breaker"],
-            registry=reg,
+            ("breaker",),
         )
-        self.breaker_transitions = Counter(
+        self.breaker_transitions = m(
             "resile_breaker_transitions",
+            "counter",
             "Circuit breaker transitions, by the state entered.",
-            ["breaker", "to"],
-            registry=reg,
+            ("breaker", "to"),
         )
-        self.budget_rejections = Counter(
+        self.budget_rejections = m(
             "resile_budget_rejections",
+            "counter",
             "Retries refused by a drained retry budget.",
-            ["budget"],
-            registry=reg,
+            ("budget",),
         )
-        self.periodic_runs = Counter(
-            "resile_periodic_runs", "Runs of periodic tasks.", ["name", "outcome"], registry=reg
-        )
-        self.periodic_duration = Histogram(
+        self.periodic_runs = m("resile_periodic_runs", "counter", "Runs of periodic tasks.", _NO)
+        self.periodic_duration = m(
             "resile_periodic_run_duration_seconds",
+            "histogram",
             "Run time of a periodic task.",
-            ["name", "outcome"],
-            buckets=DURATION_BUCKETS,
-            registry=reg,
+            _NO,
+            DURATION_BUCKETS,
         )
-        self.build_info = Gauge(
-            "resile_build_info", "resile's version (always 1).", ["version"], registry=reg
+        self.build_info = m(
+            "resile_build_info", "gauge", "resile's version (always 1).", ("version",)
         )
-        self.build_info.labels(__version__).set(1)
-        self._children: dict[tuple[str | None, ...], Any] = {}
+        self.build_info.series[(__version__,)] = 1.0
+        self.metrics = (
+            self.enqueued,
+            self.attempts,
+            self.duration,
+            self.lateness,
+            self.slots,
+            self.busy,
+            self.retries,
+            self.giveups,
+            self.breaker_state,
+            self.breaker_transitions,
+            self.budget_rejections,
+            self.periodic_runs,
+            self.periodic_duration,
+            self.build_info,
+        )
+        self.collector = _Families(self.metrics, self._lock)
+        reg.register(self.collector)
         self._dispatch: dict[Kind, Callable[[Any], None]] = {
             Kind.TASK_CREATED: self._created,
             Kind.ATTEMPT_STARTED: self._started,
@@ -282,70 +366,90 @@ class PrometheusHook:
         if handle is not None:
             handle(event)
 
-    def _child(self, metric: Any, name: str, labels: tuple[str, ...], *values: str | None) -> Any:
-        """``metric.labels(...)`` for these values, each capped, cached by the raw values.
+    def _key(self, metric: _Metric, *values: str | None) -> tuple[str, ...]:
+        """The series key of these label values, each capped (worked out once per raw key)."""
+        raw = (metric.name, *values)
+        key = self._keys.get(raw)
+        if key is None:
+            key = tuple(
+                self.label(metric.name, label, v)
+                for label, v in zip(metric.labels, values, strict=True)
+            )
+            if len(self._keys) < _KEYS_MAX:
+                self._keys[raw] = key
+        return key
 
-        ``name`` is unique per metric: it keys the cache and the label caps.
-        """
-        key = (name, *values)
-        child = self._children.get(key)
-        if child is None:
-            capped = [self.label(name, label, v) for label, v in zip(labels, values, strict=True)]
-            child = metric.labels(*capped)
-            if len(self._children) < _CHILDREN_MAX:
-                self._children[key] = child
-        return child
+    def _add(self, metric: _Metric, key: tuple[str, ...], amount: float = 1.0) -> None:
+        series = metric.series
+        series[key] = series.get(key, 0.0) + amount
+
+    def _observe(self, metric: _Metric, key: tuple[str, ...], value: float) -> None:
+        cells = metric.series.get(key)
+        if cells is None:
+            cells = metric.series[key] = [0] * (len(metric.buckets) + 1) + [0.0, 0]
+        cells[bisect_left(metric.buckets, value)] += 1
+        cells[-2] += value
+        cells[-1] += 1
 
     def _created(self, event: TaskEvent) -> None:
-        self._child(self.enqueued, "enqueued", _QT, event.queue, event.task).inc()
+        key = self._key(self.enqueued, event.queue, event.task)
+        with self._lock:
+            self._add(self.enqueued, key)
 
     def _started(self, event: TaskEvent) -> None:
         if event.lateness is not None:
-            child = self._child(self.lateness, "lateness", _Q, event.queue)
-            child.observe(max(0.0, event.lateness))
+            key = self._key(self.lateness, event.queue)
+            with self._lock:
+                self._observe(self.lateness, key, max(0.0, event.lateness))
 
     def _finished(self, event: TaskEvent) -> None:
         outcome = "" if event.outcome is None else event.outcome.value
-        values = (event.queue, event.task, outcome)
-        self._child(self.attempts, "attempts", _QTO, *values).inc()
-        if event.duration is not None:
-            child = self._child(self.duration, "duration", _QTO, *values)
-            child.observe(max(0.0, event.duration))
+        key = self._key(self.attempts, event.queue, event.task, outcome)
+        with self._lock:
+            self._add(self.attempts, key)
+            if event.duration is not None:
+                self._observe(self.duration, key, max(0.0, event.duration))
 
     def _expired(self, event: TaskEvent) -> None:
-        self._child(self.attempts, "attempts", _QTO, event.queue, event.task, "expired").inc()
+        key = self._key(self.attempts, event.queue, event.task, AttemptOutcome.EXPIRED.value)
+        with self._lock:
+            self._add(self.attempts, key)
 
     def _slots(self, event: SlotsEvent) -> None:
-        self._child(self.slots, "slots", _Q, event.queue).set(event.slots)
-        self._child(self.busy, "busy", _Q, event.queue).set(event.busy)
+        key = self._key(self.slots, event.queue)
+        with self._lock:
+            self.slots.series[key] = float(event.slots)
+            self.busy.series[key] = float(event.busy)
 
     def _retry(self, event: RetryEvent) -> None:
-        labels = ("callable", "error_type")
-        self._child(self.retries, "retries", labels, event.callable, event.error_type).inc()
+        key = self._key(self.retries, event.callable, event.error_type)
+        with self._lock:
+            self._add(self.retries, key)
 
     def _giveup(self, event: RetryEvent) -> None:
-        reason = "" if event.reason is None else event.reason.value
-        labels = ("callable", "reason")
-        self._child(self.giveups, "giveups", labels, event.callable, reason).inc()
+        reason = None if event.reason is None else event.reason.value
+        key = self._key(self.giveups, event.callable, reason)
+        with self._lock:
+            self._add(self.giveups, key)
 
     def _breaker(self, event: BreakerEvent) -> None:
         to = event.to_state if event.to_state in BREAKER_STATES else OTHER
-        if to != OTHER:
-            state = self._child(self.breaker_state, "breaker_state", ("breaker",), event.breaker)
-            state.set(BREAKER_STATES[to])
-        labels = ("breaker", "to")
-        self._child(
-            self.breaker_transitions, "breaker_transitions", labels, event.breaker, to
-        ).inc()
+        key = self._key(self.breaker_transitions, event.breaker, to)
+        with self._lock:
+            if to != OTHER:
+                self.breaker_state.series[key[:1]] = float(BREAKER_STATES[to])
+            self._add(self.breaker_transitions, key)
 
     def _budget(self, event: BudgetEvent) -> None:
-        self._child(self.budget_rejections, "budget", ("budget",), event.budget).inc()
+        key = self._key(self.budget_rejections, event.budget)
+        with self._lock:
+            self._add(self.budget_rejections, key)
 
     def _periodic(self, event: PeriodicEvent) -> None:
-        values = (event.name, event.outcome)
-        self._child(self.periodic_runs, "periodic_runs", _NO, *values).inc()
-        child = self._child(self.periodic_duration, "periodic_duration", _NO, *values)
-        child.observe(max(0.0, event.duration))
+        key = self._key(self.periodic_runs, event.name, event.outcome)
+        with self._lock:
+            self._add(self.periodic_runs, key)
+            self._observe(self.periodic_duration, key, max(0.0, event.duration))
 
     def __repr__(self) -> str:
         return f"PrometheusHook(max_label_values={self.label.limit})"
