@@ -97,6 +97,10 @@ class Kind(str, Enum):
     PERIODIC_RUN = "periodic.run"
     SUPERVISOR_RECONNECT = "supervisor.reconnect"
 
+    # Every emission looks a kind up in dicts: hash it as its string, in C (Enum's
+    # __hash__ is a Python method, measured at about a third of a microsecond a lookup).
+    __hash__ = str.__hash__
+
     def __str__(self) -> str:
         return self.value
 
