@@ -44,11 +44,6 @@ clock: Clock = SYSTEM
 DEADLINE: ContextVar[float | None] = ContextVar("resile_deadline", default=None)
 
 
-# The async library's own names live in ``resile._aio``; these two stay importable here.
-current_async_library = _aio.current_async_library
-run_in_thread = _aio.run_in_thread
-
-
 def seconds(
     value: float | timedelta | None, field: str, owner: str, *, allow_none: bool = False
 ) -> float:

@@ -1,5 +1,6 @@
 """Helpers shared by resile's modules: argument checks (each error names the owner, the
-field and the value), exception notes, and the decorators' common wrapper.
+field and the value), exception notes, deprecation warnings, and the decorators' common
+wrapper.
 
 Durations are checked by ``resile._time.seconds`` / ``positive_seconds``.
 """
@@ -8,7 +9,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
@@ -68,6 +70,30 @@ def add_note(exc: BaseException, note: str) -> None:
 # What a decorator copies from the function it wraps: functools' list, plus the
 # defaults, so that ``inspect`` and ``fn.__defaults__`` still tell them.
 WRAPPED = (*functools.WRAPPER_ASSIGNMENTS, "__defaults__", "__kwdefaults__")
+
+
+def deprecated(message: str, *, stacklevel: int = 3) -> None:
+    """Warn (``DeprecationWarning``) that an old name was used; ``message`` says what to use.
+
+    ``stacklevel=3`` points at the caller of the function that calls this.
+    """
+    warnings.warn(message, DeprecationWarning, stacklevel=stacklevel)
+
+
+def renamed(module: str, renames: Mapping[str, tuple[str, object]]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` serving old names: ``{old: (new, obj)}`` -> ``obj``, with a warning.
+
+    Any other unknown name raises ``AttributeError`` as a module does.
+    """
+
+    def __getattr__(name: str) -> Any:
+        if name in renames:
+            new, obj = renames[name]
+            deprecated(f"{module}.{name} is deprecated; use {module}.{new} (the same object)")
+            return obj
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    return __getattr__
 
 
 def guard(

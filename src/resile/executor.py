@@ -20,11 +20,10 @@ from __future__ import annotations
 import contextlib
 import inspect
 import threading
-import warnings
 from collections.abc import Callable
 from typing import Any
 
-from resile import _aio, _time
+from resile import _aio, _time, _util
 from resile.backoff import Exponential
 from resile.retry import Retrying, RetryState
 from resile.stop import after_attempts, never
@@ -237,10 +236,9 @@ class BackoffExecutor:
         Blocks in the calling thread whether or not a loop runs in it, as it
         always did; ``fn`` should be sync; async callbacks are run to completion.
         """
-        warnings.warn(
+        _util.deprecated(
             "BackoffExecutor.execute_sync() is deprecated: call execute() (outside an event "
             "loop it blocks and returns the bool), or await execute_async() in async code",
-            DeprecationWarning,
             stacklevel=2,
         )
         return self._execute_blocking(fn, _Run(on_success, on_fail, on_retry))

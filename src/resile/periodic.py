@@ -64,7 +64,6 @@ import logging
 import math
 import random
 import threading
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from datetime import timedelta
 from types import TracebackType
@@ -510,10 +509,9 @@ class Periodic:
             Exception: the error that ended the loop, with ``raise_exceptions=True``.
         """
         if _aio.running_library() is not None:
-            warnings.warn(
+            _util.deprecated(
                 "Periodic.run() in async code is deprecated: await periodic.run_async() "
                 "(run() without an event loop runs the loop in the calling thread)",
-                DeprecationWarning,
                 stacklevel=2,
             )
             return self.run_async()
@@ -581,10 +579,9 @@ class Periodic:
 
         Blocks in the calling thread, as it always did.
         """
-        warnings.warn(
+        _util.deprecated(
             "Periodic.run_sync() is deprecated: call periodic.run() (or await "
             "periodic.run_async() in async code)",
-            DeprecationWarning,
             stacklevel=2,
         )
         self._run_blocking()

@@ -23,10 +23,10 @@ import inspect
 import threading
 import time
 import typing
-import warnings
 from collections.abc import Callable
 from typing import Any
 
+from resile import _util
 from resile.queue._names import TaskStatus
 from resile.queue.store.base import Store
 from resile.queue.task import JSONValue, Task, check_json
@@ -187,11 +187,9 @@ class TaskContext:
 
 
 def _deprecated(old: str, new: str) -> None:
-    warnings.warn(
+    _util.deprecated(
         f"TaskContext.{old} is deprecated; use TaskContext.{new} (one spelling, as the "
-        f"status CANCELED)",
-        DeprecationWarning,
-        stacklevel=3,
+        "status CANCELED)"
     )
 
 

@@ -396,6 +396,8 @@ class Worker:
             self._cond.notify_all()
 
     def _report(self, execution: Execution, result: Result) -> None:
+        execution.ended_at = self.store.now()
+        execution.ended = self._clock.monotonic()
         self._reports.append((execution, result))
         # A wake-up not yet taken by the loop covers this report too: the loop clears
         # ``_woken`` before it collects, and this report is in ``_reports`` before we look.
@@ -692,7 +694,6 @@ class Worker:
             if execution.state is not RUNNING:
                 continue  # timed out, canceled or handed back before it finished
             execution.state = FINISHED
-            execution.ended = self._clock.monotonic()
             if self._stopping and result.error is not None and result.error.type == CHILD_DIED:
                 # A SIGTERM sent to the whole process group (systemd, a terminal) killed
                 # the child while the worker shuts down: hand the task back uncounted.
@@ -788,6 +789,7 @@ class Worker:
             permanent=result.permanent,
             outcome=result.outcome,
             delay=result.retry_after,
+            now=execution.ended_at,
         )
         if after is None:
             self.stats.lost += 1

@@ -559,18 +559,6 @@ class SQLiteStore(Store):
 
         return body
 
-    def renew(
-        self,
-        task_id: str,
-        worker_id: str,
-        *,
-        lease_seconds: float = DEFAULT_LEASE_SECONDS,
-        now: float | None = None,
-    ) -> bool:
-        return task_id in self.renew_many(
-            [task_id], worker_id, lease_seconds=lease_seconds, now=now
-        )
-
     def renew_many(
         self,
         task_ids: Iterable[str],

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from redis.connection import URL_QUERY_ARGUMENT_PARSERS
 from redis.exceptions import NoScriptError
 
-from resile._time import current_async_library
+from resile._aio import current_async_library
 from resile.errors import StoreConflict
 from resile.queue import _transitions as T
 from resile.queue._names import (
@@ -436,18 +436,6 @@ class RedisStore(Store):
             # What fail decides from, as stored: this lease's attempt, policy, last delay.
             snaps[task.id] = (worker_id, *map(fields.get, _SNAP[2:]))
         return out
-
-    def renew(
-        self,
-        task_id: str,
-        worker_id: str,
-        *,
-        lease_seconds: float = DEFAULT_LEASE_SECONDS,
-        now: float | None = None,
-    ) -> bool:
-        return task_id in self.renew_many(
-            [task_id], worker_id, lease_seconds=lease_seconds, now=now
-        )
 
     def renew_many(
         self,
