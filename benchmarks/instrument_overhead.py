@@ -18,7 +18,9 @@ second, and the worker process's CPU time per task, with and without the
 Prometheus hook (and the queue-depth collector) installed.
 
 Run: ``.venv/bin/python benchmarks/instrument_overhead.py [--compare /path/to/tree] [--rounds 7]``
-or ``... --queue redis://127.0.0.1:PORT/0 --n 5000``.
+or ``... --queue redis://127.0.0.1:PORT/0 --n 5000``, or ``... --per-task`` (the events a
+worker and a producer fire for one task, through the Prometheus hook, timed in-process:
+the instrumentation's own CPU per task, without the store's noise).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent.parent
@@ -105,6 +108,55 @@ def _queue_child(setting: str, n: int, url: str) -> dict[str, float]:
     return {"tasks/s": n / wall, "cpu us/task": cpu / n * 1e6}
 
 
+def per_task(n: int, repeats: int) -> dict[str, float]:
+    """Nanoseconds of instrumentation with the Prometheus hook, fastest of ``repeats``:
+    what a worker spends on one task that succeeds at once (attempt started, attempt
+    finished), what it spends once a loop round (the slots report), and what the
+    producer spends on the enqueue (created)."""
+    import timeit
+
+    from prometheus_client import CollectorRegistry
+
+    import resile.metrics
+    from resile import instrument
+    from resile.instrument import AttemptOutcome, Kind, SlotsEvent
+    from resile.queue import TaskSpec
+    from resile.queue.store._codec import created_task
+
+    resile.metrics.install(CollectorRegistry())
+    task = created_task(TaskSpec("noop"), "t-1", 1, 0.0, 0.0)
+    ok = AttemptOutcome.SUCCEEDED
+
+    def worker() -> None:  # what Worker._started and Worker._finished emit
+        if instrument.hooks:
+            if instrument.wants[Kind.TASK_LEASED]:
+                instrument.emit(instrument.for_task(Kind.TASK_LEASED, task, worker_id="w"))
+            instrument.emit(
+                instrument.for_task(Kind.ATTEMPT_STARTED, task, worker_id="w", lateness=0.001)
+            )
+            instrument.emit(
+                instrument.for_task(
+                    Kind.ATTEMPT_FINISHED, task, worker_id="w", outcome=ok, duration=0.002
+                )
+            )
+
+    def round_() -> None:
+        instrument.emit(SlotsEvent(Kind.WORKER_SLOTS, "default", 10, 1, "w"))
+
+    def producer() -> None:
+        if instrument.hooks:
+            instrument.emit(instrument.for_task(Kind.TASK_CREATED, task))
+
+    def best(fn: Callable[[], None]) -> float:
+        return min(timeit.repeat(fn, number=n, repeat=repeats)) / n * 1e9
+
+    return {
+        "worker, per task": best(worker),
+        "worker, per loop round": best(round_),
+        "producer, per enqueue": best(producer),
+    }
+
+
 def _run(tree: Path, setting: str, n: int, url: str | None = None) -> dict[str, float]:
     env = dict(os.environ, PYTHONPATH=str(tree / "src"))
     queue = [] if url is None else ["--queue", url]
@@ -125,8 +177,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--n", type=int, default=200_000, help="calls per measurement")
     parser.add_argument("--queue", help="measure a burst worker on this store instead")
+    parser.add_argument(
+        "--per-task", action="store_true", help="the instrumentation's own cost per queue task"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.per_task:
+        import timeit
+
+        costs = per_task(min(args.n, 50_000), max(args.rounds, 5))
+        floor = min(timeit.repeat("f()", "def f(): pass", number=1_000_000, repeat=5)) * 1e3
+        print(f"instrumentation with the Prometheus hook (fastest of {max(args.rounds, 5)}):")
+        for what, ns in costs.items():
+            print(f"  {what}: {ns:.0f} ns")
+        print(f"(an empty Python function call on this machine now: {floor:.1f} ns)")
+        return
     if args.child:
         if args.queue:
             print(json.dumps(_queue_child(args.child, args.n, args.queue)))
@@ -161,6 +226,9 @@ def main() -> None:
             print(f"{s}: prometheus - none = {extra:+.1f} ns per call (fastest rounds)")
         print("medians:")
     if args.queue:
+        for label in samples:
+            cpus = " ".join(f"{v:.1f}" for v in samples[label]["cpu us/task"])
+            print(f"{label:12} cpu us/task per round: {cpus}")
         rate, cpu = med["prometheus"]["tasks/s"], med["prometheus"]["cpu us/task"]
         print(f"metrics on / off, throughput: {rate / med['none']['tasks/s']:.3f}x")
         print(f"metrics on - off, CPU per task: {cpu - med['none']['cpu us/task']:+.1f} us")

@@ -163,7 +163,7 @@ class _Metric:
     "Instrumentation"); the exposition is still prometheus_client's.
     """
 
-    __slots__ = ("buckets", "doc", "kind", "labels", "name", "series")
+    __slots__ = ("buckets", "doc", "keys", "kind", "labels", "name", "series")
 
     def __init__(
         self,
@@ -179,6 +179,8 @@ class _Metric:
         self.labels = labels
         self.buckets = buckets
         self.series: dict[tuple[str, ...], Any] = {}
+        # Raw label values -> the capped series key (a new value is capped once).
+        self.keys: dict[tuple[str | None, ...], tuple[str, ...]] = {}
 
     def family(self) -> Metric:
         labels = list(self.labels)
@@ -265,8 +267,6 @@ class PrometheusHook:
         self.registry = reg
         self.label = _Labels(max_label_values)
         self._lock = threading.Lock()
-        # Raw label values -> capped ones, per metric (a new value is capped once).
-        self._keys: dict[tuple[str | None, ...], tuple[str, ...]] = {}
         m = _Metric
         self.enqueued = m("resile_tasks_enqueued", "counter", "Tasks enqueued.", _QT)
         self.attempts = m(
@@ -348,7 +348,7 @@ class PrometheusHook:
         )
         self.collector = _Families(self.metrics, self._lock)
         reg.register(self.collector)
-        self._dispatch: dict[Kind, Callable[[Any], None]] = {
+        self.handlers: dict[Kind, Callable[[Any], None]] = {
             Kind.TASK_CREATED: self._created,
             Kind.ATTEMPT_STARTED: self._started,
             Kind.ATTEMPT_FINISHED: self._finished,
@@ -362,21 +362,21 @@ class PrometheusHook:
         }
 
     def __call__(self, event: instrument.Event) -> None:
-        handle = self._dispatch.get(event.kind)
+        # ``emit`` calls ``handlers[kind]`` directly; this serves direct calls.
+        handle = self.handlers.get(event.kind)
         if handle is not None:
             handle(event)
 
     def _key(self, metric: _Metric, *values: str | None) -> tuple[str, ...]:
         """The series key of these label values, each capped (worked out once per raw key)."""
-        raw = (metric.name, *values)
-        key = self._keys.get(raw)
+        key = metric.keys.get(values)
         if key is None:
             key = tuple(
                 self.label(metric.name, label, v)
                 for label, v in zip(metric.labels, values, strict=True)
             )
-            if len(self._keys) < _KEYS_MAX:
-                self._keys[raw] = key
+            if len(metric.keys) < _KEYS_MAX:
+                metric.keys[values] = key
         return key
 
     def _add(self, metric: _Metric, key: tuple[str, ...], amount: float = 1.0) -> None:
