@@ -7,7 +7,6 @@ import multiprocessing
 import pickle
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 
@@ -21,14 +20,7 @@ from resile.instrument import (
     TaskEvent,
 )
 
-
-@pytest.fixture(autouse=True)
-def _no_hooks_left() -> Iterator[None]:
-    before = instrument.installed()
-    yield
-    for hook in instrument.installed():
-        if hook not in before:
-            instrument.uninstall(hook)
+pytestmark = pytest.mark.usefixtures("no_hooks_left")
 
 
 def _finished(outcome: AttemptOutcome = AttemptOutcome.SUCCEEDED) -> TaskEvent:

@@ -9,7 +9,6 @@ import logging
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +22,7 @@ from resile.queue import TaskStatus
 from resile.queue.worker import Worker
 from resile.testing import no_waits
 
-
-@pytest.fixture(autouse=True)
-def _no_hooks_left() -> Iterator[None]:
-    before = instrument.installed()
-    yield
-    for hook in instrument.installed():
-        if hook not in before:
-            instrument.uninstall(hook)
+pytestmark = pytest.mark.usefixtures("no_hooks_left")
 
 
 def _flaky(failures: int, exc: type[BaseException] = ConnectionError) -> Any:
