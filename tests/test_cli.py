@@ -456,3 +456,57 @@ class TestConsoleScript:
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
+
+
+class TestWorkerObservability:
+    def test_log_format_json_writes_one_object_per_transition(
+        self, tmp_path: Path, db: str, queue: Queue
+    ) -> None:
+        """worker --log-format json: every stderr log line is JSON; transitions carry task fields."""
+        (tmp_path / "cli_obs_handlers.py").write_text(HANDLERS.format(url=db), encoding="utf-8")
+        queue.enqueue("add", {"a": 1, "b": 2}, id="add-1", strict=False)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "resile",
+                "worker",
+                "cli_obs_handlers:queue",
+                "--burst",
+                "--log-format",
+                "json",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
+        lines = [json.loads(line) for line in out.stderr.splitlines() if line.startswith("{")]
+        mine = [line for line in lines if line.get("task_id") == "add-1"]
+        assert [line["transition"] for line in mine] == [
+            "task.leased",
+            "task.attempt_finished",
+        ]
+        assert mine[-1]["outcome"] == "succeeded" and mine[-1]["queue"] == "default"
+        assert all("worker_id" in line for line in mine)
+
+    def test_a_taken_metrics_port_is_one_line_and_exit_1(
+        self, tmp_path: Path, db: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """worker --metrics-port on a port in use: one line naming it, exit 1."""
+        (tmp_path / "cli_obs_taken.py").write_text(HANDLERS.format(url=db), encoding="utf-8")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            r = run("worker", "cli_obs_taken:queue", "--burst", "--metrics-port", str(port))
+        sys.modules.pop("cli_obs_taken", None)
+        assert r.exit_code == 1
+        assert f"--metrics-port {port} --metrics-host 127.0.0.1: cannot serve" in r.stderr
+
+    def test_a_bad_metrics_port_exits_2(self) -> None:
+        """--metrics-port outside 0..65535 is a usage error naming the option."""
+        r = run("worker", "json:queue", "--metrics-port", "70000")
+        assert r.exit_code == 2 and "'--metrics-port'" in r.stderr

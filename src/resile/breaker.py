@@ -34,7 +34,7 @@ from datetime import timedelta
 from enum import Enum
 from typing import Any, Literal, ParamSpec, TypeVar
 
-from resile import _time, _util
+from resile import _time, _util, instrument
 from resile.backoff import Backoff, Exponential
 from resile.errors import CircuitOpen
 from resile.throttle import AdaptiveThrottle, Throttled
@@ -460,6 +460,12 @@ class CircuitBreaker(_util.Guarded):
         self._listeners.remove(listener)
 
     def _fire(self, old: CircuitState, new: CircuitState) -> None:
+        if instrument.hooks:
+            instrument.emit(
+                instrument.BreakerEvent(
+                    instrument.Kind.BREAKER_TRANSITION, self.name, old.value, new.value
+                )
+            )
         if log.isEnabledFor(logging.INFO):
             log.info(
                 "circuit %s: %s -> %s",

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import threading
 
+from resile import instrument
+
 __all__ = ["RetryBudget"]
 
 
@@ -20,6 +22,7 @@ class RetryBudget:
     Args:
         max_tokens: the bucket size, in ``(0, 1000]`` (gRPC's range).
         token_ratio: tokens a success gives back, in ``(0, 1]``.
+        name: the budget's name in metrics and logs (``resile_budget_rejections_total``).
 
     Formula: on failure ``tokens = max(0, tokens - 1)``; on success
     ``tokens = min(max_tokens, tokens + token_ratio)``; a retry is allowed
@@ -29,9 +32,11 @@ class RetryBudget:
         ValueError: a value outside those ranges, named in the message.
     """
 
-    __slots__ = ("_lock", "_tokens", "max_tokens", "token_ratio")
+    __slots__ = ("_lock", "_tokens", "max_tokens", "name", "token_ratio")
 
-    def __init__(self, max_tokens: float = 10.0, token_ratio: float = 0.1) -> None:
+    def __init__(
+        self, max_tokens: float = 10.0, token_ratio: float = 0.1, *, name: str = "default"
+    ) -> None:
         if (
             isinstance(max_tokens, bool)
             or not isinstance(max_tokens, (int, float))
@@ -44,8 +49,11 @@ class RetryBudget:
             or not (0 < token_ratio <= 1)
         ):
             raise ValueError(f"RetryBudget: token_ratio must be in (0, 1], got {token_ratio!r}")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"RetryBudget: name must be a non-empty string, got {name!r}")
         self.max_tokens = float(max_tokens)
         self.token_ratio = float(token_ratio)
+        self.name = name
         self._tokens = self.max_tokens
         self._lock = threading.Lock()
 
@@ -65,11 +73,15 @@ class RetryBudget:
             self._tokens = max(0.0, self._tokens - 1.0)
 
     def can_retry(self) -> bool:
-        """True while more than half the bucket is left."""
-        return self._tokens > self.max_tokens / 2
+        """True while more than half the bucket is left (a refusal is a ``budget.rejected`` event)."""
+        allowed = self._tokens > self.max_tokens / 2
+        if not allowed and instrument.hooks:
+            instrument.emit(instrument.BudgetEvent(instrument.Kind.BUDGET_REJECTED, self.name))
+        return allowed
 
     def __repr__(self) -> str:
+        named = "" if self.name == "default" else f"name={self.name!r}, "
         return (
-            f"RetryBudget(max_tokens={self.max_tokens:g}, token_ratio={self.token_ratio:g}, "
-            f"tokens={self._tokens:g})"
+            f"RetryBudget({named}max_tokens={self.max_tokens:g}, "
+            f"token_ratio={self.token_ratio:g}, tokens={self._tokens:g})"
         )

@@ -220,6 +220,26 @@ def cli() -> None:
     help="Serve this queue (repeatable); default: the queues of the registered handlers.",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log every task outcome.")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    metavar="PORT",
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics (needs resile[metrics]).",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address the metrics endpoint binds.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per line, one record per task transition.",
+)
 def worker(
     queue_path: str,
     concurrency: int | None,
@@ -227,18 +247,26 @@ def worker(
     burst: bool,
     queues: tuple[str, ...],
     verbose: bool,
+    metrics_port: int | None,
+    metrics_host: str,
+    log_format: str,
 ) -> None:
     """Run the handlers of the queue at MODULE:QUEUE (e.g. myapp.tasks:queue).
 
     Stops gracefully on SIGINT/SIGTERM (a second signal skips the grace
     period). The store is the one the module opened with resile.connect(...).
     """
+    from resile import instrument, logs
     from resile.queue.worker import Worker
 
     logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
+        level=logging.INFO if verbose or log_format == "json" else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if log_format == "json":
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(logs.JsonFormatter())
+    log_hook = logs.install() if verbose or log_format == "json" else None
     if "." not in sys.path and "" not in sys.path:
         sys.path.insert(0, "")  # like `python -m`: modules in the current directory import
     options: dict[str, Any] = {"mode": mode}
@@ -253,21 +281,50 @@ def worker(
     except _store_errors() as exc:  # the module's resile.connect(...) could not open its store
         _refuse(f"{queue_path}: its store: {_one_line(exc)}")
     err = _console(err=True)
+    endpoint = None if metrics_port is None else _serve_metrics(w, metrics_port, metrics_host)
     err.print(
         f"resile worker {w.worker_id}: {w.mode} x{w.concurrency} on {w.store.url} "
-        f"queues {list(w.queues)}" + (" (burst)" if burst else "")
+        f"queues {list(w.queues)}"
+        + (" (burst)" if burst else "")
+        + ("" if endpoint is None else f", metrics at {endpoint.url}")
     )
     started = time.monotonic()
     try:
         w.run(burst=burst)
     except _store_errors() as exc:  # the store's own ride-through (retry_for) is over
         _refuse(f"{w.store.url}: {_one_line(exc)}")
+    finally:
+        if endpoint is not None:
+            endpoint.close()
+            _metrics_off()
+        if log_hook is not None:
+            instrument.uninstall(log_hook)
     s = w.stats
     err.print(
         f"resile worker {w.worker_id}: stopped after {time.monotonic() - started:.1f}s: "
         f"{s.done} done, {s.retried} retried, {s.failed} dead, {s.timeouts} timed out, "
         f"{s.lost} lost, {s.released} handed back"
     )
+
+
+def _serve_metrics(w: Any, port: int, host: str) -> Any:
+    """Install the Prometheus hook for the worker's store and serve it; one line on failure."""
+    try:
+        from resile import metrics
+    except ImportError:
+        _refuse("--metrics-port needs prometheus-client: pip install 'resile[metrics]'")
+    try:
+        endpoint = metrics.serve(port, host)
+    except (OSError, ValueError) as exc:
+        _refuse(f"--metrics-port {port} --metrics-host {host}: cannot serve: {exc}")
+    metrics.install(store=w.store, queues=list(w.queues))
+    return endpoint
+
+
+def _metrics_off() -> None:
+    from resile import metrics
+
+    metrics.uninstall()
 
 
 # -- enqueue ----------------------------------------------------------------------------------

@@ -69,7 +69,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any, Generic, ParamSpec, TypeAlias
 
-from resile import _aio, _time, _util
+from resile import _aio, _time, _util, instrument
 from resile.backoff import Backoff
 
 __all__ = ["Periodic", "PeriodicStatistics", "RepeatedFunction", "lifespan", "repeat_every"]
@@ -348,6 +348,15 @@ class Periodic:
             done += 1
             stats.runs += 1
             stats.last_duration = max(0.0, ended - started)
+            if instrument.hooks:
+                instrument.emit(
+                    instrument.PeriodicEvent(
+                        instrument.Kind.PERIODIC_RUN,
+                        self.name,
+                        "succeeded" if error is None else "failed",
+                        stats.last_duration,
+                    )
+                )
             if error is None:
                 stats.consecutive_failures = 0
             else:

@@ -32,7 +32,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
-from resile import _aio, _time, _util
+from resile import _aio, _time, _util, instrument
 from resile.backoff import Backoff, Exponential
 from resile.deadline import deadline
 from resile.errors import CircuitOpen, Permanent, RetryError
@@ -539,6 +539,10 @@ class Retrying:
                     yield _SLEEP, delay
                     stats.waited += delay
                 stats.retries += 1
+                if instrument.wants[_RETRY_ATTEMPT]:
+                    instrument.emit(
+                        instrument.RetryEvent(_RETRY_ATTEMPT, self.name, call.attempts + 1)
+                    )
             made = True
             call.exc = None
             call.result = None
@@ -772,6 +776,16 @@ class _Call:
         if budget is not None and not budget.can_retry():
             self.reason = "budget"
             return None
+        if instrument.hooks:
+            instrument.emit(
+                instrument.RetryEvent(
+                    instrument.Kind.RETRY_SCHEDULED,
+                    p.name,
+                    attempts,
+                    delay=delay,
+                    error_type=_error_type(exc),
+                )
+            )
         if log.isEnabledFor(logging.INFO):
             log.info(
                 "%s: attempt %d failed (%r); retrying in %.3f s",
@@ -788,11 +802,33 @@ class _Call:
             )
         return delay
 
+    def giveup_reason(self) -> instrument.GiveUpReason:
+        """Why the call gives up, as the instrumentation names it.
+
+        The engine's ``"stop"`` is ``attempts`` when the stop condition holds
+        with no time elapsed (an attempt limit), ``elapsed`` otherwise.
+        """
+        reason = self.reason
+        if reason == "stop":
+            by_count = self.policy.stop.should_stop(self.attempts, 0.0, 0.0)
+            return instrument.GiveUpReason.ATTEMPTS if by_count else instrument.GiveUpReason.ELAPSED
+        return instrument.GiveUpReason(reason or "attempts")
+
     def give_up(self) -> None:
         """End the call: set ``value`` (a rejected result or the fallback's) or raise."""
         p = self.policy
         p.statistics.giveups += 1
         exc = self.exc
+        if instrument.hooks:
+            instrument.emit(
+                instrument.RetryEvent(
+                    instrument.Kind.RETRY_GAVE_UP,
+                    p.name,
+                    self.attempts,
+                    error_type=_error_type(exc),
+                    reason=self.giveup_reason(),
+                )
+            )
         if log.isEnabledFor(logging.WARNING):
             log.warning(
                 "%s: giving up after %d attempt(s) (%s): %r",
@@ -825,6 +861,14 @@ class _Call:
 
 
 _PLAIN, _PERMANENT, _OPEN_CIRCUIT = 0, 1, 2
+_RETRY_ATTEMPT = instrument.Kind.RETRY_ATTEMPT
+
+
+def _error_type(exc: BaseException | None) -> str:
+    """The class name of a failure; ``"result"`` for a result rejected by ``on_result``."""
+    return "result" if exc is None else type(exc).__name__
+
+
 _DEADLINE = _time.DEADLINE
 
 

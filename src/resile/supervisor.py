@@ -51,7 +51,7 @@ from enum import Enum
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-from resile import _aio, _time
+from resile import _aio, _time, instrument
 from resile.backoff import Backoff, Exponential
 from resile.deadline import deadline
 from resile.errors import DeadlineExceeded
@@ -529,6 +529,15 @@ class Supervisor(Generic[C]):
                 raise error
             self.statistics.delays.append(delay)
             self._set_state(SupervisorState.BACKING_OFF)
+            if instrument.hooks:
+                instrument.emit(
+                    instrument.SupervisorEvent(
+                        instrument.Kind.SUPERVISOR_RECONNECT,
+                        self.name,
+                        streak,
+                        error_type=type(error).__name__,
+                    )
+                )
             log.info("supervisor %r: reconnecting in %.3f s", self.name, delay)
             if delay > 0.0:
                 await clock.async_sleep(delay)

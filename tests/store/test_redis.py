@@ -298,7 +298,7 @@ class TestIdempotentRetries:
             id="x", queue="default", handler="h", params="{}", priority="0",
             rank_prefix="8000000000000000", max_retries="3",
             backoff='{"type":"constant","delay":5.0,"max_delay":null,"jitter":"none"}',
-            due_s=repr(T0), timeout_s="", resources="", gated="0",
+            due_s=repr(T0), timeout_s="", resources="", gated="0", traceparent="",
         )  # fmt: skip
         cop = rstore._io.client.hget(rstore._tk("x"), "cop")
 

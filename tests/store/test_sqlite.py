@@ -271,3 +271,22 @@ class TestFork:
             _, status = os.waitpid(pid, 0)
             assert os.waitstatus_to_exitcode(status) == 0
             assert s.get("child") is not None
+
+
+class TestAddedColumns:
+    def test_a_file_made_before_traceparent_gets_the_column(self, tmp_path: Path) -> None:
+        """Opening a version-1 file without the traceparent column adds it; tasks keep working."""
+        import sqlite3
+
+        from resile.queue import TaskSpec
+        from resile.queue.store.sqlite import SQLiteStore
+
+        path = tmp_path / "old.db"
+        SQLiteStore(str(path)).close()
+        with sqlite3.connect(path) as old:
+            old.execute("ALTER TABLE resile_tasks DROP COLUMN traceparent")
+        trace = "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
+        with SQLiteStore(str(path)) as store:
+            made = store.create(TaskSpec("h", traceparent=trace))
+            got = store.get(made.id)
+        assert got is not None and got.traceparent == trace

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from resile import instrument
 from resile.queue import _runner
 from resile.queue._runner import Result, failure
 from resile.queue.store.base import Store
@@ -75,6 +76,7 @@ class Execution:
         ended_at: when the handler returned or raised, on the store's clock; a
             failure is recorded as of then, so its retry is due ``delay`` after
             the handler raised, however long the write waited.
+        started, ended: when it started and ended (monotonic; for the instrumentation).
     """
 
     task: Task
@@ -83,6 +85,9 @@ class Execution:
     state: str = RUNNING
     handle: Any = None
     ended_at: float | None = None
+    # When it started and ended on resile's monotonic clock (kept for the instrumentation).
+    started: float = 0.0
+    ended: float = 0.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -367,7 +372,11 @@ class ProcessExecutor(Executor):
             )
             child.execution = execution
             execution.handle = child
-        payload = {"task": execution.task.to_dict(), "worker_id": self.host.worker_id}
+        payload = {
+            "task": execution.task.to_dict(),
+            "worker_id": self.host.worker_id,
+            "relay": bool(instrument.hooks),  # the child forwards its events only when heard
+        }
         with contextlib.suppress(OSError, ValueError):  # a dead child: its reader reports it
             child.conn.send(payload)
 
@@ -388,6 +397,9 @@ class ProcessExecutor(Executor):
             host.wake()
             while True:
                 kind, wire = child.conn.recv()
+                if kind == "event":  # the child's instrumentation, counted here (one endpoint)
+                    instrument.emit(wire)
+                    continue
                 with self._lock:
                     execution, child.execution = child.execution, None
                 if execution is not None:

@@ -112,6 +112,7 @@ class TaskField(str, Enum):
     UPDATED_AT = "updated_at"
     STARTED_AT = "started_at"
     FINISHED_AT = "finished_at"
+    TRACEPARENT = "traceparent"  # W3C trace context of the enqueue (resile.otel)
     # -- SQLite bookkeeping
     READY = "ready"  # 1: PENDING and due (the ready index); 0: delayed or not PENDING
     HAS_RESOURCES = "has_resources"  # 1: needs that not every worker meets

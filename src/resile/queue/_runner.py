@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from resile import instrument
 from resile.errors import Permanent
 from resile.queue._names import Outcome
 from resile.queue.context import TaskContext, context_parameter
@@ -334,8 +335,10 @@ def child_main(conn: Any, import_path: str) -> None:
 
     Protocol on ``conn`` (a ``multiprocessing`` pipe end): the child sends
     ``("ready", pid)`` or ``("fatal", error_dict)``; then, for each
-    ``{"task": Task.to_dict(), "worker_id": str}`` received, one
-    ``("result", Result.to_wire())``. ``None`` asks it to exit.
+    ``{"task": Task.to_dict(), "worker_id": str, "relay": bool}`` received, one
+    ``("result", Result.to_wire())``, preceded by ``("event", event)`` for each
+    instrumentation event the attempt fired (``@retry`` inside the handler)
+    when ``relay`` is true (the parent has hooks installed). ``None`` asks it to exit.
     """
     # Ctrl-C reaches the whole process group; the worker decides, the child keeps working.
     with contextlib.suppress(ValueError, OSError):
@@ -348,7 +351,14 @@ def child_main(conn: Any, import_path: str) -> None:
             conn.send(("fatal", TaskError.from_exception(exc).to_dict()))
         return
     store: Store = queue.store
-    conn.send(("ready", os.getpid()))
+    sending = threading.Lock()  # handler threads may fire events while the result is sent
+
+    def send(message: Any) -> None:
+        with sending:
+            conn.send(message)
+
+    relay = instrument.Relay(lambda event: send(("event", event)))
+    send(("ready", os.getpid()))
     while True:
         try:
             msg = conn.recv()
@@ -358,6 +368,10 @@ def child_main(conn: Any, import_path: str) -> None:
             return
         with watch.lock:
             watch.busy = True
+        if msg.get("relay"):
+            instrument.install(relay)
+        else:
+            instrument.uninstall(relay)
         try:
             task = Task.from_dict(msg["task"])
             result = run_sync(queue, store, task, msg["worker_id"])
@@ -366,6 +380,6 @@ def child_main(conn: Any, import_path: str) -> None:
         with watch.lock:
             watch.busy = False
         try:
-            conn.send(("result", result.to_wire()))
+            send(("result", result.to_wire()))
         except Exception as exc:  # an unpicklable value slipped through
-            conn.send(("result", _from_exception(exc).to_wire()))
+            send(("result", _from_exception(exc).to_wire()))

@@ -19,6 +19,7 @@ Counting (the same in every backend):
 from __future__ import annotations
 
 import math
+import re
 import traceback as _traceback
 import uuid
 from collections.abc import Mapping
@@ -124,6 +125,18 @@ def check_json(value: object, path: str = "value") -> None:
         raise ValueError(
             f"{where}: {type(obj).__name__} is not JSON-serializable; "
             "use dict, list, str, int, float, bool or None"
+        )
+
+
+# A W3C traceparent: version-traceid-parentid-flags (lower-case hex), e.g. 00-<32>-<16>-01.
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+def _check_traceparent(value: object) -> None:
+    if not isinstance(value, str) or not _TRACEPARENT.fullmatch(value):
+        raise ValueError(
+            f"task: traceparent must be a W3C traceparent ('00-<32 hex>-<16 hex>-<2 hex>'), "
+            f"got {value!r}"
         )
 
 
@@ -306,6 +319,9 @@ class TaskSpec:
             ``{"min_gpu_memory_gb": 0.5, "min_gpu_utilization": 10}``.
         delay: seconds from creation until the task is due (>= 0).
         due_at: an absolute due time (epoch seconds); overrides ``delay``.
+        traceparent: the W3C trace context to store with the task; by default
+            the one an installed tracing hook (``resile.otel``) gives when the
+            store creates it.
 
     Raises:
         ValueError: any invalid field, named with its value; nothing is stored.
@@ -322,6 +338,7 @@ class TaskSpec:
     resources: Mapping[str, float] = field(default_factory=dict)
     delay: float | timedelta = 0.0
     due_at: float | None = None
+    traceparent: str | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -351,6 +368,8 @@ class TaskSpec:
             ):
                 raise ValueError(f"task: due_at must be epoch seconds, got {self.due_at!r}")
             set_(self, "due_at", float(self.due_at))
+        if self.traceparent is not None:
+            _check_traceparent(self.traceparent)
 
     @classmethod
     def _prechecked(
@@ -398,6 +417,7 @@ class TaskSpec:
         set_(spec, "resources", resources)
         set_(spec, "delay", delay)
         set_(spec, "due_at", None)
+        set_(spec, "traceparent", None)
         if due_at is not None:
             if (
                 isinstance(due_at, bool)
@@ -443,6 +463,7 @@ class Task:
         created_at, updated_at: epoch seconds.
         started_at: when the latest attempt was leased.
         finished_at: when it reached a terminal state.
+        traceparent: the W3C trace context stored at enqueue, or ``None``.
     """
 
     id: str
@@ -470,6 +491,7 @@ class Task:
     resources: dict[str, float] = field(default_factory=dict)
     started_at: float | None = None
     finished_at: float | None = None
+    traceparent: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -538,6 +560,7 @@ class Task:
             "updated_at": self.updated_at,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
+            "traceparent": self.traceparent,
         }
 
     @classmethod
@@ -574,6 +597,7 @@ class Task:
             updated_at=float(data["updated_at"]),
             started_at=_opt_float(data.get("started_at")),
             finished_at=_opt_float(data.get("finished_at")),
+            traceparent=data.get("traceparent") or None,
         )
 
     def __repr__(self) -> str:

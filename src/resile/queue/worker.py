@@ -40,9 +40,10 @@ from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Any, Literal
 
-from resile import _time
+from resile import _time, instrument
 from resile._time import seconds as _seconds
 from resile.backoff import Exponential
+from resile.instrument import AttemptOutcome, Kind
 from resile.queue import _executors, _runner
 from resile.queue._executors import (
     ABORTED,
@@ -398,6 +399,7 @@ class Worker:
 
     def _report(self, execution: Execution, result: Result) -> None:
         execution.ended_at = self.store.now()
+        execution.ended = self._clock.monotonic()
         self._reports.append((execution, result))
         # A wake-up not yet taken by the loop covers this report too: the loop clears
         # ``_woken`` before it collects, and this report is in ``_reports`` before we look.
@@ -499,6 +501,9 @@ class Worker:
             self.mode,
             self.concurrency,
         )
+        self._slots_seen: dict[str, tuple[int, int]] = {}
+        if instrument.hooks:
+            self._report_slots()
         try:
             stop_watching = self.store.watch(self.queues, self._signal)
             self._watched = stop_watching is not None
@@ -517,6 +522,8 @@ class Worker:
                 executor.close(max(self.kill_grace, 1.0) + 1.0)
                 self._executor = None
                 self._running_flag = False
+                if instrument.hooks:
+                    self._report_slots(stopped=True)
         if self._fatal_error is not None:
             raise RuntimeError(f"resile worker {self.worker_id}: {self._fatal_error}")
 
@@ -601,6 +608,8 @@ class Worker:
                     if (free > 0 or not executor.booting()) and self._burst_over(due, now, wait):
                         return
                 errors = 0
+                if instrument.hooks:
+                    self._report_slots()
                 self._wait(timeout, poll, due_in)
             except Exception:
                 errors += 1
@@ -671,6 +680,8 @@ class Worker:
             execution.deadline = self._clock.monotonic() + task.timeout
         self._running[task.id] = execution
         self.stats.leased += 1
+        if instrument.hooks:
+            self._started(execution)
         try:
             executor.submit(execution)
         except Exception as exc:
@@ -744,8 +755,12 @@ class Worker:
         for (execution, _), ok in zip(batch, done, strict=True):
             if ok:
                 self.stats.done += 1
+                if instrument.hooks:
+                    self._finished(execution, AttemptOutcome.SUCCEEDED)
             else:  # canceled meanwhile, or the lease was lost: nothing was written
                 self.stats.lost += 1
+                if instrument.hooks:
+                    self._gone(execution)
             self._done.popleft()
             self._running.pop(execution.task.id, None)
 
@@ -763,8 +778,12 @@ class Worker:
             else:
                 if done is not None:
                     self.stats.done += 1
+                    if instrument.hooks:
+                        self._finished(execution, AttemptOutcome.SUCCEEDED)
                 else:  # canceled meanwhile, or the lease was lost: nothing was written
                     self.stats.lost += 1
+                    if instrument.hooks:
+                        self._gone(execution)
                 return
         assert result.error is not None
         after = store.fail(
@@ -778,12 +797,105 @@ class Worker:
         )
         if after is None:
             self.stats.lost += 1
+            if instrument.hooks:
+                self._gone(execution)
             return
         if after.status is TaskStatus.FAILED:
             self.stats.failed += 1
             logger.warning("resile: task %s dead-lettered: %r", task.id, result.error)
+            if instrument.hooks:
+                self._finished(execution, AttemptOutcome.DEAD, error_type=result.error.type)
         else:
             self.stats.retried += 1
+            if instrument.hooks:
+                delay = max(0.0, after.due_at - store.now())
+                self._finished(
+                    execution, AttemptOutcome.RETRYING, error_type=result.error.type, delay=delay
+                )
+
+    # -- instrumentation (called only when a hook is installed) ---------------------------------
+
+    def _started(self, execution: Execution) -> None:
+        task, wid = execution.task, self.worker_id
+        execution.started = self._clock.monotonic()
+        history = task.history
+        if history and history[-1].outcome is Outcome.LOST:
+            # The previous attempt's lease lapsed (its worker died) and was reclaimed.
+            instrument.emit(
+                instrument.for_task(
+                    Kind.LEASE_EXPIRED,
+                    task,
+                    attempt=task.attempts - 1,
+                    outcome=AttemptOutcome.EXPIRED,
+                    error_type=None,
+                )
+            )
+        lateness = None if task.started_at is None else task.started_at - task.due_at
+        if instrument.wants[Kind.TASK_LEASED]:  # the metrics hook does not listen to it
+            instrument.emit(instrument.for_task(Kind.TASK_LEASED, task, worker_id=wid))
+        instrument.emit(
+            instrument.for_task(Kind.ATTEMPT_STARTED, task, worker_id=wid, lateness=lateness)
+        )
+
+    def _finished(
+        self,
+        execution: Execution,
+        outcome: AttemptOutcome,
+        *,
+        error_type: str | None = None,
+        delay: float | None = None,
+    ) -> None:
+        task, wid = execution.task, self.worker_id
+        ended = execution.ended or self._clock.monotonic()
+        duration = max(0.0, ended - execution.started) if execution.started else None
+        instrument.emit(
+            instrument.for_task(
+                Kind.ATTEMPT_FINISHED,
+                task,
+                worker_id=wid,
+                outcome=outcome,
+                error_type=error_type,
+                delay=delay,
+                duration=duration,
+            )
+        )
+        then = _THEN.get(outcome)
+        if then is not None:
+            instrument.emit(
+                instrument.for_task(
+                    then, task, worker_id=wid, outcome=outcome, error_type=error_type, delay=delay
+                )
+            )
+
+    def _gone(self, execution: Execution) -> None:
+        """An attempt whose task this worker no longer holds: canceled, or its lease lost."""
+        try:
+            now = self.store.get(execution.task.id)
+        except Exception:
+            now = None
+        if now is not None and now.status is TaskStatus.CANCELED:
+            self._finished(execution, AttemptOutcome.CANCELED)
+            return
+        instrument.emit(
+            instrument.for_task(Kind.LEASE_LOST, execution.task, worker_id=self.worker_id)
+        )
+
+    def _report_slots(self, *, stopped: bool = False) -> None:
+        """One ``worker.slots`` event per queue whose slots or busy count changed (once a round)."""
+        busy = dict.fromkeys(self.queues, 0)
+        if not stopped:
+            for e in self._running.values():
+                if e.state is RUNNING and e.task.queue in busy:
+                    busy[e.task.queue] += 1
+        slots = 0 if stopped else self.concurrency
+        for name, n in busy.items():
+            if self._slots_seen.get(name) != (slots, n):
+                self._slots_seen[name] = (slots, n)
+                instrument.emit(
+                    instrument.SlotsEvent(
+                        Kind.WORKER_SLOTS, name, slots=slots, busy=n, worker_id=self.worker_id
+                    )
+                )
 
     # -- the worker registry: best effort, never a reason to stop serving ----------------------
 
@@ -844,6 +956,8 @@ class Worker:
             if execution.state is RUNNING:
                 execution.state = ABORTED
                 self.stats.lost += 1
+                if instrument.hooks:
+                    self._gone(execution)
                 logger.info(
                     "resile worker %s: task %s was canceled or its lease lost; stopping it",
                     self.worker_id,
@@ -856,7 +970,14 @@ class Worker:
         for execution in list(self._running.values()):
             if execution.state is RUNNING and execution.deadline <= mono:
                 execution.state = ABORTED
+                execution.ended = mono
                 self.stats.timeouts += 1
+                if instrument.hooks:
+                    instrument.emit(
+                        instrument.for_task(
+                            Kind.TASK_TIMED_OUT, execution.task, worker_id=self.worker_id
+                        )
+                    )
                 assert self._executor is not None
                 self._executor.abort(execution)
                 t = execution.task
@@ -893,6 +1014,14 @@ class Worker:
         self._done.clear()
         self._writes.clear()
         self._reports.clear()
+
+
+# The task-level event that follows an attempt's end, by outcome.
+_THEN = {
+    AttemptOutcome.RETRYING: Kind.TASK_RETRY_SCHEDULED,
+    AttemptOutcome.DEAD: Kind.TASK_DEAD,
+    AttemptOutcome.CANCELED: Kind.TASK_CANCELED,
+}
 
 
 def _default_queues(queue: Any) -> Sequence[str]:

@@ -165,6 +165,7 @@ def decode(fields: Mapping[str, Any], strict: bool = True) -> Task:
             updated_at=float(fields["updated_at"]),
             started_at=_opt(fields, "started_at"),
             finished_at=_opt(fields, "finished_at"),
+            traceparent=get("traceparent") or None,
         )
     except KeyError as exc:
         raise CorruptField(str(exc.args[0]), "missing") from None
@@ -200,6 +201,7 @@ def encode_new(spec: TaskSpec, task_id: str, due_at: float, now: float) -> dict[
         "resources": dumps(dict(spec.resources)),
         "created_at": now,
         "updated_at": now,
+        "traceparent": spec.traceparent,
     }
 
 
@@ -221,6 +223,7 @@ def created_task(spec: TaskSpec, task_id: str, sequence: int, due_at: float, now
         updated_at=now,
         timeout=None if spec.timeout is None else float(spec.timeout),  # type: ignore[arg-type]
         resources=dict(spec.resources),
+        traceparent=spec.traceparent,
     )
 
 

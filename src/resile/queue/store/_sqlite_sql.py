@@ -21,6 +21,7 @@ from resile.queue import _transitions as tr
 from resile.queue._names import META_TABLE, TALLIES_TABLE, TASKS_TABLE, TaskStatus
 
 __all__ = [
+    "ADDED_COLUMNS",
     "CANCEL",
     "COMPLETE",
     "DEAD_LETTER",
@@ -42,6 +43,7 @@ __all__ = [
     "SELECT_HELD",
     "STATS",
     "STATS_OF_QUEUE",
+    "add_column",
     "flip_due",
     "in_list",
     "list_tasks",
@@ -50,6 +52,7 @@ __all__ = [
     "queue_params",
     "select_expired",
     "set_field",
+    "table_columns",
 ]
 
 _T = TASKS_TABLE
@@ -106,7 +109,8 @@ CREATE TABLE IF NOT EXISTS {_T} (
     created_at       REAL NOT NULL,
     updated_at       REAL NOT NULL,
     started_at       REAL,
-    finished_at      REAL
+    finished_at      REAL,
+    traceparent      TEXT
 );
 CREATE INDEX IF NOT EXISTS {_T}_ready ON {_T} (queue, priority, seq)
     WHERE status = {_PENDING} AND ready = 1;
@@ -127,6 +131,20 @@ CREATE TABLE IF NOT EXISTS {TALLIES_TABLE} (
 ) WITHOUT ROWID;
 """
 META_GET = f"SELECT value FROM {META_TABLE} WHERE key = :key"
+# Columns added after schema version 1 shipped: (name, type); a file without one gets it.
+ADDED_COLUMNS = (("traceparent", "TEXT"),)
+
+
+def table_columns() -> str:
+    """The statement that lists the task table's column names (``pragma_table_info``)."""
+    return f"SELECT name FROM pragma_table_info('{_T}')"
+
+
+def add_column(name: str, kind: str) -> str:
+    """The statement that adds one of ``ADDED_COLUMNS`` to a file made before it."""
+    return f"ALTER TABLE {_T} ADD COLUMN {name} {kind}"
+
+
 META_SET = f"INSERT INTO {META_TABLE} (key, value) VALUES (:key, :value)"
 
 # -- paused queues: rows of the meta table, key PAUSED_PREFIX + queue, value when paused -------
@@ -197,10 +215,11 @@ def queue_params(queues: Iterable[str], prefix: str = "q") -> dict[str, Any]:
 
 INSERT = (
     f"INSERT INTO {_T} (id, queue, handler, params, priority, status, ready, attempts,"
-    " max_retries, backoff, due_at, resources, has_resources, timeout, created_at, updated_at)"
+    " max_retries, backoff, due_at, resources, has_resources, timeout, created_at, updated_at,"
+    " traceparent)"
     " VALUES (:id, :queue, :handler, :params, :priority, :status, :ready, :attempts,"
     " :max_retries, :backoff, :due_at, :resources, :has_resources, :timeout, :created_at,"
-    " :updated_at)"
+    " :updated_at, :traceparent)"
 )
 
 # -- reads --------------------------------------------------------------------------------------

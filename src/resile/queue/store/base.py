@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import dataclasses
 import json
 import math
 import threading
@@ -44,6 +45,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
+from resile import instrument
 from resile._aio import run_in_thread
 from resile._closing import Closing
 from resile.queue._names import (
@@ -76,6 +78,7 @@ __all__ = [
     "purge_statuses",
     "tally_counts",
     "tally_range",
+    "with_trace_context",
 ]
 
 IfExists = Literal["error", "return"]
@@ -143,6 +146,13 @@ class Store(Closing, ABC):
             (``Worker(poll_interval=...)``) to notice other processes' tasks.
         """
         return None
+
+    def _after_create(self, tasks: Sequence[Task]) -> None:
+        """Backends call this after a create committed: instrumentation, then ``_notify``."""
+        if instrument.hooks:
+            for task in tasks:
+                instrument.emit(instrument.for_task(instrument.Kind.TASK_CREATED, task))
+        self._notify(tasks)
 
     def _notify(self, tasks: Sequence[Task]) -> None:
         """Backends call this after a create / requeue committed."""
@@ -830,6 +840,24 @@ def check_seconds(value: object, what: str, allowed: str = "seconds >= 0") -> fl
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
         raise ValueError(f"{what} must be {allowed}, got {value!r}")
     return float(value)
+
+
+def with_trace_context(specs: Sequence[TaskSpec]) -> Sequence[TaskSpec]:
+    """``specs``, each with the trace context a tracing hook gives (``instrument.produce``).
+
+    Backends call it as a create starts; without a hook installed it returns
+    ``specs`` as they are. A spec that names its own ``traceparent`` keeps it.
+    """
+    if not instrument.hooks:
+        return specs
+    out: builtins.list[TaskSpec] = []
+    for spec in specs:
+        if spec.traceparent is None:
+            carrier = instrument.produce(spec.queue, spec.handler)
+            if carrier is not None:
+                spec = dataclasses.replace(spec, traceparent=carrier)
+        out.append(spec)
+    return out
 
 
 def check_create_args(specs: Iterable[object], if_exists: object) -> None:

@@ -79,6 +79,7 @@ from resile.queue.store.base import (
     purge_statuses,
     tally_counts,
     tally_range,
+    with_trace_context,
 )
 from resile.queue.task import (
     AttemptRecord,
@@ -259,6 +260,10 @@ class SQLiteStore(Store):
         for statement in sql.SCHEMA.split(";"):
             if statement.strip():
                 c.execute(statement)
+        have = {row[0] for row in c.execute(sql.table_columns())}
+        for name, kind in sql.ADDED_COLUMNS:
+            if name not in have:  # a file made before the column existed
+                c.execute(sql.add_column(name, kind))
         row = c.execute(sql.META_GET, {"key": sql.SCHEMA_VERSION_KEY}).fetchone()
         if row is None:
             c.execute(sql.META_SET, {"key": sql.SCHEMA_VERSION_KEY, "value": str(SCHEMA_VERSION)})
@@ -346,6 +351,7 @@ class SQLiteStore(Store):
         self, specs: Sequence[TaskSpec], if_exists: IfExists, now: float
     ) -> tuple[builtins.list[Task], builtins.list[Task]]:
         check_create_args(specs, if_exists)
+        specs = with_trace_context(specs)
 
         def body(c: sqlite3.Connection) -> tuple[builtins.list[Task], builtins.list[Task]]:
             out: builtins.list[Task] = []
@@ -371,7 +377,7 @@ class SQLiteStore(Store):
         self, spec: TaskSpec, *, if_exists: IfExists = "error", now: float | None = None
     ) -> Task:
         out, created = self._create_all([spec], if_exists, self.now(now))
-        self._notify(created)
+        self._after_create(created)
         return out[0]
 
     def create_many(
@@ -382,7 +388,7 @@ class SQLiteStore(Store):
         now: float | None = None,
     ) -> builtins.list[Task]:
         out, created = self._create_all(builtins.list(specs), if_exists, self.now(now))
-        self._notify(created)
+        self._after_create(created)
         return out
 
     # -- workers --------------------------------------------------------------------------------

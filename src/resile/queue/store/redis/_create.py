@@ -97,6 +97,7 @@ def create_args(
             timeout_s="" if timeout is None else _num(timeout),  # type: ignore[arg-type]
             resources=gate[0],
             gated=gate[1],
+            traceparent=spec.traceparent or "",
         )
     return ids, script, args
 

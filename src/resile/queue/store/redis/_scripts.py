@@ -138,7 +138,7 @@ class Script:
 _TTL = ("ttl_ms", "cutoff_s")  # the retention of a task a script finishes: TTL, sweep cutoff
 _TASK = (
     "id", "queue", "handler", "params", "priority", "rank_prefix", "max_retries", "backoff",
-    "due_s", "timeout_s", "resources", "gated",
+    "due_s", "timeout_s", "resources", "gated", "traceparent",
 )  # fmt: skip
 _CREATE = ("now_s", "if_exists", "op", "n")
 _COMPLETE = Script(

@@ -46,6 +46,7 @@ from resile.queue.store.base import (
     purge_statuses,
     tally_counts,
     tally_range,
+    with_trace_context,
 )
 from resile.queue.store.redis import _keys as K
 from resile.queue.store.redis import _scripts
@@ -248,7 +249,7 @@ class RedisStore(Store):
         if not self._native_async():
             return await super().create_async(spec, if_exists=if_exists)
         out, created = await self._arun(self._create_op([spec], if_exists, self.now()))
-        self._notify(created)
+        self._after_create(created)
         return out[0]
 
     async def create_many_async(
@@ -258,7 +259,7 @@ class RedisStore(Store):
             return await super().create_many_async(specs, if_exists=if_exists)
         op = self._create_op(builtins.list(specs), if_exists, self.now())
         out, created = await self._arun(op)
-        self._notify(created)
+        self._after_create(created)
         return out
 
     async def get_async(self, task_id: str) -> Task | None:
@@ -308,6 +309,7 @@ class RedisStore(Store):
         check_create_args(specs, if_exists)
         if not specs:
             return [], []
+        specs = with_trace_context(specs)
         ids, script, args = create_args(specs, if_exists, now)
         done = created((yield Eval(script, args)), specs, ids, now)
         if done is None:  # a replay: read what the first write stored
@@ -318,7 +320,7 @@ class RedisStore(Store):
         self, spec: TaskSpec, *, if_exists: IfExists = "error", now: float | None = None
     ) -> Task:
         out, created = self._run(self._create_op([spec], if_exists, self.now(now)))
-        self._notify(created)
+        self._after_create(created)
         return out[0]
 
     def create_many(
@@ -329,7 +331,7 @@ class RedisStore(Store):
         now: float | None = None,
     ) -> builtins.list[Task]:
         out, created = self._run(self._create_op(builtins.list(specs), if_exists, self.now(now)))
-        self._notify(created)
+        self._after_create(created)
         return out
 
     # -- workers --------------------------------------------------------------------------------

@@ -19,8 +19,8 @@ local function isset(v) return v and v ~= '' end
 -- lib: write_new
 -- Write a new PENDING task from the task record at ARGV[a + G.<field>] (create and
 -- create1 share the record's layout). Fields most tasks leave at their default are
--- not written: attempts (0), gated ("0"), timeout and resources (none). Returns
--- whether it is gated (needs that not every worker meets).
+-- not written: attempts (0), gated ("0"), timeout, resources and traceparent (none).
+-- Returns whether it is gated (needs that not every worker meets).
 local function write_new(tk, a, rank, seq, now_s, op)
   redis.call('HSET', tk, F.id, ARGV[a + G.id], F.queue, ARGV[a + G.queue],
     F.handler, ARGV[a + G.handler], F.params, ARGV[a + G.params],
@@ -30,6 +30,9 @@ local function write_new(tk, a, rank, seq, now_s, op)
   if isset(ARGV[a + G.timeout_s]) then redis.call('HSET', tk, F.timeout, ARGV[a + G.timeout_s]) end
   if isset(ARGV[a + G.resources]) then
     redis.call('HSET', tk, F.resources, ARGV[a + G.resources])
+  end
+  if isset(ARGV[a + G.traceparent]) then
+    redis.call('HSET', tk, F.traceparent, ARGV[a + G.traceparent])
   end
   if ARGV[a + G.gated] == '1' then
     redis.call('HSET', tk, F.gated, '1')
