@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 
-from resile import Constant, DuplicateTask, Exponential, Linear
-from resile.queue import Outcome, Store, Task, TaskError, TaskSpec, TaskStatus
+from resile import Constant, DecorrelatedJitter, DuplicateTask, Exponential, Linear
+from resile.backoff import Backoff
+from resile.queue import AttemptRecord, Outcome, Store, Task, TaskError, TaskSpec, TaskStatus
+from resile.queue import _transitions as tr
 from resile.queue._names import LEASE_EXPIRED_REASON
 
 from .conftest import SHARED_BACKENDS, T0, FakeEpoch
@@ -839,6 +841,132 @@ class TestStateMachine:
         t = store.complete("a", W1, "ok")
         assert t is not None and t.status is TaskStatus.DONE and t.finished_at == clock.now
         assert [h.outcome for h in t.history] == [Outcome.ERROR, Outcome.OK]
+
+
+def in_status(store: Store, status: TaskStatus, task_id: str) -> None:
+    """Bring a new task ``task_id`` to ``status`` through the contract."""
+    store.create(spec(id=task_id, max_retries=0), now=T0)
+    if status is TaskStatus.PENDING:
+        return
+    if status is TaskStatus.CANCELED:
+        assert store.cancel(task_id, now=T0)
+        return
+    got = store.lease("default", W1, now=T0)
+    assert [t.id for t in got] == [task_id]
+    if status is TaskStatus.DONE:
+        assert store.complete(task_id, W1, now=T0) is not None
+    elif status is TaskStatus.FAILED:
+        assert store.fail(task_id, W1, RuntimeError("x"), now=T0) is not None
+
+
+# Policies whose delay is the same each time they are rebuilt (seeded or without jitter).
+POLICIES: list[Backoff] = [
+    Constant(3.0),
+    Linear(1.0, 2.0),
+    Exponential(0.5, 3.0, max_delay=100.0, jitter="full", seed=7),
+    DecorrelatedJitter(1.0, 50.0, seed=11),
+]
+
+
+class TestAppliesTheStateMachine:
+    """Each backend writes exactly what ``resile.queue._transitions`` decides."""
+
+    @pytest.mark.parametrize("status", list(TaskStatus))
+    def test_cancel_and_requeue_follow_the_allowed_sets(
+        self, store: Store, status: TaskStatus
+    ) -> None:
+        """cancel succeeds iff can_cancel(status); requeue iff can_requeue(status)."""
+        in_status(store, status, "c")
+        assert store.get("c").status is status  # type: ignore[union-attr]
+        assert store.cancel("c", now=T0 + 1) is tr.can_cancel(status)
+        in_status(store, status, "r")
+        assert (store.requeue("r", now=T0 + 1) is not None) is tr.can_requeue(status)
+
+    @pytest.mark.parametrize("policy", POLICIES, ids=lambda p: type(p).__name__)
+    def test_fail_writes_the_after_failure_decision(self, store: Store, policy: Backoff) -> None:
+        """Each failed attempt stores the decision after_failure makes from the stored task."""
+        store.create(spec(id="a", max_retries=3, backoff=policy), now=T0)
+        now = T0
+        for _ in range(5):
+            got = store.lease("default", W1, now=now)
+            if not got:
+                break
+            before = got[0]
+            error = TaskError("RuntimeError", f"boom {before.attempts}")
+            decision = tr.after_failure(
+                attempts=before.attempts,
+                max_retries=before.max_retries,
+                backoff=before.backoff,
+                last_delay=before.last_delay,
+                error=error,
+                base=now + 0.25,
+            )
+            after = store.fail("a", W1, error, now=now + 0.25)
+            assert after is not None
+            assert after.status is decision.status
+            assert after.last_error == decision.error
+            assert after.history[-1] == AttemptRecord(
+                before.attempts, before.started_at, decision.base, Outcome.ERROR, error
+            )
+            if decision.dead:
+                assert after.finished_at == now + 0.25
+                break
+            assert after.due_at == decision.due_at
+            assert after.last_delay == decision.delay
+            now = decision.due_at
+        assert store.get("a").status is TaskStatus.FAILED  # type: ignore[union-attr]
+
+    def test_reclaim_writes_the_lease_expired_decision(self, store: Store) -> None:
+        """A reclaimed lease stores what lease_expired decides, counted from the expiry."""
+        policy = DecorrelatedJitter(1.0, 50.0, seed=3)
+        store.create(spec(id="a", max_retries=2, backoff=policy), now=T0)
+        before = lease_one(store, W1, lease_seconds=10)
+        decision = tr.lease_expired(
+            attempts=before.attempts,
+            max_retries=before.max_retries,
+            backoff=before.backoff,
+            last_delay=before.last_delay,
+            lease_expires_at=before.lease_expires_at,
+            now=T0 + 30,
+        )
+        store.lease("default", W2, now=T0 + 10.5, limit=1)  # reclaims; the retry is not due
+        after = store.get("a")
+        assert after is not None and after.status is decision.status is TaskStatus.PENDING
+        assert (after.due_at, after.last_delay, after.last_error) == (
+            decision.due_at,
+            decision.delay,
+            decision.error,
+        )
+        assert after.history[-1].ended_at == decision.base == T0 + 10
+
+    def test_release_cancel_requeue_write_their_decisions(self, store: Store) -> None:
+        """release, cancel (of a running attempt) and requeue store what their functions say."""
+        store.create(spec(id="a"), now=T0)
+        leased = lease_one(store, W1)
+        released = store.release("a", W1, now=T0 + 1)
+        back = tr.release(leased.attempts, T0 + 1)
+        assert released is not None
+        assert (released.status, released.attempts, released.due_at) == (
+            back.status,
+            back.attempts,
+            back.due_at,
+        )
+        running = lease_one(store, W1, now=T0 + 2)
+        assert store.cancel("a", now=T0 + 3)
+        done = tr.cancel(running.status, attempts=running.attempts, started_at=T0 + 2, now=T0 + 3)
+        canceled = store.get("a")
+        assert done is not None and canceled is not None
+        assert (canceled.status, canceled.finished_at) == (done.status, done.finished_at)
+        assert canceled.history[-1] == done.entry
+        requeued = store.requeue("a", delay=4.0, now=T0 + 5)
+        plan = tr.requeue(4.0, T0 + 5)
+        assert requeued is not None
+        assert (requeued.status, requeued.attempts, requeued.last_delay, requeued.due_at) == (
+            plan.status,
+            plan.attempts,
+            plan.last_delay,
+            plan.due_at,
+        )
 
 
 class TestConcurrency:

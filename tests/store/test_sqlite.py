@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
+from _names_check import python_strings, spelled_states, sql_columns, unknown_fields
 from resile.queue import TaskSpec, TaskStatus
-from resile.queue._names import META_TABLE, TASKS_TABLE
+from resile.queue._names import FIELDS, META_TABLE, TASKS_TABLE
+from resile.queue.store import _sqlite_sql as sql
 from resile.queue.store.sqlite import SQLiteStore
 
 from .conftest import T0
@@ -112,6 +114,52 @@ class TestSetup:
             assert s.memory
         with pytest.raises(ValueError, match="names no file"):
             SQLiteStore.from_url("sqlite:///")
+
+
+def _rendered_queries() -> list[str]:
+    """Every statement of the SQL module: its constants and its builders, with sample sizes."""
+    out = [v for k, v in vars(sql).items() if k.isupper() and isinstance(v, str) and " " in v]
+    for n in (1, 3):
+        out += [sql.select_expired(n), sql.flip_due(n), *sql.next_due(n, gated=True)]
+        out += [*sql.next_due(n, gated=False), sql.in_list("q", n)]
+        out += [sql.purge(statuses=n, queue=q) for q in (True, False)]
+        out += [sql.list_tasks(queue=q, statuses=n, after=a) for q in (True, False) for a in (1, 0)]
+    out += [sql.list_tasks(queue=False, statuses=None, after=False)]
+    out += [sql.set_field(c, holder=h) for c in ("progress", "checkpoint") for h in (True, False)]
+    return out
+
+
+class TestNames:
+    """The SQL takes its states from the names module and spells only defined fields."""
+
+    @pytest.mark.parametrize("module", ["_sqlite_sql.py", "sqlite.py"])
+    def test_no_state_is_spelled_in_the_sql(self, module: str) -> None:
+        """No string of the SQLite modules spells a state: they are injected from TaskStatus."""
+        source = (Path(sql.__file__).parent / module).read_text("utf-8")
+        spelled = [hit for text in python_strings(source) for hit in spelled_states(text)]
+        assert spelled == []
+
+    def test_every_column_is_a_defined_field(self) -> None:
+        """Every column a statement names is a TaskField."""
+        for query in _rendered_queries():
+            assert unknown_fields(sql_columns(query)) == set(), query
+
+    def test_the_table_has_exactly_defined_fields(self, path: str) -> None:
+        """The tasks table's columns, as created, are TaskField values."""
+        SQLiteStore(path).close()
+        c = raw(path)
+        columns = {r[1] for r in c.execute(f"PRAGMA table_info({TASKS_TABLE})")}
+        c.close()
+        assert columns - FIELDS == set()
+        assert {"ready", "has_resources", "seq", "status"} <= columns
+
+    def test_states_are_injected(self) -> None:
+        """The rendered statements do hold the states, as SQL literals (the partial indexes)."""
+        assert f"status = '{TaskStatus.PENDING.value}' AND ready = 1" in sql.SCHEMA
+        assert f"status = '{TaskStatus.PENDING.value}' AND ready = 1" in sql.READY_FIRST
+        assert "('CANCELED', 'FAILED')" in sql.REQUEUE
+        with pytest.raises(ValueError, match="column must be one of"):
+            sql.set_field("status", holder=False)
 
 
 class TestCorruptRows:

@@ -1,7 +1,10 @@
-"""Every name the durable queue stores, in one place: states, tables, defaults.
+"""Every name the durable queue stores, in one place: states, fields, tables, defaults.
 
-Backends read their table / key names from here, so a rename is one edit and
-two backends never disagree on a state's spelling.
+Backends read their state, field and table names from here, so a rename is one
+edit and two backends never disagree on a spelling. Queries and scripts get
+the states injected (they never spell them); the fields they spell are checked
+against ``TaskField`` by the test suite. Redis key shapes live beside the Redis
+store (``resile.queue.store._redis_keys``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ __all__ = [
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_PRIORITY",
     "DEFAULT_QUEUE",
+    "FIELDS",
     "HISTORY_LIMIT",
     "LEASE_EXPIRED_REASON",
     "MAX_ID_LENGTH",
@@ -25,12 +29,13 @@ __all__ = [
     "TERMINAL_STATUSES",
     "TRACEBACK_LIMIT",
     "Outcome",
+    "TaskField",
     "TaskStatus",
 ]
 
 
 class TaskStatus(str, Enum):
-    """The state of a stored task; the values are the seed framework's names.
+    """The state of a stored task.
 
     ``PENDING`` waits for its due time; ``DOING`` is leased by a worker;
     ``DONE``, ``FAILED`` (dead letter) and ``CANCELED`` are terminal.
@@ -71,6 +76,56 @@ class Outcome(str, Enum):
         return self.value
 
 
+class TaskField(str, Enum):
+    """The name of each stored field of a task: a SQLite column, a field of a Redis hash.
+
+    The first group is the ``Task`` record (``seq`` is ``Task.sequence``); the
+    second is each backend's own bookkeeping. A ``str`` Enum:
+    ``TaskField.STATUS == "status"``.
+    """
+
+    ID = "id"
+    QUEUE = "queue"
+    HANDLER = "handler"
+    PARAMS = "params"  # JSON object
+    PRIORITY = "priority"
+    SEQ = "seq"  # creation order in the store (Task.sequence)
+    STATUS = "status"  # a TaskStatus value
+    ATTEMPTS = "attempts"
+    MAX_RETRIES = "max_retries"
+    BACKOFF = "backoff"  # JSON: Backoff.to_dict()
+    LAST_DELAY = "last_delay"
+    DUE_AT = "due_at"
+    LEASE_OWNER = "lease_owner"
+    LEASE_EXPIRES_AT = "lease_expires_at"
+    PROGRESS = "progress"
+    CHECKPOINT = "checkpoint"  # JSON
+    RESULT = "result"  # JSON
+    LAST_ERROR = "last_error"  # JSON: TaskError.to_dict()
+    HISTORY = "history"  # JSON list of AttemptRecord.to_dict()
+    TIMEOUT = "timeout"
+    RESOURCES = "resources"  # JSON object: name -> number
+    CREATED_AT = "created_at"
+    UPDATED_AT = "updated_at"
+    STARTED_AT = "started_at"
+    FINISHED_AT = "finished_at"
+    # -- SQLite bookkeeping
+    READY = "ready"  # 1: PENDING and due (the ready index); 0: delayed or not PENDING
+    HAS_RESOURCES = "has_resources"  # 1: needs that not every worker meets
+    # -- Redis bookkeeping
+    RANK = "rank"  # priority and seq as sortable hex: the member of the ready sets
+    GATED = "gated"  # "1": needs that not every worker meets
+    HISTORY_LENGTH = "hn"  # entries in ``history`` (the scripts cut it without parsing)
+    OP = "op"  # the op id of the last write (a retried call does not write twice)
+    CREATE_OP = "cop"  # the op id of the create (a retried create is a replay)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# Every stored field name (``TaskField`` values).
+FIELDS: frozenset[str] = frozenset(f.value for f in TaskField)
+
 # -- storage names (SQLite tables; the Redis store keeps its key prefixes beside these) -----
 TASKS_TABLE = "resile_tasks"
 META_TABLE = "resile_meta"
@@ -79,7 +134,7 @@ SCHEMA_VERSION = 1
 # -- defaults ---------------------------------------------------------------------------------
 DEFAULT_QUEUE = "default"
 DEFAULT_PRIORITY = 0
-# The seed's ``max_retry_count`` default: 3 retries after the first attempt, 4 attempts in all.
+# 3 retries after the first attempt, 4 attempts in all.
 DEFAULT_MAX_RETRIES = 3
 # ``resile.Exponential(1.0, max_delay=60.0).to_dict()``, spelled out so that importing
 # this module does not build a strategy.

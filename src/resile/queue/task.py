@@ -9,8 +9,8 @@ Counting (the same in every backend):
 
 * ``attempts`` is incremented when a worker *leases* the task, so an attempt
   whose worker crashes still counts.
-* ``max_retries`` is the number of retries after the first attempt (the
-  seed's ``max_retry_count``): ``max_retries=3`` allows at most 4 attempts.
+* ``max_retries`` is the number of retries after the first attempt:
+  ``max_retries=3`` allows at most 4 attempts.
   A failed attempt is retried while ``attempts <= max_retries``.
 * The wait before retry ``n`` is ``backoff.delay(attempts, last_delay)``:
   ``attempts`` counts from 1, as ``Backoff.delay`` does.
@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import traceback as _traceback
 import uuid
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -40,7 +41,7 @@ from resile.queue._names import (
 )
 
 __all__ = [
-    "Attempt",
+    "AttemptRecord",
     "JSONValue",
     "Task",
     "TaskError",
@@ -239,8 +240,10 @@ class TaskError:
 
 
 @dataclass(frozen=True, slots=True)
-class Attempt:
+class AttemptRecord:
     """One entry of ``Task.history``: an attempt and how it ended.
+
+    (Named ``Attempt`` before 0.2; that name still works, with a ``DeprecationWarning``.)
 
     Attributes:
         attempt: its number, counted from 1 (``Task.attempts`` when it ran).
@@ -257,7 +260,7 @@ class Attempt:
     error: TaskError | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form; ``Attempt.from_dict`` reverses it."""
+        """JSON-ready form; ``AttemptRecord.from_dict`` reverses it."""
         return {
             "attempt": self.attempt,
             "started_at": self.started_at,
@@ -267,7 +270,7 @@ class Attempt:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Attempt:
+    def from_dict(cls, data: Mapping[str, Any]) -> AttemptRecord:
         """Rebuild from ``to_dict()`` output."""
         err = data.get("error")
         return cls(
@@ -293,7 +296,7 @@ class TaskSpec:
         params: keyword arguments for the handler; plain JSON (checked, with
             the offending path in the error).
         id: the task id, unique in the store; ``None`` generates one.
-        queue: the queue name (the seed's ``biz_prefix``).
+        queue: the queue name.
         priority: lower runs first; equal priorities run in creation order.
         max_retries: retries after the first attempt (>= 0).
         backoff: a ``resile.backoff`` strategy or its ``to_dict()``; stored
@@ -416,7 +419,7 @@ class Task:
 
     Attributes:
         id: unique in the store.
-        queue: the queue (the seed's ``biz_prefix``).
+        queue: the queue.
         handler: the registered handler's name.
         params: the handler's keyword arguments (JSON object).
         priority: lower runs first.
@@ -462,7 +465,7 @@ class Task:
     checkpoint: JSONValue = None
     result: JSONValue = None
     last_error: TaskError | None = None
-    history: tuple[Attempt, ...] = ()
+    history: tuple[AttemptRecord, ...] = ()
     timeout: float | None = None
     resources: dict[str, float] = field(default_factory=dict)
     started_at: float | None = None
@@ -564,7 +567,7 @@ class Task:
             checkpoint=data.get("checkpoint"),
             result=data.get("result"),
             last_error=TaskError.from_dict(err) if isinstance(err, Mapping) else None,
-            history=tuple(Attempt.from_dict(a) for a in data.get("history", ())),
+            history=tuple(AttemptRecord.from_dict(a) for a in data.get("history", ())),
             timeout=_opt_float(data.get("timeout")),
             resources={str(k): float(v) for k, v in dict(data.get("resources", {})).items()},
             created_at=float(data["created_at"]),
@@ -594,3 +597,15 @@ class Task:
 
 def _opt_float(value: object) -> float | None:
     return None if value is None else float(value)  # type: ignore[arg-type]
+
+
+def __getattr__(name: str) -> Any:
+    """``Attempt``, the old name of ``AttemptRecord``, with a ``DeprecationWarning``."""
+    if name == "Attempt":
+        warnings.warn(
+            f"{__name__}.Attempt is deprecated; use {__name__}.AttemptRecord (the same class)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return AttemptRecord
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

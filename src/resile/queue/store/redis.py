@@ -87,7 +87,7 @@ from resile.queue.store.base import (
     purge_statuses,
 )
 from resile.queue.task import (
-    Attempt,
+    AttemptRecord,
     JSONValue,
     Task,
     TaskError,
@@ -337,11 +337,11 @@ def _decode(flat: Sequence[Any] | Mapping[str, str], strict: bool = True) -> Tas
         except (TypeError, ValueError) as exc:
             if strict:
                 raise _Corrupt("resources", str(exc)) from None
-    history: tuple[Attempt, ...] = ()
+    history: tuple[AttemptRecord, ...] = ()
     if get("history"):
         history_raw = _load(d, "history", strict, [], list)
         try:
-            history = tuple(Attempt.from_dict(a) for a in history_raw)
+            history = tuple(AttemptRecord.from_dict(a) for a in history_raw)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             if strict:
                 raise _Corrupt("history", f"bad entry ({exc!r})") from None

@@ -34,18 +34,26 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote
 
-from resile.backoff import Backoff, Exponential
+from resile.backoff import Exponential
 from resile.errors import DuplicateTask
+from resile.queue import _transitions as tr
 from resile.queue._names import (
     DEFAULT_LEASE_SECONDS,
     HISTORY_LIMIT,
-    LEASE_EXPIRED_REASON,
-    META_TABLE,
     SCHEMA_VERSION,
-    TASKS_TABLE,
     TERMINAL_STATUSES,
     Outcome,
     TaskStatus,
+)
+from resile.queue.store import _sqlite_sql as sql
+from resile.queue.store._codec import (
+    CorruptField,
+    created_task,
+    decode,
+    encode_error,
+    encode_new,
+    has_needs,
+    history_with,
 )
 from resile.queue.store.base import (
     IfExists,
@@ -56,7 +64,6 @@ from resile.queue.store.base import (
     check_pct,
     check_seconds,
     dumps,
-    dumps_shared,
     encode_results,
     fail_args,
     lease_call_args,
@@ -64,7 +71,7 @@ from resile.queue.store.base import (
     purge_statuses,
 )
 from resile.queue.task import (
-    Attempt,
+    AttemptRecord,
     JSONValue,
     Task,
     TaskError,
@@ -79,63 +86,8 @@ __all__ = ["SQLiteStore"]
 
 T = TypeVar("T")
 
-_T = TASKS_TABLE
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS {META_TABLE} (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS {_T} (
-    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
-    id               TEXT NOT NULL UNIQUE,
-    queue            TEXT NOT NULL,
-    handler          TEXT NOT NULL,
-    params           TEXT NOT NULL,
-    priority         INTEGER NOT NULL,
-    status           TEXT NOT NULL,
-    ready            INTEGER NOT NULL DEFAULT 0,
-    attempts         INTEGER NOT NULL DEFAULT 0,
-    max_retries      INTEGER NOT NULL,
-    backoff          TEXT NOT NULL,
-    last_delay       REAL,
-    due_at           REAL NOT NULL,
-    lease_owner      TEXT,
-    lease_expires_at REAL,
-    progress         REAL NOT NULL DEFAULT 0,
-    checkpoint       TEXT,
-    result           TEXT,
-    last_error       TEXT,
-    history          TEXT NOT NULL DEFAULT '[]',
-    timeout          REAL,
-    resources        TEXT NOT NULL DEFAULT '{{}}',
-    has_resources    INTEGER NOT NULL DEFAULT 0,
-    created_at       REAL NOT NULL,
-    updated_at       REAL NOT NULL,
-    started_at       REAL,
-    finished_at      REAL
-);
-CREATE INDEX IF NOT EXISTS {_T}_ready ON {_T} (queue, priority, seq)
-    WHERE status = 'PENDING' AND ready = 1;
-CREATE INDEX IF NOT EXISTS {_T}_delayed ON {_T} (queue, due_at)
-    WHERE status = 'PENDING' AND ready = 0;
-CREATE INDEX IF NOT EXISTS {_T}_leased ON {_T} (queue, lease_expires_at)
-    WHERE status = 'DOING';
-CREATE INDEX IF NOT EXISTS {_T}_gated ON {_T} (queue, due_at)
-    WHERE status = 'PENDING' AND has_resources = 1;
-CREATE INDEX IF NOT EXISTS {_T}_status ON {_T} (queue, status, seq);
-CREATE INDEX IF NOT EXISTS {_T}_finished ON {_T} (status, finished_at);
-"""
-
 # The most ready rows one query of ``lease`` reads per queue.
 _MAX_CHUNK = 256
-
-
-class _Corrupt(Exception):
-    """A stored column that cannot be decoded."""
-
-    def __init__(self, column: str, detail: str) -> None:
-        super().__init__(f"stored task is unreadable: column {column!r}: {detail}")
-        self.column = column
 
 
 class _Locked(Exception):
@@ -160,91 +112,9 @@ def _locked_as_retryable(fn: Callable[[], T]) -> T:
         raise
 
 
-def _load(row: sqlite3.Row, column: str, strict: bool, default: Any, kind: type | None) -> Any:
-    raw = row[column]
-    if raw is None:
-        return default
-    try:
-        value = json.loads(raw)
-    except (TypeError, ValueError) as exc:
-        if strict:
-            raise _Corrupt(column, f"not valid JSON ({exc})") from None
-        return default
-    if kind is not None and not isinstance(value, kind):
-        if strict:
-            raise _Corrupt(column, f"expected a JSON {kind.__name__}, got {type(value).__name__}")
-        return default
-    return value
-
-
 def _decode(row: sqlite3.Row, strict: bool = True) -> Task:
-    """Row -> Task. ``strict`` raises ``_Corrupt``; otherwise bad columns get defaults."""
-    params = _load(row, "params", strict, {}, dict)
-    backoff = _load(row, "backoff", strict, {}, dict)
-    resources_raw = _load(row, "resources", strict, {}, dict)
-    history_raw = _load(row, "history", strict, [], list)
-    error_raw = _load(row, "last_error", strict, None, dict)
-    checkpoint = _load(row, "checkpoint", strict, None, None)
-    result = _load(row, "result", strict, None, None)
-    try:
-        resources = {str(k): float(v) for k, v in resources_raw.items()}
-    except (TypeError, ValueError) as exc:
-        if strict:
-            raise _Corrupt("resources", str(exc)) from None
-        resources = {}
-    try:
-        history = tuple(Attempt.from_dict(a) for a in history_raw)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        if strict:
-            raise _Corrupt("history", f"bad entry ({exc!r})") from None
-        history = ()
-    try:
-        status = TaskStatus(row["status"])
-    except ValueError:
-        raise _Corrupt("status", f"unknown status {row['status']!r}") from None
-    return Task(
-        id=row["id"],
-        queue=row["queue"],
-        handler=row["handler"],
-        params=params,
-        priority=row["priority"],
-        sequence=row["seq"],
-        status=status,
-        attempts=row["attempts"],
-        max_retries=row["max_retries"],
-        backoff=backoff,
-        last_delay=row["last_delay"],
-        due_at=row["due_at"],
-        lease_owner=row["lease_owner"],
-        lease_expires_at=row["lease_expires_at"],
-        progress=row["progress"],
-        checkpoint=checkpoint,
-        result=result,
-        last_error=None if error_raw is None else TaskError.from_dict(error_raw),
-        history=history,
-        timeout=row["timeout"],
-        resources=resources,
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-    )
-
-
-def _history_with(row: sqlite3.Row, entry: Attempt) -> str | None:
-    """The history column with ``entry`` appended; ``None`` when the stored one is unreadable."""
-    try:
-        items = json.loads(row["history"] or "[]")
-    except (TypeError, ValueError):
-        return None
-    if not isinstance(items, builtins.list):
-        return None
-    items.append(entry.to_dict())
-    return dumps(items[-HISTORY_LIMIT:])
-
-
-def _placeholders(n: int) -> str:
-    return ",".join("?" * n)
+    """Row -> Task through the one codec (``strict``: see ``resile.queue.store._codec``)."""
+    return decode(dict(zip(row.keys(), row, strict=True)), strict)
 
 
 class SQLiteStore(Store):
@@ -380,15 +250,12 @@ class SQLiteStore(Store):
         return conn
 
     def _create_schema(self, c: sqlite3.Connection) -> None:
-        for statement in _SCHEMA.split(";"):
+        for statement in sql.SCHEMA.split(";"):
             if statement.strip():
                 c.execute(statement)
-        row = c.execute(f"SELECT value FROM {META_TABLE} WHERE key = 'schema_version'").fetchone()
+        row = c.execute(sql.META_GET, {"key": sql.SCHEMA_VERSION_KEY}).fetchone()
         if row is None:
-            c.execute(
-                f"INSERT INTO {META_TABLE} (key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
+            c.execute(sql.META_SET, {"key": sql.SCHEMA_VERSION_KEY, "value": str(SCHEMA_VERSION)})
         elif int(row[0]) > SCHEMA_VERSION:
             raise RuntimeError(
                 f"{self.path}: task schema version {row[0]} is newer than this resile "
@@ -462,48 +329,12 @@ class SQLiteStore(Store):
 
     def _insert(self, c: sqlite3.Connection, spec: TaskSpec, now: float) -> Task:
         task_id = spec.id if spec.id is not None else new_task_id()
-        due = spec.due_time(now)
-        backoff: dict[str, Any] = dict(spec.backoff)  # type: ignore[arg-type]
-        resources: dict[str, float] = dict(spec.resources)
-        timeout = None if spec.timeout is None else float(spec.timeout)  # type: ignore[arg-type]
-        cur = c.execute(
-            f"INSERT INTO {_T} (id, queue, handler, params, priority, status, ready, attempts,"
-            " max_retries, backoff, due_at, resources, has_resources, timeout, created_at,"
-            " updated_at) VALUES (?, ?, ?, ?, ?, 'PENDING', ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                task_id,
-                spec.queue,
-                spec.handler,
-                dumps(spec.params),
-                spec.priority,
-                1 if due <= now else 0,
-                spec.max_retries,
-                dumps_shared(spec.backoff),  # type: ignore[arg-type]
-                due,
-                dumps(resources),
-                1 if any(v > 0 for v in resources.values()) else 0,
-                timeout,
-                now,
-                now,
-            ),
-        )
-        return Task(
-            id=task_id,
-            queue=spec.queue,
-            handler=spec.handler,
-            params=dict(spec.params),
-            priority=spec.priority,
-            sequence=int(cur.lastrowid or 0),
-            status=TaskStatus.PENDING,
-            attempts=0,
-            max_retries=spec.max_retries,
-            backoff=backoff,
-            due_at=due,
-            created_at=now,
-            updated_at=now,
-            timeout=timeout,
-            resources=resources,
-        )
+        made = tr.create(spec.due_at, spec.delay, now)
+        fields = encode_new(spec, task_id, made.due_at, now)
+        fields["ready"] = 1 if made.ready else 0
+        fields["has_resources"] = 1 if has_needs(spec.resources) else 0
+        cur = c.execute(sql.INSERT, fields)
+        return created_task(spec, task_id, int(cur.lastrowid or 0), made.due_at, now)
 
     def _create_all(
         self, specs: Sequence[TaskSpec], if_exists: IfExists, now: float
@@ -551,106 +382,77 @@ class SQLiteStore(Store):
     # -- workers --------------------------------------------------------------------------------
 
     def _mark_corrupt(self, c: sqlite3.Connection, row: sqlite3.Row, why: str, now: float) -> None:
-        error = TaskError("CorruptTask", why)
         c.execute(
-            f"UPDATE {_T} SET status = 'FAILED', ready = 0, last_error = ?, lease_expires_at = NULL,"
-            " finished_at = ?, updated_at = ? WHERE seq = ?",
-            (dumps(error.to_dict()), now, now, row["seq"]),
+            sql.DEAD_LETTER,
+            {
+                "status": TaskStatus.FAILED.value,
+                "history": None,
+                "last_error": encode_error(tr.corrupt_error(why)),
+                "now": now,
+                "seq": row["seq"],
+            },
         )
 
     def _reclaim(self, c: sqlite3.Connection, queues: Sequence[str], now: float) -> None:
         rows = c.execute(
-            f"SELECT * FROM {_T} WHERE status = 'DOING' AND queue IN ({_placeholders(len(queues))})"
-            " AND lease_expires_at < ?",
-            (*queues, now),
+            sql.select_expired(len(queues)), {**sql.queue_params(queues), "now": now}
         ).fetchall()
         for row in rows:
-            expired_at = float(row["lease_expires_at"])
-            error = TaskError("LeaseExpired", LEASE_EXPIRED_REASON)
-            entry = Attempt(row["attempts"], row["started_at"], expired_at, Outcome.LOST, error)
-            self._after_failure(
-                c, row, error, entry, permanent=False, delay=None, base=expired_at, now=now
+            decision = tr.lease_expired(
+                attempts=row["attempts"],
+                max_retries=row["max_retries"],
+                backoff=row["backoff"],
+                last_delay=row["last_delay"],
+                lease_expires_at=row["lease_expires_at"],
+                now=now,
             )
+            entry = AttemptRecord(
+                row["attempts"],
+                row["started_at"],
+                decision.base,
+                Outcome.LOST,
+                tr.LEASE_EXPIRED_ERROR,
+            )
+            self._apply_failure(c, row, decision, entry, now)
 
-    def _after_failure(
+    def _apply_failure(
         self,
         c: sqlite3.Connection,
         row: sqlite3.Row,
-        error: TaskError,
-        entry: Attempt,
-        *,
-        permanent: bool,
-        delay: float | None,
-        base: float,
+        decision: tr.AfterFailure,
+        entry: AttemptRecord,
         now: float,
     ) -> None:
-        """Dead-letter or schedule the retry of the failed attempt in ``row``."""
-        history = _history_with(row, entry)
-        history_sql = "history = ?," if history is not None else ""
-        history_arg: tuple[Any, ...] = (history,) if history is not None else ()
-        attempts = int(row["attempts"])
-        dead = permanent or attempts > int(row["max_retries"])
-        wait = 0.0
-        if not dead:
-            if delay is not None:
-                wait = delay
-            else:
-                try:
-                    policy = Backoff.from_dict(json.loads(row["backoff"]))
-                    wait = policy.delay(max(1, attempts), row["last_delay"])
-                except (TypeError, ValueError) as exc:
-                    error = TaskError(
-                        "CorruptTask",
-                        f"stored backoff policy is unusable ({exc}); last error: "
-                        f"{error.type}: {error.message}",
-                        error.traceback,
-                    )
-                    dead = True
-        if dead:
-            c.execute(
-                f"UPDATE {_T} SET status = 'FAILED', ready = 0, {history_sql} last_error = ?,"
-                " lease_expires_at = NULL, finished_at = ?, updated_at = ? WHERE seq = ?",
-                (*history_arg, dumps(error.to_dict()), now, now, row["seq"]),
-            )
+        """Write ``decision`` for the failed attempt in ``row``, with its history ``entry``."""
+        params = {
+            "status": decision.status.value,
+            "history": history_with(row["history"], entry),
+            "last_error": encode_error(decision.error),
+            "now": now,
+            "seq": row["seq"],
+        }
+        if decision.dead:
+            c.execute(sql.DEAD_LETTER, params)
             return
-        due = base + wait
-        c.execute(
-            f"UPDATE {_T} SET status = 'PENDING', ready = ?, {history_sql} last_error = ?,"
-            " last_delay = ?, due_at = ?, lease_expires_at = NULL, updated_at = ? WHERE seq = ?",
-            (
-                1 if due <= now else 0,
-                *history_arg,
-                dumps(error.to_dict()),
-                wait,
-                due,
-                now,
-                row["seq"],
-            ),
-        )
+        params["ready"] = 1 if decision.ready(now) else 0
+        params["last_delay"] = decision.delay
+        params["due_at"] = decision.due_at
+        c.execute(sql.RETRY, params)
 
     def _ready_rows(
         self, c: sqlite3.Connection, queue: str, now: float, chunk: int
     ) -> Iterator[tuple[int, int, sqlite3.Row]]:
         """Ready, due rows of one queue in ``(priority, seq)`` order, read in chunks."""
-        last: tuple[int, int] | None = None
+        params: dict[str, Any] = {"queue": queue, "now": now, "chunk": chunk}
+        query = sql.READY_FIRST
         while True:
-            if last is None:
-                rows = c.execute(
-                    f"SELECT * FROM {_T} WHERE status = 'PENDING' AND ready = 1 AND queue = ?"
-                    " AND due_at <= ? ORDER BY priority, seq LIMIT ?",
-                    (queue, now, chunk),
-                ).fetchall()
-            else:
-                rows = c.execute(
-                    f"SELECT * FROM {_T} WHERE status = 'PENDING' AND ready = 1 AND queue = ?"
-                    " AND (priority, seq) > (?, ?) AND due_at <= ? ORDER BY priority, seq LIMIT ?",
-                    (queue, last[0], last[1], now, chunk),
-                ).fetchall()
+            rows = c.execute(query, params).fetchall()
             for row in rows:
                 yield (row["priority"], row["seq"], row)
             if len(rows) < chunk:
                 return
-            last = (rows[-1]["priority"], rows[-1]["seq"])
+            params["priority"], params["seq"] = rows[-1]["priority"], rows[-1]["seq"]
+            query = sql.READY_NEXT
 
     def lease(
         self,
@@ -700,48 +502,53 @@ class SQLiteStore(Store):
     ) -> Callable[[sqlite3.Connection], builtins.list[Task]]:
         """The lease as a transaction body (arguments checked here, before any write)."""
         names = lease_call_args(queues, worker_id, limit, lease_seconds)
-        expires = at + float(lease_seconds)
-        marks = _placeholders(len(names))
+        flip = sql.flip_due(len(names))
+        flip_params = {**sql.queue_params(names), "now": at}
 
         def body(c: sqlite3.Connection) -> builtins.list[Task]:
             self._reclaim(c, names, at)
-            c.execute(
-                f"UPDATE {_T} SET ready = 1 WHERE status = 'PENDING' AND ready = 0"
-                f" AND queue IN ({marks}) AND due_at <= ?",
-                (*names, at),
-            )
+            c.execute(flip, flip_params)
             chunk = min(limit + 4, _MAX_CHUNK)
             streams = [self._ready_rows(c, q, at, chunk) for q in names]
             merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=lambda t: t[:2])
-            picked: builtins.list[Task] = []
+            picked: builtins.list[tuple[Task, tr.Leased]] = []
             for _, _, row in merged:
                 try:
                     task = _decode(row, strict=True)
-                except _Corrupt as exc:
+                except CorruptField as exc:
                     self._mark_corrupt(c, row, str(exc), at)
                     continue
                 if not task.fits(capacity):
                     continue
-                picked.append(task)
+                picked.append((task, tr.lease(task.attempts, at, lease_seconds)))
                 if len(picked) >= limit:
                     break
             if picked:
                 c.executemany(
-                    f"UPDATE {_T} SET status = 'DOING', ready = 0, attempts = attempts + 1,"
-                    " lease_owner = ?, lease_expires_at = ?, started_at = ?, updated_at = ?"
-                    " WHERE seq = ?",
-                    [(worker_id, expires, at, at, t.sequence) for t in picked],
+                    sql.LEASE,
+                    [
+                        {
+                            "status": leased.status.value,
+                            "attempts": leased.attempts,
+                            "worker": worker_id,
+                            "lease_expires_at": leased.lease_expires_at,
+                            "started_at": leased.started_at,
+                            "now": at,
+                            "seq": task.sequence,
+                        }
+                        for task, leased in picked
+                    ],
                 )
             return [
-                t.replace(
-                    status=TaskStatus.DOING,
-                    attempts=t.attempts + 1,
+                task.replace(
+                    status=leased.status,
+                    attempts=leased.attempts,
                     lease_owner=worker_id,
-                    lease_expires_at=expires,
-                    started_at=at,
+                    lease_expires_at=leased.lease_expires_at,
+                    started_at=leased.started_at,
                     updated_at=at,
                 )
-                for t in picked
+                for task, leased in picked
             ]
 
         return body
@@ -754,17 +561,8 @@ class SQLiteStore(Store):
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         now: float | None = None,
     ) -> bool:
-        check_lease_args(1, lease_seconds)
-        at = self.now(now)
-        return self._write(
-            lambda c: (
-                c.execute(
-                    f"UPDATE {_T} SET lease_expires_at = ?, updated_at = ?"
-                    " WHERE id = ? AND status = 'DOING' AND lease_owner = ?",
-                    (at + float(lease_seconds), at, task_id, worker_id),
-                ).rowcount
-                == 1
-            )
+        return task_id in self.renew_many(
+            [task_id], worker_id, lease_seconds=lease_seconds, now=now
         )
 
     def renew_many(
@@ -780,25 +578,16 @@ class SQLiteStore(Store):
         if not ids:
             return set()
         at = self.now(now)
+        params = {"lease_expires_at": at + float(lease_seconds), "now": at, "worker": worker_id}
 
         def body(c: sqlite3.Connection) -> set[str]:
-            held: set[str] = set()
-            for tid in ids:
-                n = c.execute(
-                    f"UPDATE {_T} SET lease_expires_at = ?, updated_at = ?"
-                    " WHERE id = ? AND status = 'DOING' AND lease_owner = ?",
-                    (at + float(lease_seconds), at, tid, worker_id),
-                ).rowcount
-                if n == 1:
-                    held.add(tid)
-            return held
+            return {tid for tid in ids if c.execute(sql.RENEW, {**params, "id": tid}).rowcount == 1}
 
         return self._write(body)
 
     def _held(self, c: sqlite3.Connection, task_id: str, worker_id: str) -> sqlite3.Row | None:
         row: sqlite3.Row | None = c.execute(
-            f"SELECT * FROM {_T} WHERE id = ? AND status = 'DOING' AND lease_owner = ?",
-            (task_id, worker_id),
+            sql.SELECT_HELD, {"id": task_id, "worker": worker_id}
         ).fetchone()
         return row
 
@@ -825,21 +614,27 @@ class SQLiteStore(Store):
 
     def _complete_write(
         self, c: sqlite3.Connection, task_id: str, worker_id: str, encoded: str, at: float
-    ) -> tuple[sqlite3.Row, Attempt, str | None] | None:
+    ) -> tuple[sqlite3.Row, AttemptRecord, str | None] | None:
         """``DOING -> DONE`` when ``worker_id`` holds the task: (the row before, its
         history entry, the new history column), else ``None`` and nothing written."""
         row = self._held(c, task_id, worker_id)
         if row is None:
             return None
-        entry = Attempt(row["attempts"], row["started_at"], at, Outcome.OK)
-        history = _history_with(row, entry)
+        done = tr.complete(row["attempts"], row["started_at"], at)
+        history = history_with(row["history"], done.entry)
         c.execute(
-            f"UPDATE {_T} SET status = 'DONE', ready = 0, result = ?, progress = 100,"
-            " history = COALESCE(?, history), lease_expires_at = NULL, finished_at = ?,"
-            " updated_at = ? WHERE seq = ?",
-            (encoded, history, at, at, row["seq"]),
+            sql.COMPLETE,
+            {
+                "status": done.status.value,
+                "result": encoded,
+                "progress": done.progress,
+                "history": history,
+                "finished_at": done.finished_at,
+                "now": at,
+                "seq": row["seq"],
+            },
         )
-        return row, entry, history
+        return row, done.entry, history
 
     def complete(
         self,
@@ -907,17 +702,18 @@ class SQLiteStore(Store):
             row = self._held(c, task_id, worker_id)
             if row is None:
                 return None
-            entry = Attempt(row["attempts"], row["started_at"], at, kind, err)
-            self._after_failure(
-                c,
-                row,
-                err,
-                entry,
+            decision = tr.after_failure(
+                attempts=row["attempts"],
+                max_retries=row["max_retries"],
+                backoff=row["backoff"],
+                last_delay=row["last_delay"],
+                error=err,
+                base=at,
                 permanent=bool(permanent),
                 delay=delay,
-                base=at,
-                now=at,
             )
+            entry = AttemptRecord(row["attempts"], row["started_at"], at, kind, err)
+            self._apply_failure(c, row, decision, entry, at)
             return self._get(c, task_id)
 
         return self._write(body)
@@ -926,13 +722,21 @@ class SQLiteStore(Store):
         at = self.now(now)
 
         def body(c: sqlite3.Connection) -> Task | None:
-            n = c.execute(
-                f"UPDATE {_T} SET status = 'PENDING', ready = 1, due_at = ?,"
-                " attempts = MAX(attempts - 1, 0), lease_expires_at = NULL, updated_at = ?"
-                " WHERE id = ? AND status = 'DOING' AND lease_owner = ?",
-                (at, at, task_id, worker_id),
-            ).rowcount
-            return self._get(c, task_id) if n == 1 else None
+            row = self._held(c, task_id, worker_id)
+            if row is None:
+                return None
+            back = tr.release(row["attempts"], at)
+            c.execute(
+                sql.RELEASE,
+                {
+                    "status": back.status.value,
+                    "due_at": back.due_at,
+                    "attempts": back.attempts,
+                    "now": at,
+                    "seq": row["seq"],
+                },
+            )
+            return self._get(c, task_id)
 
         task = self._write(body)
         if task is not None:
@@ -945,23 +749,25 @@ class SQLiteStore(Store):
         at = self.now(now)
 
         def body(c: sqlite3.Connection) -> bool:
-            row = c.execute(f"SELECT * FROM {_T} WHERE id = ?", (task_id,)).fetchone()
-            if row is None or row["status"] not in ("PENDING", "DOING"):
+            row = c.execute(sql.SELECT_BY_ID, {"id": task_id}).fetchone()
+            if row is None:
                 return False
-            history: str | None = None
-            if row["status"] == "DOING":
-                entry = Attempt(
-                    row["attempts"],
-                    row["started_at"],
-                    at,
-                    Outcome.CANCELED,
-                    TaskError("Canceled", "the task was canceled while this attempt ran"),
-                )
-                history = _history_with(row, entry)
+            done = tr.cancel(
+                row["status"], attempts=row["attempts"], started_at=row["started_at"], now=at
+            )
+            if done is None:
+                return False
             c.execute(
-                f"UPDATE {_T} SET status = 'CANCELED', ready = 0, history = COALESCE(?, history),"
-                " lease_expires_at = NULL, finished_at = ?, updated_at = ? WHERE seq = ?",
-                (history, at, at, row["seq"]),
+                sql.CANCEL,
+                {
+                    "status": done.status.value,
+                    "history": None
+                    if done.entry is None
+                    else history_with(row["history"], done.entry),
+                    "finished_at": done.finished_at,
+                    "now": at,
+                    "seq": row["seq"],
+                },
             )
             return True
 
@@ -970,19 +776,9 @@ class SQLiteStore(Store):
     def _guarded_update(
         self, task_id: str, column: str, value: Any, worker_id: str | None, at: float
     ) -> bool:
-        if worker_id is None:
-            sql = (
-                f"UPDATE {_T} SET {column} = ?, updated_at = ?"
-                " WHERE id = ? AND status IN ('PENDING', 'DOING')"
-            )
-            args: tuple[Any, ...] = (value, at, task_id)
-        else:
-            sql = (
-                f"UPDATE {_T} SET {column} = ?, updated_at = ?"
-                " WHERE id = ? AND status = 'DOING' AND lease_owner = ?"
-            )
-            args = (value, at, task_id, worker_id)
-        return self._write(lambda c: c.execute(sql, args).rowcount == 1)
+        query = sql.set_field(column, holder=worker_id is not None)
+        params = {"value": value, "now": at, "id": task_id, "worker": worker_id}
+        return self._write(lambda c: c.execute(query, params).rowcount == 1)
 
     def progress(
         self,
@@ -1006,9 +802,7 @@ class SQLiteStore(Store):
         return self._guarded_update(task_id, "checkpoint", dumps(value), worker_id, self.now(now))
 
     def get_checkpoint(self, task_id: str) -> JSONValue:
-        row = self._read(
-            lambda c: c.execute(f"SELECT checkpoint FROM {_T} WHERE id = ?", (task_id,)).fetchone()
-        )
+        row = self._read(lambda c: c.execute(sql.SELECT_CHECKPOINT, {"id": task_id}).fetchone())
         if row is None or row[0] is None:
             return None
         try:
@@ -1017,7 +811,7 @@ class SQLiteStore(Store):
             return None
 
     def _get(self, c: sqlite3.Connection, task_id: str) -> Task | None:
-        row = c.execute(f"SELECT * FROM {_T} WHERE id = ?", (task_id,)).fetchone()
+        row = c.execute(sql.SELECT_BY_ID, {"id": task_id}).fetchone()
         return None if row is None else _decode(row, strict=False)
 
     def get(self, task_id: str) -> Task | None:
@@ -1033,38 +827,32 @@ class SQLiteStore(Store):
         after: int | None = None,
     ) -> builtins.list[Task]:
         statuses = check_list_args(status, limit, offset)
-        where: builtins.list[str] = []
-        args: builtins.list[Any] = []
-        if queue is not None:
-            where.append("queue = ?")
-            args.append(queue)
-        if statuses is not None:
-            where.append(f"status IN ({_placeholders(len(statuses))})")
-            args.extend(s.value for s in statuses)
-        if after is not None:
-            where.append("seq > ?")
-            args.append(int(after))
-        sql = f"SELECT * FROM {_T}"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY seq LIMIT ? OFFSET ?"
-        args.extend((limit, offset))
-        rows = self._read(lambda c: c.execute(sql, args).fetchall())
+        query = sql.list_tasks(
+            queue=queue is not None,
+            statuses=None if statuses is None else len(statuses),
+            after=after is not None,
+        )
+        params: dict[str, Any] = {
+            "queue": queue,
+            "after": None if after is None else int(after),
+            "limit": limit,
+            "offset": offset,
+            **sql.queue_params((s.value for s in statuses or ()), "s"),
+        }
+        rows = self._read(lambda c: c.execute(query, params).fetchall())
         out: builtins.list[Task] = []
         for row in rows:
             try:
                 out.append(_decode(row, strict=False))
-            except _Corrupt:  # an unknown status: not a task this version can show
+            except CorruptField:  # an unknown status: not a task this version can show
                 continue
         return out
 
     def stats(self, queue: str | None = None) -> dict[TaskStatus, int]:
         if queue is None:
-            sql, args = f"SELECT status, COUNT(*) FROM {_T} GROUP BY status", ()
+            rows = self._read(lambda c: c.execute(sql.STATS).fetchall())
         else:
-            sql = f"SELECT status, COUNT(*) FROM {_T} WHERE queue = ? GROUP BY status"
-            args = (queue,)  # type: ignore[assignment]
-        rows = self._read(lambda c: c.execute(sql, args).fetchall())
+            rows = self._read(lambda c: c.execute(sql.STATS_OF_QUEUE, {"queue": queue}).fetchall())
         counts = dict.fromkeys(TaskStatus, 0)
         for status, n in rows:
             try:
@@ -1074,23 +862,25 @@ class SQLiteStore(Store):
         return counts
 
     def queues(self) -> builtins.list[str]:
-        rows = self._read(
-            lambda c: c.execute(f"SELECT DISTINCT queue FROM {_T} ORDER BY queue").fetchall()
-        )
+        rows = self._read(lambda c: c.execute(sql.QUEUES).fetchall())
         return [r[0] for r in rows]
 
     def requeue(self, task_id: str, *, delay: float = 0.0, now: float | None = None) -> Task | None:
         wait = check_seconds(delay, "requeue: delay")
         at = self.now(now)
-        due = at + wait
+        back = tr.requeue(wait, at)
+        params = {
+            "status": back.status.value,
+            "ready": 1 if back.ready else 0,
+            "attempts": back.attempts,
+            "last_delay": back.last_delay,
+            "due_at": back.due_at,
+            "now": at,
+            "id": task_id,
+        }
 
         def body(c: sqlite3.Connection) -> Task | None:
-            n = c.execute(
-                f"UPDATE {_T} SET status = 'PENDING', ready = ?, attempts = 0, last_delay = NULL,"
-                " due_at = ?, lease_expires_at = NULL, finished_at = NULL, updated_at = ?"
-                " WHERE id = ? AND status IN ('FAILED', 'CANCELED')",
-                (1 if due <= at else 0, due, at, task_id),
-            ).rowcount
+            n = c.execute(sql.REQUEUE, params).rowcount
             return self._get(c, task_id) if n == 1 else None
 
         task = self._write(body)
@@ -1110,15 +900,13 @@ class SQLiteStore(Store):
         chosen = purge_statuses(statuses)
         if not chosen:
             return 0
-        cutoff = self.now(now) - age
-        sql = (
-            f"DELETE FROM {_T} WHERE status IN ({_placeholders(len(chosen))}) AND finished_at <= ?"
-        )
-        args: builtins.list[Any] = [s.value for s in chosen] + [cutoff]
-        if queue is not None:
-            sql += " AND queue = ?"
-            args.append(queue)
-        return self._write(lambda c: c.execute(sql, args).rowcount)
+        query = sql.purge(statuses=len(chosen), queue=queue is not None)
+        params: dict[str, Any] = {
+            "cutoff": self.now(now) - age,
+            "queue": queue,
+            **sql.queue_params((s.value for s in chosen), "s"),
+        }
+        return self._write(lambda c: c.execute(query, params).rowcount)
 
     def next_due_at(
         self,
@@ -1127,44 +915,22 @@ class SQLiteStore(Store):
         capacity: Mapping[str, float] | None = None,
     ) -> float | None:
         names = normalize_queues(queues)
-        marks = _placeholders(len(names))
+        leases, delayed, ready, gated = sql.next_due(len(names), gated=capacity is not None)
+        params = sql.queue_params(names)
 
         def body(c: sqlite3.Connection) -> float | None:
             found: builtins.list[float] = []
-            lease = c.execute(
-                f"SELECT MIN(lease_expires_at) FROM {_T} WHERE status = 'DOING'"
-                f" AND queue IN ({marks})",
-                names,
-            ).fetchone()[0]
-            if lease is not None:
-                found.append(float(lease))
-            resource_filter = "" if capacity is None else " AND has_resources = 0"
-            row = c.execute(
-                f"SELECT MIN(due_at) FROM {_T} WHERE status = 'PENDING' AND ready = 0"
-                f" AND queue IN ({marks}){resource_filter}",
-                names,
-            ).fetchone()
-            if row[0] is not None:
-                found.append(float(row[0]))
+            for query in (leases, delayed):
+                first = c.execute(query, params).fetchone()[0]
+                if first is not None:
+                    found.append(float(first))
             for q in names:
-                # Any ready row will do: ready rows were due when they were flipped, so
-                # reading the ready index's first entry is enough (and O(1), not a scan).
-                row = c.execute(
-                    f"SELECT due_at FROM {_T} INDEXED BY {_T}_ready WHERE status = 'PENDING'"
-                    f" AND ready = 1 AND queue = ?{resource_filter} LIMIT 1",
-                    (q,),
-                ).fetchone()
+                row = c.execute(ready, {"queue": q}).fetchone()
                 if row is not None:
                     found.append(float(row[0]))
             if capacity is not None:
                 # Tasks with needs are few (GPU work); check them one by one.
-                for row in c.execute(
-                    # INDEXED BY: left alone, the planner scans every pending row of the
-                    # queue through the status index (7 ms at 30,000 pending, every loop).
-                    f"SELECT due_at, resources FROM {_T} INDEXED BY {_T}_gated"
-                    f" WHERE status = 'PENDING' AND has_resources = 1 AND queue IN ({marks})",
-                    names,
-                ):
+                for row in c.execute(gated, params):
                     try:
                         needs = json.loads(row[1])
                         fits = all(capacity.get(k, 0.0) >= float(v) for k, v in needs.items())
