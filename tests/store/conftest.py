@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from _postgres_server import drop_schema
 from _redis_server import drop_namespace
 from resile.queue.store import Store, open_store
 
@@ -29,15 +30,25 @@ def _redis_namespace(request: pytest.FixtureRequest, prefix: str) -> str:
     return _with_query(url, f"namespace={namespace}")
 
 
+def _postgres_schema(request: pytest.FixtureRequest) -> str:
+    """The session PostgreSQL's URL with a fresh schema, dropped when the test ends."""
+    url: str = request.getfixturevalue("postgres_url")
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    request.addfinalizer(lambda: drop_schema(url, schema))
+    return _with_query(url, f"schema={schema}")
+
+
 # name -> (request, tmp_path) -> URL of an empty store for one test
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], str]] = {
     "sqlite-file": lambda request, tmp: f"sqlite:///{tmp / 'tasks.db'}",
     "sqlite-memory": lambda request, tmp: "sqlite:///:memory:",
     # A fresh namespace on the session's Redis (REDIS_URL or a throwaway server).
     "redis": lambda request, tmp: _redis_namespace(request, "test"),
+    # A fresh schema on the session's PostgreSQL (RESILE_TEST_POSTGRES_URL or a throwaway one).
+    "postgres": lambda request, tmp: _postgres_schema(request),
 }
 # Backends whose URL several processes can open to share one store.
-SHARED_BACKENDS = {"sqlite-file", "redis"}
+SHARED_BACKENDS = {"sqlite-file", "redis", "postgres"}
 
 T0 = 1_700_000_000.0  # the tests' "now", in epoch seconds
 
