@@ -30,6 +30,7 @@ __all__ = [
     "COLUMNS",
     "FINISHED_TABLE",
     "SCHEMA_VERSION",
+    "SEQUENCE",
     "Queries",
     "check_schema_name",
 ]
@@ -192,7 +193,7 @@ class Queries:
             doing=_DOING,
         )
         # Whether the schema's tables exist, and its version (no table: NULL).
-        self.SCHEMA_EXISTS = "SELECT to_regclass(%(meta)s) IS NOT NULL AS found"
+        self.SCHEMA_EXISTS = "SELECT TO_REGCLASS(%(meta)s) IS NOT NULL AS found"
         self.VERSION_KEY = "schema_version"
         self.META_TABLE = f"{s}.{META_TABLE}"
         self.META_GET = f"SELECT value FROM {s}.{META_TABLE} WHERE key = %(key)s"
@@ -201,7 +202,7 @@ class Queries:
             " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
         )
         # One migration at a time per schema, across processes (released at commit).
-        self.MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(hashtext(%(key)s))"
+        self.MIGRATION_LOCK = "SELECT PG_ADVISORY_XACT_LOCK(HASHTEXT(%(key)s))"
 
         # -- producers ------------------------------------------------------------------------
         # Ids (of a batch) that exist already, live or finished.
@@ -214,14 +215,14 @@ class Queries:
             f"INSERT INTO {hot} (seq, id, queue, handler, params, priority, status, attempts,"
             " max_retries, backoff, due_at, resources, has_resources, timeout, created_at,"
             " updated_at)"
-            f" SELECT nextval('{s}.{SEQUENCE}'), v.id, v.queue, v.handler, v.params, v.priority,"
+            f" SELECT NEXTVAL('{s}.{SEQUENCE}'), v.id, v.queue, v.handler, v.params, v.priority,"
             " v.status, v.attempts, v.max_retries, v.backoff, v.due_at, v.resources,"
             " v.has_resources, v.timeout, v.created_at, v.updated_at"
-            " FROM unnest(%(id)s::text[], %(queue)s::text[], %(handler)s::text[],"
-            " %(params)s::text[], %(priority)s::bigint[], %(status)s::text[],"
-            " %(attempts)s::bigint[], %(max_retries)s::bigint[], %(backoff)s::text[],"
-            " %(due_at)s::float8[], %(resources)s::text[], %(has_resources)s::bool[],"
-            " %(timeout)s::float8[], %(created_at)s::float8[], %(updated_at)s::float8[])"
+            " FROM UNNEST(%(id)s::TEXT[], %(queue)s::TEXT[], %(handler)s::TEXT[],"
+            " %(params)s::TEXT[], %(priority)s::BIGINT[], %(status)s::TEXT[],"
+            " %(attempts)s::BIGINT[], %(max_retries)s::BIGINT[], %(backoff)s::TEXT[],"
+            " %(due_at)s::FLOAT8[], %(resources)s::TEXT[], %(has_resources)s::BOOL[],"
+            " %(timeout)s::FLOAT8[], %(created_at)s::FLOAT8[], %(updated_at)s::FLOAT8[])"
             " WITH ORDINALITY AS v(id, queue, handler, params, priority, status, attempts,"
             " max_retries, backoff, due_at, resources, has_resources, timeout, created_at,"
             " updated_at, ord)"
@@ -230,7 +231,7 @@ class Queries:
         )
         # Ids just inserted live that a concurrent finish had moved to the finished table.
         self.FINISHED_IDS = f"SELECT id FROM {fin} WHERE id = ANY(%(ids)s)"
-        self.NOTIFY = "SELECT pg_notify(%(channel)s, %(payload)s)"
+        self.NOTIFY = "SELECT PG_NOTIFY(%(channel)s, %(payload)s)"
 
         # -- reads ----------------------------------------------------------------------------
         self.SELECT_BY_ID = (
@@ -247,9 +248,9 @@ class Queries:
             " AND lease_owner = %(worker)s ORDER BY seq FOR UPDATE"
         )
         self.STATS = (
-            f"SELECT status, count(*) FROM {hot} WHERE %(queue)s::text IS NULL OR queue = %(queue)s"
-            f" GROUP BY status UNION ALL SELECT status, count(*) FROM {fin}"
-            " WHERE %(queue)s::text IS NULL OR queue = %(queue)s GROUP BY status"
+            f"SELECT status, COUNT(*) AS n FROM {hot} WHERE %(queue)s::TEXT IS NULL OR queue = %(queue)s"
+            f" GROUP BY status UNION ALL SELECT status, COUNT(*) AS n FROM {fin}"
+            " WHERE %(queue)s::TEXT IS NULL OR queue = %(queue)s GROUP BY status"
         )
         self.QUEUES = f"SELECT queue FROM {hot} UNION SELECT queue FROM {fin} ORDER BY queue"
 
@@ -268,7 +269,7 @@ class Queries:
             f"UPDATE {hot} AS t SET status = %(status)s, attempts = v.attempts,"
             " lease_owner = %(worker)s, lease_expires_at = %(lease_expires_at)s,"
             " started_at = %(started_at)s, updated_at = %(now)s"
-            " FROM unnest(%(seqs)s::bigint[], %(attempts)s::bigint[]) AS v(seq, attempts)"
+            " FROM UNNEST(%(seqs)s::BIGINT[], %(attempts)s::BIGINT[]) AS v(seq, attempts)"
             " WHERE t.seq = v.seq"
         )
         self.RENEW = (
@@ -281,9 +282,9 @@ class Queries:
         # Live tasks (by seq) that finish: moved to the finished table with the new values;
         # a NULL keeps the stored value (result, progress, history, last_error).
         self.FINISH = (
-            f"WITH v AS (SELECT * FROM unnest(%(seqs)s::bigint[], %(status)s::text[],"
-            " %(result)s::text[], %(progress)s::float8[], %(history)s::text[],"
-            " %(last_error)s::text[]) AS v(seq, status, result, progress, history, last_error)),"
+            f"WITH v AS (SELECT * FROM UNNEST(%(seqs)s::BIGINT[], %(status)s::TEXT[],"
+            " %(result)s::TEXT[], %(progress)s::FLOAT8[], %(history)s::TEXT[],"
+            " %(last_error)s::TEXT[]) AS v(seq, status, result, progress, history, last_error)),"
             f" moved AS (DELETE FROM {hot} AS t USING v WHERE t.seq = v.seq"
             " RETURNING t.*, v.status AS new_status, v.result AS new_result,"
             " v.progress AS new_progress, v.history AS new_history,"
@@ -333,9 +334,9 @@ class Queries:
 
         # -- lists, prunes, wake-up times -----------------------------------------------------
         _where_list = (
-            " WHERE (%(queue)s::text IS NULL OR queue = %(queue)s)"
-            " AND (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s))"
-            " AND (%(after)s::bigint IS NULL OR seq > %(after)s)"
+            " WHERE (%(queue)s::TEXT IS NULL OR queue = %(queue)s)"
+            " AND (%(statuses)s::TEXT[] IS NULL OR status = ANY(%(statuses)s))"
+            " AND (%(after)s::BIGINT IS NULL OR seq > %(after)s)"
         )
         self.LIST = (
             f"SELECT * FROM {hot}{_where_list} UNION ALL SELECT * FROM {fin}{_where_list}"
@@ -345,14 +346,14 @@ class Queries:
         self.PURGE_BATCH = (
             f"DELETE FROM {fin} WHERE seq IN (SELECT seq FROM {fin}"
             " WHERE status = ANY(%(statuses)s) AND finished_at <= %(cutoff)s"
-            " AND (%(queue)s::text IS NULL OR queue = %(queue)s) LIMIT %(batch)s)"
+            " AND (%(queue)s::TEXT IS NULL OR queue = %(queue)s) LIMIT %(batch)s)"
         )
         # The earliest lease expiry and the earliest due time (of tasks without needs when
         # ``:gated``); then, with a capacity, the due times and needs of tasks with needs.
         self.NEXT_DUE = (
-            f"SELECT (SELECT min(lease_expires_at) FROM {hot} WHERE status = {_HELD}"
+            f"SELECT (SELECT MIN(lease_expires_at) FROM {hot} WHERE status = {_HELD}"
             " AND queue = ANY(%(queues)s)) AS lease_expires_at,"
-            f" (SELECT min(due_at) FROM {hot} WHERE status = {_LEASABLE}"
+            f" (SELECT MIN(due_at) FROM {hot} WHERE status = {_LEASABLE}"
             " AND queue = ANY(%(queues)s) AND NOT (%(gated)s AND has_resources)) AS due_at"
         )
         self.GATED_DUE = (

@@ -17,7 +17,7 @@ import math
 import time
 from collections.abc import Callable, Collection, Generator, Iterable, Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 
@@ -188,7 +188,9 @@ class PostgresStore(Store):
             else:
                 opts[key] = value
         opts.update(options)
-        conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest), ""))
+        conninfo = urlunsplit(
+            ("postgresql", parts.netloc, parts.path, urlencode(rest, quote_via=quote), "")
+        )
         store = cls(conninfo, **opts)
         store.url = redact(url)
         return store
@@ -787,7 +789,7 @@ class PostgresStore(Store):
         counts = dict.fromkeys(TaskStatus, 0)
         for row in self._read(body):
             try:
-                counts[TaskStatus(row["status"])] += int(row["count"])
+                counts[TaskStatus(row["status"])] += int(row["n"])
             except ValueError:
                 continue
         return counts
