@@ -217,7 +217,17 @@ class TestSchema:
         texts = [v for v in vars(q).values() if isinstance(v, str) and " " in v]
         texts += list(q.SET_FIELD.values())
         # Names that are not columns: parameters, the schema ``s.``, and local aliases.
-        aliases = {"v", "t", "moved", "ord", "found", "n", pgsql.FINISHED_TABLE, pgsql.SEQUENCE}
+        aliases = {
+            "v",
+            "t",
+            "ins",
+            "moved",
+            "ord",
+            "found",
+            "n",
+            pgsql.FINISHED_TABLE,
+            pgsql.SEQUENCE,
+        }
         for text in texts:
             if text is q.SCHEMA:
                 continue

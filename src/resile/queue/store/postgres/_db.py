@@ -249,14 +249,37 @@ class Database:
             with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
                 return body(cur)
 
+        return self._call(once)
+
+    def _call(self, once: Callable[[], T]) -> T:
         try:
             return self._retrying(once)()
         except Again as exc:  # a race that kept recurring for retry_for seconds
             raise RuntimeError(f"{self.url}: a transaction kept meeting concurrent writes") from exc
 
-    def run(self, steps: Callable[[], Generator[Step, Rows, T]]) -> T:
-        """``tx`` of a generator of statements (a fresh one for each try)."""
-        return self.tx(lambda cur: drive(cur, steps()))
+    def run(
+        self, steps: Callable[[bool], Generator[Step, Rows, T]], *, single_first: bool = False
+    ) -> T:
+        """``tx`` of a generator of statements: ``steps(first)`` makes a fresh one for each try.
+
+        ``single_first``: the first try is one statement, run without a transaction
+        block (a statement is atomic by itself: one round trip instead of three).
+        """
+        pool = self._ensure()
+        tries = 0
+
+        def once() -> T:
+            nonlocal tries
+            tries += 1
+            first = tries == 1
+            with pool.connection() as conn:
+                if single_first and first:
+                    with conn.cursor() as cur:
+                        return drive(cur, steps(True))
+                with conn.transaction(), conn.cursor() as cur:
+                    return drive(cur, steps(first))
+
+        return self._call(once)
 
     def close(self) -> None:
         """Close the pool (in the process that opened it); idempotent."""

@@ -229,6 +229,11 @@ class Queries:
             " ORDER BY v.ord"
             " ON CONFLICT (id) DO NOTHING RETURNING id, seq"
         )
+        # New tasks whose ids cannot exist (generated), and the NOTIFY, in one statement.
+        self.INSERT_NOTIFY = (
+            f"WITH ins AS ({self.INSERT}) SELECT ins.id, ins.seq FROM ins,"
+            " (SELECT PG_NOTIFY(%(channel)s, %(payload)s)) AS n"
+        )
         # Ids just inserted live that a concurrent finish had moved to the finished table.
         self.FINISHED_IDS = f"SELECT id FROM {fin} WHERE id = ANY(%(ids)s)"
         self.NOTIFY = "SELECT PG_NOTIFY(%(channel)s, %(payload)s)"

@@ -207,7 +207,7 @@ class PostgresStore(Store):
 
     def schema_version(self) -> int:
         """The task schema version stored in the database (0: none)."""
-        return self._db.run(self._db.version_steps)
+        return self._db.run(lambda first: self._db.version_steps())
 
     # -- producers ------------------------------------------------------------------------------
 
@@ -239,14 +239,16 @@ class PostgresStore(Store):
         named, generated = prepare(specs, if_exists)
         at = self.now(now)
 
-        def steps() -> Generator[Step, Rows, Created]:
-            return create_steps(self.q, named, if_exists, at, generated)
+        fast = len(generated) == len(named)
+
+        def steps(first: bool) -> Generator[Step, Rows, Created]:
+            return create_steps(self.q, named, if_exists, at, generated, fast=fast and first)
 
         if connection is None:
-            out, created = self._db.run(steps)
+            out, created = self._db.run(steps, single_first=fast)
         else:
             self._db.check_open()
-            out, created = in_transaction(connection, steps())
+            out, created = in_transaction(connection, steps(True))
         self._notify(created)
         return out
 
@@ -274,7 +276,8 @@ class PostgresStore(Store):
             return await super().create_many_async(specs, if_exists=if_exists)
         named, generated = prepare(specs, if_exists)
         self._db.check_open()
-        steps = create_steps(self.q, named, if_exists, self.now(), generated)
+        fast = len(generated) == len(named)
+        steps = create_steps(self.q, named, if_exists, self.now(), generated, fast=fast)
         out, created = await in_transaction_async(connection, steps)
         self._notify(created)
         return out
