@@ -406,8 +406,12 @@ class TestWakeUps:
             stop()
 
     def test_listen_false_is_poll_only(self, stores: Callable[..., PostgresStore]) -> None:
-        """listen=false (PgBouncer transaction pooling): watch returns None, workers poll."""
-        assert stores(listen=False).watch(["default"], lambda: None) is None
+        """listen=false (PgBouncer transaction pooling): watch returns None, workers poll,
+        and psycopg prepares no statement server-side."""
+        s = stores(listen=False)
+        assert s.watch(["default"], lambda: None) is None
+        with s._db._pool.connection() as conn:
+            assert conn.prepare_threshold is None
 
     def test_a_killed_listen_connection_is_repaired_within_a_second(
         self, url: str, stores: Callable[..., PostgresStore]

@@ -150,6 +150,8 @@ class Database:
         retry_for: seconds during which a transaction is run again after a
             transient failure (``RETRYABLE``).
         migrate: create or migrate an older schema (else ``SchemaError``).
+        prepare: let psycopg prepare statements it runs often (``False`` behind
+            PgBouncer's transaction pooling).
 
     Raises:
         ValueError: a bad option. ConnectionError: no connection can be made.
@@ -165,6 +167,7 @@ class Database:
         connect_timeout: float,
         retry_for: float,
         migrate: bool,
+        prepare: bool = True,
     ) -> None:
         if not isinstance(conninfo, str) or not conninfo:
             raise ValueError(f"PostgresStore: conninfo must be a non-empty str, got {conninfo!r}")
@@ -174,6 +177,7 @@ class Database:
         self.q = queries
         self.url = redact(conninfo)
         self.pool_size = pool_size
+        self.prepare = bool(prepare)
         self.connect_timeout = float(
             seconds_option("connect_timeout", connect_timeout, none_ok=False) or 0.0
         )
@@ -217,6 +221,8 @@ class Database:
                 "autocommit": True,
                 "row_factory": dict_row,
                 "connect_timeout": max(1, math.ceil(self.connect_timeout)),
+                # None: never prepare (a pooler may hand the next transaction another session).
+                "prepare_threshold": 5 if self.prepare else None,
             },
             timeout=self.connect_timeout,
             open=False,

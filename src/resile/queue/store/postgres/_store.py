@@ -94,7 +94,8 @@ class PostgresStore(Store):
         schema: the schema holding the tables (created when missing); several
             independent stores may share a database in different schemas.
         listen: ``watch`` wakes workers through LISTEN/NOTIFY; ``False`` for
-            PgBouncer's transaction pooling (workers then poll).
+            PgBouncer's transaction pooling (workers then poll, and no statement
+            is prepared server-side).
         retention: seconds ``DONE`` and ``CANCELED`` tasks are kept after they
             finished (``None``: until purged).
         failed_retention: the same for dead letters (``FAILED``).
@@ -139,6 +140,7 @@ class PostgresStore(Store):
             connect_timeout=connect_timeout,
             retry_for=retry_for,
             migrate=migrate,
+            prepare=self.listen,
         )
         self.url = self._db.url
         self._watchers: builtins.list[Watcher] = []
