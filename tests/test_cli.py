@@ -140,7 +140,7 @@ class TestDb:
         r = run("enqueue", "job", "--id", "e1", env={"RESILE_DB": db})
         assert r.exit_code == 0 and queue.get("e1") is not None
 
-    @pytest.mark.parametrize("url", ["tasks.db", "mysql://x/y", "sqlite://relative.db"])
+    @pytest.mark.parametrize("url", ["tasks.db", "nosuch://x/y", "sqlite://relative.db"])
     def test_bad_db_exits_2(self, url: str) -> None:
         """A --db that is not a store URL exits 2 naming --db and the value."""
         r = run("stats", "--db", url)

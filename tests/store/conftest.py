@@ -10,9 +10,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import pytest
 
+from _mysql_server import drop_database
 from _postgres_server import drop_schema
 from _redis_server import drop_namespace
 from resile.queue.store import Store, open_store
@@ -38,6 +40,23 @@ def _postgres_schema(request: pytest.FixtureRequest) -> str:
     return _with_query(url, f"schema={schema}")
 
 
+def _mysql_database(request: pytest.FixtureRequest) -> str:
+    """The session MySQL's URL with a fresh database, dropped when the test ends."""
+    import pymysql
+
+    url: str = request.getfixturevalue("mysql_url")
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    parts = urlsplit(url)
+    conn = pymysql.connect(
+        host=parts.hostname, port=parts.port or 3306, user=unquote(parts.username or ""),
+        password=unquote(parts.password or ""), autocommit=True,
+    )  # fmt: skip
+    with conn, conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{name}`")
+    request.addfinalizer(lambda: drop_database(url, name))
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
 # name -> (request, tmp_path) -> URL of an empty store for one test
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], str]] = {
     "sqlite-file": lambda request, tmp: f"sqlite:///{tmp / 'tasks.db'}",
@@ -46,9 +65,11 @@ BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], str]] = {
     "redis": lambda request, tmp: _redis_namespace(request, "test"),
     # A fresh schema on the session's PostgreSQL (RESILE_TEST_POSTGRES_URL or a throwaway one).
     "postgres": lambda request, tmp: _postgres_schema(request),
+    # A fresh database on the session's MariaDB / MySQL (RESILE_TEST_MYSQL_URL or a throwaway one).
+    "mysql": lambda request, tmp: _mysql_database(request),
 }
 # Backends whose URL several processes can open to share one store.
-SHARED_BACKENDS = {"sqlite-file", "redis", "postgres"}
+SHARED_BACKENDS = {"sqlite-file", "redis", "postgres", "mysql"}
 
 T0 = 1_700_000_000.0  # the tests' "now", in epoch seconds
 

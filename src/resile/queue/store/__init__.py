@@ -26,9 +26,11 @@ _BACKENDS: dict[str, str | StoreFactory] = {
     "unix": "resile.queue.store.redis:RedisStore.from_url",
     "postgresql": "resile.queue.store.postgres:PostgresStore.from_url",
     "postgres": "resile.queue.store.postgres:PostgresStore.from_url",
+    "mysql": "resile.queue.store.mysql:MySQLStore.from_url",
+    "mariadb": "resile.queue.store.mysql:MySQLStore.from_url",
 }
 # scheme -> the extra that brings its driver, where it is not the scheme's own name.
-_EXTRAS = {"rediss": "redis", "unix": "redis", "postgresql": "postgres"}
+_EXTRAS = {"rediss": "redis", "unix": "redis", "postgresql": "postgres", "mariadb": "mysql"}
 
 
 def register_store(scheme: str, factory: str | StoreFactory) -> None:
