@@ -20,14 +20,22 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import pymysql
 import pymysql.constants.CLIENT
 import pymysql.cursors
 
 from resile.backoff import Exponential
-from resile.queue._names import DEFAULT_LEASE_SECONDS, TaskStatus
+from resile.queue._names import DEFAULT_LEASE_SECONDS
+from resile.queue.store._sql_options import (
+    DEFAULT_FAILED_RETENTION,
+    DEFAULT_RETENTION,
+    PruneTimer,
+    read_options,
+    redact,
+    retention_classes,
+)
 from resile.queue.store.base import check_seconds
 from resile.queue.store.mysql import _sql
 from resile.queue.store.mysql._dialect import render
@@ -41,12 +49,7 @@ __all__ = ["DEFAULT_FAILED_RETENTION", "DEFAULT_RETENTION", "MySQLStore", "Schem
 T = TypeVar("T")
 logger = logging.getLogger("resile.queue")
 
-#: Seconds ``DONE`` and ``CANCELED`` tasks are kept (as the Redis and PostgreSQL stores).
-DEFAULT_RETENTION: float | None = 7 * 24 * 3600.0
-#: Seconds dead letters (``FAILED``) are kept; ``None``: until purged.
-DEFAULT_FAILED_RETENTION: float | None = None
 _PRUNE_BATCH = 1000
-_PRUNE_EVERY = 30.0
 # Server errors after which the whole transaction runs again: deadlock, lock wait
 # timeout, and the connection errors (gone away, lost, cannot connect, killed).
 _TRANSIENT = frozenset({1213, 1205, 2003, 2006, 2013, 2055, 1927, 1053, 4031})
@@ -152,11 +155,11 @@ def _connect_args(url: str) -> tuple[dict[str, Any], dict[str, Any]]:
     parts = urlsplit(url)
     if parts.scheme.lower() not in ("mysql", "mariadb", "mysql+pymysql"):
         raise ValueError(
-            f"MySQL URL must look like mysql://user:password@host:3306/db, got {_redact(url)!r}"
+            f"MySQL URL must look like mysql://user:password@host:3306/db, got {redact(url)!r}"
         )
     database = unquote(parts.path.lstrip("/"))
     if not database:
-        raise ValueError(f"MySQL URL {_redact(url)!r} names no database (mysql://user:pw@host/db)")
+        raise ValueError(f"MySQL URL {redact(url)!r} names no database (mysql://user:pw@host/db)")
     args: dict[str, Any] = {
         "host": parts.hostname or "127.0.0.1",
         "port": parts.port or 3306,
@@ -164,44 +167,15 @@ def _connect_args(url: str) -> tuple[dict[str, Any], dict[str, Any]]:
         "password": unquote(parts.password or ""),
         "database": database,
     }
-    opts: dict[str, Any] = {}
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key in ("retention", "failed_retention") and value.lower() in ("", "none"):
-            opts[key] = None
-        elif key in ("retention", "failed_retention", "connect_timeout", "retry_for"):
-            try:
-                opts[key] = float(value)
-            except ValueError:
-                raise ValueError(
-                    f"MySQL URL {_redact(url)!r}: {key} must be seconds, got {value!r}"
-                ) from None
-        elif key == "pool_size":
-            try:
-                opts[key] = int(value)
-            except ValueError:
-                raise ValueError(
-                    f"MySQL URL {_redact(url)!r}: pool_size must be an int, got {value!r}"
-                ) from None
-        elif key == "migrate":
-            opts[key] = value.strip().lower() not in ("0", "false", "no", "off")
-        elif key == "unix_socket":
-            args["unix_socket"] = value
-        else:
+    opts, rest = read_options(url, _OPTIONS, what="MySQL")
+    for key, value in rest:
+        if key != "unix_socket":
             raise ValueError(
-                f"MySQL URL {_redact(url)!r}: unknown option {key!r} (known: {', '.join(_OPTIONS)}, unix_socket)"
+                f"MySQL URL {redact(url)!r}: unknown option {key!r} "
+                f"(known: {', '.join(_OPTIONS)}, unix_socket)"
             )
+        args["unix_socket"] = value
     return args, opts
-
-
-def _redact(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        host = f"{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
-        return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
-    except ValueError:
-        return "<unparsable URL>"
 
 
 class MySQLStore(SQLiteStore):
@@ -239,7 +213,7 @@ class MySQLStore(SQLiteStore):
         # Not SQLiteStore.__init__: no file. The base Store's part is all we keep of it.
         super(SQLiteStore, self).__init__(clock=clock)
         self._args, _ = _connect_args(url)
-        self.url = _redact(url)
+        self.url = redact(url)
         self.retention = (
             None if retention is None else check_seconds(retention, "MySQLStore: retention")
         )
@@ -256,7 +230,7 @@ class MySQLStore(SQLiteStore):
         self._idle: builtins.list[_Connection] = []
         self._pid = os.getpid()
         self._closed = False
-        self._next_prune = -math.inf
+        self._pruner = PruneTimer(lambda at: self.prune(now=at))
         self._retrying = Retrying(
             on=_Transient,
             backoff=Exponential(0.005, max_delay=0.5),
@@ -407,12 +381,7 @@ class MySQLStore(SQLiteStore):
         in batches of 1,000 (each its own transaction). Returns how many were deleted."""
         at = self.now(now)
         total = 0
-        for kept, statuses in (
-            (self.retention, (TaskStatus.DONE, TaskStatus.CANCELED)),
-            (self.failed_retention, (TaskStatus.FAILED,)),
-        ):
-            if kept is None:
-                continue
+        for statuses, kept in retention_classes(self.retention, self.failed_retention):
             params = {
                 "statuses": [s.value for s in statuses],
                 "cutoff": at - kept,
@@ -434,15 +403,6 @@ class MySQLStore(SQLiteStore):
                     break
         return total
 
-    def _maybe_prune(self, at: float) -> None:
-        if at < self._next_prune:
-            return
-        self._next_prune = at + _PRUNE_EVERY
-        try:
-            self.prune(now=at)
-        except Exception:  # retention is housekeeping: it never fails a lease
-            logger.exception("resile: retention prune of %r failed", self)
-
     def lease(
         self,
         queues: str | Sequence[str],
@@ -457,7 +417,7 @@ class MySQLStore(SQLiteStore):
         got = super().lease(
             queues, worker_id, limit=limit, lease_seconds=lease_seconds, capacity=capacity, now=at
         )
-        self._maybe_prune(at)
+        self._pruner.tick(at)
         return got
 
     def complete_then_lease(
@@ -476,5 +436,5 @@ class MySQLStore(SQLiteStore):
             items, queues, worker_id, limit=limit, lease_seconds=lease_seconds,
             capacity=capacity, now=at,
         )  # fmt: skip
-        self._maybe_prune(at)
+        self._pruner.tick(at)
         return out

@@ -20,7 +20,6 @@ import os
 import threading
 from collections.abc import Callable, Generator, Mapping
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import psycopg.errors
@@ -28,6 +27,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from resile.backoff import Exponential
+from resile.queue.store._sql_options import redact
 from resile.queue.store.base import check_seconds
 from resile.queue.store.postgres import _sql
 from resile.retry import Retrying
@@ -44,7 +44,6 @@ __all__ = [
     "bool_option",
     "drive",
     "drive_async",
-    "redact",
     "seconds_option",
 ]
 
@@ -98,22 +97,6 @@ def bool_option(name: str, value: object) -> bool:
     if text in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"PostgresStore: {name} must be true or false, got {value!r}")
-
-
-def redact(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (for messages and ``repr``)."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return "<unparsable URL>"
-    if password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{parts.username or ''}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def drive(cur: psycopg.Cursor[Any], steps: Generator[Step, Rows, T]) -> T:

@@ -13,17 +13,24 @@ import builtins
 import contextlib
 import json
 import logging
-import math
 import time
 from collections.abc import Callable, Collection, Generator, Iterable, Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 
 from resile.queue import _transitions as tr
 from resile.queue._names import DEFAULT_LEASE_SECONDS, TERMINAL_STATUSES, Outcome, TaskStatus
 from resile.queue.store._codec import CorruptField, decode, encode_error, history_with
+from resile.queue.store._sql_options import (
+    DEFAULT_FAILED_RETENTION,
+    DEFAULT_RETENTION,
+    PruneTimer,
+    read_options,
+    redact,
+    retention_classes,
+)
 from resile.queue.store.base import (
     IfExists,
     Store,
@@ -44,7 +51,6 @@ from resile.queue.store.postgres._db import (
     Rows,
     Step,
     bool_option,
-    redact,
     seconds_option,
 )
 from resile.queue.store.postgres._enqueue import (
@@ -62,16 +68,10 @@ __all__ = ["DEFAULT_FAILED_RETENTION", "DEFAULT_RETENTION", "PostgresStore"]
 
 logger = logging.getLogger("resile.queue")
 
-#: Seconds ``DONE`` and ``CANCELED`` tasks are kept (as the Redis store).
-DEFAULT_RETENTION: float | None = 7 * 24 * 3600.0
-#: Seconds dead letters (``FAILED``) are kept; ``None``: until purged.
-DEFAULT_FAILED_RETENTION: float | None = None
 # The most due rows one query of ``lease`` reads.
 _MAX_CHUNK = 256
 # Finished tasks one prune statement deletes (short transactions, little WAL at a time).
 _PRUNE_BATCH = 1000
-# Store-clock seconds between two retention prunes made by ``lease``.
-_PRUNE_EVERY = 30.0
 
 # resile's own URL query options (the others go to libpq).
 _OPTIONS = (
@@ -144,7 +144,7 @@ class PostgresStore(Store):
         )
         self.url = self._db.url
         self._watchers: builtins.list[Watcher] = []
-        self._next_prune = -math.inf
+        self._pruner = PruneTimer(lambda at: self.prune(now=at))
         self._write = self._read = self._db.tx
 
     @classmethod
@@ -166,29 +166,7 @@ class PostgresStore(Store):
                 f"PostgreSQL URL must look like postgresql://user:password@host:5432/db, got "
                 f"{redact(url)!r}"
             )
-        opts: dict[str, Any] = {}
-        rest: builtins.list[tuple[str, str]] = []
-        for key, value in parse_qsl(parts.query, keep_blank_values=True):
-            if key not in _OPTIONS:
-                rest.append((key, value))
-            elif key in ("retention", "failed_retention") and value.lower() in ("", "none"):
-                opts[key] = None
-            elif key in ("retention", "failed_retention", "connect_timeout", "retry_for"):
-                try:
-                    opts[key] = float(value)
-                except ValueError:
-                    raise ValueError(
-                        f"PostgreSQL URL {redact(url)!r}: {key} must be seconds, got {value!r}"
-                    ) from None
-            elif key == "pool_size":
-                try:
-                    opts[key] = int(value)
-                except ValueError:
-                    raise ValueError(
-                        f"PostgreSQL URL {redact(url)!r}: pool_size must be an int, got {value!r}"
-                    ) from None
-            else:
-                opts[key] = value
+        opts, rest = read_options(url, _OPTIONS, what="PostgreSQL")
         opts.update(options)
         conninfo = urlunsplit(
             ("postgresql", parts.netloc, parts.path, urlencode(rest, quote_via=quote), "")
@@ -490,7 +468,7 @@ class PostgresStore(Store):
             return flags, leased
 
         out = self._write(body)
-        self._maybe_prune(at)
+        self._pruner.tick(at)
         return out
 
     def renew(
@@ -872,27 +850,14 @@ class PostgresStore(Store):
     def prune(self, *, now: float | None = None) -> int:
         """Apply retention now: delete finished tasks past ``retention`` / ``failed_retention``.
 
-        ``lease`` calls it every ``_PRUNE_EVERY`` seconds of the store's clock.
-        Returns how many were deleted.
+        ``lease`` calls it every 30 seconds of the store's clock. Returns how many
+        were deleted.
         """
         at = self.now(now)
-        total = 0
-        for kept, statuses in (
-            (self.retention, (TaskStatus.DONE, TaskStatus.CANCELED)),
-            (self.failed_retention, (TaskStatus.FAILED,)),
-        ):
-            if kept is not None:
-                total += self._purge_batches(statuses, at - kept, None)
-        return total
-
-    def _maybe_prune(self, at: float) -> None:
-        if at < self._next_prune:
-            return
-        self._next_prune = at + _PRUNE_EVERY
-        try:
-            self.prune(now=at)
-        except Exception:  # retention is housekeeping: it never fails a lease
-            logger.exception("resile: retention prune of %r failed", self)
+        return sum(
+            self._purge_batches(statuses, at - kept, None)
+            for statuses, kept in retention_classes(self.retention, self.failed_retention)
+        )
 
     def next_due_at(
         self,
