@@ -4,6 +4,8 @@
     .venv/bin/python benchmarks/_profile_redis.py --cprofile enqueue   # Python profile of one op
     .venv/bin/python benchmarks/_profile_redis.py --threads 1,2,4,8     # enqueue from K threads
     .venv/bin/python benchmarks/_profile_redis.py --worker              # CPU per task, one Worker
+    .venv/bin/python benchmarks/_profile_redis.py --async               # create_async: native vs thread
+    .venv/bin/python benchmarks/_profile_redis.py --fail                # the failure path: fail()
 
 Starts its own throwaway redis-server (``_common.RedisServer``). Measures, on one
 thread: ``noop.enqueue()`` one call at a time, ``enqueue_many`` in chunks of 5,000,
@@ -12,12 +14,16 @@ calls, without the worker). Prints per-op wall µs and the Redis µs per script 
 ``--threads`` measures single-call enqueue from K producer threads at once (each
 thread has its own connection), resile only. ``--worker`` runs one ``Worker``
 (10 threads, burst mode) over 20,000 queued no-op tasks and prints the CPU per
-task of the worker process and of Redis.
+task of the worker process and of Redis. ``--async`` times ``create_async`` from
+asyncio, one await at a time and 50 at once, on the store's own asyncio client
+and through a worker thread (the base class's default). ``--fail`` times
+lease + fail (retried) of one task at a time, the failure path of a worker.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import pstats
 import statistics
@@ -30,6 +36,8 @@ import redis
 from _common import RedisServer
 
 import resile
+from resile.queue import TaskSpec
+from resile.queue.store.base import Store
 
 N = 5000
 
@@ -63,6 +71,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", default="", help="comma-separated thread counts, e.g. 1,2,4,8")
     ap.add_argument("--worker", action="store_true", help="CPU per task of one Worker")
+    ap.add_argument("--async", dest="async_", action="store_true", help="native vs thread")
+    ap.add_argument("--fail", action="store_true", help="the failure path")
     args = ap.parse_args()
     with RedisServer() as server:
         raw = redis.Redis.from_url(server.url(0))
@@ -105,6 +115,12 @@ def main() -> None:
                     f"{(redis_cpu(raw) - redis0) / n * 1e6:.0f} µs"
                 )
             return
+        if args.async_:
+            async_rates(store, args.rounds)
+            return
+        if args.fail:
+            fail_rates(store, raw, args.rounds)
+            return
         if args.threads:
             for k in (int(x) for x in args.threads.split(",")):
                 rates = []
@@ -139,6 +155,52 @@ def main() -> None:
             med = statistics.median(rates)
             print(f"{name:8s} {med:9.0f} tasks/s  ({1e6 / med:6.1f} µs/task)  last: {info}")
         queue.close()
+
+
+def async_rates(store: Any, rounds: int) -> None:
+    """create_async per second: the store's asyncio client vs a thread per call."""
+    spec = TaskSpec(handler="noop")
+
+    async def native() -> None:
+        await store.create_async(spec)
+
+    async def thread() -> None:
+        await Store.create_async(store, spec)
+
+    async def run(one: Callable[[], Any], width: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(N // width):
+            await asyncio.gather(*(one() for _ in range(width)))
+        return N / (time.perf_counter() - t0)
+
+    async def main_() -> None:
+        for width in (1, 50):
+            for name, one in (("native asyncio", native), ("thread offload", thread)):
+                rates = [await run(one, width) for _ in range(rounds)]
+                print(
+                    f"create_async, {width:2d} at once, {name}: "
+                    f"{statistics.median(rates):8.0f} calls/s"
+                )
+
+    asyncio.run(main_())
+
+
+def fail_rates(store: Any, raw: Any, rounds: int) -> None:
+    """lease + fail (the first failure: a retry, due later) of one task at a time, and the
+    Redis commands each pair sent."""
+    spec = TaskSpec(handler="noop", max_retries=3, backoff=resile.Constant(60.0).to_dict())
+    for _ in range(rounds):
+        store.create_many([spec] * N)
+        before = cmdstats(raw)
+        t0 = time.perf_counter()
+        for _ in range(N):
+            (task,) = store.lease("default", "w1")
+            store.fail(task.id, "w1", RuntimeError("boom"))
+        dt = time.perf_counter() - t0
+        after = cmdstats(raw)
+        sent = {k: (c - before.get(k, (0, 0))[0]) / N for k, (c, _) in after.items()}
+        per = ", ".join(f"{k} {v:.2f}" for k, v in sorted(sent.items()) if v >= 0.01)
+        print(f"lease + fail: {N / dt:8.0f} /s ({dt / N * 1e6:6.1f} µs per pair); per pair: {per}")
 
 
 if __name__ == "__main__":

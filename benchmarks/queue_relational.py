@@ -29,13 +29,12 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 import _common as C
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from _mysql_server import MariaDBServer, find_mariadb, mysql_url_from_env
+from _mysql_server import MariaDBServer, create_database, find_mariadb, mysql_url_from_env
 from _postgres_server import PostgresServer, find_pg_bindir, postgres_url_from_env
 
 
@@ -65,17 +64,7 @@ def _server(kind: str) -> tuple[Callable[[], None], Callable[[str], str]]:
         base_url = url
 
         def fresh(scratch: str) -> str:
-            import pymysql
-
-            name = f"bench_{uuid.uuid4().hex[:12]}"
-            p = urlsplit(base_url)
-            conn = pymysql.connect(
-                host=p.hostname, port=p.port or 3306, user=unquote(p.username or ""),
-                password=unquote(p.password or ""), autocommit=True,
-            )  # fmt: skip
-            with conn, conn.cursor() as cur:
-                cur.execute(f"CREATE DATABASE `{name}`")
-            return urlunsplit(p._replace(path=f"/{name}"))
+            return create_database(base_url, f"bench_{uuid.uuid4().hex[:12]}")
 
         return (my.stop if my else lambda: None), fresh
     sys.exit(f"--only: unknown store {kind!r} (postgres, mysql)")

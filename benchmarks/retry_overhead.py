@@ -11,7 +11,9 @@ Scenarios:
   (c) sync 3 failures, success  it raises 3 times, then returns (zero waits)
   (d) async 3 failures, success
 
-Run: ``make bench`` or ``.venv/bin/python benchmarks/retry_overhead.py [--quick]``.
+Run: ``make bench`` or ``.venv/bin/python benchmarks/retry_overhead.py [--quick]``;
+``--only 'hand-written loop,resile'`` times those two alone (a before/after of
+resile in a few seconds, to alternate with the baseline on a busy machine).
 Logging stays at its default configuration (nothing configured). stamina logs
 every retry at WARNING through the stdlib's last-resort handler, which writes to
 stderr; the benchmark points stderr at /dev/null while it measures (the write
@@ -215,6 +217,12 @@ def run() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls, for a smoke run")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated contenders to run (default: all), e.g. 'hand-written loop,resile' "
+        "for a quick before/after of resile alone",
+    )
     args = parser.parse_args()
     scale = 10 if args.quick else 1
     scenarios = [
@@ -228,7 +236,10 @@ def run() -> None:
         f"tenacity {_version('tenacity')}, backoff {_version('backoff')}, "
         f"stamina {_version('stamina')}, resile {resile.__version__}"
     )
-    names = list(CONTENDERS)
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(CONTENDERS)
+    unknown = [n for n in names if n not in CONTENDERS]
+    if unknown or "hand-written loop" not in names or "resile" not in names:
+        parser.error(f"--only must name 'hand-written loop' and 'resile' among {list(CONTENDERS)}")
     header = f"{'scenario':36} " + " ".join(f"{n:>18}" for n in names)
     print(header)
     print("-" * len(header))

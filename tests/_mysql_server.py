@@ -29,7 +29,10 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
+import pymysql
 import pytest
 
 from _components import missing
@@ -37,6 +40,7 @@ from _postgres_server import free_port
 
 __all__ = [
     "MariaDBServer",
+    "create_database",
     "drop_database",
     "find_mariadb",
     "mysql_server",
@@ -160,8 +164,6 @@ class MariaDBServer:
         self.process = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
-        import pymysql
-
         end = time.monotonic() + timeout
         while True:  # a bounded poll for the server to take connections
             if self.process.poll() is not None:
@@ -244,14 +246,9 @@ def mysql_url(mysql_server: MariaDBServer | None) -> str:
     return mysql_url_from_env() or (mysql_server.url if mysql_server else "")
 
 
-def drop_database(url: str, database: str) -> None:
-    """Drop the database ``database`` (a test's own)."""
-    from urllib.parse import unquote, urlsplit
-
-    import pymysql
-
+def _admin(url: str) -> pymysql.connections.Connection[Any]:
     parts = urlsplit(url)
-    conn = pymysql.connect(
+    return pymysql.connect(
         host=parts.hostname or "127.0.0.1",
         port=parts.port or 3306,
         user=unquote(parts.username or ""),
@@ -259,5 +256,16 @@ def drop_database(url: str, database: str) -> None:
         autocommit=True,
         connect_timeout=10,
     )
-    with conn, conn.cursor() as cur:
+
+
+def create_database(url: str, database: str) -> str:
+    """Create the database ``database`` on the server of ``url``; its URL."""
+    with _admin(url) as conn, conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{database}`")
+    return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
+
+
+def drop_database(url: str, database: str) -> None:
+    """Drop the database ``database`` (a test's own)."""
+    with _admin(url) as conn, conn.cursor() as cur:
         cur.execute(f"DROP DATABASE IF EXISTS `{database}`")

@@ -289,11 +289,74 @@ class TestFailureRate:
         fail_times(breaker, 1)  # 2 ok, 3 failures: 60 %
         assert breaker.state is CircuitState.OPEN
 
+    @pytest.mark.parametrize("window_type", ["count", "time"])
+    def test_rule_is_checked_after_a_success(self, clock: FakeClock, window_type: str) -> None:
+        """fail, fail, fail, succeed, succeed with minimum_calls=5, rate 0.5: open at the fifth."""
+        breaker = CircuitBreaker(
+            failure_threshold=None,
+            failure_rate=0.5,
+            window=10 if window_type == "count" else 60.0,
+            window_type=window_type,  # type: ignore[arg-type]
+            minimum_calls=5,
+        )
+        ok = breaker(lambda: "fine")
+        fail_times(breaker, 3)
+        assert ok() == "fine"
+        assert breaker.state is CircuitState.CLOSED  # 4 calls < minimum_calls
+        assert ok() == "fine"  # the call itself succeeds; 3 / 5 >= 0.5 opens after it
+        assert breaker.state is CircuitState.OPEN
+
     def test_either_rule_opens(self, clock: FakeClock) -> None:
         """With both rules, the consecutive threshold opens before the rate applies."""
         breaker = CircuitBreaker(failure_threshold=2, failure_rate=0.9, minimum_calls=100)
         fail_times(breaker, 2)
         assert breaker.state is CircuitState.OPEN
+
+
+class TestCircuitOpenCause:
+    """A refusal is chained to the failure that opened the circuit, where that is known."""
+
+    def test_cause_is_the_last_failure(self, clock: FakeClock) -> None:
+        """With in-memory state, CircuitOpen.__cause__ is the last recorded failure."""
+        breaker = CircuitBreaker(failure_threshold=2)
+        errors = iter([Boom("first"), Boom("second")])
+
+        @breaker
+        def dep() -> None:
+            raise next(errors)
+
+        for _ in range(2):
+            with pytest.raises(Boom):
+                dep()
+        with pytest.raises(CircuitOpen) as info:
+            dep()
+        assert isinstance(info.value.__cause__, Boom)
+        assert str(info.value.__cause__) == "second"
+
+    def test_no_cause_after_a_close(self, clock: FakeClock) -> None:
+        """Once the circuit closed, a later opening chains its own failure, not an old one."""
+        breaker = CircuitBreaker(failure_threshold=1, recovery=Constant(1))
+        fail_times(breaker, 1)
+        clock.advance(1)
+        assert breaker.call(lambda: "up") == "up"
+        assert breaker.state is CircuitState.CLOSED
+        with pytest.raises(ValueError):
+            breaker.call(_raise, ValueError("new"))
+        with pytest.raises(CircuitOpen) as info:
+            breaker.call(lambda: None)
+        assert isinstance(info.value.__cause__, ValueError)
+
+    def test_manual_trip_has_no_cause(self, clock: FakeClock) -> None:
+        """A circuit opened by trip() with no failure recorded chains nothing."""
+        breaker = CircuitBreaker(failure_threshold=3)
+        breaker.trip()
+        with pytest.raises(CircuitOpen) as info:
+            breaker.call(lambda: None)
+        assert info.value.__cause__ is None
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
 
 
 class TestExclude:
@@ -676,6 +739,7 @@ class TestRedisStorage:
             failing(b, calls)()  # type: ignore[operator]
         assert calls == []
         assert info.value.retry_after == 20.0
+        assert info.value.__cause__ is None  # shared state: the failure is not known here
         assert seen == [(CircuitState.CLOSED, CircuitState.OPEN)]
 
     def test_probe_through_one_closes_both(

@@ -6,7 +6,9 @@ installed console script as a subprocess to check the real entry point.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -18,7 +20,7 @@ from click.testing import CliRunner, Result
 
 import resile
 from resile import Queue, TaskStatus
-from resile.cli import cli, main
+from resile.cli import CLI_RETRY_FOR, _open, cli, main
 
 HANDLERS = """
 import resile
@@ -145,6 +147,116 @@ class TestDb:
         """A --db that is not a store URL exits 2 naming --db and the value."""
         r = run("stats", "--db", url)
         assert r.exit_code == 2 and "'--db'" in r.stderr and url in r.stderr
+
+
+def free_port() -> int:
+    """A loopback port on which nothing listens (bound, then closed)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def one_error_line(stderr: str) -> str:
+    """The single line a refused command prints; fails on a traceback or more lines."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+STORE_COMMANDS = [
+    ["list"],
+    ["stats"],
+    ["status", "t1"],
+    ["cancel", "t1"],
+    ["retry", "t1"],
+    ["purge"],
+    ["enqueue", "job"],
+]
+
+
+class TestStoreProblems:
+    @pytest.mark.parametrize("command", STORE_COMMANDS, ids=lambda c: c[0])
+    def test_not_a_database_is_one_line_exit_1(self, tmp_path: Path, command: list[str]) -> None:
+        """A --db file that is not a database: one line naming the file, exit 1, no traceback."""
+        path = tmp_path / "notes.db"
+        path.write_text("these are notes, not a database\n" * 100, encoding="utf-8")
+        r = run(*command, "--db", f"sqlite:///{path}")
+        assert r.exit_code == 1
+        line = one_error_line(r.stderr)
+        assert str(path) in line and "not a database" in line
+
+    def test_unopenable_file_is_one_line_exit_1(self, tmp_path: Path) -> None:
+        """A --db file in a folder that does not exist: one line naming it, exit 1."""
+        url = f"sqlite:///{tmp_path / 'no-such-dir' / 'tasks.db'}"
+        r = run("list", "--db", url)
+        assert r.exit_code == 1 and url in one_error_line(r.stderr)
+
+    @staticmethod
+    def _fails_fast(url: str) -> None:
+        """`python -m resile list --db url` exits 1 within 5 s with one line naming url."""
+        started = time.monotonic()
+        out = subprocess.run(
+            [sys.executable, "-m", "resile", "list", "--db", url],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        took = time.monotonic() - started
+        assert out.returncode == 1 and took < 5.0, (took, out.stderr)
+        assert url in one_error_line(out.stderr)
+
+    def test_unreachable_redis_fails_within_5s(self) -> None:
+        """`resile list` on a Redis port where nothing listens: exit 1 within 5 s, one line."""
+        pytest.importorskip("redis")
+        self._fails_fast(f"redis://127.0.0.1:{free_port()}/0")
+
+    def test_redis_that_never_accepts_fails_within_5s(self) -> None:
+        """A port whose accept queue is full (connects hang, as to a host that drops packets): 5 s."""
+        pytest.importorskip("redis")
+        with socket.socket() as server:
+            server.bind(("127.0.0.1", 0))
+            server.listen(0)
+            port = server.getsockname()[1]
+            fillers = []
+            for _ in range(2):  # fill the accept queue; later SYNs are dropped
+                c = socket.socket()
+                c.settimeout(0.2)
+                with contextlib.suppress(OSError):
+                    c.connect(("127.0.0.1", port))
+                fillers.append(c)
+            try:
+                self._fails_fast(f"redis://127.0.0.1:{port}/0")
+            finally:
+                for c in fillers:
+                    c.close()
+
+    def test_commands_open_redis_with_a_short_retry_for(self) -> None:
+        """Non-worker commands reconnect for CLI_RETRY_FOR seconds unless the URL sets retry_for."""
+        pytest.importorskip("redis")
+        url = f"redis://127.0.0.1:{free_port()}/0"
+        with _open(url) as q:
+            assert q.store.retry_for == CLI_RETRY_FOR  # type: ignore[attr-defined]
+        with _open(f"{url}?retry_for=12.5") as q:
+            assert q.store.retry_for == 12.5  # type: ignore[attr-defined]
+        with resile.connect(url) as q:  # what a worker's module opens: the long ride-through
+            assert q.store.retry_for > 10  # type: ignore[attr-defined]
+
+    def test_worker_whose_store_is_not_a_database(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """worker MODULE:QUEUE whose module opens a file that is not a database: one line, exit 1."""
+        path = tmp_path / "notes.db"
+        path.write_text("not a database\n" * 100, encoding="utf-8")
+        (tmp_path / "cli_bad_store.py").write_text(
+            HANDLERS.format(url=f"sqlite:///{path}"), encoding="utf-8"
+        )
+        monkeypatch.syspath_prepend(str(tmp_path))
+        r = run("worker", "cli_bad_store:queue", "--burst")
+        sys.modules.pop("cli_bad_store", None)
+        assert r.exit_code == 1
+        line = one_error_line(r.stderr)
+        assert "cli_bad_store:queue" in line and "not a database" in line
 
 
 class TestStatus:
@@ -302,6 +414,33 @@ class TestConsoleScript:
         assert missing.returncode == 1 and "nope" in missing.stderr
         usage = subprocess.run([str(exe), "list", "--limit", "x", "--db", db], capture_output=True)
         assert usage.returncode == 2
+
+    def test_python_m_resile_runs_the_cli(self, db: str) -> None:
+        """`python -m resile` is the resile command: --help lists the subcommands, codes match."""
+        helped = subprocess.run(
+            [sys.executable, "-m", "resile", "--help"], capture_output=True, text=True, timeout=30
+        )
+        assert helped.returncode == 0, helped.stderr
+        for command in ("worker", "enqueue", "status", "list", "stats", "demo"):
+            assert command in helped.stdout
+        missing = subprocess.run(
+            [sys.executable, "-m", "resile", "status", "nope", "--db", db],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert missing.returncode == 1 and "nope" in missing.stderr
+
+    def test_python_m_resile_without_the_cli_extra(self) -> None:
+        """Without click, `python -m resile` says which extra to install, in one line, exit 2."""
+        code = (
+            "import runpy, sys; sys.modules['click'] = None; sys.argv = ['resile', '--help']; "
+            "runpy.run_module('resile', run_name='__main__')"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=30
+        )
+        assert out.returncode == 2 and "resile[cli]" in one_error_line(out.stderr)
 
     def test_main_returns_codes(self, db: str) -> None:
         """main(argv) returns the exit code instead of raising."""

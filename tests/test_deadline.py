@@ -130,7 +130,7 @@ class TestAsyncDeadline:
     """async with deadline(s): cancels the block under asyncio and trio."""
 
     async def test_cancels_with_deadline_exceeded(self) -> None:
-        """A block still running at the deadline is cancelled and raises DeadlineExceeded."""
+        """A block still running at the deadline is canceled and raises DeadlineExceeded."""
         with pytest.raises(DeadlineExceeded) as info:
             async with deadline(SHORT):
                 await _forever()
@@ -208,5 +208,5 @@ async def test_docs_example(capsys: pytest.CaptureFixture[str]) -> None:
     assert "query 'select 1' with a timeout of 0.50 s" in out
     assert "handler -> rows" in out
     assert "callee sees 2.00 s left" in out
-    assert "cancelled: deadline exceeded" in out
+    assert "canceled: deadline exceeded" in out
     assert "a TimeoutError: True" in out

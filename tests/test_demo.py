@@ -136,16 +136,45 @@ class TestDemoRun:
     @pytest.mark.parametrize(
         ("args", "needle"),
         [
-            (["--failure-rate", "1"], "'--failure-rate'"),
-            (["--tasks", "0"], "'--tasks'"),
-            (["--tasks", "3", "--poison", "4"], "'--poison'"),
-            (["--latency", "-1"], "'--latency'"),
+            (["--failure-rate", "1"], "argument --failure-rate:"),
+            (["--tasks", "0"], "argument --tasks:"),
+            (["--tasks", "3", "--poison", "4"], "argument --poison:"),
+            (["--latency", "-1"], "argument --latency:"),
         ],
     )
     def test_bad_values_exit_2(self, args: list[str], needle: str) -> None:
         """Bad demo flags exit 2 naming the flag."""
         code, _, err = demo(*args)
         assert code == 2 and needle in err
+
+    @pytest.mark.parametrize("where", ["no-such-dir/demo.db", "."])
+    def test_unusable_db_is_one_line_exit_1(self, tmp_path: Path, where: str) -> None:
+        """--db in a missing folder, or naming a folder: one line naming it, exit 1."""
+        path = str(tmp_path / where)
+        code, _, err = demo("--db", path, "--tasks", "2", "--poison", "0", "--latency", "0")
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert code == 1 and len(lines) == 1 and path in lines[0] and "Traceback" not in err
+
+    def test_help_lists_the_flags(self) -> None:
+        """`resile demo --help` shows the demo's own flags and exits 0."""
+        code, out, _ = demo("--help")
+        assert code == 0
+        for flag in ("--tasks", "--failure-rate", "--latency", "--processes", "--retry"):
+            assert flag in out
+
+    def test_flags_need_no_cli_extra(self) -> None:
+        """The demo parses its flags itself: no click, and it never imports resile.cli."""
+        code = (
+            "import sys; sys.modules['click'] = None; "
+            "from resile.demo import main; "
+            "rc = main(['--tasks', '0']); "
+            "print(rc, 'resile.cli' in sys.modules)"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+        )
+        assert out.stdout.split() == ["2", "False"], out.stderr
+        assert "argument --tasks" in out.stderr
 
 
 class TestSummary:

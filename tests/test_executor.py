@@ -1,4 +1,4 @@
-"""BackoffExecutor: seed 000's contract, exactly, for execute (asyncio, trio) and execute_sync."""
+"""BackoffExecutor: the MicroPython API's contract, exactly, for execute (asyncio, trio, blocking)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def failing(times: int, value: Any = True) -> Callable[[], Any]:
 
 
 class Recorder:
-    """Records every callback as the seed calls them."""
+    """Records every callback as the original API calls them."""
 
     def __init__(self) -> None:
         self.successes: list[Any] = []
@@ -60,7 +60,7 @@ class TestConstruction:
     """Defaults and validation."""
 
     def test_defaults(self) -> None:
-        """The seed's defaults: 500 ms base, 10000 ms cap, 5 retries, no jitter."""
+        """The original defaults: 500 ms base, 10000 ms cap, 5 retries, no jitter."""
         ex = BackoffExecutor()
         assert (ex.base_delay_ms, ex.max_backoff_ms, ex.max_retry, ex.jitter) == (
             500,
@@ -74,7 +74,7 @@ class TestConstruction:
         )
 
     def test_positional_order(self) -> None:
-        """The seed's positional order: base_delay_ms, max_backoff_ms, max_retry, jitter."""
+        """The original positional order: base_delay_ms, max_backoff_ms, max_retry, jitter."""
         ex = BackoffExecutor(100, 2000, -1, True)
         assert (ex.base_delay_ms, ex.max_backoff_ms, ex.max_retry, ex.jitter) == (
             100,
@@ -173,7 +173,7 @@ class TestExecute:
         assert await BackoffExecutor().execute(fn) is False
         assert len(fn.calls) == 6  # type: ignore[attr-defined]
 
-    async def test_forever_until_cancelled(self, clock: FakeClock) -> None:
+    async def test_forever_until_canceled(self, clock: FakeClock) -> None:
         """max_retry=-1 retries past any count; cancel() after k failures ends it with False."""
         ex = BackoffExecutor(max_retry=-1)
         rec = Recorder()
@@ -188,7 +188,7 @@ class TestExecute:
         assert await ex.execute(fn, **rec.kwargs()) is False
         assert len(calls) == 50
         assert len(rec.fails) == 50
-        assert rec.gave_up == []  # cancelled, not out of retries
+        assert rec.gave_up == []  # canceled, not out of retries
         assert clock.sleeps[-1] == 10.0
 
     @pytest.mark.parametrize("falsy", [False, None, 0, "", [], {}])
@@ -223,7 +223,7 @@ class TestExecute:
         assert seen == [("fail", 1, 500), ("fail", 2, 1000), ("success", 42)]
 
     async def test_lambda_returning_coroutine(self, clock: FakeClock) -> None:
-        """A sync lambda returning a coroutine (the seed's idiom) is awaited."""
+        """A sync lambda returning a coroutine (the MicroPython idiom) is awaited."""
 
         async def connect(host: str) -> str:
             return host
@@ -343,7 +343,7 @@ class TestExecute:
         assert results == [False]
 
     async def test_cancel_before_execute_is_reset(self, clock: FakeClock) -> None:
-        """A cancel() with nothing running does not affect the next execute (the seed resets it)."""
+        """A cancel() with nothing running does not affect the next execute (the original resets it)."""
         ex = BackoffExecutor()
         ex.cancel()
         assert await ex.execute(failing(1)) is True
@@ -361,19 +361,19 @@ class TestExecute:
         assert await ex.execute(lambda: True)
 
 
-class TestExecuteSync:
-    """execute_sync: the thread-safe, blocking twin."""
+class TestExecuteBlocking:
+    """execute outside an event loop: the thread-safe, blocking colour."""
 
     def test_same_contract(self, clock: FakeClock) -> None:
-        """Delays, on_fail, on_retry and the result follow the seed."""
+        """Delays, on_fail, on_retry and the result follow the original API."""
         rec = Recorder()
         fn = failing(99)
-        assert BackoffExecutor(max_retry=2).execute_sync(fn, **rec.kwargs()) is False
+        assert BackoffExecutor(max_retry=2).execute(fn, **rec.kwargs()) is False
         assert [(n, d) for _, n, d in rec.fails] == [(1, 500), (2, 1000), (3, 2000)]
         assert len(rec.gave_up) == 1
         assert clock.sleeps == [0.5, 1.0]
         rec2 = Recorder()
-        assert BackoffExecutor().execute_sync(failing(2, "v"), **rec2.kwargs()) is True
+        assert BackoffExecutor().execute(failing(2, "v"), **rec2.kwargs()) is True
         assert rec2.successes == ["v"]
 
     def test_falsy_and_async(self, clock: FakeClock) -> None:
@@ -390,7 +390,7 @@ class TestExecuteSync:
         async def on_fail(exc: BaseException, n: int, d: int) -> None:
             seen.append(str(exc))
 
-        assert BackoffExecutor().execute_sync(fn, on_success=on_success, on_fail=on_fail)
+        assert BackoffExecutor().execute(fn, on_success=on_success, on_fail=on_fail)
         assert seen == ["Execution returned False", "x"]
 
     def test_callback_errors_swallowed(
@@ -402,8 +402,8 @@ class TestExecuteSync:
         def bad(*args: Any) -> None:
             raise RuntimeError
 
-        assert BackoffExecutor().execute_sync(failing(1), on_success=bad, on_fail=bad)
-        assert not BackoffExecutor(max_retry=0).execute_sync(failing(1), on_retry=bad, on_fail=bad)
+        assert BackoffExecutor().execute(failing(1), on_success=bad, on_fail=bad)
+        assert not BackoffExecutor(max_retry=0).execute(failing(1), on_retry=bad, on_fail=bad)
 
     def test_second_thread_refused(self) -> None:
         """While one thread runs execute_sync, a call from another thread returns False at once."""
@@ -415,12 +415,12 @@ class TestExecuteSync:
             started.set()
             return release.wait(BOUND)
 
-        t = threading.Thread(target=lambda: results.append(ex.execute_sync(slow)))
+        t = threading.Thread(target=lambda: results.append(ex.execute(slow)))
         t.start()
         try:
             assert started.wait(BOUND)
             assert ex.running
-            assert ex.execute_sync(lambda: True) is False
+            assert ex.execute(lambda: True) is False
         finally:
             release.set()
             t.join(BOUND)
@@ -434,7 +434,7 @@ class TestExecuteSync:
         fn = failing(99)
         results: list[bool] = []
         t = threading.Thread(
-            target=lambda: results.append(ex.execute_sync(fn, on_fail=lambda *a: failed.set()))
+            target=lambda: results.append(ex.execute(fn, on_fail=lambda *a: failed.set()))
         )
         t.start()
         assert failed.wait(BOUND)
@@ -444,7 +444,7 @@ class TestExecuteSync:
         assert results == [False]
         assert len(fn.calls) == 1  # type: ignore[attr-defined]
 
-    def test_forever_until_cancelled(self, clock: FakeClock) -> None:
+    def test_forever_until_canceled(self, clock: FakeClock) -> None:
         """max_retry=-1 keeps going until cancel()."""
         ex = BackoffExecutor(max_retry=-1)
         calls = []
@@ -455,20 +455,20 @@ class TestExecuteSync:
                 ex.cancel()
             raise OSError
 
-        assert ex.execute_sync(fn) is False
+        assert ex.execute(fn) is False
         assert len(calls) == 20
 
     def test_running(self, clock: FakeClock) -> None:
         """running is True inside fn and False after."""
         ex = BackoffExecutor()
         during: list[bool] = []
-        assert ex.execute_sync(lambda: during.append(ex.running) or True)
+        assert ex.execute(lambda: during.append(ex.running) or True)
         assert during == [True]
         assert not ex.running
 
 
 class TestDocsExample:
-    """docs/examples/executor_connect.py runs and shows the seed's callback lifecycle."""
+    """docs/examples/executor_connect.py runs and shows the original callback lifecycle."""
 
     def test_example_runs(self, clock: FakeClock, capsys: pytest.CaptureFixture[str]) -> None:
         """Three failures (one a falsy result), a success, then a run out of retries."""
@@ -481,5 +481,40 @@ class TestDocsExample:
         assert "execute -> True | running: False" in out
         assert "gave up after the last failure: OSError('no route to host')" in out
         assert "execute -> False" in out
-        assert "execute_sync -> True" in out
+        assert "execute in a thread -> True" in out
         assert clock.sleeps == [0.05, 0.1, 0.2, 0.01]
+
+
+class TestNames:
+    """execute is both colours; execute_async is the async spelling; execute_sync is deprecated."""
+
+    def test_execute_blocks_without_a_loop(self, clock: FakeClock) -> None:
+        """With no event loop in the thread, execute runs and returns the bool itself."""
+        assert BackoffExecutor(max_retry=1).execute(failing(1)) is True
+        assert clock.sleeps == [0.5]
+
+    @pytest.mark.anyio
+    async def test_execute_returns_an_awaitable_in_a_loop(self, clock: FakeClock) -> None:
+        """Inside asyncio or trio, execute returns an awaitable and warns about nothing."""
+        pending = BackoffExecutor().execute(lambda: "v")
+        assert not isinstance(pending, bool)
+        assert await pending is True
+
+    @pytest.mark.anyio
+    async def test_execute_async(self, clock: FakeClock) -> None:
+        """execute_async keeps the contract: retries, then True."""
+        rec = Recorder()
+        assert await BackoffExecutor().execute_async(failing(2, "x"), **rec.kwargs()) is True
+        assert [n for _, n, _ in rec.fails] == [1, 2]
+        assert rec.successes == ["x"]
+
+    def test_execute_sync_is_deprecated(self, clock: FakeClock) -> None:
+        """execute_sync warns and still runs the blocking colour."""
+        with pytest.warns(DeprecationWarning, match="execute_sync"):
+            assert BackoffExecutor(max_retry=0).execute_sync(failing(1)) is False
+
+    @pytest.mark.anyio
+    async def test_execute_sync_still_blocks_inside_a_loop(self, clock: FakeClock) -> None:
+        """The deprecated execute_sync blocks even where execute would return an awaitable."""
+        with pytest.warns(DeprecationWarning):
+            assert BackoffExecutor().execute_sync(lambda: True) is True

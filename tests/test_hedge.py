@@ -58,11 +58,11 @@ class TestValidation:
 
 class TestRace:
     @pytest.mark.anyio
-    async def test_second_copy_wins_and_first_is_cancelled(self, clock: FakeClock) -> None:
-        """The first copy hangs; after the delay a second copy answers; the first is cancelled."""
+    async def test_second_copy_wins_and_first_is_canceled(self, clock: FakeClock) -> None:
+        """The first copy hangs; after the delay a second copy answers; the first is canceled."""
         never = anyio.Event()
         started: list[int] = []
-        cancelled: list[int] = []
+        canceled: list[int] = []
 
         @hedge(delay=0.5, max_attempts=2)
         async def fetch() -> str:
@@ -72,12 +72,12 @@ class TestRace:
                 try:
                     await never.wait()
                 finally:
-                    cancelled.append(n)
+                    canceled.append(n)
             return f"copy {n}"
 
         assert await fetch() == "copy 2"
         assert started == [1, 2]
-        assert cancelled == [1]
+        assert canceled == [1]
         assert clock.sleeps == [0.5]
 
     @pytest.mark.anyio
@@ -96,9 +96,9 @@ class TestRace:
 
     @pytest.mark.anyio
     async def test_first_success_wins_over_a_later_copy(self, clock: FakeClock) -> None:
-        """Two copies run; the one that answers first is returned and the other cancelled."""
+        """Two copies run; the one that answers first is returned and the other canceled."""
         started: list[int] = []
-        cancelled: list[int] = []
+        canceled: list[int] = []
 
         @hedge(delay=0.1, max_attempts=2)
         async def fetch() -> int:
@@ -107,13 +107,13 @@ class TestRace:
             try:
                 await checkpoints(20 if n == 1 else 1000)
             except BaseException:
-                cancelled.append(n)
+                canceled.append(n)
                 raise
             return n
 
         assert await fetch() == 1
         assert started == [1, 2]
-        assert cancelled == [2]
+        assert canceled == [2]
 
     @pytest.mark.anyio
     async def test_max_attempts_one_never_hedges(self, clock: FakeClock) -> None:
@@ -148,10 +148,10 @@ class TestRace:
 
     @pytest.mark.anyio
     async def test_fatal_error_cancels_the_others(self) -> None:
-        """An error outside `on` is raised at once and the running copies are cancelled."""
+        """An error outside `on` is raised at once and the running copies are canceled."""
         never = anyio.Event()
         started: list[int] = []
-        cancelled: list[int] = []
+        canceled: list[int] = []
 
         @hedge(delay=0, max_attempts=2, on=ConnectionError)
         async def fetch() -> None:
@@ -162,11 +162,11 @@ class TestRace:
             try:
                 await never.wait()
             finally:
-                cancelled.append(n)
+                canceled.append(n)
 
         with anyio.fail_after(5), pytest.raises(ValueError, match="bad request"):
             await fetch()
-        assert cancelled == [1]
+        assert canceled == [1]
 
     @pytest.mark.anyio
     async def test_all_copies_fail_raises_the_last(self, clock: FakeClock) -> None:
@@ -207,7 +207,7 @@ class TestRace:
         never = anyio.Event()
         both_running = anyio.Event()
         started: list[int] = []
-        cancelled: list[int] = []
+        canceled: list[int] = []
 
         @hedge(delay=0.1, max_attempts=2)
         async def fetch() -> None:
@@ -220,14 +220,14 @@ class TestRace:
             finally:
                 with anyio.CancelScope(shield=True):
                     await checkpoints(5)  # an async clean-up takes a few loop turns
-                cancelled.append(n)
+                canceled.append(n)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(fetch)
             with anyio.fail_after(5):
                 await both_running.wait()
             tg.cancel_scope.cancel()
-        assert sorted(cancelled) == [1, 2]
+        assert sorted(canceled) == [1, 2]
 
     @pytest.mark.anyio
     async def test_real_delay_is_respected(self) -> None:
@@ -249,10 +249,10 @@ class TestRace:
 
 class TestExample:
     def test_hedge_example(self) -> None:
-        """docs/examples/hedge.py: the second copy answers fast and the stuck one is cancelled."""
+        """docs/examples/hedge.py: the second copy answers fast and the stuck one is canceled."""
         out = run_example("hedge.py")
         assert "user 42 (answered by copy 2)" in out
-        assert "copies started: [1, 2]; cancelled: [1]" in out
+        assert "copies started: [1, 2]; canceled: [1]" in out
         assert "fast: True" in out
 
     def test_page_carries_the_example(self) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import resile.queue.store
+import resile.queue.store.redis
 from _names_check import (
     REDIS_WORDS,
     lua_hash_fields,
@@ -20,7 +20,7 @@ from resile.queue._names import FIELDS, TaskField, TaskStatus
 from resile.queue.store._codec import encode_new
 from resile.queue.task import Task, TaskSpec
 
-LUA = Path(resile.queue.store.__file__).parent / "lua"
+LUA = Path(resile.queue.store.redis.__file__).parent / "lua"
 
 
 class TestTaskField:
@@ -52,9 +52,6 @@ def test_lua_names_only_defined_fields(script: str) -> None:
     assert unknown_fields(lua_hash_fields((LUA / script).read_text("utf-8"))) == set()
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the Lua scripts still spell states; the Redis store's split injects them"
-)
 def test_lua_spells_no_state() -> None:
     """No Lua script spells a state (or a key shape holding one): they are injected."""
     spelled = {

@@ -113,14 +113,14 @@ class TestSchedule:
         """Run n starts exactly at start + n * interval, whatever each run took."""
         with no_waits() as clock:
             fn, starts = recorder(clock, [0.3, 0.0, 0.95, 0.5])
-            Periodic(fn, 1.0, max_repetitions=8).run_sync()
+            Periodic(fn, 1.0, max_repetitions=8).run()
         assert starts == [1000.0 + n for n in range(8)]
 
     def test_no_drift_with_fractional_interval(self) -> None:
         """Over many runs the start times stay on the grid: waits are computed, not summed."""
         with no_waits() as clock:
             fn, starts = recorder(clock, [0.013, 0.041, 0.007])
-            Periodic(fn, 0.1, max_repetitions=2000).run_sync()
+            Periodic(fn, 0.1, max_repetitions=2000).run()
         assert starts[-1] == pytest.approx(1000.0 + 1999 * 0.1, abs=1e-9)
         assert all(s == pytest.approx(1000.0 + n * 0.1, abs=1e-9) for n, s in enumerate(starts))
 
@@ -128,21 +128,21 @@ class TestSchedule:
         """wait_first=True makes the first run due one interval after the start."""
         with no_waits() as clock:
             fn, starts = recorder(clock)
-            Periodic(fn, 2.0, wait_first=True, max_repetitions=3).run_sync()
+            Periodic(fn, 2.0, wait_first=True, max_repetitions=3).run()
         assert starts == [1002.0, 1004.0, 1006.0]
 
     def test_wait_first_seconds(self) -> None:
         """wait_first as seconds delays the first run; the grid is anchored there."""
         with no_waits() as clock:
             fn, starts = recorder(clock)
-            Periodic(fn, 2.0, wait_first=timedelta(seconds=0.5), max_repetitions=3).run_sync()
+            Periodic(fn, 2.0, wait_first=timedelta(seconds=0.5), max_repetitions=3).run()
         assert starts == [1000.5, 1002.5, 1004.5]
 
     def test_wait_first_false_runs_at_once(self) -> None:
         """By default the first run happens at the start, with no wait before it."""
         with no_waits() as clock:
             fn, starts = recorder(clock)
-            Periodic(fn, 5.0, max_repetitions=1).run_sync()
+            Periodic(fn, 5.0, max_repetitions=1).run()
         assert starts == [1000.0]
         assert clock.sleeps == []
 
@@ -151,7 +151,7 @@ class TestSchedule:
         with no_waits() as clock:
             fn, starts = recorder(clock, [2.5, 0.1, 0.1])
             p = Periodic(fn, 1.0, max_repetitions=3)
-            p.run_sync()
+            p.run()
         assert starts == [1000.0, 1003.0, 1004.0]
         assert p.statistics.skipped == 2
 
@@ -160,7 +160,7 @@ class TestSchedule:
         with no_waits() as clock:
             fn, starts = recorder(clock, [2.0, 0.0])
             p = Periodic(fn, 1.0, max_repetitions=2)
-            p.run_sync()
+            p.run()
         assert starts == [1000.0, 1002.0]
         assert p.statistics.skipped == 1
 
@@ -168,7 +168,7 @@ class TestSchedule:
         """Each run starts within [grid point, grid point + jitter]."""
         with no_waits() as clock:
             fn, starts = recorder(clock)
-            Periodic(fn, 10.0, jitter=2.0, seed=7, max_repetitions=50).run_sync()
+            Periodic(fn, 10.0, jitter=2.0, seed=7, max_repetitions=50).run()
         offsets = [s - (1000.0 + 10.0 * n) for n, s in enumerate(starts)]
         assert all(0.0 <= o <= 2.0 for o in offsets)
         assert len({round(o, 6) for o in offsets}) > 10  # it is random
@@ -179,7 +179,7 @@ class TestSchedule:
         for _ in range(2):
             with no_waits() as clock:
                 fn, starts = recorder(clock)
-                Periodic(fn, 1.0, jitter=0.5, seed=3, max_repetitions=5).run_sync()
+                Periodic(fn, 1.0, jitter=0.5, seed=3, max_repetitions=5).run()
             runs.append(starts)
         assert runs[0] == runs[1]
 
@@ -245,7 +245,7 @@ class TestExceptions:
                 raise Boom(len(starts))
 
             p = Periodic(failing, 1.0, max_repetitions=4, on_exception=seen.append)
-            p.run_sync()
+            p.run()
         assert starts == [1000.0, 1001.0, 1002.0, 1003.0]
         assert [e.args[0] for e in seen] == [1, 2, 3, 4]
         assert p.statistics.failures == 4
@@ -262,7 +262,7 @@ class TestExceptions:
             raise Boom("x")
 
         with no_waits():
-            Periodic(fail, 1.0, max_repetitions=2, on_exception=handler).run_sync()
+            Periodic(fail, 1.0, max_repetitions=2, on_exception=handler).run()
         assert seen == ["x", "x"]
 
     @pytest.mark.anyio
@@ -301,7 +301,7 @@ class TestExceptions:
             raise Boom("disk full")
 
         with no_waits(), caplog.at_level(logging.ERROR, logger="resile"):
-            Periodic(fail, 1.0, max_repetitions=2, name="cleanup").run_sync()
+            Periodic(fail, 1.0, max_repetitions=2, name="cleanup").run()
         records = [r for r in caplog.records if r.name == "resile"]
         assert len(records) == 2
         assert "cleanup" in records[0].getMessage() and "disk full" in records[0].getMessage()
@@ -315,7 +315,7 @@ class TestExceptions:
             raise Boom("x")
 
         with no_waits(), caplog.at_level(logging.ERROR):
-            Periodic(fail, 1.0, max_repetitions=1, logger=mine).run_sync()
+            Periodic(fail, 1.0, max_repetitions=1, logger=mine).run()
         assert [r.name for r in caplog.records] == ["eos.tasks"]
 
     def test_a_failing_handler_is_logged_and_ignored(
@@ -331,7 +331,7 @@ class TestExceptions:
 
         with no_waits(), caplog.at_level(logging.ERROR, logger="resile"):
             p = Periodic(fail, 1.0, max_repetitions=3, on_exception=bad_handler)
-            p.run_sync()
+            p.run()
         assert p.statistics.runs == 3
         assert sum("on_exception" in r.getMessage() for r in caplog.records) == 3
 
@@ -397,7 +397,7 @@ class TestRaiseExceptions:
         with no_waits(), anyio.fail_after(BOUND):
             p = Periodic(fail, 1.0, raise_exceptions=True)
             with pytest.raises(Boom):
-                await p.run()
+                await p.run_async()
             with pytest.raises(Boom):
                 await p.stop()
         assert p.statistics.runs == 1
@@ -427,7 +427,7 @@ class TestFailureBackoff:
                     raise Boom
 
             p = Periodic(flaky, 10.0, backoff=Linear(1.0, 1.0), max_repetitions=len(outcomes))
-            p.run_sync()
+            p.run()
         # fail@1000 -> +1, fail@1001 -> +2, fail@1003 -> +3, ok@1006 -> grid 1010,
         # ok@1010 -> 1020, fail@1020 -> +1 (the success reset the count), ok@1021 -> 1030
         assert starts == [1000.0, 1001.0, 1003.0, 1006.0, 1010.0, 1020.0, 1021.0]
@@ -442,7 +442,7 @@ class TestFailureBackoff:
                 fn()
                 raise Boom
 
-            Periodic(fail, 60.0, backoff=Constant(2.0), max_repetitions=3).run_sync()
+            Periodic(fail, 60.0, backoff=Constant(2.0), max_repetitions=3).run()
         assert starts == [1000.0, 1002.5, 1005.0]
 
     def test_without_backoff_a_failure_keeps_the_grid(self) -> None:
@@ -454,14 +454,14 @@ class TestFailureBackoff:
                 fn()
                 raise Boom
 
-            Periodic(fail, 4.0, max_repetitions=3).run_sync()
+            Periodic(fail, 4.0, max_repetitions=3).run()
         assert starts == [1000.0, 1004.0, 1008.0]
 
 
 class TestStop:
     @pytest.mark.anyio
     async def test_stop_waits_for_the_running_call(self) -> None:
-        """await stop() returns only after the call in progress has finished; it is not cancelled."""
+        """await stop() returns only after the call in progress has finished; it is not canceled."""
         entered = anyio.Event()
         release = anyio.Event()
         finished: list[bool] = []
@@ -591,7 +591,7 @@ class TestStatistics:
 
             p = Periodic(work, 5.0, max_repetitions=3)
             assert p.statistics.last_duration is None and p.statistics.last_started_at is None
-            p.run_sync()
+            p.run()
         s = p.statistics
         assert (s.runs, s.failures, s.consecutive_failures) == (3, 1, 0)
         assert s.last_duration == 0.75
@@ -683,7 +683,7 @@ class TestAsyncColour:
         with no_waits(), anyio.fail_after(BOUND):
             p = Periodic(lambda: calls.append("tg"), 1.0, max_repetitions=3)
             async with anyio.create_task_group() as tg:
-                tg.start_soon(p.run)
+                tg.start_soon(p.run_async)
             async with Periodic(lambda: calls.append("cm"), 3600.0) as q:
                 assert q.running
         assert calls.count("tg") == 3
@@ -703,6 +703,43 @@ class TestAsyncColour:
             await anyio.to_thread.run_sync(p.stop)
             await p.wait()
         assert not p.running
+
+
+class TestNames:
+    """run is the sync colour (and, deprecated, the async one in a loop); run_async the async one."""
+
+    def test_run_blocks_without_a_loop(self) -> None:
+        """With no event loop, run() runs the loop in the calling thread until it ends."""
+        with no_waits() as clock:
+            fn, starts = recorder(clock, [0.0])
+            assert Periodic(fn, 1.0, max_repetitions=3).run() is None
+        assert starts == [1000.0, 1001.0, 1002.0]
+
+    def test_run_sync_is_deprecated(self) -> None:
+        """run_sync() warns and still runs the loop in the calling thread."""
+        with no_waits() as clock, pytest.warns(DeprecationWarning, match="run_sync"):
+            fn, starts = recorder(clock, [0.0])
+            Periodic(fn, 1.0, max_repetitions=2).run_sync()
+        assert starts == [1000.0, 1001.0]
+
+    @pytest.mark.anyio
+    async def test_run_async(self) -> None:
+        """await run_async() drives the loop in the current task."""
+        calls: list[int] = []
+        with no_waits(), anyio.fail_after(BOUND):
+            await Periodic(lambda: calls.append(1), 1.0, max_repetitions=3).run_async()
+        assert calls == [1, 1, 1]
+
+    @pytest.mark.anyio
+    async def test_run_in_a_loop_is_deprecated(self) -> None:
+        """run() inside asyncio or trio warns and returns run_async()'s awaitable."""
+        calls: list[int] = []
+        with no_waits(), anyio.fail_after(BOUND):
+            p = Periodic(lambda: calls.append(1), 1.0, max_repetitions=2)
+            with pytest.warns(DeprecationWarning, match="run_async"):
+                pending = p.run()
+            await pending
+        assert calls == [1, 1]
 
 
 class TestDecorator:
@@ -761,7 +798,7 @@ class TestLifespan:
 
     @pytest.mark.anyio
     async def test_seed_style_lifespan(self) -> None:
-        """The seed's own lifespan (await cache_cleanup_task()) starts the loop and startup completes."""
+        """A lifespan of its own (await cache_cleanup_task()) starts the loop and startup completes."""
         cleaned = threading.Event()
         handles: list[Periodic] = []
 

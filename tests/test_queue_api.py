@@ -18,7 +18,7 @@ from _examples import assert_page_shows, run_example
 from _redis_server import drop_namespace
 from resile import Constant, DuplicateTask, Exponential, Queue, TaskContext, TaskStatus
 from resile.queue.context import context_parameter
-from resile.queue.store import open_store, register_store
+from resile.queue.store import Store, open_store, register_store
 from resile.queue.store.sqlite import SQLiteStore
 
 
@@ -42,6 +42,28 @@ class TestConnect:
         assert (tmp_path / "a.db").exists()
         with resile.connect("sqlite:///:memory:", queue="mail") as q:
             assert q.store.memory and q.name == "mail"  # type: ignore[attr-defined]
+
+    def test_with_closes_even_on_error(self, tmp_path: Path) -> None:
+        """`with queue:` gives the queue and closes its store on exit, the error passing through."""
+        q = resile.connect(f"sqlite:///{tmp_path / 'a.db'}")
+        with pytest.raises(KeyError, match="inside"), q as entered:
+            assert entered is q
+            raise KeyError("inside")
+        with pytest.raises(RuntimeError, match="closed"):
+            q.get("any")
+
+    def test_looking_methods_are_the_stores(self) -> None:
+        """queue.get / list / stats are the store's own methods: same results, contract docstrings."""
+        with resile.connect("sqlite:///:memory:") as q:
+            for name in ("get", "list", "stats"):
+                method = getattr(q, name)
+                assert method.__self__ is q.store and method.__func__ is getattr(
+                    type(q.store), name
+                )
+                assert getattr(Queue, name).__doc__ == getattr(Store, name).__doc__
+            q.enqueue("job", {"x": 1}, id="a", strict=False)
+            assert [t.id for t in q.list(status="PENDING")] == ["a"]
+            assert q.get("a") == q.store.get("a") and q.stats()[TaskStatus.PENDING] == 1
 
     def test_url_options(self, tmp_path: Path) -> None:
         """Query options reach the store; unknown ones are refused."""
@@ -432,19 +454,28 @@ class TestTaskContext:
         ctx2 = TaskContext(queue.store, task, "me")
         assert ctx2.attempt == 2 and ctx2.checkpoint == {"offset": 4096}
 
-    def test_cancelled(self, queue: Queue) -> None:
-        """cancelled turns True when the task is canceled (or flagged by the worker)."""
+    def test_canceled(self, queue: Queue) -> None:
+        """canceled turns True when the task is canceled (or flagged by the worker)."""
         ctx = self._leased(queue)
-        assert not ctx.cancelled
+        assert not ctx.canceled
         queue.cancel("w")
         ctx._checked_at = -1e18  # skip the 0.1 s rate limit
-        assert ctx.cancelled
+        assert ctx.canceled
         assert not ctx.progress(50)
 
         with resile.connect("sqlite:///:memory:") as q2:
             other = self._leased(q2)
-            other.mark_cancelled()
-            assert other.cancelled
+            other.mark_canceled()
+            assert other.canceled
+
+    def test_the_cancelled_spelling_is_deprecated(self, queue: Queue) -> None:
+        """The old names cancelled / mark_cancelled still work and warn DeprecationWarning."""
+        ctx = self._leased(queue)
+        with pytest.warns(DeprecationWarning, match=r"TaskContext\.cancelled is deprecated"):
+            assert ctx.cancelled is False
+        with pytest.warns(DeprecationWarning, match=r"use TaskContext\.mark_canceled"):
+            ctx.mark_cancelled()
+        assert ctx.canceled
 
     @pytest.mark.parametrize("style", ["annotated", "string", "optional", "named", "none"])
     def test_how_a_handler_asks_for_it(self, style: str) -> None:

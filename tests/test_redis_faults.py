@@ -29,8 +29,8 @@ redis = pytest.importorskip("redis")
 
 import resile  # noqa: E402
 from resile.queue import Outcome, TaskStatus  # noqa: E402
-from resile.queue.store import _redis_keys as K  # noqa: E402
 from resile.queue.store.redis import RedisStore  # noqa: E402
+from resile.queue.store.redis import _keys as K  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -249,7 +249,7 @@ class TestWhatToRetry:
             retry(on=lambda e: False, raise_retry_error=True, **path)(flaky(1, ValueError))()
 
     def test_on_result_retries_falsy(self, clock: FakeClock, path: dict[str, Any]) -> None:
-        """on_result=lambda ok: not ok retries falsy results (seed 000)."""
+        """on_result=lambda ok: not ok retries falsy results."""
         results = iter([False, None, 0, "yes"])
         fn = functools.partial(next, results)
         assert retry(on_result=lambda ok: not ok, backoff=Constant(0.5), **path)(fn)() == "yes"
@@ -354,6 +354,125 @@ class TestPermanent:
         with pytest.raises(PermissionError):
             retry(on=OSError, permanent_on=permanent_on, sleep=no_sleep, **path)(fn)()
         assert len(fn.calls) == 1  # type: ignore[attr-defined]
+
+
+class TestPermanentInChain:
+    """A Permanent anywhere in an exception's chain stops at once, as Go's errors.As finds it."""
+
+    def test_raise_from_permanent_gives_up_at_once(self, path: dict[str, Any]) -> None:
+        """raise X from Permanent(e) is not retried; X itself is re-raised, chain kept."""
+        calls = []
+
+        def fn() -> None:
+            calls.append(1)
+            raise ConnectionError("refused") from Permanent(ValueError("bad key"))
+
+        wrapped: Any = retry(on=ConnectionError, sleep=no_sleep, **path)(fn)
+        with pytest.raises(ConnectionError) as info:
+            wrapped()
+        assert calls == [1]
+        assert isinstance(info.value.__cause__, Permanent)
+        assert "(permanent)" in info.value.__notes__[-1]
+
+    def test_permanent_deeper_in_the_chain(self, path: dict[str, Any]) -> None:
+        """A Permanent two links down (cause, then implicit context) still stops the retries."""
+        calls = []
+
+        def raising() -> None:
+            calls.append(1)
+            try:
+                raise Permanent(KeyError("gone"))
+            except Permanent:
+                inner = RuntimeError("while looking up")  # implicit __context__ = the Permanent
+                try:
+                    raise inner
+                except RuntimeError as exc:
+                    raise OSError("lookup failed") from exc
+
+        with pytest.raises(OSError):
+            retry(on=OSError, sleep=no_sleep, **path)(raising)()
+        assert calls == [1]
+
+    def test_suppressed_context_is_not_followed(self, path: dict[str, Any]) -> None:
+        """raise X from None hides the Permanent it was raised under: X is retried."""
+        fn_calls = []
+
+        def fn() -> None:
+            fn_calls.append(1)
+            try:
+                raise Permanent("hidden")
+            except Permanent:
+                raise ConnectionError("retry me") from None
+
+        with pytest.raises(ConnectionError):
+            retry(on=ConnectionError, backoff=Constant(0), stop=after_attempts(3), **path)(fn)()
+        assert len(fn_calls) == 3
+
+    def test_cycle_in_the_chain_ends(self, path: dict[str, Any]) -> None:
+        """A chain that loops back on itself is walked a bounded number of links."""
+        a, b = ConnectionError("a"), ConnectionError("b")
+        a.__cause__, b.__cause__ = b, a
+        outcomes = iter([a, a])
+
+        def fn() -> str:
+            exc = next(outcomes, None)
+            if exc is not None:
+                raise exc
+            return "ok"
+
+        assert retry(on=ConnectionError, backoff=Constant(0), **path)(fn)() == "ok"
+
+    def test_iterator_form(self) -> None:
+        """The for-attempt form finds a chained Permanent as well."""
+        calls = 0
+        with pytest.raises(ConnectionError):
+            for attempt in Retrying(backoff=Constant(0), stop=after_attempts(5)):
+                with attempt:
+                    calls += 1
+                    raise ConnectionError("x") from Permanent("stop")
+        assert calls == 1
+
+
+class TestChaining:
+    """What a give-up's exception chains to is the same on the lean and the full path."""
+
+    def test_later_failures_chain_to_the_first(self, path: dict[str, Any]) -> None:
+        """Retries run while the first failure is handled: the last error's __context__ is it."""
+        errors = iter([OSError("1"), OSError("2"), OSError("3")])
+
+        def fn() -> None:
+            raise next(errors)
+
+        with pytest.raises(OSError, match="3") as info:
+            retry(backoff=Constant(0), stop=after_attempts(3), **path)(fn)()
+        assert str(info.value.__context__) == "1"
+
+
+class TestSignatureKept:
+    """A decorated function keeps __defaults__ and __kwdefaults__, as tenacity does."""
+
+    def test_sync_defaults(self, path: dict[str, Any]) -> None:
+        """__defaults__ / __kwdefaults__ are copied, and inspect sees them."""
+
+        def fn(a: int, b: int = 2, *, c: str = "x") -> str:
+            return f"{a}{b}{c}"
+
+        wrapped: Any = retry(**path)(fn)
+        assert wrapped.__defaults__ == (2,)
+        assert wrapped.__kwdefaults__ == {"c": "x"}
+        assert wrapped(1) == "12x"
+        assert inspect.signature(wrapped).parameters["b"].default == 2
+
+    def test_async_defaults(self, path: dict[str, Any]) -> None:
+        """The async wrapper copies them too."""
+
+        async def fn(a: int, b: int = 5, *, c: int = 7) -> int:
+            return a + b + c
+
+        wrapped: Any = retry(**path)(fn)
+        assert wrapped.__defaults__ == (5,)
+        assert wrapped.__kwdefaults__ == {"c": 7}
+        assert asyncio.run(wrapped(1)) == 13
 
 
 class TestRetryAfter:

@@ -307,7 +307,7 @@ class TestAsyncTimeouts:
     """attempt_timeout=, timeout= and an enclosing deadline for async calls."""
 
     async def test_attempt_timeout_cancels_one_attempt(self, clock: FakeClock) -> None:
-        """An attempt that overruns attempt_timeout is cancelled and retried as DeadlineExceeded."""
+        """An attempt that overruns attempt_timeout is canceled and retried as DeadlineExceeded."""
         calls = []
         seen: list[RetryState] = []
 
@@ -406,7 +406,7 @@ class TestAsyncCancellation:
     """Cancellation is never retried or swallowed."""
 
     async def test_cancel_during_attempt(self, path: dict[str, Any]) -> None:
-        """A cancelled attempt is not retried; the cancellation reaches the caller's scope."""
+        """A canceled attempt is not retried; the cancellation reaches the caller's scope."""
         calls = []
 
         async def fn() -> None:
@@ -454,6 +454,27 @@ class TestAsyncIterator:
                 await fn()
         assert numbers == [1, 2, 3]
         assert clock.sleeps == [0.25, 0.25]
+
+    async def test_async_with_attempt(self, clock: FakeClock) -> None:
+        """async with attempt: works as with attempt: does (tenacity's spelling)."""
+        fn = aflaky(2)
+        numbers = []
+        async for attempt in Retrying(backoff=Constant(0.5)):
+            async with attempt:
+                numbers.append(attempt.number)
+                await fn()
+        assert numbers == [1, 2, 3]
+        assert clock.sleeps == [0.5, 0.5]
+
+    async def test_async_with_attempt_non_retryable(self) -> None:
+        """Under async with, an exception outside on= still propagates at once."""
+        count = 0
+        with pytest.raises(KeyError):
+            async for attempt in Retrying(on=OSError, async_sleep=no_async_sleep):
+                async with attempt:
+                    count += 1
+                    raise KeyError
+        assert count == 1
 
     async def test_gives_up(self, clock: FakeClock) -> None:
         """On give-up the last exception leaves the async for with a note."""

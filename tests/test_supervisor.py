@@ -412,7 +412,7 @@ async def feed(ws: Any) -> None:
 
 
 async def read_numbers(sup: Supervisor[Any], received: list[int], got: dict[int, Any]) -> None:
-    """Read numbers through ``sup.session()`` until cancelled; set event ``got[n]`` at ``n``."""
+    """Read numbers through ``sup.session()`` until canceled; set event ``got[n]`` at ``n``."""
     while True:
         try:
             async with sup.session() as ws:

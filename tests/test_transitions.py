@@ -422,8 +422,30 @@ def test_corrupt_error() -> None:
     )
 
 
+def test_corrupt() -> None:
+    """A task that cannot be decoded is dead-lettered now with the reason."""
+    d = T.corrupt("field 'params': not valid JSON", NOW)
+    assert (d.dead, d.status, d.due_at, d.delay, d.base) == (True, TaskStatus.FAILED, NOW, 0.0, NOW)
+    assert d.error == T.corrupt_error("field 'params': not valid JSON")
+
+
 def test_decisions_are_frozen() -> None:
     """A decision is a value: it cannot be changed after it was made."""
     d = _fail()
     with pytest.raises(AttributeError):
         d.dead = True  # type: ignore[misc]
+
+
+def test_api_is_stable() -> None:
+    """The module's names, which every backend builds on, do not drift unnoticed."""
+    assert sorted(T.__all__) == sorted(
+        [
+            *("CANCELED_ERROR", "CANCEL_FROM", "EDIT_FROM", "HELD_FROM", "LEASE_EXPIRED_ERROR"),
+            *("LEASE_FROM", "REQUEUE_FROM", "AfterFailure", "Canceled", "Completed", "Created"),
+            *("Leased", "Released", "Requeued", "after_failure", "can_cancel", "can_edit"),
+            *("can_lease", "can_requeue", "cancel", "complete", "corrupt", "corrupt_error"),
+            "create",
+            *("is_held", "is_ready", "lease", "lease_expired", "release", "requeue"),
+        ]
+    )
+    assert all(hasattr(T, name) for name in T.__all__)

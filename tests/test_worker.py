@@ -1,8 +1,11 @@
-"""The worker, in every mode: run, retry, dead-letter, time out, cancel, shut down, survive kill -9.
+"""The worker, in every mode on every backend: run, retry, dead-letter, time out, cancel, shut down, survive kill -9.
 
-Everything is real: a SQLite file per test, handler modules written to
+Everything is real: a fresh store per test (``tests/_backends.py``: a SQLite
+file, SQLite in memory, a Redis namespace), handler modules written to
 ``tmp_path`` (process-mode children import them by path), worker
-subprocesses killed with SIGKILL. Waits poll a condition with a bound.
+subprocesses killed with SIGKILL. Waits poll a condition with a bound, or
+run on ``resile.testing``'s fake clock. A test tied to some backends says
+why with ``@only``.
 """
 
 from __future__ import annotations
@@ -15,22 +18,25 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import pytest
 
 import resile
+from _backends import BACKENDS, SHARED_BACKENDS
+from _examples import assert_page_shows, run_example
 from _waits import wait_for
 from resile.queue import Outcome, Task, TaskSpec, TaskStatus
 from resile.queue._probe import capacity, gpu_probe, no_gpu_probe
 from resile.queue.worker import Worker, load_queue
+from resile.testing import FakeClock, no_waits
 
 MODES = ["thread", "process", "async"]
 # The handler that runs until stopped, as each mode stops it: thread mode can only
-# flag the attempt (the handler polls ctx.cancelled); process mode kills a handler
+# flag the attempt (the handler polls ctx.canceled); process mode kills a handler
 # that ignores everything; async mode cancels a coroutine.
 STUCK = {"thread": "block", "process": "hang", "async": "ahang"}
 
@@ -77,7 +83,7 @@ def permanent() -> None:
 def block(seconds: float, ctx: TaskContext) -> str:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        if ctx.cancelled:
+        if ctx.canceled:
             return "stopped"
         time.sleep(0.005)
     return "finished"
@@ -148,18 +154,41 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(params=MODES)
-def mode(request: pytest.FixtureRequest) -> str:
-    """Every worker test runs in each mode."""
-    return str(request.param)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def only(backends: set[str], why: str) -> Callable[[F], F]:
+    """Run the decorated test on ``backends`` only; ``why`` says what ties it to them."""
+
+    def mark(fn: F) -> F:
+        fn.backends = frozenset(backends)  # type: ignore[attr-defined]
+        fn.why = why  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize by backend (and by mode, where a test takes one): every pair but
+    process mode on a store its children cannot open."""
+    if "backend" not in metafunc.fixturenames:
+        return
+    allowed = getattr(metafunc.function, "backends", BACKENDS)
+    backends = [b for b in sorted(BACKENDS) if b in allowed]
+    if "mode" in metafunc.fixturenames:
+        pairs = [(m, b) for m in MODES for b in backends if m != "process" or b in SHARED_BACKENDS]
+        metafunc.parametrize(("mode", "backend"), pairs, ids=[f"{m}-{b}" for m, b in pairs])
+    else:
+        metafunc.parametrize("backend", backends)
 
 
 class Env:
-    """A handler module on a fresh SQLite file, and helpers to drive workers on it."""
+    """A handler module on a fresh store of the backend under test, and helpers to drive workers on it."""
 
-    def __init__(self, tmp_path: Path, module: ModuleType) -> None:
+    def __init__(self, tmp_path: Path, module: ModuleType, url: str) -> None:
         self.tmp_path = tmp_path
         self.module = module
+        self.url = url
         self.path = f"{module.__name__}:queue"
         self.queue: Any = module.queue
 
@@ -210,14 +239,16 @@ class Env:
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
-    """A handler module named uniquely, importable by children, on its own database."""
+def env(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Env]:
+    """A handler module named uniquely, importable by children, on its own store."""
     name = f"handlers_{uuid.uuid4().hex[:10]}"
-    url = f"sqlite:///{tmp_path / 'tasks.db'}"
+    url = BACKENDS[backend](request, tmp_path)
     (tmp_path / f"{name}.py").write_text(HANDLERS.format(url=url))
     monkeypatch.syspath_prepend(str(tmp_path))
     module = importlib.import_module(name)
-    e = Env(tmp_path, module)
+    e = Env(tmp_path, module, url)
     yield e
     while Background.running:  # a failed test may leave a worker serving
         bg = Background.running.pop()
@@ -322,6 +353,7 @@ class TestRunning:
         assert (got.status, got.attempts) == (TaskStatus.FAILED, 1)
         assert got.last_error is not None and got.last_error.type == "BadParams"
 
+    @only({"sqlite-file"}, "writes the unreadable row with SQL into the file")
     def test_corrupt_task_fails_and_the_worker_goes_on(self, env: Env, mode: str) -> None:
         """A stored row with unreadable params is moved to FAILED; the other tasks complete."""
         import sqlite3
@@ -358,7 +390,7 @@ class TestTimeout:
     def test_the_slot_of_a_timed_out_attempt_is_freed_for_the_next_task(
         self, env: Env, mode: str
     ) -> None:
-        """After a timeout the worker's single slot runs the next task (child killed, coroutine cancelled, thread returned)."""
+        """After a timeout the worker's single slot runs the next task (child killed, coroutine canceled, thread returned)."""
         stuck = env.enqueue(STUCK[mode], seconds=60, timeout=0.3, max_retries=0)
         after = env.enqueue("ok", x=5, priority=1)
         env.burst(mode, concurrency=1)
@@ -453,6 +485,7 @@ class TestShutdown:
         assert env.get(first.id).status is TaskStatus.DONE
         assert env.get(later.id).status is TaskStatus.PENDING
 
+    @only(SHARED_BACKENDS, "process mode: the children open the store by its URL")
     def test_a_child_killed_by_a_group_sigterm_during_shutdown_is_handed_back(
         self, env: Env
     ) -> None:
@@ -468,6 +501,7 @@ class TestShutdown:
         assert (got.status, got.attempts) == (TaskStatus.PENDING, 0)
         assert bg.worker.stats.released == 1
 
+    @only(SHARED_BACKENDS, "the worker process opens the store by its URL")
     def test_sigterm_shuts_a_worker_process_down_gracefully(self, env: Env, mode: str) -> None:
         """SIGTERM to a worker process lets the running task finish, then the process exits 0."""
         t = env.enqueue("hang", seconds=0.5)
@@ -485,6 +519,7 @@ class TestShutdown:
 
 
 class TestCrashes:
+    @only(SHARED_BACKENDS, "the worker process opens the store by its URL")
     def test_kill_9_loses_no_task(self, env: Env, mode: str) -> None:
         """A worker killed with SIGKILL mid-task loses nothing: a second worker finishes every task, the lost attempts counted."""
         gate = env.tmp_path / "gate"
@@ -511,6 +546,7 @@ class TestCrashes:
             TaskStatus.CANCELED: 0,
         }
 
+    @only(SHARED_BACKENDS, "the worker processes open the store by its URL")
     def test_a_poison_task_ends_failed_and_the_rest_complete(self, env: Env, mode: str) -> None:
         """A task that kills its process every time is dead-lettered after its retries; the others complete."""
         bad = env.enqueue("poison", priority=-1)
@@ -535,10 +571,11 @@ class TestCrashes:
 
 
 class TestSeveralWorkers:
-    def test_two_worker_processes_share_one_file_without_running_a_task_twice(
+    @only(SHARED_BACKENDS, "the worker processes open the store by its URL")
+    def test_two_worker_processes_share_one_store_without_running_a_task_twice(
         self, env: Env
     ) -> None:
-        """Two worker processes draining one SQLite file run every task exactly once."""
+        """Two worker processes draining one store run every task exactly once."""
         tasks = [env.enqueue("ok", x=i) for i in range(40)]
         procs = [env.spawn("thread", burst=True) for _ in range(2)]
         try:
@@ -569,18 +606,18 @@ class TestTiming:
         finally:
             bg.stop()
 
-    def test_a_task_from_another_process_is_picked_up_by_the_poll(
-        self, env: Env, mode: str
-    ) -> None:
-        """A task created through another connection (no wake-up) starts within the poll bound."""
+    @only(SHARED_BACKENDS, "another connection reaches the same store")
+    def test_a_task_from_another_connection_is_picked_up(self, env: Env, mode: str) -> None:
+        """A task created through another connection (no in-process wake-up) starts at once: polled (SQLite) or published (Redis)."""
         bg = Background(env.worker(mode, poll_interval=0.02, lease_seconds=60))
         try:
-            other = resile.connect(f"sqlite:///{env.tmp_path / 'tasks.db'}")
+            other = resile.connect(env.url)
             t = other.enqueue("ok", {"x": 1}, strict=False)
             other.close()
             wait_for(lambda: env.get(t.id).status is TaskStatus.DONE, timeout=2.0, what="the task")
             got = env.get(t.id)
-            # Without the poll nothing would start it before the heartbeat, 20 s away.
+            # Without the poll or the wake-up nothing would start it before the heartbeat,
+            # 20 s away.
             assert got.started_at is not None and got.started_at - got.created_at < 1.0
         finally:
             bg.stop()
@@ -594,6 +631,127 @@ class TestTiming:
         env.burst(mode, wait_for_scheduled=False)
         assert env.get(now.id).status is TaskStatus.DONE
         assert env.get(later.id).status is TaskStatus.PENDING
+
+
+EPOCH = 1_700_000_000.0  # the fake clock's zero, as the stores' wall clock
+
+
+def fake_queue(env: Env, fake: FakeClock) -> Any:
+    """A queue on the backend's store whose wall clock follows resile's fake clock.
+
+    On SQLite in memory that is a second, empty database: the test only uses it.
+    """
+    q = resile.connect(env.url, clock=lambda: EPOCH + fake.monotonic())
+
+    @q.task(name="slow_retry", backoff=resile.Constant(30.0), max_retries=2)
+    def slow_retry(ctx: resile.TaskContext) -> int:
+        if ctx.attempt < 3:
+            raise RuntimeError(f"attempt {ctx.attempt} fails")
+        return ctx.attempt
+
+    @q.task(name="stuck", max_retries=0)
+    def stuck(ctx: resile.TaskContext) -> str:
+        end = time.monotonic() + 60
+        while time.monotonic() < end and not ctx.canceled:
+            time.sleep(0.005)
+        return "stopped"
+
+    return q
+
+
+FAKE_MODES = ["thread", "async"]  # process-mode children import the module's queue
+
+
+class TestFakeClock:
+    @pytest.mark.parametrize("fake_mode", FAKE_MODES)
+    def test_a_30_s_retry_delay_takes_no_real_time(self, env: Env, fake_mode: str) -> None:
+        """Under no_waits(), a burst worker runs two retries 30 s apart at once, and on time by the fake clock."""
+        with no_waits() as fake:
+            q = fake_queue(env, fake)
+            try:
+                t = q.enqueue("slow_retry", {})
+                started = time.monotonic()
+                w = Worker(q, mode=fake_mode, concurrency=2)  # type: ignore[arg-type]
+                w.run(burst=True)
+                real = time.monotonic() - started
+                got = q.get(t.id)
+            finally:
+                q.close()
+        assert real < 10, f"the burst took {real:.1f} s of real time"
+        assert (got.status, got.result, got.attempts) == (TaskStatus.DONE, 3, 3)
+        assert (w.stats.retried, w.stats.done) == (2, 1)
+        for prev, cur in zip(got.history, got.history[1:], strict=False):
+            assert prev.ended_at is not None and cur.started_at is not None
+            # Never early; late by no more than the real time the loop took.
+            assert 30.0 <= cur.started_at - prev.ended_at < 30.0 + real
+        assert fake.total >= 60.0
+
+    @pytest.mark.parametrize("fake_mode", FAKE_MODES)
+    def test_a_delayed_task_runs_at_its_due_time_without_waiting(
+        self, env: Env, fake_mode: str
+    ) -> None:
+        """A task delayed by an hour runs in a burst at once, not before its due time on the fake clock."""
+        with no_waits() as fake:
+            q = fake_queue(env, fake)
+            try:
+                t = q.enqueue("slow_retry", {}, delay=3600, max_retries=5)
+                Worker(q, mode=fake_mode).run(burst=True)  # type: ignore[arg-type]
+                got = q.get(t.id)
+            finally:
+                q.close()
+        assert got.status is TaskStatus.DONE
+        assert got.history[0].started_at is not None
+        assert got.history[0].started_at >= EPOCH + 1000.0 + 3600
+
+    def test_a_serving_worker_jumps_to_due_times_only(self, env: Env) -> None:
+        """A serving worker under no_waits() jumps to a task due in an hour, then, with nothing due, waits for real instead of racing the clock."""
+        with no_waits() as fake:
+            q = fake_queue(env, fake)
+            try:
+                bg = Background(Worker(q, concurrency=1))
+                t = q.enqueue("slow_retry", {}, delay=3600, max_retries=0)
+                wait_for(lambda: q.get(t.id).terminal, what="the delayed task to run")
+                bg.stop()
+            finally:
+                q.close()
+        assert 3600 <= fake.total < 3600 + 60
+
+    def test_an_exec_timeout_still_passes_while_a_handler_runs(self, env: Env) -> None:
+        """With an attempt in flight the fake clock moves with real time, so its 0.3 s exec timeout stops it."""
+        with no_waits() as fake:
+            q = fake_queue(env, fake)
+            try:
+                t = q.enqueue("stuck", {}, timeout=0.3)
+                started = time.monotonic()
+                w = Worker(q, concurrency=1)
+                w.run(burst=True)
+                real = time.monotonic() - started
+                got = q.get(t.id)
+            finally:
+                q.close()
+        assert real < 10
+        assert (got.status, got.history[0].outcome) == (TaskStatus.FAILED, Outcome.TIMEOUT)
+        assert w.stats.timeouts == 1
+
+    def test_the_docs_example_runs(self) -> None:
+        """docs/worker.md's fake-clock example runs: three attempts, 60 s on the fake clock, no real wait."""
+        assert run_example("worker_fake_clock.py").split() == [
+            "FAILED", "3", "60", "s", "waited", "on", "the", "fake", "clock",
+        ]  # fmt: skip
+        assert_page_shows("worker.md", "worker_fake_clock.py")
+
+    def test_a_store_on_the_real_clock_is_waited_for_in_real_time(self, env: Env) -> None:
+        """Under no_waits() with a store on the real wall clock, a 0.3 s retry is still never early."""
+        with no_waits() as fake:
+            t = env.enqueue("flaky", n=1)
+            env.burst("thread")
+        got = env.get(t.id)
+        assert (got.status, got.attempts) == (TaskStatus.DONE, 2)
+        first, second = got.history
+        assert first.ended_at is not None and second.started_at is not None
+        assert second.started_at - first.ended_at >= 0.2
+        # The worker stopped moving the fake clock once it saw the store does not follow.
+        assert fake.total < 60
 
 
 class FakeProbe:
@@ -689,6 +847,7 @@ class TestConfiguration:
         """resile.Worker is the worker class."""
         assert resile.Worker is Worker
 
+    @only({"sqlite-file"}, "checks the worker's arguments, not the store")
     @pytest.mark.parametrize(
         ("options", "message"),
         [
@@ -720,6 +879,7 @@ class TestConfiguration:
             Worker(q, mode="process", import_path="x:queue")
         q.close()
 
+    @only({"sqlite-file"}, "checks the worker's arguments, not the store")
     def test_defaults(self, env: Env) -> None:
         """Defaults: 10 threads, one process per CPU, heartbeat a third of the lease, the queue's names."""
         w = Worker(env.queue)
@@ -730,6 +890,7 @@ class TestConfiguration:
         assert p.concurrency == (os.cpu_count() or 1)
         assert p.import_path == env.path
 
+    @only({"sqlite-file"}, "checks the worker's arguments, not the store")
     def test_from_import_path(self, env: Env) -> None:
         """Worker.from_import_path loads the queue and remembers the path for children."""
         w = Worker.from_import_path(env.path, mode="process", concurrency=1)
@@ -749,6 +910,7 @@ class TestConfiguration:
         with pytest.raises(error, match=message):
             load_queue(path)
 
+    @only({"sqlite-file"}, "checks the worker's arguments, not the store")
     def test_process_mode_with_an_unimportable_queue_raises(self, env: Env) -> None:
         """When children cannot import the queue, run() raises instead of spinning."""
         w = Worker(env.queue, mode="process", concurrency=1, import_path="resile_nope_mod:queue")

@@ -47,7 +47,7 @@ async def main() -> None:
         async with deadline(0.05):
             await stuck()
     except DeadlineExceeded as exc:
-        print("cancelled:", exc, "| a TimeoutError:", isinstance(exc, TimeoutError))
+        print("canceled:", exc, "| a TimeoutError:", isinstance(exc, TimeoutError))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The seed's BackoffExecutor keeping a flaky connection attempt going (docs/executor.md).
+"""The MicroPython BackoffExecutor API keeping a flaky connection attempt going (docs/executor.md).
 
 Run: ``python docs/examples/executor_connect.py`` (waits 0.05 + 0.1 + 0.2 s).
 """
@@ -47,8 +47,8 @@ async def main() -> None:
     quick = BackoffExecutor(base_delay_ms=10, max_retry=1)
     print("execute ->", await quick.execute(always_down, on_fail=on_fail, on_retry=on_retry))
 
-    # The blocking twin, for threads:
-    print("execute_sync ->", quick.execute_sync(lambda: "ready"))
+    # Outside an event loop (here: a worker thread) the same call blocks and returns the bool:
+    print("execute in a thread ->", await asyncio.to_thread(quick.execute, lambda: "ready"))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from resile import RetryBudget, hedge
 # The first copy hits a stuck replica (2 s); later copies answer in 10 ms.
 LATENCIES = [2.0, 0.01, 0.01]
 started: list[int] = []
-cancelled: list[int] = []
+canceled: list[int] = []
 
 
 @hedge(delay=0.05, max_attempts=3, budget=RetryBudget(max_tokens=10))
@@ -24,7 +24,7 @@ async def lookup(user_id: int) -> str:
     try:
         await asyncio.sleep(LATENCIES[copy - 1])
     except asyncio.CancelledError:
-        cancelled.append(copy)
+        canceled.append(copy)
         raise
     return f"user {user_id} (answered by copy {copy})"
 
@@ -33,7 +33,7 @@ async def main() -> None:
     start = time.perf_counter()
     print(await lookup(42))
     elapsed = time.perf_counter() - start
-    print(f"copies started: {started}; cancelled: {cancelled}")
+    print(f"copies started: {started}; canceled: {canceled}")
     print(f"fast: {elapsed < 1.0} (took {elapsed:.2f} s, the stuck replica needs 2 s)")
 
 

@@ -1,9 +1,9 @@
-"""Periodic tasks in a FastAPI app, the way the EOS seed runs them.
+"""Periodic tasks in a FastAPI app: cache cleanup and energy management, as a server runs them.
 
 Two tasks:
 
-* ``cache_cleanup_task`` is started by hand in the app's own lifespan, as in
-  the seed: ``await cache_cleanup_task()`` starts the loop and returns at once.
+* ``cache_cleanup_task`` is started by hand in the app's own lifespan, with
+  ``await cache_cleanup_task()``, which starts the loop and returns at once.
   Its first runs fail; ``on_exception`` sees each failure and the loop goes on.
 * ``energy_management_task`` is started and stopped by
   ``resile.periodic.lifespan``, wrapped around the app's own lifespan.
@@ -58,7 +58,7 @@ async def energy_management_task() -> None:
 
 @asynccontextmanager
 async def app_lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The app's own lifespan: starts the cleanup loop as the seed does."""
+    """The app's own lifespan: starts the cleanup loop by hand."""
     app.state.cleanup = await cache_cleanup_task()  # returns at once; runs in the background
     yield
     await app.state.cleanup.stop()  # waits for a run in progress, then the loop is over

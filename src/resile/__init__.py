@@ -1,7 +1,7 @@
 """resile: make unreliable work reliable.
 
 Retries with backoff and jitter (sync and async), deadlines, retry budgets,
-the seed's ``BackoffExecutor``; see ``docs/`` for the rest.
+circuit breakers, periodic tasks and a durable task queue; see ``docs/`` for the rest.
 """
 
 from __future__ import annotations

@@ -6,15 +6,13 @@ Deadlines are absolute instants on this clock (``time.monotonic`` by default).
 
 from __future__ import annotations
 
-import asyncio
 import math
-import sys
 import time
-from collections.abc import Callable
+from contextvars import ContextVar
 from datetime import timedelta
-from typing import Protocol, TypeVar
+from typing import Protocol
 
-T = TypeVar("T")
+from resile import _aio
 
 
 class Clock(Protocol):
@@ -34,49 +32,16 @@ class SystemClock:
     sleep = staticmethod(time.sleep)
 
     async def async_sleep(self, seconds: float) -> None:
-        if current_async_library() == "trio":
-            import trio
-
-            await trio.sleep(seconds)
-        else:
-            await asyncio.sleep(seconds)
+        await _aio.sleep(seconds)
 
 
 SYSTEM = SystemClock()
 # The one mutable slot: ``resile.testing`` replaces it and puts it back.
 clock: Clock = SYSTEM
 
-
-def current_async_library() -> str:
-    """Name the async library running this code: ``"asyncio"`` or ``"trio"``.
-
-    Raises:
-        RuntimeError: when called outside any event loop.
-    """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    else:
-        return "asyncio"
-    trio = sys.modules.get("trio")
-    if trio is not None:
-        try:
-            trio.lowlevel.current_task()
-        except RuntimeError:
-            pass
-        else:
-            return "trio"
-    raise RuntimeError("resile: no running asyncio or trio event loop")
-
-
-async def run_in_thread(fn: Callable[[], T]) -> T:
-    """Run the sync ``fn()`` in a worker thread of the running async library, off its loop."""
-    if current_async_library() == "trio":
-        import trio
-
-        return await trio.to_thread.run_sync(fn)
-    return await asyncio.to_thread(fn)
+# The current deadline, an instant on ``clock`` (``None``: none); ``resile.deadline``
+# sets it, and the retry engine reads it to skip waits that would end past it.
+DEADLINE: ContextVar[float | None] = ContextVar("resile_deadline", default=None)
 
 
 def seconds(
@@ -115,3 +80,43 @@ def positive_seconds(value: float | timedelta, field: str, owner: str) -> float:
     if got <= 0.0:
         raise ValueError(f"{owner}: {field} must be > 0 seconds, got {value!r}")
     return got
+
+
+class Buckets:
+    """Two counters summed over a sliding time window kept as ``count`` buckets.
+
+    ``data`` is a list of ``[bucket index, a, b]``, oldest first: plain JSON,
+    so a breaker's window can be stored in Redis as it is. The window is
+    exact to one bucket width (``window / count``). Used by the adaptive
+    throttle and the breaker's time window.
+    """
+
+    __slots__ = ("count", "data", "width")
+
+    def __init__(
+        self, window: float, count: int = 20, data: list[list[float]] | None = None
+    ) -> None:
+        self.width = window / count
+        self.count = count
+        self.data: list[list[float]] = data if data is not None else []
+
+    def _trim(self, now: float) -> int:
+        index = math.floor(now / self.width)
+        oldest = index - self.count + 1
+        data = self.data
+        while data and data[0][0] < oldest:
+            data.pop(0)
+        return index
+
+    def add(self, now: float, a: float, b: float) -> None:
+        index = self._trim(now)
+        data = self.data
+        if data and data[-1][0] == index:
+            data[-1][1] += a
+            data[-1][2] += b
+        else:
+            data.append([index, a, b])
+
+    def sums(self, now: float) -> tuple[float, float]:
+        self._trim(now)
+        return sum(d[1] for d in self.data), sum(d[2] for d in self.data)

@@ -23,8 +23,6 @@ Every state change is one atomic transaction on the storage.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import json
 import logging
 import threading
@@ -34,13 +32,12 @@ from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from datetime import timedelta
 from enum import Enum
-from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar
 
 from resile import _time, _util
 from resile.backoff import Backoff, Exponential
 from resile.errors import CircuitOpen
-from resile.throttle import AdaptiveThrottle, Throttled, _Buckets
+from resile.throttle import AdaptiveThrottle, Throttled
 
 __all__ = [
     "BreakerRecord",
@@ -294,7 +291,7 @@ def _exclusion(value: object) -> Callable[[BaseException], bool] | tuple[type[Ba
 DEFAULT_RECOVERY = Exponential(1.0, max_delay=60.0, jitter="none")
 
 
-class CircuitBreaker:
+class CircuitBreaker(_util.Guarded):
     """Refuse calls to a dependency that keeps failing; probe it to see when it is back.
 
     Args:
@@ -303,7 +300,8 @@ class CircuitBreaker:
         failure_rate: open when, over the window, ``failures / calls >=
             failure_rate`` and ``calls >= minimum_calls``; in ``(0, 1]``, or
             ``None`` (default) for no rate rule. With both rules set, either
-            one opens the circuit.
+            one opens the circuit. The rate rule is checked after every
+            recorded call, successes included.
         window: the failure-rate window: seconds (or a ``timedelta``) when
             ``window_type="time"`` (the default, 60 s, kept in 20 buckets so
             it is exact to ``window / 20``), or a number of calls when
@@ -332,6 +330,16 @@ class CircuitBreaker:
         throttle: an ``AdaptiveThrottle`` applied while closed: calls it
             rejects raise ``Throttled`` without touching the dependency, so
             load is shed in proportion before the circuit opens.
+
+    Guard a function with it (``@breaker``, ``breaker.call(fn)``) or a block
+    (``with breaker:`` / ``async with breaker:``, which raise ``CircuitOpen``
+    before the block when the circuit refuses it; the block then does not run).
+
+    A ``CircuitOpen`` it raises is chained (``__cause__``) to the last failure
+    it recorded since it last closed, when that is known: with the default
+    in-memory storage. With
+    shared storage (Redis) the failure may have happened in another process,
+    and ``__cause__`` is ``None``.
 
     Raises:
         ValueError: a count below its minimum, a rate outside ``(0, 1]``, a
@@ -417,6 +425,9 @@ class CircuitBreaker:
             self.add_listener(listener)
         self._lock = threading.Lock()
         self._seen = CircuitState.CLOSED
+        # The last failure recorded, kept only with this process's own storage: it is the
+        # cause a CircuitOpen is chained to. Shared storage (Redis) knows no such exception.
+        self._last_failure: BaseException | None = None
         self._tickets: ContextVar[tuple[_Ticket, ...]] = ContextVar(
             f"resile_breaker_{id(self)}", default=()
         )
@@ -477,6 +488,8 @@ class CircuitBreaker:
             if state is not self._seen:
                 change = (self._seen, state)
                 self._seen = state
+                if state is CircuitState.CLOSED:
+                    self._last_failure = None
         if change is not None:
             self._fire(*change)
         return result
@@ -527,7 +540,7 @@ class CircuitBreaker:
             rec.window = w
             return len(w), w.count("1")
         data = rec.window if isinstance(rec.window, list) else []
-        buckets = _Buckets(self._window_seconds, _BUCKETS, data)
+        buckets = _time.Buckets(self._window_seconds, _BUCKETS, data)
         buckets.add(now, 1, 1 if failed else 0)
         rec.window = buckets.data
         return buckets.sums(now)
@@ -543,7 +556,7 @@ class CircuitBreaker:
             return
         rec.failures = 0
         if self.failure_rate is not None:
-            self._window_add(rec, now, False)
+            self._rate_rule(rec, now, False)
 
     def _failed(self, rec: BreakerRecord, now: float, ticket: _Ticket) -> None:
         generation, probe = ticket
@@ -557,9 +570,19 @@ class CircuitBreaker:
             self._open(rec, now)
             return
         if self.failure_rate is not None:
-            calls, failures = self._window_add(rec, now, True)
-            if calls >= self.minimum_calls and failures >= self.failure_rate * calls:
-                self._open(rec, now)
+            self._rate_rule(rec, now, True)
+
+    def _rate_rule(self, rec: BreakerRecord, now: float, failed: bool) -> None:
+        """Record one outcome in the rate window, then open if the rule holds.
+
+        The rule is checked after every recorded call, a success included (as
+        resilience4j does): fail, fail, fail, succeed, succeed with
+        ``minimum_calls=5`` and ``failure_rate=0.5`` opens at the fifth call.
+        """
+        assert self.failure_rate is not None
+        calls, failures = self._window_add(rec, now, failed)
+        if calls >= self.minimum_calls and failures >= self.failure_rate * calls:
+            self._open(rec, now)
 
     def _released(self, rec: BreakerRecord, now: float, ticket: _Ticket) -> None:
         generation, probe = ticket
@@ -571,7 +594,11 @@ class CircuitBreaker:
     def _acquire(self) -> _Ticket:
         admitted = self._run(self._admit)
         if not isinstance(admitted, tuple):
-            raise CircuitOpen(self.name, admitted)
+            refused = CircuitOpen(self.name, admitted)
+            cause = self._last_failure
+            if cause is not None:
+                raise refused from cause
+            raise refused
         throttle = self.throttle
         if throttle is not None and not admitted[1] and not throttle.allow():
             raise Throttled(throttle.name, throttle.probability())
@@ -606,6 +633,8 @@ class CircuitBreaker:
         elif not isinstance(exc, Exception):
             self._run(lambda rec, now: self._released(rec, now, ticket))
         elif self._is_failure(exc):
+            if isinstance(self.storage, MemoryBreakerStorage):
+                self._last_failure = exc
             self._run(lambda rec, now: self._failed(rec, now, ticket))
             if throttle is not None:
                 throttle.record(False)
@@ -629,33 +658,7 @@ class CircuitBreaker:
         """
         if not callable(fn):
             raise TypeError(f"CircuitBreaker: expected a function to wrap, got {fn!r}")
-        if inspect.iscoroutinefunction(fn):
-
-            @functools.wraps(fn)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                ticket = self._acquire()
-                try:
-                    result = await fn(*args, **kwargs)
-                except BaseException as exc:
-                    self._settle(ticket, exc)
-                    raise
-                self._settle(ticket, None)
-                return result
-
-            async_wrapper.breaker = self  # type: ignore[attr-defined]
-            return async_wrapper  # type: ignore[return-value]
-
-        @functools.wraps(fn)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            ticket = self._acquire()
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                self._settle(ticket, exc)
-                raise
-            self._settle(ticket, None)
-            return result
-
+        wrapper = _util.guard(fn, self._acquire, self._settle)
         wrapper.breaker = self  # type: ignore[attr-defined]
         return wrapper
 
@@ -673,30 +676,6 @@ class CircuitBreaker:
             raise RuntimeError(f"CircuitBreaker {self.name!r}: exit without a matching enter")
         self._tickets.set(stack[:-1])
         self._settle(stack[-1], e)
-
-    def __enter__(self) -> CircuitBreaker:
-        """``with breaker:`` guards a block.
-
-        Raises:
-            CircuitOpen: the circuit refuses the call; the block does not run.
-        """
-        self._enter()
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._exit(e)
-
-    async def __aenter__(self) -> CircuitBreaker:
-        """``async with breaker:`` guards a block (see ``__enter__``)."""
-        self._enter()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._exit(e)
 
     # -- inspection and manual control ---------------------------------------------------
 
@@ -734,7 +713,11 @@ class CircuitBreaker:
         self._run(lambda rec, now: self._close(rec))
 
     def trip(self) -> None:
-        """Open the circuit now, as if the failure rule had fired (for maintenance or tests)."""
+        """Open the circuit now, as if the failure rule had fired (for maintenance or tests).
+
+        The ``CircuitOpen`` errors that follow have no ``__cause__``.
+        """
+        self._last_failure = None
         self._run(self._open)
 
     def __repr__(self) -> str:

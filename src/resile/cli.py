@@ -10,11 +10,15 @@
     resile cancel mail-42 ; resile retry mail-42 ; resile purge --older-than 86400
     resile demo
 
-Every command but ``worker`` and ``demo`` takes ``--db URL`` (default
-``sqlite:///resile.db``, or the ``RESILE_DB`` environment variable); a worker
-uses the store its queue module opened. Exit codes: 0 done, 1 not found or
-refused (the task does not exist, or is in a state that does not allow it),
-2 usage error (a bad flag value, named with the value).
+``python -m resile`` is the same command. Every command but ``worker`` and
+``demo`` takes ``--db URL`` (default ``sqlite:///resile.db``, or the
+``RESILE_DB`` environment variable) and opens a Redis URL with a short
+``retry_for`` (``CLI_RETRY_FOR``); a worker uses the store its queue module
+opened, with its long outage ride-through. Exit codes: 0 done, 1 not found
+or refused (the task does not exist, or is in a state that does not allow
+it) or a store that cannot be used (not a database, a server that does not
+answer: one line naming the URL, no traceback), 2 usage error (a bad flag
+value, named with the value).
 
 This module needs the ``cli`` extra (``click`` and ``rich``); ``import resile``
 never imports it.
@@ -23,15 +27,19 @@ never imports it.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import logging
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, cast
+from urllib.parse import parse_qsl, urlsplit
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from resile.errors import DuplicateTask
@@ -46,6 +54,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: The environment variable that sets ``--db``.
 DB_ENV = "RESILE_DB"
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+#: Seconds a command other than ``worker`` keeps reconnecting to an unreachable store, unless
+#: the URL sets ``retry_for``: a person at a terminal wants the error, a worker the ride-through.
+CLI_RETRY_FOR = 1.0
+#: Seconds such a command waits for a TCP connection (``connect_timeout``) unless the URL sets
+#: ``socket_connect_timeout``: with ``CLI_RETRY_FOR`` a host that drops packets fails in ~2 s.
+CLI_CONNECT_TIMEOUT = 0.5
+# The URL schemes whose stores take ``retry_for`` (they reconnect through an outage).
+_RETRYING_SCHEMES = frozenset({"redis", "rediss", "unix"})
 
 _STATUS_STYLE = {
     TaskStatus.PENDING: "yellow",
@@ -61,14 +77,49 @@ def _console(err: bool = False) -> Console:
 
 
 def _refuse(message: str) -> NoReturn:
-    """Print ``message`` to stderr and exit 1 (not found / refused)."""
-    _console(err=True).print(f"[red]error:[/red] {message}", markup=True)
+    """Print ``message`` to stderr as one line and exit 1 (not found / refused)."""
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err.print(f"[red]error:[/red] {escape(message)}", markup=True)
     raise SystemExit(EXIT_REFUSED)
 
 
+def _store_errors() -> tuple[type[Exception], ...]:
+    """What a store raises for a bad file, an unreachable server or a refused schema."""
+    errors: list[type[Exception]] = [sqlite3.Error, OSError, RuntimeError]
+    redis_errors = sys.modules.get("redis.exceptions")  # loaded once a Redis URL was opened
+    if redis_errors is not None:
+        errors.append(redis_errors.RedisError)
+    return tuple(errors)
+
+
+def _shown(url: str) -> str:
+    """``url`` without its password, to print."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def db_option(fn: F) -> F:
-    """The ``--db URL`` option shared by the commands that open a store."""
-    return click.option(
+    """The ``--db URL`` option shared by the commands that open a store.
+
+    A store problem while the command runs (not a database, a newer schema,
+    a server that does not answer) ends it with one line naming the URL, exit 1.
+    """
+
+    @functools.wraps(fn)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except _store_errors() as exc:
+            _refuse(f"--db {_shown(kwargs['db'])}: {_one_line(exc)}")
+
+    option = click.option(
         "--db",
         "db",
         default=DEFAULT_URL,
@@ -77,7 +128,8 @@ def db_option(fn: F) -> F:
         show_envvar=True,
         metavar="URL",
         help="The task store: sqlite:///path.db (relative), sqlite:////abs/path.db, redis://host:6379/0.",
-    )(fn)
+    )
+    return cast(F, option(command))
 
 
 #: The ``--delay SECONDS`` option of ``enqueue`` and ``retry``.
@@ -92,9 +144,22 @@ _delay_option = click.option(
 
 
 def _open(db: str) -> Queue:
-    """Open the queue ``--db`` names; a bad URL is a usage error naming the flag."""
+    """Open the queue ``--db`` names; a bad URL is a usage error naming the flag.
+
+    A store that reconnects through outages gets ``retry_for=CLI_RETRY_FOR``
+    and ``connect_timeout=CLI_CONNECT_TIMEOUT``, each unless the URL's query
+    sets it (``retry_for``, ``socket_connect_timeout``).
+    """
+    options: dict[str, Any] = {}
+    parts = urlsplit(db)
+    if parts.scheme.lower() in _RETRYING_SCHEMES:
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        if "retry_for" not in query:
+            options["retry_for"] = CLI_RETRY_FOR
+        if "socket_connect_timeout" not in query:
+            options["connect_timeout"] = CLI_CONNECT_TIMEOUT
     try:
-        return connect(db)
+        return connect(db, **options)
     except (ValueError, NotImplementedError, ImportError) as exc:
         raise click.BadParameter(str(exc), param_hint="'--db'") from None
 
@@ -183,6 +248,8 @@ def worker(
         w = Worker.from_import_path(queue_path, **options)
     except (ValueError, ImportError, AttributeError, TypeError) as exc:
         raise click.BadParameter(str(exc), param_hint="'MODULE:QUEUE'") from None
+    except _store_errors() as exc:  # the module's resile.connect(...) could not open its store
+        _refuse(f"{queue_path}: its store: {_one_line(exc)}")
     err = _console(err=True)
     err.print(
         f"resile worker {w.worker_id}: {w.mode} x{w.concurrency} on {w.store.url} "
@@ -191,8 +258,8 @@ def worker(
     started = time.monotonic()
     try:
         w.run(burst=burst)
-    except RuntimeError as exc:
-        _refuse(str(exc))
+    except _store_errors() as exc:  # the store's own ride-through (retry_for) is over
+        _refuse(f"{w.store.url}: {_one_line(exc)}")
     s = w.stats
     err.print(
         f"resile worker {w.worker_id}: stopped after {time.monotonic() - started:.1f}s: "
@@ -507,75 +574,19 @@ def purge(older_than: float, statuses: tuple[str, ...], queue: str | None, db: s
 # -- demo -------------------------------------------------------------------------------------
 
 
-@cli.command()
-@click.option("--tasks", type=click.IntRange(min=1), default=300, show_default=True)
-@click.option(
-    "--failure-rate", type=click.FloatRange(0, 1, max_open=True), default=0.3, show_default=True
+@cli.command(
+    add_help_option=False,  # --help goes to the demo's own parser, with the flags
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
 )
-@click.option(
-    "--latency",
-    type=click.FloatRange(min=0),
-    default=0.2,
-    show_default=True,
-    metavar="SECONDS",
-    help="Mean latency of the simulated service.",
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=10,
-    show_default=True,
-    help="Threads per worker process.",
-)
-@click.option(
-    "--processes",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Worker processes on the one SQLite file.",
-)
-@click.option("--poison", type=click.IntRange(min=0), default=5, show_default=True)
-@click.option("--seed", type=int, default=None, help="Seed of the simulated failures.")
-@click.option(
-    "--db",
-    "db_path",
-    default=None,
-    metavar="PATH",
-    help="The SQLite file (default: a temporary one; reset at start).",
-)
-@click.option("--retry", "retry_demo", is_flag=True, help="Run the small @retry demo instead.")
-def demo(
-    tasks: int,
-    failure_rate: float,
-    latency: float,
-    workers: int,
-    processes: int,
-    poison: int,
-    seed: int | None,
-    db_path: str | None,
-    retry_demo: bool,
-) -> None:
-    """The queue against a flaky service: live progress, then a summary (make demo)."""
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def demo(args: tuple[str, ...]) -> None:
+    """The queue against a flaky service: live progress, then a summary (make demo).
+
+    The flags are the demo's (resile demo --help lists them).
+    """
     from resile import demo as demo_module
 
-    if retry_demo:
-        raise SystemExit(demo_module.retry_demo(seed=seed))
-    if poison > tasks:
-        raise click.BadParameter(
-            f"{poison} poison tasks is more than --tasks {tasks}", param_hint="'--poison'"
-        )
-    raise SystemExit(
-        demo_module.run(
-            tasks=tasks,
-            failure_rate=failure_rate,
-            latency=latency,
-            workers=workers,
-            processes=processes,
-            poison=poison,
-            seed=seed,
-            db_path=db_path,
-        )
-    )
+    raise SystemExit(demo_module.main(args, prog="resile demo"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

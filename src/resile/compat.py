@@ -732,7 +732,7 @@ class TaskBackoffScheduler:
 
         A pending task never runs. A running one is stopped at the worker's
         next heartbeat: process mode kills its child; thread mode sets
-        ``TaskContext.cancelled`` and drops its result.
+        ``TaskContext.canceled`` and drops its result.
 
         Returns:
             ``(True, message)`` when canceled now or already canceled;

@@ -13,19 +13,16 @@ A sync block cannot be interrupted; it sees the deadline and ``check()``.
 
 from __future__ import annotations
 
-import asyncio
-import sys
-from contextvars import ContextVar, Token
+from contextvars import Token
 from datetime import timedelta
 from types import TracebackType
-from typing import Any
 
-from resile import _time
+from resile import _aio, _time
 from resile.errors import DeadlineExceeded
 
 __all__ = ["check", "current_deadline", "deadline", "remaining"]
 
-_DEADLINE: ContextVar[float | None] = ContextVar("resile_deadline", default=None)
+_DEADLINE = _time.DEADLINE
 
 
 def current_deadline() -> float | None:
@@ -59,11 +56,11 @@ class deadline:
     Raises:
         ValueError: negative, NaN or infinite ``seconds``; both or neither of
             ``seconds`` and ``at`` given.
-        DeadlineExceeded: (``async with`` only) when the block is cancelled
+        DeadlineExceeded: (``async with`` only) when the block is canceled
             because this deadline passed.
     """
 
-    __slots__ = ("_at", "_cm", "_handle", "_scope", "_seconds", "_token", "when")
+    __slots__ = ("_at", "_seconds", "_timeout", "_token", "when")
 
     def __init__(
         self, seconds: float | timedelta | None = None, *, at: float | None = None
@@ -78,9 +75,7 @@ class deadline:
         self._at = at
         self.when: float | None = None
         self._token: Token[float | None] | None = None
-        self._cm: Any = None
-        self._handle: asyncio.TimerHandle | None = None
-        self._scope: Any = None
+        self._timeout: _aio.Timeout | None = None
 
     @property
     def remaining(self) -> float | None:
@@ -122,47 +117,17 @@ class deadline:
     async def __aenter__(self) -> deadline:
         if not self._enter() or self.when is None:
             return self
-        left = self.when - _time.clock.monotonic()
-        if _time.current_async_library() == "trio":
-            import trio
-
-            self._scope = trio.CancelScope(deadline=trio.current_time() + left)
-            self._scope.__enter__()
-            return self
-        loop = asyncio.get_running_loop()
-        at = loop.time() + left
-        if sys.version_info >= (3, 11):
-            self._cm = asyncio.timeout_at(at)
-            await self._cm.__aenter__()
-        else:  # pragma: no cover - Python 3.10
-            task = asyncio.current_task()
-            assert task is not None
-            self._handle = loop.call_at(at, task.cancel)
+        self._timeout = _aio.Timeout(self.when - _time.clock.monotonic())
+        await self._timeout.enter()
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         try:
-            if self._scope is not None:
-                scope, self._scope = self._scope, None
-                # __exit__ also returns True when the block ended without an exception.
-                if scope.__exit__(et, e, tb) and scope.cancelled_caught:
-                    raise DeadlineExceeded(self._message()) from None
-            elif self._cm is not None:
-                cm, self._cm = self._cm, None
-                try:
-                    await cm.__aexit__(et, e, tb)
-                except TimeoutError:
-                    if cm.expired():
-                        raise DeadlineExceeded(self._message()) from None
-                    raise
-            elif self._handle is not None:  # pragma: no cover - Python 3.10
-                handle, self._handle = self._handle, None
-                fired = handle.when() <= asyncio.get_running_loop().time()
-                handle.cancel()
-                if fired and et is asyncio.CancelledError:
-                    raise DeadlineExceeded(self._message()) from None
+            timeout, self._timeout = self._timeout, None
+            if timeout is not None and await timeout.exit(et, e, tb):
+                raise DeadlineExceeded(self._message()) from None
         finally:
             self._exit()
 

@@ -10,17 +10,20 @@ letters, retry lateness (start - due, measured by each retry from its task's
 stored due time) and throughput.
 
 ``resile demo --retry`` runs the small in-process ``@retry`` demo instead.
-Run ``python -m resile.demo --help`` (or ``resile demo --help``) for the flags.
+Run ``python -m resile.demo --help`` (or ``resile demo --help``) for the flags;
+they are parsed here (standard library), so the demo needs no ``cli`` extra.
 The output uses ``rich`` when it is installed and falls back to plain lines,
 also when stdout is not a terminal (CI).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import random
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -372,7 +375,7 @@ def run(
                     _ENV["seed"]: str(seed),
                 },
             )
-            cmd = [sys.executable, "-m", "resile.cli", "worker", "resile.demo:queue"]
+            cmd = [sys.executable, "-m", "resile", "worker", "resile.demo:queue"]
             cmd += ["--concurrency", str(workers), "--burst"]
             children = [
                 subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL) for _ in range(processes)
@@ -446,17 +449,96 @@ def retry_demo(*, failures: int = 4, seed: int | None = None) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m resile.demo [flags]``: the same as ``resile demo [flags]``."""
-    args = list(sys.argv[1:] if argv is None else argv)
+def _number(kind: type[int] | type[float], low: float, high: float | None = None) -> Any:
+    """An argparse type: a ``kind`` number with ``low <= x`` (and ``x < high``), else a usage error."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
+        if value < low or (high is not None and value >= high):
+            bound = f">= {low:g}" + ("" if high is None else f" and < {high:g}")
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _parser(prog: str = "python -m resile.demo") -> argparse.ArgumentParser:
+    """The demo's flags (``resile demo`` and ``python -m resile.demo`` take the same)."""
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="The queue against a flaky service: live progress, then a summary (make demo).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--tasks", type=_number(int, 1), default=300, help="How many tasks.")
+    p.add_argument(
+        "--failure-rate",
+        type=_number(float, 0, 1),
+        default=0.3,
+        help="Probability that one service call fails.",
+    )
+    p.add_argument(
+        "--latency",
+        type=_number(float, 0),
+        default=0.2,
+        metavar="SECONDS",
+        help="Mean latency of the simulated service.",
+    )
+    p.add_argument(
+        "--workers", type=_number(int, 1), default=10, help="Threads per worker process."
+    )
+    p.add_argument(
+        "--processes",
+        type=_number(int, 1),
+        default=1,
+        help="Worker processes on the one SQLite file.",
+    )
+    p.add_argument("--poison", type=_number(int, 0), default=5, help="Tasks that always fail.")
+    p.add_argument("--seed", type=int, default=None, help="Seed of the simulated failures.")
+    p.add_argument(
+        "--db",
+        dest="db_path",
+        default=None,
+        metavar="PATH",
+        help="The SQLite file (default: a temporary one; reset at start).",
+    )
+    p.add_argument(
+        "--retry",
+        dest="retry_demo",
+        action="store_true",
+        help="Run the small @retry demo instead.",
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m resile.demo") -> int:
+    """``python -m resile.demo [flags]`` and ``resile demo [flags]``; returns the exit code.
+
+    A bad flag value prints a usage error naming the flag and returns 2; a
+    ``--db`` file that cannot be made or opened prints one line naming it
+    and returns 1.
+    """
+    p = _parser(prog)
     try:
-        from resile.cli import main as cli_main
-    except ImportError:  # the cli extra (click, rich) is not installed: defaults, plain output
-        if args:
-            print("resile demo: flags need the cli extra: pip install 'resile[cli]'")
-            return 2
-        return run()
-    return cli_main(["demo", *args])
+        args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
+        if args.poison > args.tasks:
+            p.error(
+                f"argument --poison: {args.poison} poison tasks is more than --tasks {args.tasks}"
+            )
+    except SystemExit as exc:  # argparse exits: 0 after --help, 2 on a usage error
+        return exc.code if isinstance(exc.code, int) else 2
+    if args.retry_demo:
+        return retry_demo(seed=args.seed)
+    options = vars(args)
+    del options["retry_demo"]
+    try:
+        return run(**options)
+    except (sqlite3.Error, OSError) as exc:  # the --db file cannot be made or opened
+        where = args.db_path if args.db_path is not None else "the temporary store"
+        print(f"{prog}: error: --db {where}: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

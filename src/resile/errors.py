@@ -18,6 +18,7 @@ __all__ = [
     "ResultFailed",
     "RetryAfter",
     "RetryError",
+    "StoreConflict",
     "Throttled",
 ]
 
@@ -119,6 +120,27 @@ class DuplicateTask(ResileError):
         super().__init__(
             f"task id {task_id!r} already exists in queue {queue!r}; "
             'use another id or pass if_exists="return" to get the existing task'
+        )
+
+
+class StoreConflict(ResileError):
+    """A store write met a concurrent change of the task every time it was tried; nothing
+    was written. The caller still holds what it held: try the write again later (a
+    worker does, as after any store error).
+
+    Attributes:
+        task_id: the task.
+        operation: the store method (``"fail"``).
+        tries: how many times it was tried.
+    """
+
+    def __init__(self, task_id: str, operation: str, tries: int) -> None:
+        self.task_id = task_id
+        self.operation = operation
+        self.tries = tries
+        super().__init__(
+            f"{operation} of task {task_id!r}: the task changed under the write {tries} times "
+            "in a row (another writer is busy with it); nothing was written, try again later"
         )
 
 

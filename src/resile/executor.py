@@ -1,6 +1,6 @@
-"""``BackoffExecutor``: the seed's MicroPython executor (``seeds/000``), on resile's engine.
+"""``BackoffExecutor``: the MicroPython ``BackoffExecutor`` API, on resile's engine.
 
-The contract, as the seed states it:
+The contract, as that API states it:
 
 * exponential backoff ``min(base_delay_ms * 2 ** (n - 1), max_backoff_ms)``
   after failure ``n``, with optional full jitter (a delay in ``[0, backoff]``);
@@ -17,23 +17,22 @@ The contract, as the seed states it:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import inspect
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from resile import _time
+from resile import _aio, _time, _util
 from resile.backoff import Exponential
-from resile.retry import Retrying, RetryState, _emit_async, _emit_sync, _run_awaitable
+from resile.retry import Retrying, RetryState
 from resile.stop import after_attempts, never
 
 __all__ = ["BackoffExecutor"]
 
 
 class _FalsyResult(OSError):
-    """The seed's ``OSError("Execution returned False")``: a falsy result counts as a failure."""
+    """The original API's ``OSError("Execution returned False")``: a falsy result counts as a failure."""
 
 
 def _check_ms(value: object, field: str) -> int:
@@ -114,18 +113,13 @@ class BackoffExecutor:
             with contextlib.suppress(RuntimeError):  # the loop or trio run has just ended
                 wake_set()
 
-    def _policy(
-        self,
-        failed: Callable[[RetryState], Any],
-        gave_up: Callable[[RetryState], Any],
-        **sleep: Any,
-    ) -> Retrying:
+    def _policy(self, run: _Run, **sleep: Any) -> Retrying:
         """The engine both colours run on; ``sleep`` is ``sleep=`` or ``async_sleep=``."""
         return Retrying(
             backoff=self.backoff,
             stop=never if self.max_retry == -1 else after_attempts(self.max_retry + 1),
-            on_retry=failed,
-            on_giveup=gave_up,
+            on_retry=run.failed,
+            on_giveup=run.failed,
             fallback=_none,
             name="BackoffExecutor",
             **sleep,
@@ -135,15 +129,8 @@ class BackoffExecutor:
         wake = self._wake_async
         if wake is None or _time.clock is not _time.SYSTEM:
             await _time.clock.async_sleep(seconds)
-            return
-        if isinstance(wake, asyncio.Event):
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(wake.wait(), seconds)
-            return
-        import trio
-
-        with trio.move_on_after(seconds):
-            await wake.wait()
+        else:
+            await _aio.wait_event(wake, seconds)
 
     def _sync_sleep(self, seconds: float) -> None:
         if _time.clock is not _time.SYSTEM:
@@ -151,67 +138,91 @@ class BackoffExecutor:
         else:
             self._wake_sync.wait(seconds)
 
-    async def execute(
+    def _begin(self) -> bool:
+        """Take the run (False when another one holds it)."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        self._running = True
+        self._cancel_requested = False
+        return True
+
+    def _end(self) -> None:
+        self._running = False
+        self._wake_async = None
+        self._wake_set = None
+        self._lock.release()
+
+    def execute(
+        self,
+        fn: Callable[[], Any],
+        on_success: Callable[[Any], Any] | None = None,
+        on_fail: Callable[[BaseException, int, int], Any] | None = None,
+        on_retry: Callable[[BaseException], Any] | None = None,
+    ) -> Any:
+        """Run ``fn`` until it succeeds: ``True`` on success; ``False`` when canceled, out of
+        retries, or refused because another ``execute`` is running.
+
+        Both colours under one name, as the MicroPython ``BackoffExecutor`` API
+        spells it: called while an event loop (asyncio or trio) runs in this
+        thread, it returns the awaitable of ``execute_async`` (so
+        ``await executor.execute(fn)`` works, without a warning); called
+        anywhere else it runs in the calling thread, blocking, and returns the
+        ``bool``. Sync code that runs inside a loop's thread and wants to block
+        calls a worker thread instead (a blocking run would stall the loop).
+        """
+        if _aio.running_library() is not None:
+            return self.execute_async(fn, on_success, on_fail, on_retry)
+        return self._execute_blocking(fn, _Run(on_success, on_fail, on_retry))
+
+    async def execute_async(
         self,
         fn: Callable[[], Any],
         on_success: Callable[[Any], Any] | None = None,
         on_fail: Callable[[BaseException, int, int], Any] | None = None,
         on_retry: Callable[[BaseException], Any] | None = None,
     ) -> bool:
-        """Run ``fn`` until it succeeds. Returns ``True`` on success; ``False`` when cancelled,
-        out of retries, or refused because another ``execute`` is running."""
-        if not self._lock.acquire(blocking=False):
+        """``await executor.execute_async(fn)``: ``execute`` in the async colour (asyncio or trio)."""
+        if not self._begin():
             return False
         try:
-            self._running = True
-            self._cancel_requested = False
-            if _time.current_async_library() == "trio":
-                import trio
-
-                trio_wake = trio.Event()
-                token = trio.lowlevel.current_trio_token()
-                self._wake_async = trio_wake
-                self._wake_set = lambda: token.run_sync_soon(trio_wake.set)
-            else:
-                loop = asyncio.get_running_loop()
-                asyncio_wake = asyncio.Event()
-                self._wake_async = asyncio_wake
-                self._wake_set = lambda: loop.call_soon_threadsafe(asyncio_wake.set)
-
-            async def failed(state: RetryState) -> None:
-                if on_fail is not None:
-                    await _emit_async(
-                        on_fail, state.exception, state.attempt, _ms(state.next_delay)
-                    )
-
-            async def gave_up(state: RetryState) -> None:
-                await failed(state)
-                if on_retry is not None:
-                    await _emit_async(on_retry, state.exception)
-
-            policy = self._policy(failed, gave_up, async_sleep=self._async_sleep)
-            result: Any = None
-            succeeded = False
-            async for attempt in policy:
+            wake = self._wake_async = _aio.new_event()
+            call = _aio.loop_caller()
+            self._wake_set = lambda: call(wake.set)
+            run = _Run(on_success, on_fail, on_retry)
+            async for attempt in self._policy(run, async_sleep=self._async_sleep):
                 if self._cancel_requested:
                     return False
                 with attempt:
                     result = fn()
                     if inspect.isawaitable(result):
                         result = await result
-                    if not result:
-                        raise _FalsyResult("Execution returned False")
-                    succeeded = True
-            if not succeeded:
-                return False
-            if on_success is not None:
-                await _emit_async(on_success, result)
-            return True
+                    run.succeeded(result)
+            hook, arg = run.last_hook()
+            if hook is not None:
+                await _aio.emit_async(hook, arg)
+            return run.ok
         finally:
-            self._running = False
-            self._wake_async = None
-            self._wake_set = None
-            self._lock.release()
+            self._end()
+
+    def _execute_blocking(self, fn: Callable[[], Any], run: _Run) -> bool:
+        if not self._begin():
+            return False
+        try:
+            self._wake_sync.clear()
+            for attempt in self._policy(run, sleep=self._sync_sleep):
+                if self._cancel_requested:
+                    return False
+                with attempt:
+                    result = fn()
+                    if inspect.isawaitable(result):
+                        result = _aio.run_awaitable(result)
+                    run.succeeded(result)
+            hook, arg = run.last_hook()
+            if hook is not None:
+                _aio.emit_sync(hook, arg)
+            return run.ok
+        finally:
+            self._end()
 
     def execute_sync(
         self,
@@ -220,53 +231,68 @@ class BackoffExecutor:
         on_fail: Callable[[BaseException, int, int], Any] | None = None,
         on_retry: Callable[[BaseException], Any] | None = None,
     ) -> bool:
-        """The thread-safe sync twin of ``execute``: same contract, blocking waits.
+        """Deprecated: call ``execute`` outside an event loop (it blocks there).
 
-        ``fn`` should be sync; async callbacks are run to completion.
+        Blocks in the calling thread whether or not a loop runs in it, as it
+        always did; ``fn`` should be sync; async callbacks are run to completion.
         """
-        if not self._lock.acquire(blocking=False):
-            return False
-        try:
-            self._running = True
-            self._cancel_requested = False
-            self._wake_sync.clear()
-
-            def failed(state: RetryState) -> None:
-                if on_fail is not None:
-                    _emit_sync(on_fail, state.exception, state.attempt, _ms(state.next_delay))
-
-            def gave_up(state: RetryState) -> None:
-                failed(state)
-                if on_retry is not None:
-                    _emit_sync(on_retry, state.exception)
-
-            policy = self._policy(failed, gave_up, sleep=self._sync_sleep)
-            result: Any = None
-            succeeded = False
-            for attempt in policy:
-                if self._cancel_requested:
-                    return False
-                with attempt:
-                    result = fn()
-                    if inspect.isawaitable(result):
-                        result = _run_awaitable(result)
-                    if not result:
-                        raise _FalsyResult("Execution returned False")
-                    succeeded = True
-            if not succeeded:
-                return False
-            if on_success is not None:
-                _emit_sync(on_success, result)
-            return True
-        finally:
-            self._running = False
-            self._lock.release()
+        _util.deprecated(
+            "BackoffExecutor.execute_sync() is deprecated: call execute() (outside an event "
+            "loop it blocks and returns the bool), or await execute_async() in async code",
+            stacklevel=2,
+        )
+        return self._execute_blocking(fn, _Run(on_success, on_fail, on_retry))
 
     def __repr__(self) -> str:
         return (
             f"BackoffExecutor(base_delay_ms={self.base_delay_ms}, max_backoff_ms="
             f"{self.max_backoff_ms}, max_retry={self.max_retry}, jitter={self.jitter})"
         )
+
+
+class _Run:
+    """One ``execute``'s callbacks and outcome, shared by both colours.
+
+    ``failed`` is the engine's hook on every failure (the give-up included):
+    it returns ``on_fail``'s result, which the engine awaits or runs to
+    completion in the caller's colour, and logs if it raises.
+    """
+
+    __slots__ = ("last_error", "ok", "on_fail", "on_retry", "on_success", "result")
+
+    def __init__(
+        self,
+        on_success: Callable[[Any], Any] | None,
+        on_fail: Callable[[BaseException, int, int], Any] | None,
+        on_retry: Callable[[BaseException], Any] | None,
+    ) -> None:
+        self.on_success = on_success
+        self.on_fail = on_fail
+        self.on_retry = on_retry
+        self.ok = False
+        self.result: Any = None
+        self.last_error: BaseException | None = None
+
+    def succeeded(self, result: Any) -> None:
+        """Take an attempt's result; a falsy one raises, and counts as a failure."""
+        if not result:
+            raise _FalsyResult("Execution returned False")
+        self.ok = True
+        self.result = result
+
+    def failed(self, state: RetryState) -> Any:
+        exc = state.exception
+        assert exc is not None  # every failure here is an exception (a falsy result raises)
+        self.last_error = exc
+        if self.on_fail is None:
+            return None
+        return self.on_fail(exc, state.attempt, _ms(state.next_delay))
+
+    def last_hook(self) -> tuple[Callable[[Any], Any] | None, Any]:
+        """After the loop: ``on_success(result)``, or ``on_retry(last_exc)`` once out of retries."""
+        if self.ok:
+            return self.on_success, self.result
+        return self.on_retry, self.last_error
 
 
 def _ms(seconds: float) -> int:

@@ -3,7 +3,7 @@
 ``@hedge(delay=0.2, max_attempts=3)`` on an async, idempotent function starts
 the call; if no copy has answered ``delay`` seconds later it starts another
 one, up to ``max_attempts`` copies in flight. The first copy to succeed wins:
-its result is returned and the others are cancelled (and awaited, so nothing
+its result is returned and the others are canceled (and awaited, so nothing
 keeps running behind the caller's back). This is gRPC's hedging policy (gRFC
 A6) and Polly's hedging strategy; it trims tail latency at the price of
 extra load, so only hedge calls that are safe to run twice.
@@ -13,7 +13,7 @@ Failures (gRFC A6 rules):
 * a copy that fails with an exception in ``on`` (a "non-fatal" error) makes
   the next copy start at once, without waiting for the delay;
 * a copy that fails with any other exception is fatal: the other copies are
-  cancelled and that exception is raised;
+  canceled and that exception is raised;
 * when every copy has failed, the last failure is raised (the one that
   ended the race), with a note naming how many copies ran.
 
@@ -27,13 +27,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import math
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar
 
-from resile import _time, _util
-from resile.retry import RetryBudgetLike, _add_note
+from resile import _aio, _time, _util
+from resile.retry import RetryBudgetLike
 
 __all__ = ["hedge"]
 
@@ -78,7 +77,7 @@ class _Race:
     def final_error(self, name: str) -> BaseException:
         exc = self.errors[-1]
         note = f"resile: hedge {name}: all {self.started} copies failed; this is the last failure"
-        _add_note(exc, note)
+        _util.add_note(exc, note)
         return exc
 
 
@@ -136,12 +135,12 @@ async def _race_asyncio(
         await _cancel_all([*copies, *([timer] if timer is not None else [])])
         raise
     if await _cancel_all([*copies, *([timer] if timer is not None else [])]):
-        raise asyncio.CancelledError  # the caller was cancelled while the losers wound down
+        raise asyncio.CancelledError  # the caller was canceled while the losers wound down
     return result
 
 
 async def _cancel_all(tasks: list[asyncio.Future[Any]]) -> bool:
-    """Cancel ``tasks`` and wait until every one has finished; True if we were cancelled meanwhile.
+    """Cancel ``tasks`` and wait until every one has finished; True if we were canceled meanwhile.
 
     A cancellation of the caller during the wait (anyio's cancel scopes deliver
     one at every await) does not cut the wait short: no copy outlives the call.
@@ -150,7 +149,7 @@ async def _cancel_all(tasks: list[asyncio.Future[Any]]) -> bool:
         task.cancel()
     interrupted = False
     while True:
-        # Look before waiting: a caller cancelled at every await never sees wait() return.
+        # Look before waiting: a caller canceled at every await never sees wait() return.
         pending = [task for task in tasks if not task.done()]
         if not pending:
             return interrupted
@@ -163,9 +162,7 @@ async def _cancel_all(tasks: list[asyncio.Future[Any]]) -> bool:
 async def _race_trio(
     call: Callable[[], Awaitable[Any]], delay: float, race: _Race, name: str
 ) -> Any:
-    import trio
-
-    send, receive = trio.open_memory_channel[tuple[str, int, Any]](math.inf)
+    send, receive = _aio.memory_channel()
     result: list[Any] = []
     failure: list[BaseException] = []
     timer_generation = 0
@@ -183,7 +180,7 @@ async def _race_trio(
         await _time.clock.async_sleep(delay)
         send.send_nowait(("timer", generation, None))
 
-    async with trio.open_nursery() as nursery:
+    async with _aio.open_nursery() as nursery:
 
         def start() -> None:
             nonlocal timer_generation, running
@@ -271,14 +268,14 @@ def hedge(
             )
         name = getattr(fn, "__qualname__", repr(fn))
 
-        @functools.wraps(fn)
+        @functools.wraps(fn, _util.WRAPPED)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             race = _Race(max_attempts, on_types, budget)
 
             def call() -> Awaitable[R]:
                 return fn(*args, **kwargs)
 
-            if _time.current_async_library() == "trio":
+            if _aio.current_async_library() == _aio.TRIO:
                 return await _race_trio(call, seconds, race, name)  # type: ignore[no-any-return]
             return await _race_asyncio(call, seconds, race, name)  # type: ignore[no-any-return]
 

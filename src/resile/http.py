@@ -35,9 +35,9 @@ extra): ``import resile`` does not import it.
 from __future__ import annotations
 
 import email.utils
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Generic, NoReturn, TypeVar
 
 import httpx
 
@@ -45,6 +45,8 @@ from resile.backoff import Backoff, Exponential
 from resile.deadline import check, deadline, remaining
 from resile.retry import Retrying
 from resile.stop import Stop, after_attempts
+
+T = TypeVar("T")
 
 __all__ = [
     "IDEMPOTENT_METHODS",
@@ -197,6 +199,10 @@ class _RetryCore:
         header = response.headers.get("Retry-After") if self.respect_retry_after else None
         return None if header is None else parse_retry_after(header)
 
+    def refuse(self, request: httpx.Request, response: httpx.Response, raw: bytes) -> NoReturn:
+        """Fail the attempt that got a retryable status: raise it with a re-readable copy."""
+        raise RetryableStatus(_rebuilt(response, raw, request), self.retry_after(response))
+
     @staticmethod
     def bound_timeouts(request: httpx.Request, configured: dict[str, Any] | None) -> None:
         """Lower each timeout of ``request`` to the time left in the current deadline."""
@@ -229,7 +235,37 @@ def _rebuilt(response: httpx.Response, raw: bytes, request: httpx.Request) -> ht
     )
 
 
-class RetryTransport(httpx.BaseTransport):
+class _Transport(Generic[T]):
+    """The constructor both transports share (see ``RetryTransport`` for the arguments)."""
+
+    _base: type[T]
+    _default: Callable[[], T]
+
+    def __init__(
+        self,
+        transport: T | None = None,
+        *,
+        policy: Retrying | None = None,
+        backoff: Backoff | None = None,
+        stop: Stop | None = None,
+        methods: Iterable[str] = IDEMPOTENT_METHODS,
+        statuses: Iterable[int] = RETRY_STATUSES,
+        respect_retry_after: bool = True,
+    ) -> None:
+        if transport is not None and not isinstance(transport, self._base):
+            raise TypeError(
+                f"{type(self).__name__}: transport must be an httpx.{self._base.__name__}, "
+                f"got {transport!r}"
+            )
+        self._core = _RetryCore(policy, backoff, stop, methods, statuses, respect_retry_after)
+        self.retrying = self._core.retrying
+        self.transport: T = transport if transport is not None else type(self)._default()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._core!r})"
+
+
+class RetryTransport(_Transport[httpx.BaseTransport], httpx.BaseTransport):
     """An ``httpx`` transport that retries failed requests under a resile policy.
 
     Args:
@@ -258,24 +294,8 @@ class RetryTransport(httpx.BaseTransport):
             not an HTTP status code.
     """
 
-    def __init__(
-        self,
-        transport: httpx.BaseTransport | None = None,
-        *,
-        policy: Retrying | None = None,
-        backoff: Backoff | None = None,
-        stop: Stop | None = None,
-        methods: Iterable[str] = IDEMPOTENT_METHODS,
-        statuses: Iterable[int] = RETRY_STATUSES,
-        respect_retry_after: bool = True,
-    ) -> None:
-        if transport is not None and not isinstance(transport, httpx.BaseTransport):
-            raise TypeError(
-                f"RetryTransport: transport must be an httpx.BaseTransport, got {transport!r}"
-            )
-        self._core = _RetryCore(policy, backoff, stop, methods, statuses, respect_retry_after)
-        self.retrying = self._core.retrying
-        self.transport = transport if transport is not None else httpx.HTTPTransport()
+    _base = httpx.BaseTransport
+    _default = httpx.HTTPTransport
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request``, retrying under the policy; return the final response.
@@ -300,8 +320,7 @@ class RetryTransport(httpx.BaseTransport):
                                 raw = b"".join(response.iter_raw())
                             finally:
                                 response.close()
-                            failed = _rebuilt(response, raw, request)
-                            raise RetryableStatus(failed, core.retry_after(response))
+                            core.refuse(request, response, raw)
             except RetryableStatus as exc:
                 return exc.response
         assert response is not None
@@ -311,11 +330,8 @@ class RetryTransport(httpx.BaseTransport):
         """Close the wrapped transport."""
         self.transport.close()
 
-    def __repr__(self) -> str:
-        return f"RetryTransport({self._core!r})"
 
-
-class AsyncRetryTransport(httpx.AsyncBaseTransport):
+class AsyncRetryTransport(_Transport[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport):
     """The async ``RetryTransport``, for ``httpx.AsyncClient`` (asyncio and trio).
 
     Takes the same arguments as ``RetryTransport``; ``transport`` defaults to
@@ -325,25 +341,8 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
         TypeError, ValueError: as ``RetryTransport``.
     """
 
-    def __init__(
-        self,
-        transport: httpx.AsyncBaseTransport | None = None,
-        *,
-        policy: Retrying | None = None,
-        backoff: Backoff | None = None,
-        stop: Stop | None = None,
-        methods: Iterable[str] = IDEMPOTENT_METHODS,
-        statuses: Iterable[int] = RETRY_STATUSES,
-        respect_retry_after: bool = True,
-    ) -> None:
-        if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
-            raise TypeError(
-                "AsyncRetryTransport: transport must be an httpx.AsyncBaseTransport, "
-                f"got {transport!r}"
-            )
-        self._core = _RetryCore(policy, backoff, stop, methods, statuses, respect_retry_after)
-        self.retrying = self._core.retrying
-        self.transport = transport if transport is not None else httpx.AsyncHTTPTransport()
+    _base = httpx.AsyncBaseTransport
+    _default = httpx.AsyncHTTPTransport
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request``, retrying under the policy; return the final response.
@@ -369,8 +368,7 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
                                 raw = b"".join([chunk async for chunk in response.aiter_raw()])
                             finally:
                                 await response.aclose()
-                            failed = _rebuilt(response, raw, request)
-                            raise RetryableStatus(failed, core.retry_after(response))
+                            core.refuse(request, response, raw)
             except RetryableStatus as exc:
                 return exc.response
         assert response is not None
@@ -379,6 +377,3 @@ class AsyncRetryTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         """Close the wrapped transport."""
         await self.transport.aclose()
-
-    def __repr__(self) -> str:
-        return f"AsyncRetryTransport({self._core!r})"

@@ -1,4 +1,4 @@
-"""Periodic tasks: ``@repeat_every`` (the seed's decorator), ``Periodic`` and an ASGI lifespan.
+"""Periodic tasks: ``@repeat_every`` (fastapi-utils' spelling), ``Periodic`` and an ASGI lifespan.
 
 ::
 
@@ -38,10 +38,10 @@ The two colours share that schedule (``_Schedule``) and one loop
   the loop as a background task (an asyncio task, or a trio system task);
   ``await stop()``. A sync function runs in a worker thread so that it does
   not block the event loop (as fastapi-utils does); an async one is awaited.
-  ``await periodic.run()`` runs the loop in the current task instead (for a
-  trio nursery or an anyio task group).
+  ``await periodic.run_async()`` runs the loop in the current task instead
+  (for a trio nursery or an anyio task group).
 * **thread**: ``start()`` outside any event loop starts a daemon thread;
-  ``stop()`` blocks. ``run_sync()`` runs the loop in the calling thread. An
+  ``stop()`` blocks. ``run()`` runs the loop in the calling thread. An
   async function is run on an event loop owned by that thread.
 
 ``stop()`` asks the loop to end, cuts a wait short, and waits for a run in
@@ -69,7 +69,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any, Generic, ParamSpec, TypeAlias
 
-from resile import _time, _util
+from resile import _aio, _time, _util
 from resile.backoff import Backoff
 
 __all__ = ["Periodic", "PeriodicStatistics", "RepeatedFunction", "lifespan", "repeat_every"]
@@ -299,8 +299,8 @@ class Periodic:
         self._owner_thread: int | None = None
         self._thread: threading.Thread | None = None
         self._task: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._trio_token: Any = None
+        # Runs a callable in the async run's loop from any thread (set by _begin_async).
+        self._loop_call: Callable[[Callable[[], object]], object] | None = None
         # What a stop interrupts: the current wait in each colour.
         self._wake = threading.Event()
         self._sleeper: asyncio.Future[None] | None = None
@@ -381,6 +381,7 @@ class Periodic:
         self._wake.clear()
         self._done_thread.clear()
         self._done_async = None
+        self._loop_call = None
 
     def _end(self) -> None:
         self.statistics.next_run_at = None
@@ -395,19 +396,13 @@ class Periodic:
 
     def _begin_async(self, lib: str) -> None:
         self._begin(lib)
-        if lib == "trio":
-            import trio
-
-            self._trio_token = trio.lowlevel.current_trio_token()
-            self._done_async = trio.Event()
-        else:
-            self._loop = asyncio.get_running_loop()
-            self._done_async = asyncio.Event()
+        self._loop_call = _aio.loop_caller()
+        self._done_async = _aio.new_event(lib)
 
     async def _drive_async(self) -> None:
         """Run the loop in this task; a run's exception never escapes (see ``error``)."""
         lib = self._mode
-        self._owner = _current_task(lib)
+        self._owner = _aio.current_task(lib)
         steps = self._steps()
         reply: BaseException | None = None
         try:
@@ -441,15 +436,13 @@ class Periodic:
         if inspect.iscoroutinefunction(fn):
             result = fn(*args)
         else:
-            result = await _time.run_in_thread(lambda: fn(*args))
+            result = await _aio.run_in_thread(lambda: fn(*args))
         if inspect.isawaitable(result):
             await result
 
     async def _wait_async(self, lib: str | None, seconds: float) -> None:
-        if lib == "trio":
-            import trio
-
-            with trio.CancelScope() as scope:
+        if lib == _aio.TRIO:
+            with _aio.cancel_scope() as scope:
                 self._scope = scope
                 await _time.clock.async_sleep(seconds)
             self._scope = None
@@ -476,23 +469,45 @@ class Periodic:
 
     async def _join_async(self) -> None:
         done = self._done_async
-        if done is not None and self._running and self._owner is not _current_task(self._mode):
+        if done is not None and self._running and self._owner is not _aio.current_task(self._mode):
             await done.wait()
         self._raise_error()
 
-    async def run(self) -> None:
+    async def run_async(self) -> None:
         """Run the loop in the current task until it ends (``stop()``, ``max_repetitions``).
 
         For a trio nursery or an anyio task group:
-        ``nursery.start_soon(periodic.run)``. Cancelling the task ends the loop.
+        ``nursery.start_soon(periodic.run_async)``. Cancelling the task ends the loop.
 
         Raises:
             RuntimeError: already running, or no asyncio / trio loop runs here.
             Exception: the error that ended the loop, with ``raise_exceptions=True``.
         """
-        self._begin_async(_time.current_async_library())
+        self._begin_async(_aio.current_async_library())
         await self._drive_async()
         self._raise_error()
+
+    def run(self) -> Any:
+        """Run the loop in the calling thread until it ends (``stop()`` from another thread).
+
+        Called while an event loop runs in this thread it returns
+        ``run_async()``'s awaitable instead, as it did when ``run`` was the
+        async spelling; that use is deprecated (``DeprecationWarning``):
+        ``await periodic.run_async()``.
+
+        Raises:
+            RuntimeError: already running.
+            Exception: the error that ended the loop, with ``raise_exceptions=True``.
+        """
+        if _aio.running_library() is not None:
+            _util.deprecated(
+                "Periodic.run() in async code is deprecated: await periodic.run_async() "
+                "(run() without an event loop runs the loop in the calling thread)",
+                stacklevel=2,
+            )
+            return self.run_async()
+        self._run_blocking()
+        return None
 
     # -- thread colour --------------------------------------------------------------
 
@@ -545,16 +560,22 @@ class Periodic:
         else:
             _time.clock.sleep(seconds)
 
-    def run_sync(self) -> None:
-        """Run the loop in the calling thread until it ends (``stop()`` from another thread).
-
-        Raises:
-            RuntimeError: already running.
-            Exception: the error that ended the loop, with ``raise_exceptions=True``.
-        """
+    def _run_blocking(self) -> None:
         self._begin("thread")
         self._drive_sync()
         self._raise_error()
+
+    def run_sync(self) -> None:
+        """Deprecated: ``run()`` (outside an event loop it runs the loop in the calling thread).
+
+        Blocks in the calling thread, as it always did.
+        """
+        _util.deprecated(
+            "Periodic.run_sync() is deprecated: call periodic.run() (or await "
+            "periodic.run_async() in async code)",
+            stacklevel=2,
+        )
+        self._run_blocking()
 
     # -- start / stop ---------------------------------------------------------------
 
@@ -570,7 +591,7 @@ class Periodic:
             RuntimeError: already running.
         """
         try:
-            lib: str | None = _time.current_async_library()
+            lib: str | None = _aio.current_async_library()
         except RuntimeError:
             lib = None
         if lib is None:
@@ -580,11 +601,9 @@ class Periodic:
                 target=self._drive_sync, name=f"resile-periodic-{self.name}", daemon=True
             )
             self._thread.start()
-        elif lib == "trio":
-            import trio
-
+        elif lib == _aio.TRIO:
             self._begin_async(lib)
-            trio.lowlevel.spawn_system_task(
+            _aio.spawn_system_task(
                 self._drive_async,
                 name=f"resile-periodic-{self.name}",
                 context=contextvars.copy_context(),
@@ -638,12 +657,9 @@ class Periodic:
     def _call_in_loop(self, fn: Callable[[], None]) -> None:
         if self._owner_thread == threading.get_ident():
             fn()
-        elif self._mode == "trio":
-            with contextlib.suppress(Exception):  # the run has ended
-                self._trio_token.run_sync_soon(fn)
-        elif self._loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed
-                self._loop.call_soon_threadsafe(fn)
+        elif self._loop_call is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed, the trio run has ended
+                self._loop_call(fn)
 
     def _raise_error(self) -> None:
         if self.error is not None:
@@ -660,7 +676,7 @@ class Periodic:
     # -- conveniences ---------------------------------------------------------------
 
     def __await__(self) -> Generator[Any, None, Periodic]:
-        """``await periodic`` returns it at once: what makes ``await task()`` (the seed) work.
+        """``await periodic`` returns it at once: what makes ``await task()`` work.
 
         To wait for the loop to end, ``await periodic.wait()``.
         """
@@ -716,23 +732,12 @@ async def _awaited(aw: Awaitable[Any]) -> Any:
     return await aw
 
 
-def _current_task(lib: str | None) -> object:
-    if lib == "trio":
-        import trio
-
-        return trio.lowlevel.current_task()
-    try:
-        return asyncio.current_task()
-    except RuntimeError:  # no loop in this thread
-        return None
-
-
 class RepeatedFunction(Generic[P]):
     """A function decorated with ``@repeat_every``: calling it starts its loop.
 
     ``task(*args)`` builds a ``Periodic`` around ``task.__wrapped__(*args)``,
     starts it (see ``Periodic.start``) and returns it at once; ``await
-    task()`` works too, as in the seed's lifespan. ``task.periodic(*args)``
+    task()`` works too, as in a lifespan that awaits the task. ``task.periodic(*args)``
     builds one without starting it. Each call starts a new loop.
     """
 

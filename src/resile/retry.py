@@ -1,13 +1,20 @@
-"""The retry engine: one policy object, one decision procedure, sync and async.
+"""The retry engine: one policy object, one loop of steps, a sync and an async driver.
 
 ``Retrying`` holds a policy (what to retry, how long to wait, when to stop,
-which hooks to call). It is used three ways, all sharing one decision
-procedure (``_Call.failed``):
+which hooks to call). It is used three ways:
 
 * as a decorator: ``@retry(...)`` / ``@Retrying(...)`` on sync or async
   functions (detected automatically; the signature is kept);
 * as an iterator over attempts: ``for attempt in Retrying(...): with attempt: ...``;
-* as an async iterator: ``async for attempt in Retrying(...): with attempt: ...``.
+* as an async iterator: ``async for attempt in Retrying(...): with attempt: ...``
+  (``async with attempt:`` too).
+
+All three run one loop, ``Retrying._steps``: a generator that yields what to
+do next (make an attempt, sleep, call a hook) and books every success and
+failure; the decision after a failure is ``_Call.failed``. The drivers only
+carry the steps out: the decorator's sync and async loops make each attempt
+with a ``try``/``except``; the iterator forms hand an ``AttemptManager`` to the
+block (``_sync_steps``, ``_AsyncSteps``).
 
 The success path of a decorated call does no more than a hand-written
 ``try``/``except``: no clock read (unless a stop condition or hook needs the
@@ -16,20 +23,18 @@ elapsed time), no allocation, no sleep. A zero delay calls no sleep at all.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import logging
 import math
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
-from resile import _time
+from resile import _aio, _time, _util
 from resile.backoff import Backoff, Exponential
-from resile.deadline import _DEADLINE, deadline
+from resile.deadline import deadline
 from resile.errors import CircuitOpen, Permanent, RetryError
 from resile.stop import Stop, after_attempts
 
@@ -184,10 +189,10 @@ class Retrying:
             with full jitter.
         stop: when to give up. Default: ``after_attempts(5)``.
         timeout: a total deadline for the whole call, in seconds: sets a
-            ``resile.deadline`` around it (async calls are cancelled when it
+            ``resile.deadline`` around it (async calls are canceled when it
             passes).
         attempt_timeout: a deadline for each attempt (async functions only):
-            an attempt that overruns is cancelled and counts as a
+            an attempt that overruns is canceled and counts as a
             ``DeadlineExceeded`` failure.
         on_retry, on_giveup, on_success: hooks, sync or async, each given a
             ``RetryState``. An error in a hook is logged and ignored.
@@ -350,7 +355,7 @@ class Retrying:
             or self.budget
         )
 
-        @functools.wraps(fn)
+        @functools.wraps(fn, _util.WRAPPED)
         def fast(*args: P.args, **kwargs: P.kwargs) -> R:
             stats.calls += 1
             try:
@@ -364,7 +369,7 @@ class Retrying:
         if plain:
             return fast
 
-        @functools.wraps(fn)
+        @functools.wraps(fn, _util.WRAPPED)
         def full(*args: P.args, **kwargs: P.kwargs) -> R:
             if r.timeout is not None:
                 with deadline(r.timeout):
@@ -380,20 +385,26 @@ class Retrying:
             result = fn(*args, **kwargs)
         except self._catch as exc:
             call.exc = exc
+            # Retried inside the handler, as on the lean path: later failures chain to this one.
             return self._slow_sync(fn, args, kwargs, call)
-        if self.on_result is not None and self.on_result(result):
-            call.result = result
-            return self._slow_sync(fn, args, kwargs, call)
-        if self.budget is not None:
-            self.budget.record_success()
-        if self.on_success is not None:
-            _emit_sync(self.on_success, call.state(0.0, succeeded=True))
-        return result
+        call.pending = False
+        call.success(result)
+        return self._slow_sync(fn, args, kwargs, call)
 
     def _slow_sync(self, fn: Callable[..., R], args: Any, kwargs: Any, call: _Call) -> R:
-        for attempt in self._sync_steps(call):
-            with attempt:
-                attempt.set_result(fn(*args, **kwargs))
+        # The decorator drives the steps itself: a try/except is cheaper than ``with attempt``.
+        catch = self._catch
+        for kind, arg in self._steps(call, True):
+            if kind != _ATTEMPT:
+                self._step_sync(kind, arg)
+                continue
+            try:
+                result = fn(*args, **kwargs)
+            except catch as exc:
+                call.exc = exc  # call.failure(exc), inlined: the failure path is measured
+                call.pending = True
+            else:
+                call.success(result)
         return call.value  # type: ignore[no-any-return]
 
     def _wrap_async(self, fn: Callable[P, R]) -> Callable[P, R]:
@@ -411,7 +422,7 @@ class Retrying:
             or self.budget
         )
 
-        @functools.wraps(fn)
+        @functools.wraps(fn, _util.WRAPPED)
         async def fast(*args: Any, **kwargs: Any) -> Any:
             stats.calls += 1
             try:
@@ -422,7 +433,7 @@ class Retrying:
                 return await r._slow_async(afn, args, kwargs, _Call(r, None, None, result))
             return result
 
-        @functools.wraps(fn)
+        @functools.wraps(fn, _util.WRAPPED)
         async def full(*args: Any, **kwargs: Any) -> Any:
             if r.timeout is not None:
                 async with deadline(r.timeout):
@@ -431,37 +442,45 @@ class Retrying:
 
         return fast if plain else full  # type: ignore[return-value]
 
-    async def _attempt_async(
-        self, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any
-    ) -> Any:
-        if self.attempt_timeout is None:
-            return await fn(*args, **kwargs)
-        async with deadline(self.attempt_timeout):
-            return await fn(*args, **kwargs)
-
     async def _run_async(self, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any) -> Any:
         self.statistics.calls += 1
         call = _Call(self, _time.clock.monotonic() if self._timed else None, None, None)
         try:
-            result = await self._attempt_async(fn, args, kwargs)
+            if self.attempt_timeout is None:
+                result = await fn(*args, **kwargs)
+            else:
+                result = await self._limited(fn, args, kwargs)
         except self._catch as exc:
             call.exc = exc
             return await self._slow_async(fn, args, kwargs, call)
-        if self.on_result is not None and self.on_result(result):
-            call.result = result
-            return await self._slow_async(fn, args, kwargs, call)
-        if self.budget is not None:
-            self.budget.record_success()
-        if self.on_success is not None:
-            await _emit_async(self.on_success, call.state(0.0, succeeded=True))
-        return result
+        call.pending = False
+        call.success(result)
+        return await self._slow_async(fn, args, kwargs, call)
+
+    async def _limited(self, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any) -> Any:
+        """One attempt under ``attempt_timeout``."""
+        async with deadline(self.attempt_timeout):
+            return await fn(*args, **kwargs)
 
     async def _slow_async(
         self, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any, call: _Call
     ) -> Any:
-        async for attempt in self._async_steps(call):
-            with attempt:
-                attempt.set_result(await self._attempt_async(fn, args, kwargs))
+        catch = self._catch
+        limit = self.attempt_timeout
+        for kind, arg in self._steps(call, True):
+            if kind != _ATTEMPT:
+                await self._step_async(kind, arg)
+                continue
+            try:
+                if limit is None:
+                    result = await fn(*args, **kwargs)
+                else:
+                    result = await self._limited(fn, args, kwargs)
+            except catch as exc:
+                call.exc = exc  # call.failure(exc), inlined: the failure path is measured
+                call.pending = True
+            else:
+                call.success(result)
         return call.value
 
     # -- the iterator forms --------------------------------------------------------------
@@ -489,46 +508,73 @@ class Retrying:
         return call
 
     def __aiter__(self) -> AsyncIterator[AttemptManager]:
-        """Async attempts: ``async for attempt in policy: with attempt: ...`` (as ``__iter__``)."""
-        return self._async_steps(self._loop_call())
+        """Async attempts: ``async for attempt in policy: with attempt: ...`` (as ``__iter__``);
+        ``async with attempt:`` works too."""
+        return _AsyncSteps(self, self._loop_call())
 
-    def _sync_steps(self, call: _Call) -> Iterator[AttemptManager]:
+    def _steps(self, call: _Call, made: bool = False) -> Iterator[tuple[int, Any]]:
+        """The one attempt loop, for both colours: what to do next, as steps.
+
+        Yields ``(_ATTEMPT, None)`` when an attempt is due (the driver makes
+        it and records its outcome with ``call.failure`` / ``call.success``),
+        ``(_SLEEP, seconds)`` and ``(_HOOK, (hook, state))`` (the driver does
+        them: ``_step_sync`` / ``_step_async``). It ends after a success, or
+        raises (or ends) on give-up. Success and failure are booked here only.
+        ``made``: the first attempt has been made already, its outcome is in ``call``.
+        """
+        stats = self.statistics
         while True:
-            if call.pending:
+            if made:
+                if not call.pending:
+                    break
                 delay = call.failed()
                 if delay is None:
                     if self.on_giveup is not None:
-                        _emit_sync(self.on_giveup, call.state(call.next_delay))
+                        yield _HOOK, (self.on_giveup, call.state(call.next_delay))
                     call.give_up()
                     return
                 if self.on_retry is not None:
-                    _emit_sync(self.on_retry, call.state(delay))
+                    yield _HOOK, (self.on_retry, call.state(delay))
                 if delay > 0.0:
-                    (self.sleep or _time.clock.sleep)(delay)
-                    self.statistics.waited += delay
-                self.statistics.retries += 1
-            attempt = AttemptManager(call)
-            yield attempt
-            if not call.pending:
-                self._succeeded_sync(call)
-                return
-
-    def _async_steps(self, call: _Call) -> AsyncIterator[AttemptManager]:
-        # An iterator object, not an async generator: trio warns (ResourceWarning) about
-        # every async generator collected unexhausted, i.e. whenever a non-retryable
-        # exception or a ``return`` leaves the ``async for`` early.
-        return _AsyncSteps(self, call)
-
-    def _succeeded_sync(self, call: _Call) -> None:
+                    yield _SLEEP, delay
+                    stats.waited += delay
+                stats.retries += 1
+            made = True
+            call.exc = None
+            call.result = None
+            call.pending = False
+            yield _ATTEMPT, None
         if self.budget is not None:
             self.budget.record_success()
         if self.on_success is not None:
-            _emit_sync(self.on_success, call.state(0.0, succeeded=True))
+            yield _HOOK, (self.on_success, call.state(0.0, succeeded=True))
         call.value = call.result
+
+    def _step_sync(self, kind: int, arg: Any) -> None:
+        """Do a sleep or a hook step in sync code."""
+        if kind == _SLEEP:
+            (self.sleep or _time.clock.sleep)(arg)
+        else:
+            _aio.emit_sync(*arg)
+
+    async def _step_async(self, kind: int, arg: Any) -> None:
+        """Do a sleep or a hook step in async code."""
+        if kind == _SLEEP:
+            await (self.async_sleep or _time.clock.async_sleep)(arg)
+        else:
+            await _aio.emit_async(*arg)
+
+    def _sync_steps(self, call: _Call) -> Iterator[AttemptManager]:
+        """The iterator form's driver of ``_steps``: hands each attempt out to the block."""
+        for kind, arg in self._steps(call):
+            if kind == _ATTEMPT:
+                yield AttemptManager(call)
+            else:
+                self._step_sync(kind, arg)
 
 
 class AttemptManager:
-    """One attempt of a ``Retrying`` loop; use it as ``with attempt:``.
+    """One attempt of a ``Retrying`` loop; use it as ``with attempt:`` (or ``async with``).
 
     A retryable exception raised in the block is recorded and swallowed, so
     the loop goes on to the next attempt (or gives up, re-raising it). Other
@@ -540,9 +586,6 @@ class AttemptManager:
     def __init__(self, call: _Call) -> None:
         self._call = call
         self.number = call.attempts + 1
-        call.exc = None
-        call.result = None
-        call.pending = False
 
     @property
     def value(self) -> Any:
@@ -551,11 +594,7 @@ class AttemptManager:
 
     def set_result(self, value: Any) -> None:
         """Record the block's result, for ``on_result`` and the decorator's return value."""
-        call = self._call
-        call.result = value
-        on_result = call.policy.on_result
-        if on_result is not None and on_result(value):
-            call.pending = True
+        self._call.success(value)
 
     def __enter__(self) -> AttemptManager:
         return self
@@ -567,57 +606,47 @@ class AttemptManager:
             return False
         call = self._call
         if isinstance(e, call.policy._catch):
-            call.exc = e
-            call.pending = True
+            call.failure(e)
             return True
         return False
+
+    async def __aenter__(self) -> AttemptManager:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        return self.__exit__(et, e, tb)
 
     def __repr__(self) -> str:
         return f"<AttemptManager number={self.number}>"
 
 
 class _AsyncSteps:
-    """The async attempt loop (the twin of ``Retrying._sync_steps``), as an iterator object."""
+    """The async iterator form's driver of ``Retrying._steps``: an iterator object, not an
+    async generator, because trio warns (ResourceWarning) about every async generator
+    collected unexhausted, i.e. whenever a non-retryable exception or a ``return`` leaves
+    the ``async for`` early."""
 
-    __slots__ = ("_call", "_done", "_policy", "_started")
+    __slots__ = ("_call", "_policy", "_steps")
 
     def __init__(self, policy: Retrying, call: _Call) -> None:
         self._policy = policy
         self._call = call
-        self._started = False  # an attempt has been handed out
-        self._done = False
+        self._steps = policy._steps(call)
 
     def __aiter__(self) -> _AsyncSteps:
         return self
 
     async def __anext__(self) -> AttemptManager:
-        p, call = self._policy, self._call
-        if self._done:
-            raise StopAsyncIteration
-        if self._started and not call.pending:
-            self._done = True
-            if p.budget is not None:
-                p.budget.record_success()
-            if p.on_success is not None:
-                await _emit_async(p.on_success, call.state(0.0, succeeded=True))
-            call.value = call.result
-            raise StopAsyncIteration
-        self._started = True
-        if call.pending:
-            delay = call.failed()
-            if delay is None:
-                self._done = True
-                if p.on_giveup is not None:
-                    await _emit_async(p.on_giveup, call.state(call.next_delay))
-                call.give_up()
-                raise StopAsyncIteration
-            if p.on_retry is not None:
-                await _emit_async(p.on_retry, call.state(delay))
-            if delay > 0.0:
-                await (p.async_sleep or _time.clock.async_sleep)(delay)
-                p.statistics.waited += delay
-            p.statistics.retries += 1
-        return AttemptManager(call)
+        for kind, arg in self._steps:
+            if kind == _ATTEMPT:
+                return AttemptManager(self._call)
+            await self._policy._step_async(kind, arg)
+        raise StopAsyncIteration
+
+
+_ATTEMPT, _SLEEP, _HOOK = 0, 1, 2
 
 
 class _Call:
@@ -670,24 +699,46 @@ class _Call:
             self.reason,
         )
 
+    def failure(self, exc: BaseException) -> None:
+        """Record a retryable exception as the attempt's outcome."""
+        self.exc = exc
+        self.pending = True
+
+    def success(self, result: Any) -> None:
+        """Record a result as the attempt's outcome (a failure if ``on_result`` rejects it)."""
+        self.result = result
+        on_result = self.policy.on_result
+        if on_result is not None and on_result(result):
+            self.pending = True
+
     def failed(self) -> float | None:
-        """Judge the last attempt's failure: the seconds to wait, or ``None`` to give up."""
+        """Judge the last attempt's failure: the seconds to wait, or ``None`` to give up.
+
+        Raises:
+            BaseException: the attempt's exception, when ``on``'s predicate rejects it.
+        """
         p = self.policy
         exc = self.exc
-        self.attempts += 1
+        self.attempts = attempts = self.attempts + 1
         if self.outcomes is not None:
             self.outcomes.append(exc if exc is not None else self.result)
         if exc is None:
             kind = _PLAIN
         else:
             cls = type(exc)
-            found = p._kinds.get(cls)
-            if found is None:
-                found = p._kinds[cls] = _kind_of(cls, p.permanent_on)
-            kind = found
-        if p.budget is not None and kind != _OPEN_CIRCUIT:
+            kind = p._kinds.get(cls, -1)
+            if kind < 0:
+                kind = p._kinds[cls] = _kind_of(cls, p.permanent_on)
+            if (
+                kind == _PLAIN
+                and (exc.__cause__ is not None or exc.__context__ is not None)
+                and _permanent_in_chain(exc)
+            ):
+                kind = _PERMANENT
+        budget = p.budget
+        if budget is not None and kind != _OPEN_CIRCUIT:
             # A call refused by an open circuit sent nothing: it costs no token.
-            p.budget.record_failure()
+            budget.record_failure()
         if kind == _PERMANENT:
             self.reason = "permanent"
             return None
@@ -699,25 +750,26 @@ class _Call:
         ):
             # Not retryable: propagate untouched, as a type missing from ``on`` does.
             raise exc
-        retry_after = getattr(exc, "retry_after", None) if exc is not None else None
-        if isinstance(retry_after, (int, float)) and retry_after >= 0:
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None and isinstance(retry_after, (int, float)) and retry_after >= 0:
             # An open circuit says when it lets a probe through: waiting less only fails again.
             delay = float(retry_after) if kind == _OPEN_CIRCUIT else min(retry_after, p._cap)
         else:
-            delay = p.backoff.delay(self.attempts, self.previous)
-        self.previous = delay
-        self.next_delay = delay
-        elapsed = 0.0 if self.start is None else _time.clock.monotonic() - self.start
-        if p.stop.should_stop(self.attempts, elapsed, delay):
+            delay = p.backoff.delay(attempts, self.previous)
+        self.previous = self.next_delay = delay
+        start = self.start
+        elapsed = 0.0 if start is None else _time.clock.monotonic() - start
+        if p.stop.should_stop(attempts, elapsed, delay):
             self.reason = "stop"
             return None
         when = _DEADLINE.get()
-        if self.deadline is not None and (when is None or self.deadline < when):
-            when = self.deadline
+        mine = self.deadline
+        if mine is not None and (when is None or mine < when):
+            when = mine
         if when is not None and _time.clock.monotonic() + delay >= when:
             self.reason = "deadline"
             return None
-        if p.budget is not None and not p.budget.can_retry():
+        if budget is not None and not budget.can_retry():
             self.reason = "budget"
             return None
         if log.isEnabledFor(logging.INFO):
@@ -765,7 +817,7 @@ class _Call:
             return
         if isinstance(exc, Permanent) and exc.error is not None:
             exc = exc.error
-        _add_note(
+        _util.add_note(
             exc,
             f"resile: {p.name} gave up after {self.attempts} attempt(s) ({self.reason})",
         )
@@ -773,6 +825,30 @@ class _Call:
 
 
 _PLAIN, _PERMANENT, _OPEN_CIRCUIT = 0, 1, 2
+_DEADLINE = _time.DEADLINE
+
+
+# How far ``_permanent_in_chain`` follows ``__cause__`` / ``__context__`` links.
+_CHAIN_LIMIT = 32
+
+
+def _permanent_in_chain(exc: BaseException) -> bool:
+    """True when a ``Permanent`` is in ``exc``'s chain (``raise X from Permanent(e)``).
+
+    Follows the chain a traceback prints (``__cause__``, else ``__context__``
+    unless suppressed) for at most ``_CHAIN_LIMIT`` links, which also ends a cycle.
+    """
+    link: BaseException | None = exc
+    left = _CHAIN_LIMIT
+    while left:
+        assert link is not None
+        link = link.__cause__ or (None if link.__suppress_context__ else link.__context__)
+        if link is None:
+            return False
+        if isinstance(link, Permanent):
+            return True
+        left -= 1
+    return False
 
 
 def _kind_of(cls: type[BaseException], permanent_on: tuple[type[BaseException], ...]) -> int:
@@ -781,65 +857,6 @@ def _kind_of(cls: type[BaseException], permanent_on: tuple[type[BaseException], 
     if issubclass(cls, Permanent) or (permanent_on and issubclass(cls, permanent_on)):
         return _PERMANENT
     return _PLAIN
-
-
-def _add_note(exc: BaseException, note: str) -> None:
-    add = getattr(exc, "add_note", None)
-    if add is not None:
-        add(note)
-    else:  # pragma: no cover - Python 3.10 keeps the attribute; tracebacks show it from 3.11
-        notes = getattr(exc, "__notes__", None)
-        if notes is None:
-            exc.__notes__ = notes = []  # type: ignore[attr-defined]
-        notes.append(note)
-
-
-def _emit_sync(hook: Callable[..., Any], *args: Any) -> None:
-    """Call a hook from sync code. Its errors are logged, never raised."""
-    try:
-        outcome = hook(*args)
-        if inspect.isawaitable(outcome):
-            _run_awaitable(outcome)
-    except Exception:
-        log.exception("resile: hook %r raised; ignored", hook)
-
-
-def _run_awaitable(aw: Awaitable[Any]) -> Any:
-    """Run an awaitable to completion from sync code and return its value; in a thread
-    when an event loop already runs in this one."""
-
-    async def main() -> Any:
-        return await aw
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(main())
-    outcome: list[Any] = []
-    failure: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            outcome.append(asyncio.run(main()))
-        except BaseException as exc:  # reported below
-            failure.append(exc)
-
-    t = threading.Thread(target=target, name="resile-await")
-    t.start()
-    t.join()
-    if failure:
-        raise failure[0]
-    return outcome[0]
-
-
-async def _emit_async(hook: Callable[..., Any], *args: Any) -> None:
-    """Call a hook, sync or async, from async code. Its errors are logged, never raised."""
-    try:
-        outcome = hook(*args)
-        if inspect.isawaitable(outcome):
-            await outcome
-    except Exception:
-        log.exception("resile: hook %r raised; ignored", hook)
 
 
 @overload

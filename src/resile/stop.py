@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, ClassVar
 
 from resile import _time
 from resile._time import seconds as _seconds
@@ -90,45 +90,62 @@ class Stop(ABC):
         return hash(repr(self))
 
 
-class _Any(Stop):
+class _Combined(Stop):
+    """``a | b`` and ``a & b``: a condition over parts, told by the subclass how to combine."""
+
     __slots__ = ("needs_clock", "parts")
     parts: tuple[Stop, ...]
-
-    def __init__(self, *parts: Stop) -> None:
-        flat: list[Stop] = []
-        for p in parts:
-            flat.extend(p.parts if isinstance(p, _Any) else (p,))
-        self.parts = tuple(flat)
-        self.needs_clock = any(p.needs_clock for p in self.parts)
-
-    def should_stop(self, attempts: int, elapsed: float, next_delay: float) -> bool:
-        return any(p.should_stop(attempts, elapsed, next_delay) for p in self.parts)
-
-    def max_attempts(self) -> float:
-        return min(p.max_attempts() for p in self.parts)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"type": "any", "of": [p.to_dict() for p in self.parts]}
-
-    def __repr__(self) -> str:
-        return " | ".join(map(repr, self.parts))
-
-
-class _All(Stop):
-    __slots__ = ("needs_clock", "parts")
+    kind: ClassVar[str]  # the ``to_dict`` type
 
     def __init__(self, *parts: Stop) -> None:
         self.parts = parts
         self.needs_clock = any(p.needs_clock for p in parts)
 
     def should_stop(self, attempts: int, elapsed: float, next_delay: float) -> bool:
-        return all(p.should_stop(attempts, elapsed, next_delay) for p in self.parts)
+        return self._combine(p.should_stop(attempts, elapsed, next_delay) for p in self.parts)
 
     def max_attempts(self) -> float:
-        return max(p.max_attempts() for p in self.parts)
+        return self._bound(p.max_attempts() for p in self.parts)
+
+    def _combine(self, outcomes: Iterator[bool]) -> bool:
+        raise NotImplementedError
+
+    def _bound(self, limits: Iterator[float]) -> float:
+        raise NotImplementedError
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": "all", "of": [p.to_dict() for p in self.parts]}
+        return {"type": self.kind, "of": [p.to_dict() for p in self.parts]}
+
+
+class _Any(_Combined):
+    __slots__ = ()
+    kind = "any"
+
+    def __init__(self, *parts: Stop) -> None:
+        flat: list[Stop] = []
+        for p in parts:
+            flat.extend(p.parts if isinstance(p, _Any) else (p,))
+        super().__init__(*flat)
+
+    def _combine(self, outcomes: Iterator[bool]) -> bool:
+        return any(outcomes)
+
+    def _bound(self, limits: Iterator[float]) -> float:
+        return min(limits)
+
+    def __repr__(self) -> str:
+        return " | ".join(map(repr, self.parts))
+
+
+class _All(_Combined):
+    __slots__ = ()
+    kind = "all"
+
+    def _combine(self, outcomes: Iterator[bool]) -> bool:
+        return all(outcomes)
+
+    def _bound(self, limits: Iterator[float]) -> float:
+        return max(limits)
 
     def __repr__(self) -> str:
         return "(" + " & ".join(map(repr, self.parts)) + ")"

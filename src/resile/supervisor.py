@@ -41,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -52,7 +51,7 @@ from enum import Enum
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-from resile import _time
+from resile import _aio, _time
 from resile.backoff import Backoff, Exponential
 from resile.deadline import deadline
 from resile.errors import DeadlineExceeded
@@ -138,36 +137,6 @@ async def _call(fn: Callable[..., Any], *args: Any) -> Any:
     if inspect.isawaitable(result):
         result = await result
     return result
-
-
-def _new_event(lib: str) -> Any:
-    if lib == "trio":
-        import trio
-
-        return trio.Event()
-    return asyncio.Event()
-
-
-async def _wait(event: Any, timeout: float | None) -> bool:
-    """Wait for ``event`` at most ``timeout`` real seconds; True if it was set."""
-    if event.is_set():
-        return True
-    if timeout is not None and timeout <= 0:
-        return False
-    if _time.current_async_library() == "trio":
-        import trio
-
-        with trio.move_on_after(math.inf if timeout is None else timeout):
-            await event.wait()
-        return bool(event.is_set())
-    if timeout is None:
-        await event.wait()
-        return True
-    try:
-        await asyncio.wait_for(event.wait(), timeout)
-    except asyncio.TimeoutError:
-        return bool(event.is_set())
-    return True
 
 
 class Supervisor(Generic[C]):
@@ -267,8 +236,8 @@ class Supervisor(Generic[C]):
         self._done: Any = None
         self._lib: str | None = None
         self._thread: int | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._trio_token: Any = None
+        # Runs a callable in the running loop from any thread (set by run()).
+        self._call_in_loop: Callable[[Callable[[], object]], object] | None = None
         self._inner: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._scope: Any = None
@@ -327,9 +296,9 @@ class Supervisor(Generic[C]):
                     "`async with supervisor:`) before waiting for its connection"
                 ) from self.statistics.last_error
             if self._changed is None:
-                self._changed = _new_event(_time.current_async_library())
+                self._changed = _aio.new_event()
             left = None if end is None else end - time.monotonic()
-            if not await _wait(self._changed, left):
+            if not await _aio.wait_event(self._changed, left):
                 raise TimeoutError(
                     f"supervisor {self.name!r}: no connection within {limit:g} s "
                     f"(state {self._state.value}, last error {self.statistics.last_error!r})"
@@ -358,11 +327,9 @@ class Supervisor(Generic[C]):
             self._lost_error = exc or ConnectionError(f"{self.name}: connection reported lost")
         if self._thread is None or threading.get_ident() == self._thread:
             lost.set()
-        elif self._lib == "trio":
-            self._trio_token.run_sync_soon(lost.set)
         else:
-            assert self._loop is not None
-            self._loop.call_soon_threadsafe(lost.set)
+            assert self._call_in_loop is not None
+            self._call_in_loop(lost.set)
         return True
 
     @asynccontextmanager
@@ -400,23 +367,20 @@ class Supervisor(Generic[C]):
         """
         if self._running:
             raise RuntimeError(f"supervisor {self.name!r} is already running")
-        lib = _time.current_async_library()
+        lib = _aio.current_async_library()
         self._running = True
         self._ended = False
         self._stopping = False
         self._lib = lib
         self._thread = threading.get_ident()
-        self._done = _new_event(lib)
+        self._done = _aio.new_event(lib)
+        self._call_in_loop = _aio.loop_caller()
         try:
-            if lib == "trio":
-                import trio
-
-                self._trio_token = trio.lowlevel.current_trio_token()
-                with trio.CancelScope() as scope:
+            if lib == _aio.TRIO:
+                with _aio.cancel_scope() as scope:
                     self._scope = scope
                     await self._main()
             else:
-                self._loop = asyncio.get_running_loop()
                 inner = asyncio.create_task(self._main(), name=f"resile-supervisor-{self.name}")
                 self._inner = inner
                 try:
@@ -445,7 +409,7 @@ class Supervisor(Generic[C]):
             RuntimeError: under trio (use ``async with supervisor:`` or a
                 nursery), or when it is already running.
         """
-        if _time.current_async_library() == "trio":
+        if _aio.current_async_library() == _aio.TRIO:
             raise RuntimeError(
                 "Supervisor.start() needs asyncio; under trio use `async with supervisor:` "
                 "or `nursery.start_soon(supervisor.run)`"
@@ -483,10 +447,8 @@ class Supervisor(Generic[C]):
             await self._done.wait()
 
     async def __aenter__(self) -> Supervisor[C]:
-        if _time.current_async_library() == "trio":
-            import trio
-
-            self._nursery_cm = trio.open_nursery()
+        if _aio.current_async_library() == _aio.TRIO:
+            self._nursery_cm = _aio.open_nursery()
             nursery = await self._nursery_cm.__aenter__()
             await nursery.start(self._run_started)
         else:
@@ -590,11 +552,9 @@ class Supervisor(Generic[C]):
         return conn
 
     async def _close_conn(self, conn: C) -> None:
-        if self._lib == "trio":
-            import trio
-
-            # The loop may be cancelled (stop()): still close, for a bounded time.
-            with trio.CancelScope(shield=True), trio.move_on_after(self.health_timeout):
+        if self._lib == _aio.TRIO:
+            # The loop may be canceled (stop()): still close, for a bounded time.
+            with _aio.shielded(self.health_timeout):
                 await self._close_now(conn)
         else:
             await self._close_now(conn)
@@ -613,7 +573,7 @@ class Supervisor(Generic[C]):
     async def _serve(self, conn: C) -> BaseException:
         """Hand the connection out and watch it; return the error that ended it."""
         lib = self._lib or "asyncio"
-        self._lost = lost = _new_event(lib)
+        self._lost = lost = _aio.new_event(lib)
         self._lost_error = None
         self._conn = conn
         self.statistics.connects += 1
@@ -621,10 +581,8 @@ class Supervisor(Generic[C]):
         self._set_state(SupervisorState.CONNECTED)
         if self.wait_closed is None:
             return await self._watch(conn, lost)
-        if lib == "trio":
-            import trio
-
-            async with trio.open_nursery() as nursery:
+        if lib == _aio.TRIO:
+            async with _aio.open_nursery() as nursery:
                 nursery.start_soon(self._watch_closed, conn)
                 try:
                     return await self._watch(conn, lost)
@@ -641,7 +599,7 @@ class Supervisor(Generic[C]):
         while True:
             if self.health_check is None:
                 await lost.wait()
-            elif not await _wait(lost, self.heartbeat):
+            elif not await _aio.wait_event(lost, self.heartbeat):
                 failure = await self._check(conn)
                 if failure is not None:
                     return failure

@@ -19,12 +19,11 @@ threads of one process.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from resile import _time
+from resile import _aio, _time
 
 __all__ = ["FakeClock", "no_waits"]
 
@@ -58,12 +57,7 @@ class FakeClock:
     async def async_sleep(self, seconds: float) -> None:
         self.sleep(seconds)
         # Still yield to the event loop, as a real sleep would.
-        if _time.current_async_library() == "trio":
-            import trio
-
-            await trio.lowlevel.checkpoint()
-        else:
-            await asyncio.sleep(0)
+        await _aio.checkpoint()
 
     @property
     def total(self) -> float:

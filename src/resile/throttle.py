@@ -21,15 +21,12 @@ admits it.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import math
 import random
 import threading
 from collections.abc import Callable
 from datetime import timedelta
-from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 from resile import _time, _util
 from resile.errors import Throttled
@@ -42,46 +39,7 @@ R = TypeVar("R")
 ExcTypes = type[BaseException] | tuple[type[BaseException], ...]
 
 
-class _Buckets:
-    """Two counters summed over a sliding time window kept as ``count`` buckets.
-
-    ``data`` is a list of ``[bucket index, a, b]``, oldest first: plain JSON,
-    so a breaker's window can be stored in Redis as it is. The window is
-    exact to one bucket width (``window / count``).
-    """
-
-    __slots__ = ("count", "data", "width")
-
-    def __init__(
-        self, window: float, count: int = 20, data: list[list[float]] | None = None
-    ) -> None:
-        self.width = window / count
-        self.count = count
-        self.data: list[list[float]] = data if data is not None else []
-
-    def _trim(self, now: float) -> int:
-        index = math.floor(now / self.width)
-        oldest = index - self.count + 1
-        data = self.data
-        while data and data[0][0] < oldest:
-            data.pop(0)
-        return index
-
-    def add(self, now: float, a: float, b: float) -> None:
-        index = self._trim(now)
-        data = self.data
-        if data and data[-1][0] == index:
-            data[-1][1] += a
-            data[-1][2] += b
-        else:
-            data.append([index, a, b])
-
-    def sums(self, now: float) -> tuple[float, float]:
-        self._trim(now)
-        return sum(d[1] for d in self.data), sum(d[2] for d in self.data)
-
-
-class AdaptiveThrottle:
+class AdaptiveThrottle(_util.Guarded):
     """Reject requests locally while the backend refuses them (SRE book adaptive throttling).
 
     Args:
@@ -143,7 +101,7 @@ class AdaptiveThrottle:
         self.rejected_on = _util.exception_types(rejected_on, "rejected_on", "AdaptiveThrottle")
         self.name = name
         self._rng = random.Random(seed)
-        self._buckets = _Buckets(seconds)
+        self._buckets = _time.Buckets(seconds)
         self._lock = threading.Lock()
 
     # -- the counters --------------------------------------------------------------------
@@ -205,11 +163,11 @@ class AdaptiveThrottle:
 
     # -- decorator and context manager ---------------------------------------------------
 
-    def _check(self) -> None:
+    def _enter(self) -> None:
         if not self.allow():
             raise Throttled(self.name, self.probability())
 
-    def _settle(self, exc: BaseException | None) -> None:
+    def _exit(self, exc: BaseException | None) -> None:
         if exc is None:
             self.record(True)
         elif isinstance(exc, Exception):
@@ -225,51 +183,7 @@ class AdaptiveThrottle:
         """
         if not callable(fn):
             raise TypeError(f"AdaptiveThrottle: expected a function to wrap, got {fn!r}")
-        if inspect.iscoroutinefunction(fn):
-
-            @functools.wraps(fn)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                self._check()
-                try:
-                    result = await fn(*args, **kwargs)
-                except BaseException as exc:
-                    self._settle(exc)
-                    raise
-                self.record(True)
-                return result
-
-            return async_wrapper  # type: ignore[return-value]
-
-        @functools.wraps(fn)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            self._check()
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                self._settle(exc)
-                raise
-            self.record(True)
-            return result
-
-        return wrapper
-
-    def __enter__(self) -> AdaptiveThrottle:
-        self._check()
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._settle(e)
-
-    async def __aenter__(self) -> AdaptiveThrottle:
-        self._check()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._settle(e)
+        return _util.guard(fn, self._enter, lambda _, exc: self._exit(exc))
 
     def __repr__(self) -> str:
         with self._lock:

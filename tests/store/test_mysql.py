@@ -18,7 +18,7 @@ import pymysql
 import pytest
 
 import resile
-from _mysql_server import drop_database
+from _mysql_server import create_database, drop_database
 from _names_check import python_strings, spelled_states
 from _postgres_server import free_port
 from _waits import wait_for
@@ -53,9 +53,7 @@ def raw(url: str, database: str | None = None) -> pymysql.connections.Connection
 def url(mysql_url: str) -> Iterator[str]:
     """The session server's URL on a fresh database of the test's own (dropped afterwards)."""
     name = f"t_{uuid.uuid4().hex[:16]}"
-    with raw(mysql_url) as c, c.cursor() as cur:
-        cur.execute(f"CREATE DATABASE `{name}`")
-    yield urlunsplit(urlsplit(mysql_url)._replace(path=f"/{name}"))
+    yield create_database(mysql_url, name)
     drop_database(mysql_url, name)
 
 

@@ -9,15 +9,20 @@ their own.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 import shutil
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 redis = pytest.importorskip("redis")
 
@@ -25,13 +30,18 @@ from redis.crc import key_slot  # noqa: E402
 
 from _redis_server import drop_namespace  # noqa: E402
 from _waits import wait_for  # noqa: E402
-from resile import Constant  # noqa: E402
+from resile import Constant, Exponential  # noqa: E402
+from resile.errors import ResileError, StoreConflict  # noqa: E402
 from resile.queue import TaskSpec, TaskStatus  # noqa: E402
-from resile.queue.store import _redis_keys as K  # noqa: E402
+from resile.queue import _transitions as T  # noqa: E402
+from resile.queue._names import FIELDS, Outcome  # noqa: E402
 from resile.queue.store import base as store_base  # noqa: E402
 from resile.queue.store import open_store  # noqa: E402
-from resile.queue.store import redis as redis_store  # noqa: E402
 from resile.queue.store.redis import RedisStore  # noqa: E402
+from resile.queue.store.redis import _keys as K  # noqa: E402
+from resile.queue.store.redis import _scripts as redis_scripts  # noqa: E402
+from resile.queue.store.redis._scripts import SPECS  # noqa: E402
+from resile.queue.task import TaskError  # noqa: E402
 
 from .conftest import T0, FakeEpoch  # noqa: E402
 
@@ -268,10 +278,14 @@ class TestIdempotentRetries:
         """The same op completes once and answers the same; a new op is refused."""
         rstore.create(spec(id="a"), now=T0)
         rstore.lease("default", W1, now=T0)
-        args = [W1, repr(T0), "op-1", "", "", "a", "1"]
-        assert rstore._eval("complete", args)[0]
-        assert rstore._eval("complete", args)[0]
-        assert rstore._eval("complete", [W1, repr(T0), "op-2", "", "", "a", "1"])[0] == 0
+
+        def args(op: str) -> list[str]:
+            named = SPECS["complete"].argv(worker=W1, now_s=repr(T0), op=op, ttl_ms="", cutoff_s="")
+            return [*named, "a", "1"]
+
+        assert rstore._eval("complete", args("op-1"))[0]
+        assert rstore._eval("complete", args("op-1"))[0]
+        assert rstore._eval("complete", args("op-2"))[0] == 0
         t = rstore.get("a")
         assert t is not None and len(t.history) == 1
 
@@ -280,22 +294,31 @@ class TestIdempotentRetries:
         """A replayed create is recognised (no DuplicateTask), and nothing is stored twice
         (``create1`` is the one-task script of a single-call enqueue)."""
         first = rstore.create(spec(id="x"), now=T0)
-        row = [
-            "x", "default", "h", "{}", "0", "8000000000000000", "3",
-            '{"type":"constant","delay":5.0,"max_delay":null,"jitter":"none"}',
-            repr(T0), "", "", "0",
-        ]  # fmt: skip
-        cop = rstore._client.hget(rstore._tk("x"), "cop")
-        assert rstore._eval(script, [repr(T0), "error", cop, "1", *row]) == ["replay"]
-        assert rstore._eval(script, [repr(T0), "error", "other", "1", *row])[0] == "dup"
+        row = SPECS[script].record(
+            id="x", queue="default", handler="h", params="{}", priority="0",
+            rank_prefix="8000000000000000", max_retries="3",
+            backoff='{"type":"constant","delay":5.0,"max_delay":null,"jitter":"none"}',
+            due_s=repr(T0), timeout_s="", resources="", gated="0",
+        )  # fmt: skip
+        cop = rstore._io.client.hget(rstore._tk("x"), "cop")
+
+        def args(op: str) -> list[str]:
+            named = {"now_s": repr(T0), "if_exists": "error", "op": op, "n": "1"}
+            return [*SPECS[script].argv(**{a: named[a] for a in SPECS[script].args}), *row]
+
+        assert rstore._eval(script, args(cop)) == ["replay"]
+        assert rstore._eval(script, args("other"))[0] == "dup"
         assert rstore.get("x") == first and sum(rstore.stats().values()) == 1
 
     def test_lease(self, rstore: RedisStore) -> None:
         """A replayed lease returns the tasks the first one took, and takes no more."""
         rstore.create_many([spec(id=f"t{i}") for i in range(4)], now=T0)
-        head = [repr(T0), repr(T0 + 20), W1, "2", "", "op-l", "20000", "", "", "1", "default"]
-        first = rstore._eval("lease", [*head, "0"])
-        again = rstore._eval("lease", [*head, "0"])
+        head = SPECS["lease"].argv(
+            now_s=repr(T0), expires_s=repr(T0 + 20), worker=W1, limit="2", capacity="",
+            op="op-l", op_ttl_ms="20000", failed_ttl_ms="", failed_cutoff_s="", nq="1",
+        )  # fmt: skip
+        first = rstore._eval("lease", [*head, "default"])
+        again = rstore._eval("lease", [*head, "default"])
         assert first == again and len(first) == 3
         assert rstore.stats()[TaskStatus.DOING] == 2
 
@@ -320,10 +343,10 @@ class TestAsyncClient:
             assert (await rstore.get_async("a")) == rstore.get("a")
             assert await rstore.cancel_async("c")
             assert (await rstore.stats_async())[TaskStatus.PENDING] == 2
-            assert asyncio.get_running_loop() in rstore._aclients
+            assert asyncio.get_running_loop() in rstore._io.aclients
         finally:
             await rstore.aclose()
-        assert not rstore._aclients
+        assert not rstore._io.aclients
 
     @pytest.mark.parametrize("anyio_backend", ["asyncio"])
     @pytest.mark.anyio
@@ -332,7 +355,7 @@ class TestAsyncClient:
     ) -> None:
         """A create whose op already ran (its reply was lost) reads the tasks back, in
         order, instead of reporting duplicates, and stores nothing twice (sync and async)."""
-        monkeypatch.setattr(redis_store, "_op_id", lambda: "op-replayed")
+        monkeypatch.setattr(redis_scripts, "op_id", lambda: "op-replayed")
         first = rstore.create(spec(id="r"))
         batch = rstore.create_many([spec(id=f"b{i}") for i in range(3)])
         try:
@@ -352,11 +375,11 @@ class TestAsyncClient:
         loop = asyncio.new_event_loop()
         try:
             loop.run_until_complete(s.create_async(spec(id="a")))
-            client = s._aclients[loop]
+            client = s._io.aclients[loop]
             conns = [*client.connection_pool._available_connections]
             assert conns and all(c.is_connected for c in conns)
             s.close()
-            assert not s._aclients and not any(c.is_connected for c in conns)
+            assert not s._io.aclients and not any(c.is_connected for c in conns)
         finally:
             loop.close()
 
@@ -619,3 +642,402 @@ class TestReconnect:
             stop()
             s.close()
             producer.close()
+
+
+# -- the scripts' assembly: linker, named arguments, injected names ------------------------------
+
+_LUA_DIR = Path(redis_scripts.__file__).parent / "lua"
+# Names a script may use without defining them: Lua's and Redis' globals, the header's.
+_LUA_GLOBALS = {
+    "redis", "cjson", "cmsgpack", "bit", "string", "table", "math", "tonumber", "tostring",
+    "type", "pairs", "ipairs", "unpack", "pcall", "error", "next", "select", "ARGV", "KEYS",
+    "R", "REPLY", *redis_scripts._LIMITS,
+}  # fmt: skip
+_LUA_KEYWORDS = {
+    "and", "break", "do", "else", "elseif", "end", "false", "for", "function", "if", "in",
+    "local", "nil", "not", "or", "repeat", "return", "then", "true", "until", "while",
+}  # fmt: skip
+
+
+def _lua_code(text: str) -> str:
+    """``text`` without comments and string literals."""
+    return redis_scripts._COMMENT.sub(" ", text)
+
+
+def _undefined(text: str) -> set[str]:
+    """Names an assembled script reads or calls that nothing in it defines (a nil at run time).
+
+    Defined: ``local`` names, function parameters, ``for`` variables, table keys
+    (``{k = ...}`` and ``t.k``) and the globals above.
+    """
+    code = _lua_code(text)
+    defined = set(_LUA_GLOBALS)
+    for m in re.finditer(r"\blocal\s+(?:function\s+)?([\w\s,]+?)\s*(?:=|\(|\n|$)", code):
+        defined |= {n.strip() for n in m.group(1).split(",")}
+    for m in re.finditer(r"\bfunction\s*\w*\s*\(([^)]*)\)", code):
+        defined |= {n.strip() for n in m.group(1).split(",")}
+    for m in re.finditer(r"\bfor\s+([\w\s,]+?)\s+(?:=|in\b)", code):
+        defined |= {n.strip() for n in m.group(1).split(",")}
+    used = set()
+    for m in re.finditer(r"(?<![.\w])([A-Za-z_]\w*)\b(?!\s*=[^=])", code):
+        used.add(m.group(1))
+    return used - defined - _LUA_KEYWORDS
+
+
+class TestLinker:
+    """lib.lua's blocks are linked by their markers; a broken library fails loudly."""
+
+    LIB = (
+        "-- a comment for readers, dropped\n"
+        "-- lib: a\n"
+        "local function a(x)\n"
+        "  local y = x\n\n"  # a blank line inside a function does not split its block
+        "  return y\n"
+        "end\n"
+        "-- lib: b, c\n"
+        "local b = {}\n"
+        "local function c() return a(b) end\n"
+        "-- lib: d\n"
+        "-- not c: in a comment\n"
+        "local function d() return 'c' end\n"
+    )
+
+    def test_blocks_used_directly_or_not(self) -> None:
+        """A body gets the blocks it uses and the ones they use, whole, in library order."""
+        linked = redis_scripts.link(self.LIB, "return c()")
+        assert linked == (
+            "-- lib: a\nlocal function a(x)\n  local y = x\n\n  return y\nend\n"
+            "-- lib: b, c\nlocal b = {}\nlocal function c() return a(b) end\n"
+        )
+        assert redis_scripts.link(self.LIB, "return 1") == ""
+
+    def test_comments_and_strings_are_not_uses(self) -> None:
+        """A name in a comment or a string literal does not pull its block in."""
+        assert redis_scripts.link(self.LIB, "-- c()\nreturn d()") == (
+            "-- lib: d\n-- not c: in a comment\nlocal function d() return 'c' end\n"
+        )
+
+    @pytest.mark.parametrize(
+        ("lib", "complaint"),
+        [
+            ("-- lib: a\nlocal function b() end\n", "defines ['b']"),
+            ("-- lib: a, b\nlocal function a() end\n", "defines ['a']"),
+            ("-- lib: a\nlocal function a() return b() end\n-- lib: b\nlocal b = 1\n", "after"),
+            ("-- lib: a\nlocal a = 1\n-- lib: a\nlocal a = 2\n", "two blocks"),
+        ],
+    )
+    def test_a_broken_library_is_refused(self, lib: str, complaint: str) -> None:
+        """A marker that differs from what its block defines, a use of a later block, or a
+        name marked twice: LinkError, not a script that fails at run time."""
+        with pytest.raises(redis_scripts.LinkError, match=re.escape(complaint)):
+            redis_scripts.link(lib, "return a")
+
+    def test_the_real_library_links_into_every_script(self) -> None:
+        """Every script assembles, and nothing it reads or calls is undefined."""
+        for name in redis_scripts.SCRIPTS:
+            text = redis_scripts.text(name)
+            assert _undefined(text) == set(), name
+
+
+class TestNamedArguments:
+    """Each script's arguments are named once, in its Script spec."""
+
+    def test_argv_in_spec_order(self) -> None:
+        """argv puts the named values in ARGV order; a missing or unknown name is refused."""
+        fail = SPECS["fail"]
+        values = {name: f"v-{name}" for name in fail.args}
+        assert fail.argv(**values) == [f"v-{n}" for n in fail.args]
+        with pytest.raises(TypeError, match="missing arguments \\['op'\\]"):
+            fail.argv(**{k: v for k, v in values.items() if k != "op"})
+        with pytest.raises(TypeError, match="unknown \\['opp'\\]"):
+            fail.argv(**{**values, "opp": "x"})
+        with pytest.raises(TypeError, match="a record has the fields"):
+            SPECS["lease"].record(id="x")
+
+    @pytest.mark.parametrize("name", redis_scripts.SCRIPTS)
+    def test_a_body_uses_exactly_its_arguments(self, name: str) -> None:
+        """The A.<name> and G.<field> a body reads are its spec's, and it reads all of them."""
+        spec_ = SPECS[name]
+        body = _lua_code((_LUA_DIR / f"{spec_.body or name}.lua").read_text("utf-8"))
+        assert set(re.findall(r"\bA\.(\w+)", body)) == set(spec_.args)
+        assert set(re.findall(r"\bG\.(\w+)", body)) - {"SIZE"} <= set(spec_.group)
+
+    def test_arguments_land_where_the_script_reads_them(self) -> None:
+        """The assembled text reads A.<name> from its ARGV slot (ARGV[1] is the root)."""
+        text = redis_scripts.text("release")
+        assert "local id, now_s, op = ARGV[2], ARGV[4], ARGV[5]" in text
+        assert "ARGV[3]" in text  # the worker
+
+
+class TestInjectedNames:
+    """States, fields, outcomes, indexes and key shapes come from Python."""
+
+    def test_an_undefined_name_is_refused(self) -> None:
+        """S., F., O., IX. or A. with a name its vocabulary does not define: LinkError."""
+        names = redis_scripts._script_names(SPECS["fail"])
+        for wrong in ("S.RUNNING", "F.statuz", "O.BOOM", "IX.todo", "A.nope"):
+            with pytest.raises(redis_scripts.LinkError, match=re.escape(wrong)):
+                redis_scripts.substitute(f"return {wrong}", names, "test.lua", 0)
+        assert redis_scripts.substitute("return S.DOING, F.cop", names, "t", 0) == (
+            "return 'DOING', 'cop'"
+        )
+
+    def test_scripts_spell_no_state_field_or_key_shape(self) -> None:
+        """No Lua source quotes a state, a task field, an index or a key part (``':t:'``):
+        each is injected (S.DOING, F.status, IX.ready, task_key(id) ...). The history
+        entry's JSON keys are AttemptRecord's, not task fields."""
+        names = redis_scripts.lua_names()
+        vocab = {v.strip("'") for key in ("S", "F", "IX") for v in names[key].values()}
+        spelled: dict[str, list[str]] = {}
+        for path in sorted(_LUA_DIR.glob("*.lua")):
+            code = re.sub(r"--[^\n]*", "", path.read_text("utf-8"))
+            literals = [a or b for a, b in re.findall(r"'([^'\n]*)'|\"([^\"\n]*)\"", code)]
+            hits = [x for x in literals if x in vocab or (":" in x and '"' not in x)]
+            if hits:
+                spelled[path.name] = hits
+        assert spelled == {}
+        # The checker sees a spelled one.
+        assert "DOING" in vocab and "lease_owner" in vocab and "ready" in vocab
+
+    def test_fields_are_the_task_field_list(self) -> None:
+        """The hash fields the scripts may name are TaskField's (with Redis' bookkeeping)."""
+        assert set(K.TASK_FIELDS) <= FIELDS and {"cop", "op", "hn", "rank", "gated"} <= set(
+            K.TASK_FIELDS
+        )
+        for name in redis_scripts.SCRIPTS:
+            used = set(re.findall(r"\bF\.(\w+)", redis_scripts.text(name)))
+            assert used == set(), name  # all substituted
+
+    def test_key_functions_match_python(self, rstore: RedisStore, raw: Any) -> None:
+        """The keys the scripts build are the ones _keys formats for Python."""
+        rstore.create(spec(id="k1", queue="q:x"), now=T0)
+        root = rstore.root
+        assert raw.exists(K.task_key(root, "k1"))
+        assert raw.zscore(K.status_key(root, TaskStatus.PENDING, "q:x"), "k1") is not None
+        assert raw.hget(K.queues_key(root), "q:x") == "1"
+        assert raw.zcard(K.queue_key(root, "ready", "q:x")) == 1
+
+
+# -- fail: one decision (resile.queue._transitions), applied by the script ----------------------
+
+_POLICIES = st.one_of(
+    st.floats(0.0, 100.0).map(lambda d: Constant(d).to_dict()),
+    st.tuples(st.floats(0.01, 10.0), st.floats(1.0, 3.0), st.floats(1.0, 100.0)).map(
+        lambda p: Exponential(p[0], multiplier=p[1], max_delay=p[0] + p[2], jitter="none").to_dict()
+    ),
+    st.sampled_from([{"type": "nope"}, "not json", ""]),
+)
+
+
+class TestFailDecision:
+    """What fail stores is what _transitions.after_failure decides, for any task."""
+
+    @settings(max_examples=60, deadline=None)
+    @given(
+        attempts=st.integers(1, 8),
+        max_retries=st.integers(0, 6),
+        policy=_POLICIES,
+        last_delay=st.one_of(st.none(), st.floats(0.0, 50.0)),
+        permanent=st.booleans(),
+        delay=st.one_of(st.none(), st.floats(0.0, 30.0)),
+        outcome=st.sampled_from([Outcome.ERROR, Outcome.TIMEOUT]),
+        leased_here=st.booleans(),
+    )
+    def test_matches_the_python_decision(
+        self,
+        redis_url: str,
+        attempts: int,
+        max_retries: int,
+        policy: Any,
+        last_delay: float | None,
+        permanent: bool,
+        delay: float | None,
+        outcome: Outcome,
+        leased_here: bool,
+    ) -> None:
+        """Status, due time, stored delay, last error and history entry agree with the
+        Python decision, whether fail decides from its own lease or reads the task first."""
+        namespace = f"test-{uuid.uuid4().hex}"
+        leaser = RedisStore(redis_url, namespace=namespace)
+        failer = leaser if leased_here else RedisStore(redis_url, namespace=namespace)
+        try:
+            leaser.create(spec(id="t", max_retries=max_retries), now=T0)
+            leaser.lease("default", W1, now=T0)
+            stored = policy if isinstance(policy, str) else json.dumps(policy)
+            fields = {"backoff": stored, "attempts": str(attempts)}
+            fields["last_delay"] = "" if last_delay is None else repr(last_delay)
+            leaser._io.client.hset(leaser._tk("t"), mapping=fields)
+            error = TaskError("ValueError", "boom")
+            now = T0 + 1.0
+            after = failer.fail(
+                "t", W1, error, permanent=permanent, outcome=outcome, delay=delay, now=now
+            )
+            expected = T.after_failure(
+                attempts=attempts,
+                max_retries=max_retries,
+                backoff=stored or "null",
+                last_delay=last_delay,
+                error=error,
+                base=now,
+                permanent=permanent,
+                delay=delay,
+            )
+            assert after is not None and after == leaser.get("t")
+            assert after.status is expected.status
+            assert after.last_error == expected.error
+            assert after.history[-1].outcome is outcome
+            assert after.history[-1].attempt == attempts
+            if expected.dead:
+                assert after.finished_at == now and after.lease_expires_at is None
+            else:
+                assert after.due_at == expected.due_at
+                assert after.last_delay == expected.delay
+        finally:
+            if failer is not leaser:
+                failer.close()
+            leaser.close()
+            drop_namespace(redis_url, namespace)
+
+
+class TestFailRoundTrips:
+    """fail decides from the lease it read; a changed lease is read again, then refused."""
+
+    def _commands(self, s: RedisStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+        sent: list[str] = []
+        command = s._command
+
+        def spy(*args: Any) -> Any:
+            sent.append(str(args[0]))
+            return command(*args)
+
+        monkeypatch.setattr(s, "_command", spy)
+        return sent
+
+    def test_own_lease_one_round_trip(
+        self, rstore: RedisStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A task this store leased fails with the script alone (no read first)."""
+        rstore.create(spec(id="a"), now=T0)
+        rstore.lease("default", W1, now=T0)
+        sent = self._commands(rstore, monkeypatch)
+        after = rstore.fail("a", W1, RuntimeError("x"), now=T0 + 1)
+        assert after is not None and after.status is TaskStatus.PENDING
+        assert sent == []  # the script goes through _eval; no HMGET was sent
+
+    def test_foreign_lease_is_read_first(
+        self, make_store: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A task another store leased is read (HMGET), then failed; not held: None."""
+        one, two = make_store(), make_store()
+        one.create(spec(id="a"), now=T0)
+        one.lease("default", W1, now=T0)
+        sent = self._commands(two, monkeypatch)
+        assert two.fail("a", W2, RuntimeError("x"), now=T0 + 1) is None
+        after = two.fail("a", W1, RuntimeError("x"), now=T0 + 1)
+        assert after is not None and after.status is TaskStatus.PENDING
+        assert sent == ["HMGET", "HMGET"]
+
+    def test_changed_lease_is_decided_again(self, rstore: RedisStore, raw: Any) -> None:
+        """When the lease changed after the lease read it, fail reads it and decides again."""
+        rstore.create(spec(id="a", max_retries=1), now=T0)
+        rstore.lease("default", W1, now=T0)
+        raw.hset(rstore._tk("a"), "attempts", "2")  # now the last allowed attempt
+        after = rstore.fail("a", W1, RuntimeError("x"), now=T0 + 1)
+        assert after is not None and after.status is TaskStatus.FAILED
+
+    def test_a_lease_that_keeps_changing_raises(
+        self, rstore: RedisStore, raw: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Five stale replies in a row: StoreConflict, nothing written, the lease still held
+        (not None, which says "you no longer hold it")."""
+        rstore.create(spec(id="a"), now=T0)
+        rstore.lease("default", W1, now=T0)
+        evaluate = rstore._eval
+        tries = []
+
+        def bumped(name: str, args: Any) -> Any:
+            if name == "fail":  # another writer changes the attempt between read and write
+                tries.append(1)
+                raw.hincrby(rstore._tk("a"), "attempts", 1)
+            return evaluate(name, args)
+
+        monkeypatch.setattr(rstore, "_eval", bumped)
+        with pytest.raises(StoreConflict) as caught:
+            rstore.fail("a", W1, RuntimeError("x"), now=T0 + 1)
+        assert caught.value.task_id == "a" and caught.value.tries == len(tries) == 5
+        task = rstore.get("a")
+        assert task is not None and task.status is TaskStatus.DOING and task.history == ()
+        assert isinstance(caught.value, ResileError)
+
+
+class TestHeldChecks:
+    """The scripts' own checks of who may change a task agree with _transitions' sets."""
+
+    def test_status_and_owner_checks(self, rstore: RedisStore, raw: Any) -> None:
+        """For each stored status and lease owner, each script accepts exactly when
+        _transitions says the transition may leave that status (for that holder)."""
+        cases = 0
+        for status in TaskStatus:
+            for owner in (W1, W2):
+                for op in ("cancel", "requeue", "renew", "release", "fail", "complete", "edit"):
+                    task_id = f"{op}-{status.value}-{owner}"
+                    rstore.create(spec(id=task_id, queue=task_id), now=T0)
+                    rstore.lease(task_id, owner, now=T0)
+                    raw.hset(rstore._tk(task_id), "status", status.value)
+                    at = T0 + 1
+                    if op == "cancel":
+                        got, want = rstore.cancel(task_id, now=at), T.can_cancel(status)
+                    elif op == "requeue":
+                        got = rstore.requeue(task_id, now=at) is not None
+                        want = T.can_requeue(status)
+                    elif op == "renew":
+                        got = rstore.renew(task_id, W1, now=at)
+                        want = T.is_held(status, owner, W1)
+                    elif op == "release":
+                        got = rstore.release(task_id, W1, now=at) is not None
+                        want = T.is_held(status, owner, W1)
+                    elif op == "fail":
+                        got = rstore.fail(task_id, W1, RuntimeError("x"), now=at) is not None
+                        want = T.is_held(status, owner, W1)
+                    elif op == "complete":
+                        got = rstore.complete(task_id, W1, now=at) is not None
+                        want = T.is_held(status, owner, W1)
+                    else:
+                        got, want = rstore.progress(task_id, 5, now=at), T.can_edit(status)
+                    assert got == want, (op, status, owner)
+                    cases += 1
+        assert cases == 5 * 2 * 7
+
+
+class TestWorkerAndConflicts:
+    """A worker treats StoreConflict as store trouble: it writes the outcome again later."""
+
+    def test_the_outcome_is_written_again(
+        self, make_store: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """fail raising StoreConflict once: logged, tried again, the task ends dead-lettered."""
+        import resile
+
+        store = make_store()
+        queue = resile.connect(store)
+
+        @queue.task(name="boom", max_retries=0)
+        def boom() -> None:
+            raise RuntimeError("boom")
+
+        boom.enqueue()
+        real, calls = store.fail, []
+
+        def conflicted(*args: Any, **kwargs: Any) -> Any:
+            calls.append(1)
+            if len(calls) == 1:
+                raise StoreConflict("x", "fail", 5)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(store, "fail", conflicted)
+        with caplog.at_level(logging.ERROR, logger="resile.queue"):
+            resile.Worker(queue, concurrency=1).run(burst=True)
+        assert len(calls) == 2
+        assert "store error" in caplog.text
+        (task,) = store.list()
+        assert task.status is TaskStatus.FAILED

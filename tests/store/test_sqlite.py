@@ -217,8 +217,10 @@ class TestLocking:
         with SQLiteStore(path, busy_timeout=0, lock_timeout=10) as s:
             blocker = raw(path)
             blocker.execute("BEGIN IMMEDIATE")
-            threading.Timer(0.3, lambda: blocker.execute("COMMIT")).start()
+            # Read the clock before the timer starts: the commit comes >= 0.3 s after it,
+            # however late this thread runs again on a loaded machine.
             started = time.monotonic()
+            threading.Timer(0.3, lambda: blocker.execute("COMMIT")).start()
             t = s.create(TaskSpec("h", id="a"), now=T0)
             assert t.id == "a" and time.monotonic() - started >= 0.25
             blocker.close()

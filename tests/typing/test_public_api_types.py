@@ -138,6 +138,12 @@ def test_values() -> None:
         left: float | None = remaining()
     go: Retrying = presets.go()
     ex = BackoffExecutor(100, 1000, 2, jitter=True)
-    done: bool = ex.execute_sync(lambda: True)
+    done: bool = ex.execute(lambda: True)
+
+    async def main() -> bool:
+        ok: bool = await ex.execute_async(lambda: True)
+        return ok
+
+    assert asyncio.run(main()) is True
     assert all(d >= 0 for d in delays) and again == strategies[0] and stop and go and done
     assert left == 2.0 and fake.sleeps == []

@@ -71,3 +71,15 @@ def test_async_queue_api_types() -> None:
             assert counts[TaskStatus.PENDING] == 3
 
     asyncio.run(main())
+
+
+def test_queue_looking_methods_types() -> None:
+    """`with` gives the Queue; get / list / stats keep the Store contract's signatures."""
+    with resile.connect("sqlite:///:memory:") as queue:
+        same: Queue = queue
+        tasks: list[Task] = same.list(status=TaskStatus.PENDING, limit=10, after=None)
+        maybe: Task | None = same.get("nope")
+        counts: dict[TaskStatus, int] = same.stats("default")
+        assert tasks == [] and maybe is None and sum(counts.values()) == 0
+        with pytest.raises(TypeError):
+            same.list(stauts="PENDING")  # type: ignore[call-arg]

@@ -5,9 +5,7 @@
 
 from __future__ import annotations
 
-import warnings
-from typing import Any
-
+from resile import _util
 from resile.queue._names import Outcome, TaskStatus
 from resile.queue.api import Queue, TaskFunction, connect
 from resile.queue.context import TaskContext
@@ -31,13 +29,5 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """``Attempt``, the old name of ``AttemptRecord``, with a ``DeprecationWarning``."""
-    if name == "Attempt":
-        warnings.warn(
-            f"{__name__}.Attempt is deprecated; use {__name__}.AttemptRecord (the same class)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return AttemptRecord
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# ``Attempt``, the old name of ``AttemptRecord``, still works with a ``DeprecationWarning``.
+__getattr__ = _util.renamed(__name__, {"Attempt": ("AttemptRecord", AttemptRecord)})

@@ -4,7 +4,7 @@ Backends read their state, field and table names from here, so a rename is one
 edit and two backends never disagree on a spelling. Queries and scripts get
 the states injected (they never spell them); the fields they spell are checked
 against ``TaskField`` by the test suite. Redis key shapes live beside the Redis
-store (``resile.queue.store._redis_keys``).
+store (``resile.queue.store.redis._keys``).
 """
 
 from __future__ import annotations

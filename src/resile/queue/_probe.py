@@ -8,7 +8,7 @@ A probe is any callable returning measurements of the machine::
 ``gpu_utilization`` its current busy percentage (0..100). Other keys are
 custom resources (``{"cpu": 8}``) and are passed through unchanged.
 
-A task states needs in the seed's vocabulary (``TaskSpec.resources``)::
+A task states its needs as ``TaskSpec.resources``::
 
     {"min_gpu_memory_gb": 0.5, "min_gpu_utilization": 10}
 
@@ -16,7 +16,7 @@ and ``Task.fits(capacity)`` is true when every need is at most the capacity
 of the same name. ``capacity()`` translates measurements into that capacity:
 
 * ``min_gpu_memory_gb`` <- ``gpu_memory_gb`` (free GB);
-* ``min_gpu_utilization`` <- ``100 - gpu_utilization``: the seed's field is
+* ``min_gpu_utilization`` <- ``100 - gpu_utilization``: the field is
   read as *the minimum free GPU capacity in percent* a task needs, so a task
   with ``min_gpu_utilization=10`` runs only where the GPU is at most 90 % busy;
 * any other key ``k`` is offered both as ``k`` and ``min_k``.

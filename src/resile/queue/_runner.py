@@ -3,7 +3,7 @@
 Shared by the three worker modes. ``run_sync`` serves thread mode and the
 process-mode child (``child_main``); ``run_async`` serves async mode. Nothing
 here writes the outcome to the store: the worker does, so that a late result
-of an attempt it already timed out or cancelled is never recorded.
+of an attempt it already timed out or canceled is never recorded.
 """
 
 from __future__ import annotations

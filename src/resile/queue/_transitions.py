@@ -62,6 +62,7 @@ __all__ = [
     "can_requeue",
     "cancel",
     "complete",
+    "corrupt",
     "corrupt_error",
     "create",
     "is_held",
@@ -199,6 +200,11 @@ class AfterFailure:
             ``CorruptTask`` error when the stored policy could not be used.
         base: the time the wait counts from: the failure's ``now``, or the
             expired lease's expiry; also the history entry's ``ended_at``.
+
+    The failed attempt's history entry is the backend's to write:
+    ``AttemptRecord(attempts, started_at, base, outcome, <the attempt's own error>)``
+    (``error`` here may be the ``CorruptTask`` replacement; the entry keeps
+    what the attempt raised, ``LEASE_EXPIRED_ERROR`` for a reclaim).
     """
 
     dead: bool
@@ -220,6 +226,12 @@ class AfterFailure:
 def corrupt_error(detail: str, traceback: str = "") -> TaskError:
     """The error a task that cannot be used is dead-lettered with (``CorruptTask``)."""
     return TaskError("CorruptTask", detail, traceback)
+
+
+def corrupt(detail: str, now: float) -> AfterFailure:
+    """A leased task that cannot be decoded: dead-lettered at ``now`` with a ``CorruptTask``
+    error saying why (``detail``), nothing else of it touched."""
+    return AfterFailure(dead=True, due_at=now, delay=0.0, error=corrupt_error(detail), base=now)
 
 
 def _delay(

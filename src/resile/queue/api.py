@@ -27,9 +27,9 @@ import inspect
 import threading
 from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import timedelta
-from types import TracebackType
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
+from resile._closing import Closing
 from resile.backoff import Backoff
 from resile.queue._names import (
     DEFAULT_BACKOFF,
@@ -381,10 +381,37 @@ class TaskFunction(Generic[P, R]):
         )
 
 
-class Queue:
+class _OnStore(Generic[P, R]):
+    """A ``Queue`` attribute that is its store's method of the same name, typed as that method.
+
+    For the methods a queue passes on unchanged: ``queue.list`` *is*
+    ``queue.store.list``, with the contract's signature and docstring, so a
+    filter added to ``Store.list`` needs no second copy here.
+    """
+
+    def __init__(self, method: Callable[Concatenate[Store, P], R]) -> None:
+        self._name = method.__name__
+        self.__doc__ = method.__doc__
+        self.__wrapped__ = method
+
+    @overload
+    def __get__(self, queue: None, owner: type[Any]) -> _OnStore[P, R]: ...
+
+    @overload
+    def __get__(self, queue: Queue, owner: type[Any]) -> Callable[P, R]: ...
+
+    def __get__(self, queue: Queue | None, owner: type[Any]) -> Any:
+        return self if queue is None else getattr(queue.store, self._name)
+
+    def __repr__(self) -> str:
+        return f"<Queue.{self._name}: the store's {self._name}>"
+
+
+class Queue(Closing):
     """A task store plus the handlers registered on it: what producers and workers share.
 
-    Build it with ``resile.connect(url)``.
+    Build it with ``resile.connect(url)``. ``with queue:`` / ``async with
+    queue:`` close it (``close`` / ``aclose``) on the way out.
 
     Args:
         store: the store.
@@ -685,22 +712,12 @@ class Queue:
         """``close`` for async code (closes this event loop's connections too)."""
         await self.store.aclose()
 
-    async def __aenter__(self) -> Queue:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
     # -- looking and managing ---------------------------------------------------------------------
 
-    def get(self, task_id: str) -> Task | None:
-        """The task with this id, or ``None``."""
-        return self.store.get(task_id)
+    # The store's own methods, signature and docstring written once, in the Store contract.
+    get = _OnStore(Store.get)
+    list = _OnStore(Store.list)
+    stats = _OnStore(Store.stats)
 
     def cancel(self, task_id: str) -> bool:
         """Cancel a pending or running task; ``False`` when unknown or already finished."""
@@ -709,22 +726,6 @@ class Queue:
     def requeue(self, task_id: str, *, delay: float = 0.0) -> Task | None:
         """Run a ``FAILED`` or ``CANCELED`` task again (attempts reset); ``None`` otherwise."""
         return self.store.requeue(task_id, delay=delay)
-
-    def stats(self, queue: str | None = None) -> dict[TaskStatus, int]:
-        """Task counts per ``TaskStatus`` (all five keys), for one queue or all."""
-        return self.store.stats(queue)
-
-    def list(
-        self,
-        *,
-        queue: str | None = None,
-        status: TaskStatus | str | Collection[TaskStatus | str] | None = None,
-        limit: int = 100,
-        offset: int = 0,
-        after: int | None = None,
-    ) -> builtins.list[Task]:
-        """Tasks oldest first, filtered by queue and status; see ``Store.list``."""
-        return self.store.list(queue=queue, status=status, limit=limit, offset=offset, after=after)
 
     def purge(
         self,
@@ -740,17 +741,6 @@ class Queue:
     def close(self) -> None:
         """Close the store."""
         self.store.close()
-
-    def __enter__(self) -> Queue:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"Queue({self.store.url!r}, name={self.name!r}, handlers={sorted(self.handlers)})"

@@ -9,7 +9,7 @@ or named ``ctx``::
         ...
         ctx.save_checkpoint({"offset": offset, "sha256": digest})
         ctx.progress(100 * offset / size)
-        if ctx.cancelled:
+        if ctx.canceled:
             return {"stopped_at": offset}
 
 The worker builds the context (``TaskContext(store, task, worker_id)``); it is
@@ -26,6 +26,7 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
+from resile import _util
 from resile.queue._names import TaskStatus
 from resile.queue.store.base import Store
 from resile.queue.task import JSONValue, Task, check_json
@@ -33,7 +34,7 @@ from resile.queue.task import JSONValue, Task, check_json
 __all__ = ["CONTEXT_PARAMETER_NAME", "TaskContext", "context_parameter"]
 
 CONTEXT_PARAMETER_NAME = "ctx"
-# ``cancelled`` asks the store at most this often (seconds); handlers may poll it in a loop.
+# ``canceled`` asks the store at most this often (seconds); handlers may poll it in a loop.
 _CANCEL_CHECK_INTERVAL = 0.1
 
 
@@ -142,13 +143,15 @@ class TaskContext:
         return ok
 
     @property
-    def cancelled(self) -> bool:
+    def canceled(self) -> bool:
         """True once the task was canceled or this worker lost its lease: wind down and return.
 
         Reads the worker's flag; at most every 0.1 s it also asks the store.
         """
         if self._lost or self._cancel_event.is_set():
             return True
+        # Real time, not resile's clock: this limits store reads per second of a polling
+        # handler, and a fake clock (which stands still while a handler runs) would stop them.
         t = time.monotonic()
         if t - self._checked_at >= _CANCEL_CHECK_INTERVAL:
             self._checked_at = t
@@ -161,15 +164,33 @@ class TaskContext:
                 self._lost = True
         return self._lost
 
-    def mark_cancelled(self) -> None:
-        """For the worker: flag the attempt as cancelled (``cancelled`` becomes True)."""
+    def mark_canceled(self) -> None:
+        """For the worker: flag the attempt as canceled (``canceled`` becomes True)."""
         self._cancel_event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        """Deprecated spelling of ``canceled``; emits ``DeprecationWarning``."""
+        _deprecated("cancelled", "canceled")
+        return self.canceled
+
+    def mark_cancelled(self) -> None:
+        """Deprecated spelling of ``mark_canceled``; emits ``DeprecationWarning``."""
+        _deprecated("mark_cancelled", "mark_canceled")
+        self.mark_canceled()
 
     def __repr__(self) -> str:
         return (
             f"TaskContext(task_id={self.task.id!r}, attempt={self.attempt}/{self.max_attempts}, "
             f"worker_id={self.worker_id!r})"
         )
+
+
+def _deprecated(old: str, new: str) -> None:
+    _util.deprecated(
+        f"TaskContext.{old} is deprecated; use TaskContext.{new} (one spelling, as the "
+        "status CANCELED)"
+    )
 
 
 def context_parameter(fn: Callable[..., Any]) -> str | None:

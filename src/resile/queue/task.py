@@ -21,12 +21,12 @@ from __future__ import annotations
 import math
 import traceback as _traceback
 import uuid
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
+from resile import _util
 from resile.backoff import Backoff
 from resile.queue._names import (
     DEFAULT_BACKOFF,
@@ -599,13 +599,5 @@ def _opt_float(value: object) -> float | None:
     return None if value is None else float(value)  # type: ignore[arg-type]
 
 
-def __getattr__(name: str) -> Any:
-    """``Attempt``, the old name of ``AttemptRecord``, with a ``DeprecationWarning``."""
-    if name == "Attempt":
-        warnings.warn(
-            f"{__name__}.Attempt is deprecated; use {__name__}.AttemptRecord (the same class)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return AttemptRecord
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# ``Attempt``, the old name of ``AttemptRecord``, still works with a ``DeprecationWarning``.
+__getattr__ = _util.renamed(__name__, {"Attempt": ("AttemptRecord", AttemptRecord)})

@@ -9,9 +9,9 @@
 One *scheduler* loop (the thread that calls ``run``) does every store call
 of the worker: it leases as many due tasks as it has free slots, hands them to
 the executor of the mode, renews the leases of running attempts (heartbeat),
-enforces exec timeouts, and records results and errors. Executors only run
-handlers and report back, so a late result of an attempt that was timed out or
-cancelled is never written.
+enforces exec timeouts, and records results and errors. Executors
+(``resile.queue._executors``) only run handlers and report back, so a late
+result of an attempt that was timed out or canceled is never written.
 
 Timing: the loop sleeps until the earliest of the next due task
 (``Store.next_due_at``), the next heartbeat and the next exec deadline; an
@@ -25,16 +25,12 @@ they are noticed by a bounded poll of ``next_due_at`` (``poll_interval``,
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import math
-import multiprocessing
 import os
-import queue as queue_
 import signal
 import socket
-import sys
 import threading
 import time
 import uuid
@@ -44,15 +40,26 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Literal
 
+from resile import _time
 from resile._time import seconds as _seconds
 from resile.backoff import Exponential
-from resile.queue import _runner
+from resile.queue import _executors, _runner
+from resile.queue._executors import (
+    ABORTED,
+    CHILD_DIED,
+    FINISHED,
+    RUNNING,
+    Execution,
+    Executor,
+    Host,
+    find_import_path,
+)
 from resile.queue._names import DEFAULT_LEASE_SECONDS, DEFAULT_QUEUE, Outcome, TaskStatus
 from resile.queue._probe import Probe, capacity, gpu_probe, no_gpu_probe
 from resile.queue._runner import Result, failure, load_queue
 from resile.queue.context import context_parameter
 from resile.queue.store.base import Store, normalize_queues
-from resile.queue.task import Task, TaskError
+from resile.queue.task import Task
 
 __all__ = ["Mode", "Worker", "WorkerStats", "load_queue"]
 
@@ -63,21 +70,14 @@ _MODES = ("thread", "process", "async")
 
 # How long a probe's measurement is trusted before the worker asks again.
 _PROBE_TTL = 1.0
-# After "something is due" but the lease got nothing (a race with another worker, a lease
-# lapsing at exactly now), look again after this gap, doubling up to the poll interval.
+# After "something is due" but the lease got nothing (it became due just after the lease
+# looked, a race with another worker, a lease lapsing at exactly now), lease again at once,
+# then after this gap, doubling up to the poll interval.
 _MIN_GAP = 0.001
 # Successes recorded together (``Store.complete_many``) at most.
 _WRITE_BATCH = 256
 # Store trouble (disk full, database locked for long) is retried with this policy.
 _STORE_BACKOFF = Exponential(0.05, max_delay=2.0, jitter="full")
-
-# The error type of an attempt whose process-mode child died under it.
-_CHILD_DIED = "WorkerProcessDied"
-
-# Attempt states, as seen by the scheduler.
-_RUNNING = "running"  # the executor is running it
-_FINISHED = "finished"  # the executor reported; its result is being written
-_ABORTED = "aborted"  # timed out, canceled, lease lost or handed back: executor output ignored
 
 
 @dataclass
@@ -104,416 +104,6 @@ class WorkerStats:
     released: int = 0
 
 
-@dataclass(eq=False)
-class _Attempt:
-    task: Task
-    # Set to stop the attempt; only made for handlers that take a TaskContext (the others
-    # cannot look at it), which saves an Event (a Condition and two locks) per task.
-    cancel_event: threading.Event | None = None
-    deadline: float = math.inf  # monotonic
-    state: str = _RUNNING
-    handle: Any = None  # the executor's: an asyncio task, a child process
-
-
-# -- executors --------------------------------------------------------------------------------
-
-
-class _Executor:
-    """Runs attempts and reports each ``Result`` through ``worker._report``."""
-
-    def __init__(self, worker: Worker, slots: int) -> None:
-        self.worker = worker
-        self.slots = slots
-        self._lock = threading.Lock()
-        self._busy = 0
-
-    def open(self) -> None:
-        """Get ready to run (start threads, loops, children)."""
-
-    def free(self) -> int:
-        """Attempts that could start now."""
-        with self._lock:
-            return self.slots - self._busy
-
-    def booting(self) -> bool:
-        """True while capacity is still coming up (process children starting)."""
-        return False
-
-    def submit(self, attempt: _Attempt) -> None:
-        raise NotImplementedError
-
-    def abort(self, attempt: _Attempt) -> None:
-        """Stop ``attempt`` as well as the mode allows; its result will be ignored."""
-        if attempt.cancel_event is not None:
-            attempt.cancel_event.set()
-
-    def close(self, timeout: float) -> None:
-        """Release everything; attempts still running were aborted before."""
-
-    def _release(self) -> None:
-        with self._lock:
-            self._busy -= 1
-        self.worker._signal()
-
-
-class _ThreadExecutor(_Executor):
-    """A pool of daemon threads. A thread cannot be killed: a timed-out or
-    cancelled attempt keeps its thread (and its slot) until the handler returns."""
-
-    def __init__(self, worker: Worker, slots: int) -> None:
-        super().__init__(worker, slots)
-        # A C-level queue: one put / get per task, cheaper than a deque and a Semaphore.
-        self._inbox: queue_.SimpleQueue[_Attempt | None] = queue_.SimpleQueue()
-        self._threads: list[threading.Thread] = []
-
-    def submit(self, attempt: _Attempt) -> None:
-        with self._lock:
-            self._busy += 1
-            spawn = len(self._threads) < self._busy
-            if spawn:
-                t = threading.Thread(
-                    target=self._serve,
-                    name=f"resile-worker-{len(self._threads) + 1}",
-                    daemon=True,
-                )
-                self._threads.append(t)
-        self._inbox.put(attempt)
-        if spawn:
-            t.start()
-
-    def _serve(self) -> None:
-        w = self.worker
-        while True:
-            attempt = self._inbox.get()
-            if attempt is None:
-                return
-            try:
-                result = _runner.run_sync(
-                    w.queue, w.store, attempt.task, w.worker_id, attempt.cancel_event
-                )
-            except BaseException as exc:  # run_sync never raises; belt and braces
-                result = failure(type(exc).__name__, str(exc))
-            with self._lock:
-                self._busy -= 1
-            w._report(attempt, result)
-
-    def close(self, timeout: float) -> None:
-        # Idle threads exit at once; a thread stuck in an abandoned handler is a daemon
-        # and is not waited for.
-        for _ in self._threads:
-            self._inbox.put(None)
-
-
-class _AsyncExecutor(_Executor):
-    """Coroutines on an event loop: the caller's (``run_async``) or one of our own."""
-
-    def __init__(
-        self, worker: Worker, slots: int, loop: asyncio.AbstractEventLoop | None = None
-    ) -> None:
-        super().__init__(worker, slots)
-        self._own = loop is None
-        self.loop = loop if loop is not None else asyncio.new_event_loop()
-        self._thread: threading.Thread | None = None
-
-    def open(self) -> None:
-        if self._own:
-            self._thread = threading.Thread(
-                target=self.loop.run_forever, name="resile-async-loop", daemon=True
-            )
-            self._thread.start()
-
-    def submit(self, attempt: _Attempt) -> None:
-        with self._lock:
-            self._busy += 1
-        self.loop.call_soon_threadsafe(self._start, attempt)
-
-    def _start(self, attempt: _Attempt) -> None:
-        task = self.loop.create_task(self._run(attempt))
-        attempt.handle = task
-        if attempt.state is _ABORTED:
-            task.cancel()
-        task.add_done_callback(lambda t: self._finished(attempt, t))
-
-    async def _offload(self, call: Callable[[], Any]) -> Any:
-        # A daemon thread per call: a hung sync handler must not hold up interpreter exit,
-        # as a ThreadPoolExecutor's threads would.
-        cf: concurrent.futures.Future[Any] = concurrent.futures.Future()
-
-        def target() -> None:
-            try:
-                cf.set_result(call())
-            except BaseException as exc:
-                cf.set_exception(exc)
-
-        threading.Thread(target=target, name="resile-sync-handler", daemon=True).start()
-        try:
-            return await asyncio.wrap_future(cf)
-        except asyncio.CancelledError:
-            # The thread goes on; keep its slot until it returns.
-            with self._lock:
-                self._busy += 1
-            cf.add_done_callback(lambda _: self._release())
-            raise
-
-    async def _run(self, attempt: _Attempt) -> Result:
-        w = self.worker
-        return await _runner.run_async(
-            w.queue, w.store, attempt.task, w.worker_id, attempt.cancel_event, self._offload
-        )
-
-    def _finished(self, attempt: _Attempt, task: asyncio.Task[Result]) -> None:
-        with self._lock:
-            self._busy -= 1
-        if task.cancelled():
-            self.worker._signal()
-            return
-        exc = task.exception()
-        result = failure(type(exc).__name__, str(exc)) if exc is not None else task.result()
-        self.worker._report(attempt, result)
-
-    def abort(self, attempt: _Attempt) -> None:
-        if attempt.cancel_event is not None:
-            attempt.cancel_event.set()
-        with contextlib.suppress(RuntimeError):  # the loop is closed
-            self.loop.call_soon_threadsafe(self._cancel, attempt)
-
-    @staticmethod
-    def _cancel(attempt: _Attempt) -> None:
-        if attempt.handle is not None:
-            attempt.handle.cancel()
-
-    def close(self, timeout: float) -> None:
-        if self._own:
-            # Aborted coroutines were cancelled; give them a moment to unwind so that the
-            # loop closes with no task pending.
-            async def drain() -> None:
-                me = asyncio.current_task()
-                left = [t for t in asyncio.all_tasks() if t is not me]
-                for t in left:
-                    t.cancel()
-                if left:
-                    await asyncio.wait(left, timeout=1.0)
-
-            with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(drain(), self.loop).result(timeout)
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            if self._thread is not None:
-                self._thread.join(timeout)
-            if not self.loop.is_running():
-                self.loop.close()
-
-
-class _Child:
-    __slots__ = ("attempt", "conn", "dying", "proc", "ready")
-
-    def __init__(self, proc: Any, conn: Any) -> None:
-        self.proc = proc
-        self.conn = conn
-        self.ready = False
-        self.dying = False
-        self.attempt: _Attempt | None = None
-
-
-class _ProcessExecutor(_Executor):
-    """Long-lived child processes (``forkserver``, else ``spawn``), one attempt at a time each.
-
-    A child that times out or is cancelled gets SIGTERM, then SIGKILL after
-    ``kill_grace``, and is replaced. A child that dies by itself (``os._exit``,
-    a segfault, the OOM killer) fails its attempt; the worker goes on.
-    """
-
-    def __init__(self, worker: Worker, slots: int, import_path: str, kill_grace: float) -> None:
-        super().__init__(worker, slots)
-        self.import_path = import_path
-        self.kill_grace = kill_grace
-        self._ctx = _mp_context()
-        self._children: list[_Child] = []
-        self._closing = False
-        self._boot_failures = 0
-
-    def open(self) -> None:
-        for _ in range(self.slots):
-            self._spawn()
-
-    def _spawn(self) -> None:
-        parent_conn, child_conn = self._ctx.Pipe()
-        proc = self._ctx.Process(
-            target=_runner.child_main,
-            args=(child_conn, self.import_path),
-            name="resile-worker-child",
-            daemon=True,
-        )
-        child = _Child(proc, parent_conn)
-        with self._lock:
-            if self._closing:
-                parent_conn.close()
-                child_conn.close()
-                return
-            self._children.append(child)
-            # Started under the lock, so that close() never sees an unstarted child.
-            proc.start()
-        child_conn.close()
-        threading.Thread(
-            target=self._read, args=(child,), name="resile-child-reader", daemon=True
-        ).start()
-
-    def free(self) -> int:
-        with self._lock:
-            return sum(1 for c in self._children if c.ready and not c.dying and c.attempt is None)
-
-    def booting(self) -> bool:
-        with self._lock:
-            return any(not c.ready and not c.dying for c in self._children)
-
-    def submit(self, attempt: _Attempt) -> None:
-        with self._lock:
-            child = next(c for c in self._children if c.ready and not c.dying and c.attempt is None)
-            child.attempt = attempt
-            attempt.handle = child
-        payload = {"task": attempt.task.to_dict(), "worker_id": self.worker.worker_id}
-        with contextlib.suppress(OSError, ValueError):  # a dead child: its reader reports it
-            child.conn.send(payload)
-
-    def _read(self, child: _Child) -> None:
-        w = self.worker
-        try:
-            kind, info = child.conn.recv()
-            if kind == "fatal":
-                err = TaskError.from_dict(info)
-                w._fatal(
-                    f"process mode: a child could not import the queue {self.import_path!r}: "
-                    f"{err.type}: {err.message}"
-                )
-                return
-            with self._lock:
-                child.ready = True
-                self._boot_failures = 0
-            w._signal()
-            while True:
-                kind, wire = child.conn.recv()
-                with self._lock:
-                    attempt, child.attempt = child.attempt, None
-                if attempt is not None:
-                    w._report(attempt, Result.from_wire(wire))
-        except (EOFError, OSError):
-            pass
-        finally:
-            self._died(child)
-
-    def _died(self, child: _Child) -> None:
-        child.proc.join(5.0)
-        code = child.proc.exitcode
-        with contextlib.suppress(Exception):
-            child.conn.close()
-        with self._lock:
-            attempt, child.attempt = child.attempt, None
-            if child in self._children:
-                self._children.remove(child)
-            respawn = not self._closing and not self.worker._stopping
-            if not child.ready and not child.dying:
-                self._boot_failures += 1
-            too_many = self._boot_failures >= 3
-        if attempt is not None:
-            self.worker._report(
-                attempt,
-                failure(_CHILD_DIED, f"the handler's process {_describe_exit(code)}"),
-            )
-        if too_many:
-            self.worker._fatal(
-                f"process mode: 3 children in a row died before they were ready "
-                f"(last {_describe_exit(code)}); is {self.import_path!r} importable?"
-            )
-        elif respawn:
-            self._spawn()
-        self.worker._signal()
-
-    def abort(self, attempt: _Attempt) -> None:
-        if attempt.cancel_event is not None:
-            attempt.cancel_event.set()
-        child = attempt.handle
-        if not isinstance(child, _Child):
-            return
-        with self._lock:
-            if child.attempt is not attempt or child.dying:
-                return
-            child.dying = True
-        threading.Thread(
-            target=self._kill, args=(child,), name="resile-child-killer", daemon=True
-        ).start()
-
-    def _kill(self, child: _Child) -> None:
-        with contextlib.suppress(Exception):
-            child.proc.terminate()
-            child.proc.join(self.kill_grace)
-            if child.proc.is_alive():
-                child.proc.kill()
-
-    def close(self, timeout: float) -> None:
-        with self._lock:
-            self._closing = True
-            children = list(self._children)
-        for c in children:
-            with contextlib.suppress(Exception):
-                c.conn.send(None)
-        end = time.monotonic() + timeout
-        for c in children:
-            if c.proc.pid is None:  # a replacement that was never started
-                continue
-            c.proc.join(max(0.0, end - time.monotonic()))
-            if c.proc.is_alive():
-                c.proc.kill()
-                c.proc.join(1.0)
-
-
-def _mp_context() -> Any:
-    """``forkserver`` where it exists, else ``spawn``; never plain ``fork``.
-
-    ``fork`` from a process that runs threads (ours does) can deadlock the
-    child. A fork server is a clean single-threaded process that has imported
-    resile and the main script once (the main script under the usual
-    ``if __name__ == "__main__":`` guard), so each child starts in
-    milliseconds instead of re-importing everything as ``spawn`` does.
-    """
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["__main__", "resile.queue._runner"])
-        return ctx
-    return multiprocessing.get_context("spawn")
-
-
-def _describe_exit(code: int | None) -> str:
-    if code is None:
-        return "did not exit"
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"was killed by {name} (exit code {code})"
-    return f"exited with code {code}"
-
-
-# -- the worker -------------------------------------------------------------------------------
-
-
-def _find_import_path(queue: Any) -> str | None:
-    """``"module:name"`` of a module-level variable holding ``queue``, if any."""
-    found: str | None = None
-    for name, module in list(sys.modules.items()):
-        if module is None or name == "__mp_main__":
-            continue
-        try:
-            attrs = vars(module)
-        except TypeError:
-            continue
-        for attr, value in list(attrs.items()):
-            if value is queue and not attr.startswith("__"):
-                if name != "__main__":
-                    return f"{name}:{attr}"
-                found = f"__main__:{attr}"
-    return found
-
-
 class Worker:
     """Runs the tasks of a queue: ``Worker(queue).run()``.
 
@@ -522,7 +112,7 @@ class Worker:
         concurrency: attempts at once; default 10 threads, one process per
             CPU, or 100 coroutines.
         mode: ``"thread"`` (default), ``"process"`` (each attempt in a
-            long-lived child process; a timed-out or cancelled attempt is
+            long-lived child process; a timed-out or canceled attempt is
             killed) or ``"async"`` (coroutines on an event loop).
         queues: the queue names to serve; default the queue's own names.
         lease_seconds: how long a lease lasts without a heartbeat: a dead
@@ -614,7 +204,7 @@ class Worker:
                     f"{store.url!r}; use a file (sqlite:///tasks.db) or thread mode"
                 )
             if self.import_path is None:
-                self.import_path = _find_import_path(queue)
+                self.import_path = find_import_path(queue)
             if self.import_path is None:
                 raise ValueError(
                     "Worker: process mode needs the queue's import path for its children: "
@@ -628,14 +218,19 @@ class Worker:
         self._force = False
         self._running_flag = False
         self._fatal_error: str | None = None
-        self._reports: deque[tuple[_Attempt, Result]] = deque()
+        self._reports: deque[tuple[Execution, Result]] = deque()
         self._context_of: dict[str, bool] = {}
-        self._writes: deque[tuple[_Attempt, Result | None]] = deque()  # None: release
-        self._running: dict[str, _Attempt] = {}
-        self._executor: _Executor | None = None
+        # Outcomes to record: successes (written in batches, with the next lease when there
+        # is one) and the rest, failures and releases (None), written one by one.
+        self._done: deque[tuple[Execution, Result]] = deque()
+        self._writes: deque[tuple[Execution, Result | None]] = deque()
+        self._running: dict[str, Execution] = {}
+        self._executor: Executor | None = None
         self._capacity: dict[str, float] = {}
         self._capacity_at = -math.inf
         self._watched = False  # the store wakes us for other processes' tasks: no polling
+        self._clock: _time.Clock = _time.SYSTEM
+        self._jumps = True  # a fake clock may be moved forward while idle (see _wait)
 
     # -- construction helpers -----------------------------------------------------------------
 
@@ -699,10 +294,7 @@ class Worker:
                 start (the queue is not importable in them).
         """
         self._check_burst_arg(wait_for_scheduled)
-        if self.mode == "async":
-            executor: _Executor = _AsyncExecutor(self, self.concurrency)
-        else:
-            executor = self._make_executor()
+        executor = self._make_executor()
         with self._signals():
             self._serve(executor, burst, wait_for_scheduled)
 
@@ -730,7 +322,7 @@ class Worker:
                 "Worker.run_async runs on asyncio; under trio call worker.run() in a thread "
                 "(trio.to_thread.run_sync) instead"
             ) from None
-        executor = _AsyncExecutor(self, self.concurrency, loop)
+        executor = self._make_executor(loop)
         fut = loop.run_in_executor(None, self._serve, executor, burst, wait_for_scheduled)
         try:
             await asyncio.shield(fut)
@@ -751,11 +343,24 @@ class Worker:
                 f"Worker.run: wait_for_scheduled must be True, False or seconds >= 0, got {wait!r}"
             )
 
-    def _make_executor(self) -> _Executor:
-        if self.mode == "process":
-            assert self.import_path is not None
-            return _ProcessExecutor(self, self.concurrency, self.import_path, self.kill_grace)
-        return _ThreadExecutor(self, self.concurrency)
+    def _make_executor(self, loop: asyncio.AbstractEventLoop | None = None) -> Executor:
+        host = Host(
+            queue=self.queue,
+            store=self.store,
+            worker_id=self.worker_id,
+            report=self._report,
+            wake=self._signal,
+            fatal=self._fatal,
+            stopping=lambda: self._stopping,
+        )
+        return _executors.make(
+            self.mode,
+            host,
+            self.concurrency,
+            import_path=self.import_path,
+            kill_grace=self.kill_grace,
+            loop=loop,
+        )
 
     @contextlib.contextmanager
     def _signals(self) -> Any:
@@ -789,8 +394,8 @@ class Worker:
             self._woken = True
             self._cond.notify_all()
 
-    def _report(self, attempt: _Attempt, result: Result) -> None:
-        self._reports.append((attempt, result))
+    def _report(self, execution: Execution, result: Result) -> None:
+        self._reports.append((execution, result))
         # A wake-up not yet taken by the loop covers this report too: the loop clears
         # ``_woken`` before it collects, and this report is in ``_reports`` before we look.
         if not self._woken:
@@ -805,16 +410,62 @@ class Worker:
         if any(t.queue in self.queues for t in tasks):
             self._signal()
 
-    def _wait(self, timeout: float) -> None:
+    def _wait(self, timeout: float, poll: float = math.inf, due_in: float | None = None) -> None:
+        """Wait until woken, ``timeout`` seconds on resile's clock or ``poll`` real seconds.
+
+        On the system clock this is one wait on the condition. On a fake clock
+        (``resile.testing.no_waits``) an idle worker (nothing running, nothing
+        to write) with a task due in ``due_in`` seconds moves the clock there
+        instead of sleeping, so that a retry due in 30 s is leased at once,
+        when the store's clock follows resile's (``clock=lambda: T0 +
+        fake.monotonic()``). Otherwise (attempts in flight, nothing due at
+        all) it waits for real and moves the clock by the time that took, so
+        that exec timeouts, heartbeats and the grace period still pass and an
+        idle worker does not spin.
+        """
+        clock = self._clock
+        if clock is _time.SYSTEM:
+            with self._cond:
+                if not self._woken and timeout > 0:
+                    self._cond.wait(min(timeout, poll))
+                self._woken = False
+            return
+        jump = due_in is not None and due_in > 0 and self._jumps and self._idle()
         with self._cond:
-            if not self._woken and timeout > 0:
-                self._cond.wait(timeout)
+            if self._woken or timeout <= 0:
+                self._woken = False
+                return
+            if jump:
+                assert due_in is not None
+                before = self.store.now()
+                clock.sleep(due_in)
+                if self.store.now() - before >= due_in / 2:
+                    return
+                # The store reads another clock (the real one): jumping would only make
+                # resile's clock run away from it. Wait for real from now on.
+                self._jumps = False
+            started = time.monotonic()
+            self._cond.wait(min(timeout, poll))
             self._woken = False
+        clock.sleep(time.monotonic() - started)
+
+    def _idle(self) -> bool:
+        """Nothing runs, nothing is left to write, every slot is free (fake-clock waits)."""
+        executor = self._executor
+        return (
+            not self._running
+            and not self._reports
+            and not self._writes
+            and not self._done
+            and executor is not None
+            and executor.free() >= executor.slots
+            and not executor.booting()
+        )
 
     # -- internals: the scheduler loop ------------------------------------------------------------
 
     def _offer(self) -> dict[str, float]:
-        t = time.monotonic()
+        t = self._clock.monotonic()
         if t - self._capacity_at >= _PROBE_TTL:
             try:
                 self._capacity = capacity(self.probe())
@@ -826,13 +477,16 @@ class Worker:
             self._capacity_at = t
         return self._capacity
 
-    def _serve(self, executor: _Executor, burst: bool, wait: bool | float) -> None:
+    def _serve(self, executor: Executor, burst: bool, wait: bool | float) -> None:
         if self._running_flag:
             raise RuntimeError(f"{self!r} is already running")
         self._running_flag = True
         self._stopping = self._force = False
         self._fatal_error = None
         self._executor = executor
+        # The clock in force when the run starts serves the whole run.
+        self._clock = _time.clock
+        self._jumps = True
         remove_listener = self.store.add_listener(self._on_created)
         stop_watching: Callable[[], None] | None = None
         logger.info(
@@ -861,26 +515,29 @@ class Worker:
         if self._fatal_error is not None:
             raise RuntimeError(f"resile worker {self.worker_id}: {self._fatal_error}")
 
-    def _loop(self, executor: _Executor, burst: bool, wait: bool | float) -> None:
+    def _loop(self, executor: Executor, burst: bool, wait: bool | float) -> None:
         store = self.store
-        next_beat = time.monotonic() + self.heartbeat
+        clock = self._clock
+        next_beat = clock.monotonic() + self.heartbeat
         stop_at: float | None = None
-        gap = _MIN_GAP
+        gap = 0.0
         errors = 0
         while True:
             try:
                 self._collect()
-                # Successes wait for the lease below, to go in its round trip.
-                held = None if self._stopping else self._held_successes()
-                if held is None:
+                # Successes wait for the lease below, to go in its round trip; failures are
+                # written right after it: a retry due now must not wait for their round trips.
+                leasing = not self._stopping and executor.free() > 0
+                held = self._held_successes() if leasing else None
+                if not leasing:
                     self._flush()
-                mono = time.monotonic()
+                mono = clock.monotonic()
                 if mono >= next_beat:
                     self._beat()
                     next_beat = mono + self.heartbeat
                 self._expire(mono)
                 deadline = min(
-                    (a.deadline for a in self._running.values() if a.state is _RUNNING),
+                    (a.deadline for a in self._running.values() if a.state is RUNNING),
                     default=math.inf,
                 )
                 timeout = min(next_beat, deadline) - mono
@@ -896,6 +553,8 @@ class Worker:
                 free = executor.free()
                 due: float | None = None
                 now = 0.0
+                poll = math.inf
+                due_in: float | None = None
                 if free > 0:
                     capacity_ = self._offer()
                     # Lease first: under load there is work, and asking "when is the next
@@ -904,24 +563,31 @@ class Worker:
                     held = None
                     for task in got:
                         self._dispatch(executor, task)
-                    if got:
-                        gap = _MIN_GAP
-                        continue
-                    now = store.now()
-                    due = store.next_due_at(self.queues, capacity=capacity_)
-                    if due is not None and due <= now:
-                        # Due, yet nothing leased: someone else took it, a task came in just
-                        # now, or a lapsed lease is reclaimed only strictly after its expiry.
-                        # Look again shortly.
-                        timeout = min(timeout, gap)
-                        gap = min(gap * 2, self.poll_interval or 0.05)
-                    elif due is not None:
-                        timeout = min(timeout, due - now)
-                    if self.poll_interval is not None and not self._watched:
-                        timeout = min(timeout, self.poll_interval)
-                if held:
                     self._flush()
-                if burst and not self._running and not self._reports and not self._writes:
+                    if got:
+                        gap = 0.0
+                        if len(got) >= free:
+                            continue  # more may be due
+                        # Fewer than asked for: nothing else was due when the lease looked.
+                        # Ask for the next due time now rather than after another lease.
+                    due = store.next_due_at(self.queues, capacity=capacity_)
+                    # Read after the call: a wait armed for ``due`` must not overrun by the
+                    # time the call took.
+                    now = store.now()
+                    if due is not None and due <= now:
+                        # Due, yet nothing leased: it became due after the lease looked,
+                        # someone else took it, or a lapsed lease is reclaimed only strictly
+                        # after its expiry. Look again at once, then with a growing gap.
+                        timeout = min(timeout, gap)
+                        gap = min(max(gap * 2, _MIN_GAP), self.poll_interval or 0.05)
+                    elif due is not None:
+                        due_in = due - now
+                        timeout = min(timeout, due_in)
+                    if self.poll_interval is not None and not self._watched:
+                        poll = self.poll_interval
+                if held is not None:  # not leased after all (a child process died meanwhile)
+                    self._flush()
+                if burst and not self._running and not self._reports and not self._pending():
                     if free <= 0 and not executor.booting():
                         # Every slot is held by an abandoned (timed-out, unkillable) thread:
                         # end the burst only if there is nothing to wait for anyway.
@@ -930,7 +596,7 @@ class Worker:
                     if (free > 0 or not executor.booting()) and self._burst_over(due, now, wait):
                         return
                 errors = 0
-                self._wait(timeout)
+                self._wait(timeout, poll, due_in)
             except Exception:
                 errors += 1
                 pause = _STORE_BACKOFF.delay(min(errors, 30))
@@ -944,7 +610,7 @@ class Worker:
         store: Store,
         free: int,
         capacity_: dict[str, float],
-        held: list[tuple[_Attempt, Result]] | None,
+        held: list[tuple[Execution, Result]] | None,
     ) -> list[Task]:
         """Lease up to ``free`` tasks, recording the ``held`` successes in the same call."""
         if held:
@@ -992,55 +658,63 @@ class Worker:
             known = self._context_of[handler] = context_parameter(fn) is not None
         return known
 
-    def _dispatch(self, executor: _Executor, task: Task) -> None:
-        attempt = _Attempt(task)
+    def _dispatch(self, executor: Executor, task: Task) -> None:
+        execution = Execution(task)
         if self.mode != "thread" or self._takes_context(task.handler):
-            attempt.cancel_event = threading.Event()
+            execution.cancel_event = threading.Event()
         if task.timeout is not None:
-            attempt.deadline = time.monotonic() + task.timeout
-        self._running[task.id] = attempt
+            execution.deadline = self._clock.monotonic() + task.timeout
+        self._running[task.id] = execution
         self.stats.leased += 1
         try:
-            executor.submit(attempt)
+            executor.submit(execution)
         except Exception as exc:
             logger.exception("resile worker %s: could not start task %s", self.worker_id, task.id)
             self._report(
-                attempt,
+                execution,
                 failure(type(exc).__name__, f"the worker could not start the attempt: {exc}"),
             )
 
     def _collect(self) -> None:
         """Move executor reports of still-running attempts to the write queue."""
         while self._reports:
-            attempt, result = self._reports.popleft()
-            if attempt.state is not _RUNNING:
+            execution, result = self._reports.popleft()
+            if execution.state is not RUNNING:
                 continue  # timed out, canceled or handed back before it finished
-            attempt.state = _FINISHED
-            if self._stopping and result.error is not None and result.error.type == _CHILD_DIED:
+            execution.state = FINISHED
+            if self._stopping and result.error is not None and result.error.type == CHILD_DIED:
                 # A SIGTERM sent to the whole process group (systemd, a terminal) killed
                 # the child while the worker shuts down: hand the task back uncounted.
-                self._writes.append((attempt, None))
+                self._writes.append((execution, None))
                 continue
-            self._writes.append((attempt, result))
+            if result.ok:
+                self._done.append((execution, result))
+            else:
+                self._writes.append((execution, result))
+
+    def _pending(self) -> bool:
+        """Outcomes are waiting to be recorded."""
+        return bool(self._done or self._writes)
 
     def _flush(self) -> None:
         """Write every outcome; a store error leaves the rest for the next round."""
-        while self._writes:
+        while self._done:
             if self._complete_batch():
                 continue
-            attempt, result = self._writes[0]
-            self._write(attempt, result)
+            execution, result = self._done[0]
+            self._write(execution, result)
+            self._done.popleft()
+            self._running.pop(execution.task.id, None)
+        while self._writes:
+            execution, outcome = self._writes[0]
+            self._write(execution, outcome)
             self._writes.popleft()
-            self._running.pop(attempt.task.id, None)
+            self._running.pop(execution.task.id, None)
 
     def _complete_batch(self) -> bool:
-        """Record the successes at the head of the write queue with one
-        ``Store.complete_many`` (one round trip on Redis); False when fewer than two."""
-        batch: list[tuple[_Attempt, Result]] = []
-        for attempt, result in self._writes:
-            if result is None or not result.ok or len(batch) >= _WRITE_BATCH:
-                break
-            batch.append((attempt, result))
+        """Record the first successes with one ``Store.complete_many`` (one round trip
+        on Redis); False when fewer than two."""
+        batch = self._held_successes()
         if len(batch) < 2:
             return False
         try:
@@ -1052,32 +726,26 @@ class Worker:
         self._completed(batch, done)
         return True
 
-    def _held_successes(self) -> list[tuple[_Attempt, Result]] | None:
-        """The write queue when it holds only successes (at most a batch), else ``None``.
+    def _held_successes(self) -> list[tuple[Execution, Result]]:
+        """The first successes to record (at most a batch): sent with the next lease
+        (``Store.complete_then_lease``) or together (``Store.complete_many``)."""
+        done = self._done
+        if len(done) <= _WRITE_BATCH:
+            return list(done)
+        return [done[i] for i in range(_WRITE_BATCH)]
 
-        Those are sent together with the next lease (``Store.complete_then_lease``)."""
-        writes = self._writes
-        if len(writes) > _WRITE_BATCH:
-            return None
-        batch: list[tuple[_Attempt, Result]] = []
-        for attempt, result in writes:
-            if result is None or not result.ok:
-                return None
-            batch.append((attempt, result))
-        return batch
-
-    def _completed(self, batch: Sequence[tuple[_Attempt, Result]], done: Sequence[bool]) -> None:
-        """Account for the head of the write queue (``batch``), recorded or not (``done``)."""
-        for (attempt, _), ok in zip(batch, done, strict=True):
+    def _completed(self, batch: Sequence[tuple[Execution, Result]], done: Sequence[bool]) -> None:
+        """Account for the first successes (``batch``), recorded or not (``done``)."""
+        for (execution, _), ok in zip(batch, done, strict=True):
             if ok:
                 self.stats.done += 1
             else:  # canceled meanwhile, or the lease was lost: nothing was written
                 self.stats.lost += 1
-            self._writes.popleft()
-            self._running.pop(attempt.task.id, None)
+            self._done.popleft()
+            self._running.pop(execution.task.id, None)
 
-    def _write(self, attempt: _Attempt, result: Result | None) -> None:
-        store, task, wid = self.store, attempt.task, self.worker_id
+    def _write(self, execution: Execution, result: Result | None) -> None:
+        store, task, wid = self.store, execution.task, self.worker_id
         if result is None:
             if store.release(task.id, wid) is not None:
                 self.stats.released += 1
@@ -1112,16 +780,16 @@ class Worker:
             self.stats.retried += 1
 
     def _beat(self) -> None:
-        ids = [tid for tid, a in self._running.items() if a.state is not _ABORTED]
+        ids = [tid for tid, a in self._running.items() if a.state is not ABORTED]
         if not ids:
             return
         held = self.store.renew_many(ids, self.worker_id, lease_seconds=self.lease_seconds)
         for tid in ids:
             if tid in held:
                 continue
-            attempt = self._running.pop(tid)
-            if attempt.state is _RUNNING:
-                attempt.state = _ABORTED
+            execution = self._running.pop(tid)
+            if execution.state is RUNNING:
+                execution.state = ABORTED
                 self.stats.lost += 1
                 logger.info(
                     "resile worker %s: task %s was canceled or its lease lost; stopping it",
@@ -1129,19 +797,19 @@ class Worker:
                     tid,
                 )
                 assert self._executor is not None
-                self._executor.abort(attempt)
+                self._executor.abort(execution)
 
     def _expire(self, mono: float) -> None:
-        for attempt in list(self._running.values()):
-            if attempt.state is _RUNNING and attempt.deadline <= mono:
-                attempt.state = _ABORTED
+        for execution in list(self._running.values()):
+            if execution.state is RUNNING and execution.deadline <= mono:
+                execution.state = ABORTED
                 self.stats.timeouts += 1
                 assert self._executor is not None
-                self._executor.abort(attempt)
-                t = attempt.task
+                self._executor.abort(execution)
+                t = execution.task
                 self._writes.append(
                     (
-                        attempt,
+                        execution,
                         failure(
                             "TimeoutError",
                             f"attempt {t.attempts} of task {t.id!r} exceeded its exec timeout "
@@ -1151,14 +819,14 @@ class Worker:
                     )
                 )
 
-    def _hand_back(self, executor: _Executor) -> None:
+    def _hand_back(self, executor: Executor) -> None:
         """At exit: abort what still runs and give it back to the queue; write what is pending."""
         self._collect()
-        for attempt in list(self._running.values()):
-            if attempt.state is _RUNNING:
-                attempt.state = _ABORTED
-                executor.abort(attempt)
-                self._writes.append((attempt, None))
+        for execution in list(self._running.values()):
+            if execution.state is RUNNING:
+                execution.state = ABORTED
+                executor.abort(execution)
+                self._writes.append((execution, None))
         for i in range(5):
             try:
                 self._flush()
@@ -1167,8 +835,9 @@ class Worker:
                 logger.exception(
                     "resile worker %s: could not record outcomes at shutdown", self.worker_id
                 )
-                time.sleep(_STORE_BACKOFF.delay(i + 1))
+                self._clock.sleep(_STORE_BACKOFF.delay(i + 1))
         self._running.clear()
+        self._done.clear()
         self._writes.clear()
         self._reports.clear()
 

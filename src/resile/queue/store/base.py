@@ -16,7 +16,8 @@ Rules for every backend:
   canceled) gets ``None`` / ``False`` and nothing is written, so it can never
   overwrite the new owner's state.
 
-State machine (see ``docs/queue.md``)::
+State machine (see ``docs/queue.md``; every transition is decided once, by the pure
+functions of ``resile.queue._transitions``, which each backend calls and applies)::
 
     create ─▶ PENDING ──lease──▶ DOING ──complete──▶ DONE
                  ▲                 │ fail, retries left ─▶ PENDING (due = now + backoff)
@@ -41,10 +42,10 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from types import TracebackType
 from typing import Any, Literal
 
-from resile._time import run_in_thread
+from resile._aio import run_in_thread
+from resile._closing import Closing
 from resile.queue._names import (
     DEFAULT_LEASE_SECONDS,
     TERMINAL_STATUSES,
@@ -79,7 +80,7 @@ Listener = Callable[[Sequence[Task]], None]
 log_name = "resile.queue"
 
 
-class Store(ABC):
+class Store(Closing, ABC):
     """Durable storage of tasks: the operations a queue and its workers need.
 
     Subclasses implement the abstract methods, each as one atomic step.
@@ -238,7 +239,6 @@ class Store(ABC):
             ValueError: ``limit < 1`` or ``lease_seconds <= 0``.
         """
 
-    @abstractmethod
     def renew(
         self,
         task_id: str,
@@ -250,13 +250,18 @@ class Store(ABC):
         """Extend the lease to ``now + lease_seconds`` (the worker's heartbeat).
 
         A lease past its expiry but not yet reclaimed may still be renewed.
+        The one-id case of ``renew_many``.
 
         Returns:
             ``True`` while ``worker_id`` holds the task ``DOING``; ``False`` when
             the lease was lost (reclaimed, another owner), the task was
             canceled or is gone: the worker should stop the attempt.
         """
+        return task_id in self.renew_many(
+            [task_id], worker_id, lease_seconds=lease_seconds, now=now
+        )
 
+    @abstractmethod
     def renew_many(
         self,
         task_ids: Iterable[str],
@@ -265,16 +270,11 @@ class Store(ABC):
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         now: float | None = None,
     ) -> set[str]:
-        """Renew several leases; returns the ids still held (the others were lost).
+        """Renew several leases in one step; returns the ids still held (the others were lost).
 
-        The default calls ``renew`` for each id; backends may do it in one step.
+        Raises:
+            ValueError: ``lease_seconds <= 0``.
         """
-        at = self.now(now)
-        return {
-            tid
-            for tid in task_ids
-            if self.renew(tid, worker_id, lease_seconds=lease_seconds, now=at)
-        }
 
     @abstractmethod
     def complete(
@@ -594,28 +594,6 @@ class Store(ABC):
         self.close()
 
     # -- conveniences -----------------------------------------------------------------------------
-
-    async def __aenter__(self) -> Store:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"

@@ -18,6 +18,11 @@ two sorted sets: a ``ready`` flag splits ``PENDING`` rows into *delayed*
 (indexed by ``(queue, due_at)``) and *ready* (indexed by
 ``(queue, priority, seq)``). ``lease`` first flips the delayed rows that have
 come due to ready, then reads ready rows in ``(priority, seq)`` order.
+
+This module is the I/O only: every statement is named in
+``resile.queue.store._sqlite_sql``, every transition is decided by
+``resile.queue._transitions`` (inside the same transaction as the read it
+depends on), and rows become tasks through ``resile.queue.store._codec``.
 """
 
 from __future__ import annotations
@@ -25,7 +30,6 @@ from __future__ import annotations
 import builtins
 import heapq
 import json
-import math
 import os
 import sqlite3
 import threading
@@ -149,12 +153,7 @@ class SQLiteStore(Store):
         if not isinstance(path, str) or not path:
             raise ValueError(f"SQLiteStore: path must be a file name or ':memory:', got {path!r}")
         for name, value in (("busy_timeout", busy_timeout), ("lock_timeout", lock_timeout)):
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not (0 <= value < math.inf)
-            ):
-                raise ValueError(f"SQLiteStore: {name} must be seconds >= 0, got {value!r}")
+            check_seconds(value, f"SQLiteStore: {name}")
         sync = str(synchronous).upper()
         if sync not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise ValueError(
@@ -382,12 +381,13 @@ class SQLiteStore(Store):
     # -- workers --------------------------------------------------------------------------------
 
     def _mark_corrupt(self, c: sqlite3.Connection, row: sqlite3.Row, why: str, now: float) -> None:
+        dead = tr.corrupt(why, now)
         c.execute(
             sql.DEAD_LETTER,
             {
-                "status": TaskStatus.FAILED.value,
+                "status": dead.status.value,
                 "history": None,
-                "last_error": encode_error(tr.corrupt_error(why)),
+                "last_error": encode_error(dead.error),
                 "now": now,
                 "seq": row["seq"],
             },
@@ -553,18 +553,6 @@ class SQLiteStore(Store):
 
         return body
 
-    def renew(
-        self,
-        task_id: str,
-        worker_id: str,
-        *,
-        lease_seconds: float = DEFAULT_LEASE_SECONDS,
-        now: float | None = None,
-    ) -> bool:
-        return task_id in self.renew_many(
-            [task_id], worker_id, lease_seconds=lease_seconds, now=now
-        )
-
     def renew_many(
         self,
         task_ids: Iterable[str],
@@ -594,29 +582,29 @@ class SQLiteStore(Store):
     def _complete_row(
         self, c: sqlite3.Connection, task_id: str, worker_id: str, encoded: str, at: float
     ) -> Task | None:
-        done = self._complete_write(c, task_id, worker_id, encoded, at)
-        if done is None:
+        written = self._complete_write(c, task_id, worker_id, encoded, at)
+        if written is None:
             return None
-        row, entry, history = done
+        row, done, history = written
         # The snapshot from the row already read: no second SELECT on the hot path.
         before = _decode(row, strict=False)
         return before.replace(
-            status=TaskStatus.DONE,
+            status=done.status,
             result=json.loads(encoded),
-            progress=100.0,
-            history=(*before.history, entry)[-HISTORY_LIMIT:]
+            progress=done.progress,
+            history=(*before.history, done.entry)[-HISTORY_LIMIT:]
             if history is not None
             else before.history,
             lease_expires_at=None,
-            finished_at=at,
+            finished_at=done.finished_at,
             updated_at=at,
         )
 
     def _complete_write(
         self, c: sqlite3.Connection, task_id: str, worker_id: str, encoded: str, at: float
-    ) -> tuple[sqlite3.Row, AttemptRecord, str | None] | None:
-        """``DOING -> DONE`` when ``worker_id`` holds the task: (the row before, its
-        history entry, the new history column), else ``None`` and nothing written."""
+    ) -> tuple[sqlite3.Row, tr.Completed, str | None] | None:
+        """``DOING -> DONE`` when ``worker_id`` holds the task: (the row before, the
+        decision, the new history column), else ``None`` and nothing written."""
         row = self._held(c, task_id, worker_id)
         if row is None:
             return None
@@ -634,7 +622,7 @@ class SQLiteStore(Store):
                 "seq": row["seq"],
             },
         )
-        return row, done.entry, history
+        return row, done, history
 
     def complete(
         self,

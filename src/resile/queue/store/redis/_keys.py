@@ -7,11 +7,12 @@ The namespace defaults to ``main``; stores with different namespaces share
 nothing and may live on different cluster nodes.
 
 Keys under the root (``<q>`` is a queue name, always the last part, so a
-queue name may contain ``:``)::
+queue name may contain ``:``); each shape is one template below (``SHAPES``),
+which Python formats and the Lua scripts get as functions (``_scripts``)::
 
     <root>:seq              string  the store's sequence counter (INCRBY)
     <root>:queues           hash    queue -> number of stored tasks
-    <root>:t:<id>           hash    one task (fields: see ``TASK_FIELDS``)
+    <root>:t:<id>           hash    one task (fields: ``TASK_FIELDS``, from TaskField)
     <root>:lop:<worker>     string  the last lease of a worker (a retried lease
                                     returns the same tasks), expires with the lease
     <root>:ready:<q>        zset    due tasks without resource needs; score 0,
@@ -34,7 +35,7 @@ Channel::
 
 from __future__ import annotations
 
-from resile.queue._names import TaskStatus
+from resile.queue._names import TaskField, TaskStatus
 
 __all__ = [
     "DEFAULT_FAILED_RETENTION",
@@ -42,17 +43,22 @@ __all__ = [
     "DEFAULT_RETENTION",
     "DEFAULT_RETRY_FOR",
     "GATED_SCAN_LIMIT",
+    "INDEXES",
     "KEY_PREFIX",
+    "LEASES",
     "MIGRATE_LIMIT",
     "PURGE_BATCH",
     "RANK_WIDTH",
     "RECLAIM_BATCH",
+    "SHAPES",
     "SWEEP_ON_FINISH",
     "SWEEP_ON_READ",
     "TASK_FIELDS",
     "channel",
     "queue_key",
+    "queues_key",
     "root",
+    "seq_key",
     "status_key",
     "task_key",
 ]
@@ -84,13 +90,29 @@ PURGE_BATCH = 1_000
 # Hex digits of each half of a ready-set rank: 16 for priority + 2**63, 16 for the sequence.
 RANK_WIDTH = 16
 
-# The fields of a task hash; absent fields are "not set" (None, or the default).
-TASK_FIELDS = (
-    "id", "queue", "handler", "params", "priority", "rank", "seq", "status", "attempts",
-    "max_retries", "backoff", "last_delay", "due_at", "gated", "lease_owner",
-    "lease_expires_at", "progress", "checkpoint", "result", "last_error", "history", "hn",
-    "timeout", "resources", "created_at", "updated_at", "started_at", "finished_at", "op",
-)  # fmt: skip
+# The fields of a task hash: every TaskField but SQLite's bookkeeping. Absent fields are
+# "not set" (None, or the default). The scripts name a field only through this list.
+TASK_FIELDS = tuple(
+    f.value for f in TaskField if f not in (TaskField.READY, TaskField.HAS_RESOURCES)
+)
+
+# The per-queue indexes (``SHAPES["index"]``'s ``index``); the status and finished
+# indexes are ``SHAPES["status"]`` and ``SHAPES["finished"]``.
+LEASES = "leases"  # the DOING tasks, by lease expiry
+INDEXES = ("ready", "gready", "delayed", "gdelayed", LEASES)
+
+# Every key shape: name -> template. ``{root}`` is the store's root; the Lua scripts get
+# each as a function of the other fields (``task(id)``, ``index(index, queue)`` ...).
+SHAPES = {
+    "seq": "{root}:seq",
+    "queues": "{root}:queues",
+    "task": "{root}:t:{id}",
+    "last_lease": "{root}:lop:{worker}",
+    "index": "{root}:{index}:{queue}",
+    "status": "{root}:s:{status}:{queue}",
+    "finished": "{root}:f:{status}:{queue}",
+    "channel": "{root}:wake:{queue}",
+}
 
 
 def root(namespace: str) -> str:
@@ -100,19 +122,29 @@ def root(namespace: str) -> str:
 
 def task_key(root_: str, task_id: str) -> str:
     """The hash of one task."""
-    return f"{root_}:t:{task_id}"
+    return SHAPES["task"].format(root=root_, id=task_id)
 
 
 def queue_key(root_: str, name: str, queue: str) -> str:
-    """A per-queue index: ``name`` is ``ready``, ``delayed``, ``leases``, ``s:DONE``, ``f:FAILED`` ..."""
-    return f"{root_}:{name}:{queue}"
+    """A per-queue index: ``name`` is one of ``INDEXES``."""
+    return SHAPES["index"].format(root=root_, index=name, queue=queue)
 
 
 def status_key(root_: str, status: TaskStatus | str, queue: str) -> str:
     """The zset of a queue's tasks in ``status``, scored by sequence."""
-    return queue_key(root_, f"s:{TaskStatus(status).value}", queue)
+    return SHAPES["status"].format(root=root_, status=TaskStatus(status).value, queue=queue)
 
 
 def channel(root_: str, queue: str) -> str:
     """The pub/sub channel a queue's wake-ups go to."""
-    return f"{root_}:wake:{queue}"
+    return SHAPES["channel"].format(root=root_, queue=queue)
+
+
+def queues_key(root_: str) -> str:
+    """The hash of stored task counts per queue."""
+    return SHAPES["queues"].format(root=root_)
+
+
+def seq_key(root_: str) -> str:
+    """The store's sequence counter; also every script's one key (its hash tag routes it)."""
+    return SHAPES["seq"].format(root=root_)

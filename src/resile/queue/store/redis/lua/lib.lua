@@ -1,5 +1,11 @@
--- Shared by every script of the Redis task store: resile prepends it (after a
--- header of constants: HISTORY_LIMIT, MIGRATE_LIMIT, ...) when it loads a script.
+-- Shared by the scripts of the Redis task store: resile links into each script the
+-- blocks it uses (see _scripts.py). Each block opens with a line "-- lib: <names>"
+-- naming what it defines at its top level; a block may use only blocks above it.
+-- The header before the blocks defines R (the key root, ARGV[1]), the limits
+-- (HISTORY_LIMIT, MIGRATE_LIMIT, ...) and the key functions (task_key(id),
+-- index_key(index, q), status_key(status, q), finished_key(status, q),
+-- channel_key(q), last_lease_key(worker), QUEUES_KEY). State, field, outcome and
+-- index names are written S.DOING, F.status, O.LOST, IX.ready: resile injects them.
 --
 -- Conventions: KEYS[1] is the store's sequence key (it carries the hash tag, so
 -- Redis Cluster routes the script to the store's slot); ARGV[1] is the key root
@@ -7,34 +13,42 @@
 -- float) and are stored as given, never formatted by Lua, so they keep every bit.
 -- An empty string in a task field means "not set".
 
-local R = ARGV[1]
-local QUEUES = R .. ':queues'
-
-local function tkey(id) return R .. ':t:' .. id end
-local function qkey(name, q) return R .. ':' .. name .. ':' .. q end
+-- lib: isset
 local function isset(v) return v and v ~= '' end
 
--- A new task's fields that most tasks leave at their default: exec timeout, resource
--- needs, and the "gated" flag (needs that not every worker meets). Whether it is gated.
-local function set_extras(tk, timeout_s, resources, gated)
-  if isset(timeout_s) then redis.call('HSET', tk, 'timeout', timeout_s) end
-  if isset(resources) then redis.call('HSET', tk, 'resources', resources) end
-  if gated == '1' then
-    redis.call('HSET', tk, 'gated', '1')
+-- lib: write_new
+-- Write a new PENDING task from the task record at ARGV[a + G.<field>] (create and
+-- create1 share the record's layout). Fields most tasks leave at their default are
+-- not written: attempts (0), gated ("0"), timeout and resources (none). Returns
+-- whether it is gated (needs that not every worker meets).
+local function write_new(tk, a, rank, seq, now_s, op)
+  redis.call('HSET', tk, F.id, ARGV[a + G.id], F.queue, ARGV[a + G.queue],
+    F.handler, ARGV[a + G.handler], F.params, ARGV[a + G.params],
+    F.priority, ARGV[a + G.priority], F.rank, rank, F.seq, seq, F.status, S.PENDING,
+    F.max_retries, ARGV[a + G.max_retries], F.backoff, ARGV[a + G.backoff],
+    F.due_at, ARGV[a + G.due_s], F.created_at, now_s, F.updated_at, now_s, F.cop, op)
+  if isset(ARGV[a + G.timeout_s]) then redis.call('HSET', tk, F.timeout, ARGV[a + G.timeout_s]) end
+  if isset(ARGV[a + G.resources]) then
+    redis.call('HSET', tk, F.resources, ARGV[a + G.resources])
+  end
+  if ARGV[a + G.gated] == '1' then
+    redis.call('HSET', tk, F.gated, '1')
     return true
   end
   return false
 end
 
+-- lib: woken, wake
 -- One PUBLISH per queue and script: "work on q may be due, look again".
 local woken = {}
 local function wake(q)
   if not woken[q] then
     woken[q] = true
-    redis.call('PUBLISH', R .. ':wake:' .. q, '1')
+    redis.call('PUBLISH', channel_key(q), '1')
   end
 end
 
+-- lib: zadd_all, zrem_all
 -- ZADD / ZREM with many members, in chunks that fit Lua's stack.
 local function zadd_all(key, flat)
   for i = 1, #flat, 2000 do
@@ -47,6 +61,7 @@ local function zrem_all(key, members)
   end
 end
 
+-- lib: adds, rems, zadd_later, zrem_later, flush_later
 -- Writes to per-queue sorted sets, collected and sent as one command per key.
 local adds, rems = {}, {}
 local function zadd_later(key, score, member)
@@ -66,7 +81,8 @@ local function flush_later()
   adds, rems = {}, {}
 end
 
--- One history entry, as Attempt.to_dict() writes it. `started` and `ended` are
+-- lib: entry
+-- One history entry, as AttemptRecord.to_dict() writes it. `started` and `ended` are
 -- stored time strings, `err` a JSON object or nil.
 local function entry(attempt, started, ended, outcome, err)
   return '{"attempt":' .. attempt .. ',"started_at":' .. (isset(started) and started or 'null')
@@ -74,6 +90,7 @@ local function entry(attempt, started, ended, outcome, err)
     .. (isset(err) and err or 'null') .. '}'
 end
 
+-- lib: history_with
 -- The JSON list `h` (holding `n` entries) with `e` appended, cut to the last
 -- HISTORY_LIMIT. Entries start with '{"attempt":', text that cannot occur inside
 -- a JSON string (its quotes would be escaped), so it marks where one begins.
@@ -89,13 +106,15 @@ local function history_with(h, n, e)
   return h, n
 end
 
--- The status index: s:<STATUS>:<q>, scored by sequence. DOING has none: the
--- leases set holds exactly the DOING tasks.
+-- lib: set_status
+-- The status index, scored by sequence. DOING has none: the leases set holds
+-- exactly the DOING tasks.
 local function set_status(id, q, seq, from, to)
-  if from and from ~= 'DOING' then zrem_later(qkey('s:' .. from, q), id) end
-  if to ~= 'DOING' then zadd_later(qkey('s:' .. to, q), seq, id) end
+  if from and from ~= S.DOING then zrem_later(status_key(from, q), id) end
+  if to ~= S.DOING then zadd_later(status_key(to, q), seq, id) end
 end
 
+-- lib: pend, add_pending
 -- PENDING tasks to index, per queue: {ready = {...}, gready = ..., delayed = ..., ...}.
 local pend = {}
 local function add_pending(id, q, rank, gated, due_s, now)
@@ -117,6 +136,7 @@ local function add_pending(id, q, rank, gated, due_s, now)
   end
 end
 
+-- lib: flush_pending
 -- Index the collected PENDING tasks, and wake idle workers when they could not know:
 --   * due now, no needs: only when "ready" was empty (else every worker is busy,
 --     or already awake and about to lease; a lease that fills up passes the word on);
@@ -126,12 +146,12 @@ end
 local function flush_pending()
   for q, p in pairs(pend) do
     if #p.ready > 0 then
-      local key = qkey('ready', q)
+      local key = index_key(IX.ready, q)
       if not woken[q] and redis.call('ZCARD', key) == 0 then wake(q) end
       zadd_all(key, p.ready)
     end
     if #p.delayed > 0 then
-      local key = qkey('delayed', q)
+      local key = index_key(IX.delayed, q)
       if not woken[q] then
         local head = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
         if #head == 0 or p.first < tonumber(head[2]) then wake(q) end
@@ -140,44 +160,48 @@ local function flush_pending()
     end
     if #p.gready > 0 or #p.gdelayed > 0 then
       wake(q)
-      if #p.gready > 0 then zadd_all(qkey('gready', q), p.gready) end
-      if #p.gdelayed > 0 then zadd_all(qkey('gdelayed', q), p.gdelayed) end
+      if #p.gready > 0 then zadd_all(index_key(IX.gready, q), p.gready) end
+      if #p.gdelayed > 0 then zadd_all(index_key(IX.gdelayed, q), p.gdelayed) end
     end
   end
   pend = {}
 end
 
+-- lib: unpend
 -- Take a PENDING task out of every pending index (one of them holds it).
 local function unpend(id, q, rank)
-  redis.call('ZREM', qkey('ready', q), rank .. id)
-  redis.call('ZREM', qkey('gready', q), rank .. id)
-  redis.call('ZREM', qkey('delayed', q), id)
-  redis.call('ZREM', qkey('gdelayed', q), id)
+  redis.call('ZREM', index_key(IX.ready, q), rank .. id)
+  redis.call('ZREM', index_key(IX.gready, q), rank .. id)
+  redis.call('ZREM', index_key(IX.delayed, q), id)
+  redis.call('ZREM', index_key(IX.gdelayed, q), id)
 end
 
+-- lib: drop
 -- Delete a finished task and its index entries. The hash goes only if it still
 -- is that finished task (its TTL may have removed it, and the id been reused).
 local function drop(id, q, status)
-  local tk = tkey(id)
-  if redis.call('HGET', tk, 'status') == status then redis.call('DEL', tk) end
-  redis.call('ZREM', qkey('s:' .. status, q), id)
-  redis.call('ZREM', qkey('f:' .. status, q), id)
-  if redis.call('HINCRBY', QUEUES, q, -1) <= 0 then redis.call('HDEL', QUEUES, q) end
+  local tk = task_key(id)
+  if redis.call('HGET', tk, F.status) == status then redis.call('DEL', tk) end
+  redis.call('ZREM', status_key(status, q), id)
+  redis.call('ZREM', finished_key(status, q), id)
+  if redis.call('HINCRBY', QUEUES_KEY, q, -1) <= 0 then redis.call('HDEL', QUEUES_KEY, q) end
 end
 
+-- lib: sweep
 -- Delete up to `max` tasks of q in `status` that finished at or before `cutoff_s`.
 local function sweep(q, status, cutoff_s, max)
   if not isset(cutoff_s) then return 0 end
-  local ids = redis.call('ZRANGEBYSCORE', qkey('f:' .. status, q), '-inf', cutoff_s, 'LIMIT', 0, max)
+  local ids = redis.call('ZRANGEBYSCORE', finished_key(status, q), '-inf', cutoff_s, 'LIMIT', 0, max)
   for _, id in ipairs(ids) do drop(id, q, status) end
   return #ids
 end
 
+-- lib: finish
 -- A DOING or PENDING task reached a terminal status (its hash is written):
 -- indexes, retention TTL, and a few expired neighbours swept.
 local function finish(tk, id, q, seq, from, to, now_s, ttl_ms, cutoff_s)
   set_status(id, q, seq, from, to)
-  zadd_later(qkey('f:' .. to, q), now_s, id)
+  zadd_later(finished_key(to, q), now_s, id)
   if isset(ttl_ms) then redis.call('PEXPIRE', tk, ttl_ms) end
   if isset(cutoff_s) then
     flush_later()
@@ -185,6 +209,7 @@ local function finish(tk, id, q, seq, from, to, now_s, ttl_ms, cutoff_s)
   end
 end
 
+-- lib: fits
 -- Whether a worker offering `cap` (a decoded JSON object, nil = do not check)
 -- meets the needs in `res` (the task's "resources" JSON). Unreadable needs
 -- "fit", so that the lease returns the task and the caller dead-letters it.
@@ -201,6 +226,7 @@ local function fits(res, cap)
   return true
 end
 
+-- lib: decode_cap
 local function decode_cap(s)
   if not isset(s) then return nil end
   return cjson.decode(s)

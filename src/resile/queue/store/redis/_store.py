@@ -1,0 +1,948 @@
+"""The Redis task store: the contract methods, each one script (see the package's docstring)."""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import heapq
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from redis.connection import URL_QUERY_ARGUMENT_PARSERS
+from redis.exceptions import NoScriptError
+
+from resile._aio import current_async_library
+from resile.errors import StoreConflict
+from resile.queue import _transitions as T
+from resile.queue._names import (
+    DEFAULT_LEASE_SECONDS,
+    TERMINAL_STATUSES,
+    Outcome,
+    TaskField,
+    TaskStatus,
+)
+from resile.queue.store._codec import encode_error
+from resile.queue.store.base import (
+    IfExists,
+    Store,
+    check_create_args,
+    check_lease_args,
+    check_list_args,
+    check_pct,
+    check_seconds,
+    dumps,
+    encode_results,
+    fail_args,
+    lease_call_args,
+    normalize_queues,
+    purge_statuses,
+)
+from resile.queue.store.redis import _keys as K
+from resile.queue.store.redis import _scripts
+from resile.queue.store.redis._connection import (
+    Command,
+    Connection,
+    Eval,
+    Op,
+    Pipeline,
+    safe_url,
+)
+from resile.queue.store.redis._create import create_args, created, hgetalls, replayed
+from resile.queue.store.redis._decode import CorruptField as _Corrupt
+from resile.queue.store.redis._decode import decode as _decode
+from resile.queue.store.redis._decode import pairs as _pairs
+from resile.queue.store.redis._watcher import Watcher
+from resile.queue.task import (
+    JSONValue,
+    Task,
+    TaskError,
+    TaskSpec,
+    check_json,
+)
+
+__all__ = ["RedisStore"]
+
+_num = _scripts.num
+
+logger = logging.getLogger("resile.queue")
+
+_S = _scripts.SPECS
+# A fail whose lease changed between our read and the script ("stale") is decided again
+# this many times before it gives up with StoreConflict.
+_STALE_TRIES = 5
+# Leases remembered for fail at most (a bound for leases that no write of ours ended).
+_SNAPS_LIMIT = 10_000
+# What fail reads to decide (status and owner checked, then the decision's inputs).
+_F = TaskField
+_SNAP_FIELDS = (_F.STATUS, _F.LEASE_OWNER, _F.ATTEMPTS, _F.STARTED_AT, _F.MAX_RETRIES, _F.BACKOFF)
+_SNAP = tuple(f.value for f in (*_SNAP_FIELDS, _F.LAST_DELAY))
+_OPTIONS = ("namespace", "retention", "failed_retention", "retry_for")
+
+
+def _seconds_option(name: str, value: object, *, none_ok: bool) -> float | None:
+    if value is None and none_ok:
+        return None
+    return check_seconds(
+        value, f"RedisStore: {name}", "seconds >= 0 or None" if none_ok else "seconds >= 0"
+    )
+
+
+def _live_queues(reply: Sequence[Any] | Mapping[str, Any]) -> builtins.list[str]:
+    """The queues that hold tasks, from ``HGETALL <root>:queues`` (flat or a dict)."""
+    found = reply if isinstance(reply, Mapping) else _pairs(reply)
+    return sorted(q for q, n in found.items() if int(n) > 0)
+
+
+class RedisStore(Store):
+    """A ``Store`` in Redis, shared by every process and machine that opens it.
+
+    Args:
+        url: ``redis://[user:password@]host:port/db``, ``rediss://...`` (TLS) or
+            ``unix:///path/redis.sock?db=0``; redis-py's URL options (e.g.
+            ``socket_timeout``) may be in its query.
+        namespace: the store's name in Redis: every key is
+            ``resile:{namespace}:...``, one Cluster hash slot. Stores with
+            different namespaces share nothing (task ids are unique within one).
+        clock: epoch-time source for ``now=None``. Every process must agree on
+            the time (NTP): due times and lease expiries are compared with the
+            calling process's clock.
+        retention: seconds that ``DONE`` and ``CANCELED`` tasks are kept after
+            they finished (a Redis TTL on the task; the indexes are swept as
+            work goes on); ``None`` keeps them until ``purge``. Default a week.
+        failed_retention: the same for dead letters (``FAILED``); default
+            ``None``: kept until purged or requeued.
+        retry_for: how long a call keeps reconnecting (resile backoff, 50 ms
+            doubling to 2 s) when Redis is unreachable, restarting or loading,
+            before it raises the connection error.
+        socket_timeout, connect_timeout: redis-py's, in seconds.
+
+    Raises:
+        ValueError: a bad option, named with its value.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        namespace: str = K.DEFAULT_NAMESPACE,
+        clock: Callable[[], float] = time.time,
+        retention: float | None = K.DEFAULT_RETENTION,
+        failed_retention: float | None = K.DEFAULT_FAILED_RETENTION,
+        retry_for: float = K.DEFAULT_RETRY_FOR,
+        socket_timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        super().__init__(clock=clock)
+        if not isinstance(url, str) or "://" not in url:
+            raise ValueError(f"RedisStore: url must look like 'redis://host:6379/0', got {url!r}")
+        if not isinstance(namespace, str) or not namespace or any(c in namespace for c in "{}"):
+            raise ValueError(
+                f"RedisStore: namespace must be a non-empty str without braces, got {namespace!r}"
+            )
+        self.retention = _seconds_option("retention", retention, none_ok=True)
+        self.failed_retention = _seconds_option("failed_retention", failed_retention, none_ok=True)
+        self.retry_for: float = _seconds_option("retry_for", retry_for, none_ok=False) or 0.0
+        sock = _seconds_option("socket_timeout", socket_timeout, none_ok=False)
+        conn = _seconds_option("connect_timeout", connect_timeout, none_ok=False)
+        self.namespace = namespace
+        self.root = K.root(namespace)
+        self.url = safe_url(url)
+        options: dict[str, Any] = {
+            "decode_responses": True,
+            "socket_timeout": sock,
+            "socket_connect_timeout": conn,
+            "health_check_interval": 30,
+            "protocol": 2,  # the replies' shapes this package reads (HGETALL: a flat list)
+        }
+        io = Connection(url, options, retry_for=self.retry_for, root=self.root, owner=repr(self))
+        self._io = io
+        # The calls every method makes, bound once (the hot path skips a layer).
+        self._call = io.call
+        self._command = io.command
+        self._pipeline = io.pipeline
+        self._eval = io.eval
+        self._run = io.run
+        self._arun = io.arun
+        self._watchers: builtins.list[Watcher] = []
+        self._eviction_checked = False
+        # task id -> (worker, attempts, started_at, max_retries, backoff, last_delay) as
+        # this store's lease read them: fail decides from them without reading the task
+        # first, and its script checks that they still hold.
+        self._snaps: dict[str, tuple[Any, ...]] = {}
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisStore:
+        """Open ``redis://host:port/db?namespace=...&retention=...``.
+
+        Query options of resile: ``namespace``, ``retention`` and
+        ``failed_retention`` (seconds, or ``none``) and ``retry_for``; the
+        others go to redis-py (``socket_timeout``, ``health_check_interval``
+        ...). Keyword ``options`` override the query.
+
+        Raises:
+            ValueError: not a Redis URL, or an unknown option.
+        """
+        scheme = url.split("://", 1)[0].lower() if isinstance(url, str) else ""
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                f"Redis URL must be redis://host:6379/0, rediss://... or unix:///path.sock, "
+                f"got {url!r}"
+            )
+        parts = urlsplit(url)
+        ours: dict[str, Any] = {}
+        theirs: builtins.list[tuple[str, str]] = []
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            if key == "namespace":
+                ours[key] = value
+            elif key in ("retention", "failed_retention", "retry_for"):
+                if value.lower() in ("", "none") and key != "retry_for":
+                    ours[key] = None
+                    continue
+                try:
+                    ours[key] = float(value)
+                except ValueError:
+                    raise ValueError(
+                        f"Redis URL {safe_url(url)!r}: {key} must be seconds, got {value!r}"
+                    ) from None
+            elif key != "protocol" and (
+                key in URL_QUERY_ARGUMENT_PARSERS or key in ("db", "password", "username")
+            ):
+                theirs.append((key, value))
+            else:
+                raise ValueError(
+                    f"Redis URL {safe_url(url)!r}: unknown option {key!r} (resile's: "
+                    f"{', '.join(_OPTIONS)}; redis-py's: "
+                    f"{', '.join(sorted(URL_QUERY_ARGUMENT_PARSERS))})"
+                )
+        ours.update(options)
+        clean = urlunsplit(parts._replace(query=urlencode(theirs)))
+        return cls(clean, **ours)
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self.url!r}, namespace={self.namespace!r})"
+
+    def _ensure(self) -> None:
+        self._io.ensure()
+
+    # -- async: the same operations (``Op``) on this event loop's asyncio client ----------------
+    # Each of these is written once, as an ``Op`` (a generator of requests); the sync method
+    # runs it with ``self._run``, the async one with ``self._arun``. Under trio (redis.asyncio
+    # serves only asyncio) the base class runs the sync method in a worker thread.
+
+    @staticmethod
+    def _native_async() -> bool:
+        """Whether the running event loop is asyncio's (redis.asyncio serves only it)."""
+        return current_async_library() == "asyncio"
+
+    async def create_async(self, spec: TaskSpec, *, if_exists: IfExists = "error") -> Task:
+        if not self._native_async():
+            return await super().create_async(spec, if_exists=if_exists)
+        out, created = await self._arun(self._create_op([spec], if_exists, self.now()))
+        self._notify(created)
+        return out[0]
+
+    async def create_many_async(
+        self, specs: Iterable[TaskSpec], *, if_exists: IfExists = "error"
+    ) -> builtins.list[Task]:
+        if not self._native_async():
+            return await super().create_many_async(specs, if_exists=if_exists)
+        op = self._create_op(builtins.list(specs), if_exists, self.now())
+        out, created = await self._arun(op)
+        self._notify(created)
+        return out
+
+    async def get_async(self, task_id: str) -> Task | None:
+        if not self._native_async():
+            return await super().get_async(task_id)
+        return await self._arun(self._get_op(task_id))
+
+    async def cancel_async(self, task_id: str) -> bool:
+        if not self._native_async():
+            return await super().cancel_async(task_id)
+        return await self._arun(self._cancel_op(task_id, self.now()))
+
+    async def stats_async(self, queue: str | None = None) -> dict[TaskStatus, int]:
+        if not self._native_async():
+            return await super().stats_async(queue)
+        return await self._arun(self._stats_op(queue))
+
+    async def aclose(self) -> None:
+        """Close this event loop's asyncio client, then the store."""
+        await self._io.aclose()
+        self.close()
+
+    def _ttl_ms(self, status: TaskStatus) -> str:
+        keep = self.failed_retention if status is TaskStatus.FAILED else self.retention
+        return "" if keep is None else str(max(1, math.ceil(keep * 1000)))
+
+    def _cutoff(self, status: TaskStatus, now: float) -> str:
+        keep = self.failed_retention if status is TaskStatus.FAILED else self.retention
+        return "" if keep is None else _num(now - keep)
+
+    def _tk(self, task_id: str) -> str:
+        return K.task_key(self.root, task_id)
+
+    def close(self) -> None:
+        if self._io.closed:
+            return
+        for w in builtins.list(self._watchers):
+            w.stop()
+        self._io.close()
+
+    # -- producers ------------------------------------------------------------------------------
+
+    def _create_op(
+        self, specs: Sequence[TaskSpec], if_exists: IfExists, now: float
+    ) -> Op[tuple[builtins.list[Task], builtins.list[Task]]]:
+        """(every task, the new ones) of storing ``specs``."""
+        check_create_args(specs, if_exists)
+        if not specs:
+            return [], []
+        ids, script, args = create_args(specs, if_exists, now)
+        done = created((yield Eval(script, args)), specs, ids, now)
+        if done is None:  # a replay: read what the first write stored
+            return replayed((yield Pipeline(hgetalls(self.root, ids))))
+        return done
+
+    def create(
+        self, spec: TaskSpec, *, if_exists: IfExists = "error", now: float | None = None
+    ) -> Task:
+        out, created = self._run(self._create_op([spec], if_exists, self.now(now)))
+        self._notify(created)
+        return out[0]
+
+    def create_many(
+        self,
+        specs: Iterable[TaskSpec],
+        *,
+        if_exists: IfExists = "error",
+        now: float | None = None,
+    ) -> builtins.list[Task]:
+        out, created = self._run(self._create_op(builtins.list(specs), if_exists, self.now(now)))
+        self._notify(created)
+        return out
+
+    # -- workers --------------------------------------------------------------------------------
+
+    def _reclaim_plan(self, need: Sequence[Sequence[Any]], now: float) -> builtins.list[str]:
+        """The lease script's reclaim records: ``_transitions.lease_expired`` per expired lease."""
+        plan: builtins.list[str] = []
+        for task_id, seen, attempts_s, max_retries_s, backoff_s, last_delay_s in need:
+            decision = T.lease_expired(
+                attempts=attempts_s,
+                max_retries=max_retries_s,
+                backoff=backoff_s,
+                last_delay=last_delay_s,
+                lease_expires_at=seen,
+                now=now,
+            )
+            plan += _S["lease"].record(
+                id=task_id,
+                seen=seen or "",
+                dead="1" if decision.dead else "0",
+                due_s=_num(decision.due_at),
+                delay_s=_num(decision.delay),
+                error=encode_error(decision.error),
+            )
+        return plan
+
+    def _lease_head(
+        self,
+        queues: str | Sequence[str],
+        worker_id: str,
+        limit: int,
+        lease_seconds: float,
+        capacity: Mapping[str, float] | None,
+        at: float,
+    ) -> builtins.list[str]:
+        """The lease script's arguments up to its reclaim records (a fresh op id)."""
+        names = lease_call_args(queues, worker_id, limit, lease_seconds)
+        expires = at + float(lease_seconds)
+        cap = "" if capacity is None else dumps({str(k): float(v) for k, v in capacity.items()})
+        return [
+            *_S["lease"].argv(
+                now_s=_num(at),
+                expires_s=_num(expires),
+                worker=worker_id,
+                limit=str(limit),
+                capacity=cap,
+                op=_scripts.op_id(),
+                op_ttl_ms=str(max(1, math.ceil(float(lease_seconds) * 1000))),
+                failed_ttl_ms=self._ttl_ms(TaskStatus.FAILED),
+                failed_cutoff_s=self._cutoff(TaskStatus.FAILED, at),
+                nq=str(len(names)),
+            ),
+            *names,
+        ]
+
+    def lease(
+        self,
+        queues: str | Sequence[str],
+        worker_id: str,
+        *,
+        limit: int = 1,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        capacity: Mapping[str, float] | None = None,
+        now: float | None = None,
+    ) -> builtins.list[Task]:
+        at = self.now(now)
+        head = self._lease_head(queues, worker_id, limit, lease_seconds, capacity, at)
+        return self._leased(self._eval("lease", head), head, worker_id, at)
+
+    def _leased(
+        self, reply: Any, head: Sequence[str], worker_id: str, at: float
+    ) -> builtins.list[Task]:
+        """Decode a lease script's reply; first run its reclaim round trips when it asks."""
+        plan: builtins.list[str] = []
+        for _ in range(10):
+            if reply[0] != "need":
+                break
+            plan = self._reclaim_plan(reply[1:], at)
+            reply = self._eval("lease", [*head, *plan])
+        if reply[0] == "need":  # expired leases keep appearing faster than we reclaim them
+            return []  # lease next time
+        out: builtins.list[Task] = []
+        snaps = self._snaps
+        if len(snaps) > _SNAPS_LIMIT:  # leases never failed nor completed through us
+            snaps.clear()
+        for flat in reply[1:]:
+            fields = _pairs(flat)
+            try:
+                task = _decode(fields, strict=True)
+            except _Corrupt as exc:
+                error = T.corrupt(str(exc), at).error
+                failed = TaskStatus.FAILED
+                self._eval(
+                    "corrupt",
+                    _S["corrupt"].argv(
+                        id=fields.get("id", ""),
+                        worker=worker_id,
+                        now_s=_num(at),
+                        error=encode_error(error),
+                        ttl_ms=self._ttl_ms(failed),
+                        cutoff_s=self._cutoff(failed, at),
+                    ),
+                )
+                logger.error("resile: task %s dead-lettered: %s", fields.get("id"), exc)
+                continue
+            out.append(task)
+            # What fail decides from, as stored: this lease's attempt, policy, last delay.
+            snaps[task.id] = (worker_id, *map(fields.get, _SNAP[2:]))
+        return out
+
+    def renew_many(
+        self,
+        task_ids: Iterable[str],
+        worker_id: str,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        now: float | None = None,
+    ) -> set[str]:
+        check_lease_args(1, lease_seconds)
+        ids = builtins.list(dict.fromkeys(task_ids))
+        if not ids:
+            return set()
+        at = self.now(now)
+        args = _S["renew"].argv(
+            now_s=_num(at), expires_s=_num(at + float(lease_seconds)), worker=worker_id
+        )
+        held = self._eval("renew", [*args, *ids])
+        return set(held)
+
+    def complete(
+        self,
+        task_id: str,
+        worker_id: str,
+        result: JSONValue = None,
+        *,
+        now: float | None = None,
+    ) -> Task | None:
+        return self.complete_many([(task_id, result)], worker_id, now=now)[0]
+
+    def _complete_args(
+        self, items: Sequence[tuple[str, JSONValue]], worker_id: str, at: float
+    ) -> builtins.list[str]:
+        """The complete script's arguments (one op id for the batch); empty for no items."""
+        for task_id, _ in items:
+            self._snaps.pop(task_id, None)
+        if all(result is None for _, result in items):  # the common case: nothing to check
+            args = [part for task_id, _ in items for part in (task_id, "null")]
+        else:
+            args = [part for pair in encode_results(items) for part in pair]
+        if not args:
+            return []
+        done = TaskStatus.DONE
+        head = _S["complete"].argv(
+            worker=worker_id,
+            now_s=_num(at),
+            op=_scripts.op_id(),
+            ttl_ms=self._ttl_ms(done),
+            cutoff_s=self._cutoff(done, at),
+        )
+        return [*head, *args]
+
+    def complete_many(
+        self,
+        items: Sequence[tuple[str, JSONValue]],
+        worker_id: str,
+        *,
+        now: float | None = None,
+    ) -> builtins.list[Task | None]:
+        """See ``Store.complete_many``: one script for the whole batch (one op id)."""
+        args = self._complete_args(items, worker_id, self.now(now))
+        if not args:
+            return []
+        reply = self._eval("complete", args)
+        return [_decode(flat, strict=False) if flat else None for flat in reply]
+
+    def complete_many_flags(
+        self,
+        items: Sequence[tuple[str, JSONValue]],
+        worker_id: str,
+        *,
+        now: float | None = None,
+    ) -> builtins.list[bool]:
+        """See ``Store.complete_many_flags``: the script answers 1 / 0, no task is read back."""
+        args = self._complete_args(items, worker_id, self.now(now))
+        if not args:
+            return []
+        return [bool(x) for x in self._eval("complete_flags", args)]
+
+    def complete_then_lease(
+        self,
+        items: Sequence[tuple[str, JSONValue]],
+        queues: str | Sequence[str],
+        worker_id: str,
+        *,
+        limit: int = 1,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        capacity: Mapping[str, float] | None = None,
+        now: float | None = None,
+    ) -> tuple[builtins.list[bool], builtins.list[Task]]:
+        """See ``Store.complete_then_lease``: both scripts in one round trip (a pipeline).
+
+        Each script is its own atomic step with its own op id, so a retry of the
+        pair after a lost reply repeats neither (the completions answer 1 again,
+        the lease hands back the same tasks).
+        """
+        at = self.now(now)
+        head = self._lease_head(queues, worker_id, limit, lease_seconds, capacity, at)
+        done_args = self._complete_args(items, worker_id, at)
+        if not done_args:
+            return [], self._leased(self._eval("lease", head), head, worker_id, at)
+        shas, anchor, root = self._io.shas, self._io.anchor, self.root
+        cmds = [
+            ("EVALSHA", shas["complete_flags"], 1, anchor, root, *done_args),
+            ("EVALSHA", shas["lease"], 1, anchor, root, *head),
+        ]
+
+        def both() -> builtins.list[Any]:
+            replies = self._pipeline(cmds)
+            if any(isinstance(r, NoScriptError) for r in replies):
+                # A restarted Redis without our scripts: load them and send the pair again
+                # (the one that ran repeats nothing: same op ids).
+                for name in ("complete_flags", "lease"):
+                    self._command("SCRIPT", "LOAD", _scripts.text(name))
+                replies = self._pipeline(cmds)
+            for r in replies:
+                if isinstance(r, Exception):
+                    raise r
+            return replies
+
+        flags_reply, lease_reply = self._call(both)
+        flags = [bool(x) for x in flags_reply]
+        return flags, self._leased(lease_reply, head, worker_id, at)
+
+    def fail(
+        self,
+        task_id: str,
+        worker_id: str,
+        error: TaskError | BaseException,
+        *,
+        permanent: bool = False,
+        outcome: Outcome = Outcome.ERROR,
+        delay: float | None = None,
+        now: float | None = None,
+    ) -> Task | None:
+        """See ``Store.fail``; ``_transitions.after_failure`` decides, the script applies.
+
+        The decision needs the task's attempts, max_retries, backoff and
+        last_delay. For a task this store leased they are what the lease read
+        (one round trip: the script); otherwise, or when the script answers that
+        the lease changed since ("stale"), they are read first (``HMGET``).
+
+        Raises:
+            StoreConflict: the task changed between the read and the write every
+                time, ``_STALE_TRIES`` times in a row (nothing was written; the
+                worker tries again later).
+        """
+        err, delay, kind = fail_args(error, delay, outcome)
+        at = self.now(now)
+        op = _scripts.op_id()
+        snap = self._snaps.pop(task_id, None)
+        if snap is not None and snap[0] != worker_id:
+            snap = None
+        for _ in range(_STALE_TRIES):
+            if snap is None:
+                snap = self._call(lambda: self._command("HMGET", self._tk(task_id), *_SNAP))
+                if not T.is_held(snap[0], snap[1], worker_id):
+                    return None
+                snap = (worker_id, *snap[2:])
+            _, attempts_s, _, max_retries_s, backoff_s, last_delay_s = snap
+            decision = T.after_failure(
+                attempts=attempts_s,
+                max_retries=max_retries_s,
+                backoff=backoff_s if backoff_s not in (None, "") else "null",
+                last_delay=last_delay_s,
+                error=err,
+                base=at,
+                permanent=permanent,
+                delay=delay,
+            )
+            reply = self._eval(
+                "fail", self._fail_args(task_id, worker_id, op, snap, kind, decision)
+            )
+            if reply[0] != "stale":
+                return _decode(reply[1], strict=False) if reply[0] == "ok" else None
+            snap = None
+        raise StoreConflict(task_id, "fail", _STALE_TRIES)
+
+    def _fail_args(
+        self,
+        task_id: str,
+        worker_id: str,
+        op: str,
+        snap: Sequence[str | None],
+        kind: Outcome,
+        decision: T.AfterFailure,
+    ) -> builtins.list[str]:
+        failed, at = TaskStatus.FAILED, decision.base
+        return _S["fail"].argv(
+            id=task_id,
+            worker=worker_id,
+            now_s=_num(at),
+            op=op,
+            attempts=snap[1] or "",
+            started_s=snap[2] or "",
+            max_retries=snap[3] or "",
+            backoff=snap[4] or "",
+            last_delay=snap[5] or "",
+            outcome=kind.value,
+            error=encode_error(decision.error),
+            dead="1" if decision.dead else "0",
+            due_s=_num(decision.due_at),
+            delay_s=_num(decision.delay),
+            ttl_ms=self._ttl_ms(failed),
+            cutoff_s=self._cutoff(failed, at),
+        )
+
+    def release(self, task_id: str, worker_id: str, *, now: float | None = None) -> Task | None:
+        at = self.now(now)
+        self._snaps.pop(task_id, None)
+        reply = self._eval(
+            "release",
+            _S["release"].argv(id=task_id, worker=worker_id, now_s=_num(at), op=_scripts.op_id()),
+        )
+        if reply[0] != "ok":
+            return None
+        task = _decode(reply[1], strict=False)
+        self._notify([task])
+        return task
+
+    # -- anyone ---------------------------------------------------------------------------------
+
+    def _cancel_args(self, task_id: str, at: float) -> builtins.list[str]:
+        canceled = TaskStatus.CANCELED
+        return _S["cancel"].argv(
+            id=task_id,
+            now_s=_num(at),
+            op=_scripts.op_id(),
+            error=encode_error(T.CANCELED_ERROR),
+            ttl_ms=self._ttl_ms(canceled),
+            cutoff_s=self._cutoff(canceled, at),
+        )
+
+    def cancel(self, task_id: str, *, now: float | None = None) -> bool:
+        return self._run(self._cancel_op(task_id, self.now(now)))
+
+    def _cancel_op(self, task_id: str, at: float) -> Op[bool]:
+        return bool((yield Eval("cancel", self._cancel_args(task_id, at))))
+
+    def progress(
+        self,
+        task_id: str,
+        pct: float,
+        *,
+        worker_id: str | None = None,
+        now: float | None = None,
+    ) -> bool:
+        value = _num(check_pct(pct))
+        at = self.now(now)
+        return self._setfield(task_id, _F.PROGRESS.value, value, worker_id, at)
+
+    def save_checkpoint(
+        self,
+        task_id: str,
+        value: JSONValue,
+        *,
+        worker_id: str | None = None,
+        now: float | None = None,
+    ) -> bool:
+        check_json(value, "checkpoint")
+        at = self.now(now)
+        return self._setfield(task_id, _F.CHECKPOINT.value, dumps(value), worker_id, at)
+
+    def _setfield(
+        self, task_id: str, field: str, value: str, worker_id: str | None, at: float
+    ) -> bool:
+        args = _S["setfield"].argv(
+            id=task_id, field=field, value=value, worker=worker_id or "", now_s=_num(at)
+        )
+        return bool(self._eval("setfield", args))
+
+    def get_checkpoint(self, task_id: str) -> JSONValue:
+        raw = self._call(lambda: self._command("HGET", self._tk(task_id), _F.CHECKPOINT.value))
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return None
+
+    def get(self, task_id: str) -> Task | None:
+        return self._run(self._get_op(task_id))
+
+    def _get_op(self, task_id: str) -> Op[Task | None]:
+        flat = yield Command(("HGETALL", self._tk(task_id)))
+        return _decode(flat, strict=False) if flat else None
+
+    def _sweep_args(self, queues: Sequence[str]) -> builtins.list[str] | None:
+        """The sweep script's arguments; ``None`` when there is nothing to sweep."""
+        if not queues or (self.retention is None and self.failed_retention is None):
+            return None
+        at = self.now()
+        args = _S["sweep"].argv(
+            max=str(K.SWEEP_ON_READ),
+            done_cutoff_s=self._cutoff(TaskStatus.DONE, at),
+            failed_cutoff_s=self._cutoff(TaskStatus.FAILED, at),
+            canceled_cutoff_s=self._cutoff(TaskStatus.CANCELED, at),
+        )
+        return [*args, *queues]
+
+    def _sweep(self, queues: Sequence[str]) -> None:
+        """Drop finished tasks past their retention from the indexes (bounded per queue)."""
+        args = self._sweep_args(queues)
+        if args is not None:
+            self._eval("sweep", args)
+
+    def list(
+        self,
+        *,
+        queue: str | None = None,
+        status: TaskStatus | str | Collection[TaskStatus | str] | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        after: int | None = None,
+    ) -> builtins.list[Task]:
+        statuses = check_list_args(status, limit, offset) or tuple(TaskStatus)
+        names = [queue] if queue is not None else self.queues()
+        self._sweep(names)
+        low = "-inf" if after is None else f"({int(after)}"
+        want = offset + limit
+        pairs = [(q, s) for q in names for s in statuses]
+
+        commands: builtins.list[tuple[Any, ...]] = []
+        for q, s in pairs:
+            if s is TaskStatus.DOING:  # the leases set holds exactly the DOING tasks
+                commands.append(("ZRANGE", K.queue_key(self.root, K.LEASES, q), 0, -1))
+            else:
+                key = K.status_key(self.root, s, q)
+                commands.append(("ZRANGEBYSCORE", key, low, "+inf", "WITHSCORES", "LIMIT", 0, want))
+        found: builtins.list[builtins.list[tuple[str, float]]] = []
+        doing: builtins.list[str] = []
+        replies = self._call(lambda: self._pipeline(commands)) if commands else []
+        for (_, s), got in zip(pairs, replies, strict=True):
+            if isinstance(got, Exception):
+                raise got
+            if s is TaskStatus.DOING:
+                doing.extend(got)
+            else:
+                found.append([(got[i], float(got[i + 1])) for i in range(0, len(got), 2)])
+        if doing:
+            seqs = self._call(
+                lambda: self._pipeline([("HGET", self._tk(t), _F.SEQ.value) for t in doing])
+            )
+            held = [(tid, float(n)) for tid, n in zip(doing, seqs, strict=True) if n]
+            if after is not None:
+                held = [(tid, n) for tid, n in held if n > after]
+            found.append(sorted(held, key=lambda pair: pair[1])[:want])
+        merged = heapq.merge(*found, key=lambda pair: pair[1])
+        ids = builtins.list(dict.fromkeys(tid for tid, _ in merged))[offset:want]
+        if not ids:
+            return []
+
+        def fetch() -> builtins.list[Any]:
+            return self._pipeline([("HGETALL", self._tk(tid)) for tid in ids])
+
+        out: builtins.list[Task] = []
+        for d in self._call(fetch):
+            if not d or isinstance(d, Exception):
+                continue  # expired (retention) after we read the index
+            try:
+                task = _decode(d, strict=False)
+            except _Corrupt:
+                continue
+            if task.status in statuses:  # not moved on since we read the index
+                out.append(task)
+        return out
+
+    def _stats_keys(self, names: Sequence[str]) -> builtins.list[tuple[TaskStatus, str]]:
+        """(status, the key whose size counts it) per queue and status."""
+        return [
+            (
+                s,
+                K.queue_key(self.root, K.LEASES, q)
+                if s is TaskStatus.DOING
+                else K.status_key(self.root, s, q),
+            )
+            for q in names
+            for s in TaskStatus
+        ]
+
+    @staticmethod
+    def _counts(
+        keys: Sequence[tuple[TaskStatus, str]], cards: Sequence[Any]
+    ) -> dict[TaskStatus, int]:
+        counts = dict.fromkeys(TaskStatus, 0)
+        for (s, _), n in zip(keys, cards, strict=True):
+            if isinstance(n, Exception):
+                raise n
+            counts[s] += int(n)
+        return counts
+
+    def stats(self, queue: str | None = None) -> dict[TaskStatus, int]:
+        return self._run(self._stats_op(queue))
+
+    def _stats_op(self, queue: str | None) -> Op[dict[TaskStatus, int]]:
+        if queue is not None:
+            names = [queue]
+        else:
+            names = _live_queues((yield Command(("HGETALL", K.queues_key(self.root)))))
+        sweep = self._sweep_args(names)
+        if sweep is not None:
+            yield Eval("sweep", sweep)
+        keys = self._stats_keys(names)
+        if not keys:
+            return self._counts([], [])
+        cards = yield Pipeline([("ZCARD", key) for _, key in keys])
+        return self._counts(keys, cards)
+
+    def queues(self) -> builtins.list[str]:
+        return _live_queues(self._call(lambda: self._command("HGETALL", K.queues_key(self.root))))
+
+    def requeue(self, task_id: str, *, delay: float = 0.0, now: float | None = None) -> Task | None:
+        wait = check_seconds(delay, "requeue: delay")
+        at = self.now(now)
+        args = _S["requeue"].argv(
+            id=task_id, now_s=_num(at), due_s=_num(at + wait), op=_scripts.op_id()
+        )
+        reply = self._eval("requeue", args)
+        if reply[0] != "ok":
+            return None
+        task = _decode(reply[1], strict=False)
+        self._notify([task])
+        return task
+
+    def purge(
+        self,
+        older_than: float,
+        *,
+        statuses: Collection[TaskStatus | str] = TERMINAL_STATUSES,
+        queue: str | None = None,
+        now: float | None = None,
+    ) -> int:
+        """See ``Store.purge``. Deletes in batches of ``PURGE_BATCH``, each one atomic."""
+        age = check_seconds(older_than, "purge: older_than")
+        chosen = purge_statuses(statuses)
+        if not chosen:
+            return 0
+        names = [queue] if queue is not None else self.queues()
+        if not names:
+            return 0
+        cutoff = _num(self.now(now) - age)
+        total = 0
+        while True:
+            n = int(
+                self._eval(
+                    "purge",
+                    [
+                        *_S["purge"].argv(
+                            cutoff_s=cutoff, max=str(K.PURGE_BATCH), nq=str(len(names))
+                        ),
+                        *names,
+                        *(s.value for s in chosen),
+                    ],
+                )
+            )
+            total += n
+            if n < K.PURGE_BATCH:
+                return total
+
+    def next_due_at(
+        self,
+        queues: str | Sequence[str],
+        *,
+        capacity: Mapping[str, float] | None = None,
+    ) -> float | None:
+        """See ``Store.next_due_at``. Tasks already due are reported by the due
+        time of the first one in lease order (a time in the past: "now")."""
+        names = normalize_queues(queues)
+        cap = "" if capacity is None else dumps({str(k): float(v) for k, v in capacity.items()})
+        found = self._eval("next_due", [*_S["next_due"].argv(capacity=cap), *names])
+        return None if found is None else float(found)
+
+    def _check_eviction(self) -> None:
+        """Warn (once per store) when Redis may evict keys: it would delete tasks silently."""
+        if self._eviction_checked:
+            return
+        self._eviction_checked = True
+        try:
+            reply = self._command("CONFIG", "GET", "maxmemory-policy")
+        except Exception:  # CONFIG may be disabled (managed Redis), or Redis unreachable
+            return
+        policy = reply[1] if isinstance(reply, builtins.list) and len(reply) > 1 else None
+        if policy is not None and policy != "noeviction":
+            logger.warning(
+                "resile: Redis at %s has maxmemory-policy %s: when it is full it deletes keys, "
+                "and so tasks; set maxmemory-policy noeviction for a task queue",
+                self.url,
+                policy,
+            )
+
+    # -- wake-ups across processes ----------------------------------------------------------------
+
+    def watch(self, queues: Sequence[str], wake: Callable[[], None]) -> Callable[[], None] | None:
+        """Call ``wake()`` when any process publishes that work on ``queues`` may be due.
+
+        A helper thread holds a pub/sub subscription to the queues' wake-up
+        channels (reconnecting with backoff, and calling ``wake()`` after each
+        reconnect, as messages may have been missed meanwhile). Returns once
+        subscribed, or after ``connect_timeout`` if Redis is unreachable (the
+        thread keeps trying). The returned function stops it.
+        """
+        self._ensure()
+        names = normalize_queues(queues)
+        self._check_eviction()
+        watcher = Watcher(self._io, [K.channel(self.root, q) for q in names], wake, self._unwatch)
+        self._watchers.append(watcher)
+        watcher.start()
+        return watcher.stop
+
+    def _unwatch(self, watcher: Watcher) -> None:
+        with contextlib.suppress(ValueError):
+            self._watchers.remove(watcher)
