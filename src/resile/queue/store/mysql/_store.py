@@ -27,7 +27,7 @@ import pymysql.constants.CLIENT
 import pymysql.cursors
 
 from resile.backoff import Exponential
-from resile.queue._names import DEFAULT_LEASE_SECONDS
+from resile.queue._names import DEFAULT_LEASE_SECONDS, META_TABLE
 from resile.queue.store._sql_options import (
     DEFAULT_FAILED_RETENTION,
     DEFAULT_RETENTION,
@@ -279,7 +279,7 @@ class MySQLStore(SQLiteStore):
         lock = {"name": f"resile:{self._args['database']}", "timeout": 30}
         cur.execute(_sql.LOCK, lock)
         try:
-            cur.execute("SHOW TABLES LIKE %(t)s", {"t": "resile_meta"})
+            cur.execute("SHOW TABLES LIKE %(t)s", {"t": META_TABLE})
             found = 0
             if cur.fetchone() is not None:
                 cur.execute(_sql.META_GET, {"key": _sql.VERSION_KEY})
@@ -304,6 +304,20 @@ class MySQLStore(SQLiteStore):
                 conn.raw.commit()
         finally:
             cur.execute(_sql.UNLOCK, lock)
+
+    def schema_version(self) -> int:
+        """The task schema version stored in the database (0: none)."""
+
+        def body(c: _Connection) -> int:
+            cur = c.raw.cursor()
+            cur.execute("SHOW TABLES LIKE %(t)s", {"t": META_TABLE})
+            if cur.fetchone() is None:
+                return 0
+            cur.execute(_sql.META_GET, {"key": _sql.VERSION_KEY})
+            row = cur.fetchone()
+            return int(row[0]) if row else 0
+
+        return self._read(body)
 
     def _ensure(self) -> None:
         if self._closed:
