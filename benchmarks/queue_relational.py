@@ -16,7 +16,10 @@ a schema (PostgreSQL) or database (MySQL) of its own:
   NOTIFY that the failing transaction sends (the due time in its payload); on
   MySQL by the worker's own timer on the next due time.
 
-The peers of issue 12 (procrastinate, pgqueuer) are not in this runner yet.
+procrastinate runs beside resile on the same kind of throwaway cluster, in
+its own virtualenv (``.bench/venvs/procrastinate``, from
+``benchmarks/requirements-procrastinate.txt``); pgqueuer is not in this
+runner yet.
 
 Run: ``.venv/bin/python benchmarks/queue_relational.py [--quick] [--only postgres,mysql]``.
 """
@@ -75,7 +78,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="one short run (< 2 minutes)")
-    parser.add_argument("--only", default="", help="comma-separated: postgres,mysql")
+    parser.add_argument("--only", default="", help="comma-separated: postgres,procrastinate,mysql")
     args = parser.parse_args()
     quick = args.quick
     runs = 1 if quick else 3
@@ -83,13 +86,17 @@ def main() -> None:
     n_e2e = 1500 if quick else 10000
     n_late = 20 if quick else 100
 
-    parser_only = [w for w in args.only.split(",") if w] or ["postgres", "mysql"]
+    parser_only = [w for w in args.only.split(",") if w] or ["postgres", "procrastinate", "mysql"]
     started = time.time()
     print(f"queue on SQL servers — {C.machine()} — {'quick' if quick else 'full'} run", flush=True)
     results: dict[str, dict[str, dict[str, object]]] = {}
     for kind in parser_only:
-        stop, make_url = _server(kind)
-        c = C.Contender(f"resile {kind}", "resile_peer.py", None, make_url)
+        stop, make_url = _server("postgres" if kind == "procrastinate" else kind)
+        c = (
+            C.Contender("procrastinate", "procrastinate_peer.py", "procrastinate", make_url)
+            if kind == "procrastinate"
+            else C.Contender(f"resile {kind}", "resile_peer.py", None, make_url)
+        )
         try:
             c.prepare()
             results[c.label] = r = {}
