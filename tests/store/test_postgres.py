@@ -220,6 +220,8 @@ class TestSchema:
         aliases = {
             "v",
             "t",
+            "q",
+            "name",
             "ins",
             "moved",
             "ord",

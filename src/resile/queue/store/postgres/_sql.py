@@ -265,10 +265,14 @@ class Queries:
             " AND lease_expires_at < %(now)s ORDER BY seq FOR UPDATE SKIP LOCKED"
         )
         # Due tasks in (priority, seq) order after a key, locked; others' locked rows skipped.
+        # One index scan per queue (LATERAL), merged: ``queue = ANY(...)`` would read and
+        # sort every pending row instead (3 ms at 2,000 pending, measured).
         self.SELECT_DUE = (
-            f"SELECT * FROM {hot} WHERE status = {_LEASABLE} AND queue = ANY(%(queues)s)"
+            f"SELECT t.* FROM UNNEST(%(queues)s::TEXT[]) AS q(name), LATERAL ("
+            f"SELECT * FROM {hot} WHERE status = {_LEASABLE} AND queue = q.name"
             " AND due_at <= %(now)s AND (priority, seq) > (%(priority)s, %(seq)s)"
-            " ORDER BY priority, seq LIMIT %(chunk)s FOR UPDATE SKIP LOCKED"
+            " ORDER BY priority, seq LIMIT %(chunk)s FOR UPDATE SKIP LOCKED) AS t"
+            " ORDER BY t.priority, t.seq LIMIT %(chunk)s"
         )
         self.LEASE = (
             f"UPDATE {hot} AS t SET status = %(status)s, attempts = v.attempts,"
@@ -358,8 +362,10 @@ class Queries:
         self.NEXT_DUE = (
             f"SELECT (SELECT MIN(lease_expires_at) FROM {hot} WHERE status = {_HELD}"
             " AND queue = ANY(%(queues)s)) AS lease_expires_at,"
-            f" (SELECT MIN(due_at) FROM {hot} WHERE status = {_LEASABLE}"
-            " AND queue = ANY(%(queues)s) AND NOT (%(gated)s AND has_resources)) AS due_at"
+            # The first entry of each queue's due-time index (LATERAL), not a scan.
+            f" (SELECT MIN(t.due_at) FROM UNNEST(%(queues)s::TEXT[]) AS q(name), LATERAL ("
+            f"SELECT due_at FROM {hot} WHERE status = {_LEASABLE} AND queue = q.name"
+            " AND NOT (%(gated)s AND has_resources) ORDER BY due_at LIMIT 1) AS t) AS due_at"
         )
         self.GATED_DUE = (
             f"SELECT due_at, resources FROM {hot} WHERE status = {_LEASABLE} AND has_resources"
