@@ -41,7 +41,7 @@ from _mysql_server import MariaDBServer, create_database, find_mariadb, mysql_ur
 from _postgres_server import PostgresServer, find_pg_bindir, postgres_url_from_env
 
 
-def _server(kind: str) -> tuple[Callable[[], None], Callable[[str], str]]:
+def start_server(kind: str) -> tuple[Callable[[], None], Callable[[str], str]]:
     """Start (or find) the ``kind`` server: a stop function and scratch -> a fresh store URL."""
     if kind == "postgres":
         base = postgres_url_from_env()
@@ -91,7 +91,7 @@ def main() -> None:
     print(f"queue on SQL servers — {C.machine()} — {'quick' if quick else 'full'} run", flush=True)
     results: dict[str, dict[str, dict[str, object]]] = {}
     for kind in parser_only:
-        stop, make_url = _server("postgres" if kind == "procrastinate" else kind)
+        stop, make_url = start_server("postgres" if kind == "procrastinate" else kind)
         c = (
             C.Contender("procrastinate", "procrastinate_peer.py", "procrastinate", make_url)
             if kind == "procrastinate"
