@@ -662,6 +662,42 @@ def fake_queue(env: Env, fake: FakeClock) -> Any:
 FAKE_MODES = ["thread", "async"]  # process-mode children import the module's queue
 
 
+class TestFailureTime:
+    def test_a_slow_failure_write_does_not_delay_the_retry(self, tmp_path: Path) -> None:
+        """A failure is recorded as of when the handler raised: its retry is due then + delay, however long the write took."""
+        from resile.queue.store.sqlite import SQLiteStore
+
+        with no_waits() as fake:
+
+            class SlowFailStore(SQLiteStore):
+                def fail(self, *args: Any, **kwargs: Any) -> Task | None:
+                    fake.advance(5.0)  # the write waits 5 s (a locked file, a slow disk)
+                    return super().fail(*args, **kwargs)
+
+            store = SlowFailStore(str(tmp_path / "t.db"), clock=lambda: EPOCH + fake.monotonic())
+            q = resile.connect(store)
+            raised: list[float] = []
+
+            @q.task(name="once", backoff=resile.Constant(30.0), max_retries=1)
+            def once(ctx: resile.TaskContext) -> None:
+                if ctx.attempt == 1:
+                    raised.append(EPOCH + fake.monotonic())
+                    raise RuntimeError("first attempt")
+
+            try:
+                t = q.enqueue("once", {})
+                Worker(q, concurrency=1).run(burst=True)
+                got = q.get(t.id)
+            finally:
+                q.close()
+        assert got is not None and got.status is TaskStatus.DONE and len(raised) == 1
+        first, second = got.history[0], got.history[1]
+        assert first.ended_at is not None and abs(first.ended_at - raised[0]) < 1.0
+        assert second.started_at is not None
+        # Due 30 s after the raise, not 30 s after the 5 s write: the retry ran before raise + 35.
+        assert 30.0 <= second.started_at - raised[0] < 34.0
+
+
 class TestFakeClock:
     @pytest.mark.parametrize("fake_mode", FAKE_MODES)
     def test_a_30_s_retry_delay_takes_no_real_time(self, env: Env, fake_mode: str) -> None:
@@ -684,7 +720,9 @@ class TestFakeClock:
             assert prev.ended_at is not None and cur.started_at is not None
             # Never early; late by no more than the real time the loop took.
             assert 30.0 <= cur.started_at - prev.ended_at < 30.0 + real
-        assert fake.total >= 60.0
+        # Two 30 s waits, each counted from the moment its attempt ended (a hair before
+        # the failure was written), so the fake clock moved by just under 60 s at least.
+        assert fake.total >= 59.9
 
     @pytest.mark.parametrize("fake_mode", FAKE_MODES)
     def test_a_delayed_task_runs_at_its_due_time_without_waiting(

@@ -72,6 +72,9 @@ class Execution:
         deadline: the exec-timeout instant on resile's monotonic clock.
         state: ``RUNNING``, ``FINISHED`` or ``ABORTED``.
         handle: the executor's: an asyncio task, a child process.
+        ended_at: when the handler returned or raised, on the store's clock; a
+            failure is recorded as of then, so its retry is due ``delay`` after
+            the handler raised, however long the write waited.
     """
 
     task: Task
@@ -79,6 +82,7 @@ class Execution:
     deadline: float = math.inf
     state: str = RUNNING
     handle: Any = None
+    ended_at: float | None = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -395,6 +395,7 @@ class Worker:
             self._cond.notify_all()
 
     def _report(self, execution: Execution, result: Result) -> None:
+        execution.ended_at = self.store.now()
         self._reports.append((execution, result))
         # A wake-up not yet taken by the loop covers this report too: the loop clears
         # ``_woken`` before it collects, and this report is in ``_reports`` before we look.
@@ -769,6 +770,7 @@ class Worker:
             permanent=result.permanent,
             outcome=result.outcome,
             delay=result.retry_after,
+            now=execution.ended_at,
         )
         if after is None:
             self.stats.lost += 1
