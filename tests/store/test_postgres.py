@@ -282,6 +282,30 @@ class TestHotTable:
         assert s.purge(0, now=T0 + 1) == 1500
         assert s.stats()[TaskStatus.DONE] == 0
 
+    def test_the_store_vacuums_its_hot_table_while_tasks_complete(
+        self, url: str, schema: str, stores: Callable[..., PostgresStore]
+    ) -> None:
+        """With vacuum_every, completing tasks vacuums the hot table (autovacuum is too slow)."""
+        s = stores(vacuum_every=0.01)
+        s.create_many([spec() for _ in range(400)])
+
+        def vacuums() -> int:
+            with raw(url) as c:
+                row = c.execute(
+                    "SELECT vacuum_count FROM pg_stat_user_tables"
+                    " WHERE schemaname = %s AND relname = %s",
+                    (schema, TASKS_TABLE),
+                ).fetchone()
+            return int(row[0]) if row else 0
+
+        def complete_some() -> bool:
+            for t in s.lease("default", "w", limit=2):
+                s.complete(t.id, "w")
+            return vacuums() > 0
+
+        wait_for(complete_some, 15, "a vacuum of the hot table", step=0.05)
+        assert stores(vacuum_every=None).vacuum_every is None
+
     def test_partial_indexes_on_live_states(self, url: str, schema: str) -> None:
         """The hot table's lease indexes are partial on the live states; autovacuum is tuned."""
         PostgresStore(url.split("?")[0], schema=schema).close()

@@ -30,7 +30,9 @@ DEFAULT_RETENTION: float | None = 7 * 24 * 3600.0
 #: Seconds dead letters (``FAILED``) are kept; ``None``: until purged.
 DEFAULT_FAILED_RETENTION: float | None = None
 RETENTION_OPTIONS = ("retention", "failed_retention")
-_SECONDS = (*RETENTION_OPTIONS, "connect_timeout", "retry_for")
+# Options that also take "none".
+_NULLABLE = (*RETENTION_OPTIONS, "vacuum_every")
+_SECONDS = (*_NULLABLE, "connect_timeout", "retry_for")
 _INTS = ("pool_size",)
 _BOOLS = {"1": True, "true": True, "yes": True, "on": True}
 _BOOLS.update({"0": False, "false": False, "no": False, "off": False})
@@ -71,7 +73,7 @@ def read_options(
     for key, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
         if key not in known:
             rest.append((key, value))
-        elif key in RETENTION_OPTIONS and value.strip().lower() in ("", "none"):
+        elif key in _NULLABLE and value.strip().lower() in ("", "none"):
             opts[key] = None
         elif key in _SECONDS or key in _INTS:
             try:

@@ -270,6 +270,11 @@ class Database:
 
         return self._call(once)
 
+    def autocommit(self, statement: str) -> None:
+        """Run one statement outside a transaction block (``VACUUM``) on a pooled connection."""
+        with self._ensure().connection() as conn:
+            conn.execute(statement)
+
     def close(self) -> None:
         """Close the pool (in the process that opened it); idempotent."""
         self.closed = True

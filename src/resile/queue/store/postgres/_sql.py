@@ -341,6 +341,9 @@ class Queries:
             for holder in (False, True)
         }
 
+        # The hot table's dead rows made reusable (not in a transaction; skipped when locked).
+        self.VACUUM_HOT = f"VACUUM (SKIP_LOCKED) {hot}"
+
         # -- lists, prunes, wake-up times -----------------------------------------------------
         _where_list = (
             " WHERE (%(queue)s::TEXT IS NULL OR queue = %(queue)s)"

@@ -13,6 +13,7 @@ import builtins
 import contextlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Collection, Generator, Iterable, Mapping, Sequence
 from typing import Any
@@ -83,6 +84,7 @@ _OPTIONS = (
     "connect_timeout",
     "retry_for",
     "migrate",
+    "vacuum_every",
 )
 
 
@@ -105,6 +107,10 @@ class PostgresStore(Store):
             connection, a deadlock or a serialization failure is run again.
         migrate: create or migrate the schema on open (``False``: refuse a
             missing or older schema with ``SchemaError``).
+        vacuum_every: while workers complete tasks, ``VACUUM`` the hot table
+            at most this often (seconds; in a helper thread, skipped when another
+            vacuum holds it), so that its dead rows are reused long before
+            autovacuum's next round; ``None``: leave it to autovacuum.
         clock: epoch-time source for ``now=None``.
 
     Raises:
@@ -125,6 +131,7 @@ class PostgresStore(Store):
         connect_timeout: float = 5.0,
         retry_for: float = 30.0,
         migrate: bool = True,
+        vacuum_every: float | None = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(clock=clock)
@@ -145,6 +152,10 @@ class PostgresStore(Store):
         self.url = self._db.url
         self._watchers: builtins.list[Watcher] = []
         self._pruner = PruneTimer(lambda at: self.prune(now=at))
+        self.vacuum_every = seconds_option("vacuum_every", vacuum_every, none_ok=True) or None
+        # Monotonic time of the next vacuum: the first one once the store has worked a while.
+        self._next_vacuum = time.monotonic() + (self.vacuum_every or 0.0)
+        self._vacuuming = threading.Lock()
         self._write = self._read = self._db.tx
 
     @classmethod
@@ -469,7 +480,26 @@ class PostgresStore(Store):
 
         out = self._write(body)
         self._pruner.tick(at)
+        if encoded and self.vacuum_every is not None:
+            self._maybe_vacuum()
         return out
+
+    def _maybe_vacuum(self) -> None:
+        """Start a vacuum of the hot table in a helper thread when one is due."""
+        mono = time.monotonic()
+        if mono < self._next_vacuum or not self._vacuuming.acquire(blocking=False):
+            return
+        self._next_vacuum = mono + (self.vacuum_every or 0.0)
+
+        def run() -> None:
+            try:
+                self._db.autocommit(self.q.VACUUM_HOT)
+            except Exception as exc:  # housekeeping: a worker never fails for it
+                logger.warning("resile: VACUUM of %s failed: %s", self.q.hot, exc)
+            finally:
+                self._vacuuming.release()
+
+        threading.Thread(target=run, name="resile-pg-vacuum", daemon=True).start()
 
     def renew(
         self,
@@ -566,6 +596,8 @@ class PostgresStore(Store):
             return []
         at = self.now(now)
         done = self._write(lambda cur: self._complete_in(cur, encoded, worker_id, at))
+        if self.vacuum_every is not None:
+            self._maybe_vacuum()
         answered: set[str] = set()
         out: builtins.list[Task | None] = []
         for tid, _ in encoded:
@@ -587,6 +619,8 @@ class PostgresStore(Store):
             return []
         at = self.now(now)
         done = self._write(lambda cur: self._complete_in(cur, encoded, worker_id, at))
+        if self.vacuum_every is not None:
+            self._maybe_vacuum()
         answered: set[str] = set()
         flags: builtins.list[bool] = []
         for tid, _ in encoded:
