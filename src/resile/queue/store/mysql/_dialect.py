@@ -6,9 +6,11 @@ The MySQL store runs the SQLite store's named statements
 * ``:name`` parameters become PyMySQL's ``%(name)s``;
 * SQLite's ``INDEXED BY`` hints go (InnoDB picks the composite index);
 * reads that a transaction writes after get row locks, since InnoDB's plain
-  ``SELECT`` reads a snapshot without locking: the lease's picks and the
-  reclaim of expired leases ``FOR UPDATE SKIP LOCKED`` (workers skip each
-  other's rows instead of waiting), a read of one task by id ``FOR UPDATE``;
+  ``SELECT`` reads a snapshot without locking: the lease's picks ``FOR UPDATE
+  SKIP LOCKED`` (workers skip each other's rows instead of waiting); the
+  reclaim of expired leases and a read of one task by id ``FOR UPDATE`` (a
+  lapsed lease whose holder is renewing it at that instant is waited for, not
+  skipped: the reclaim must not miss it);
 * the ``ready`` flag is not flipped: SQLite's lease first marks the delayed
   rows that came due (an ``UPDATE``), but an ``UPDATE`` cannot skip rows other
   workers have locked, so it would wait on them. On MySQL the lease reads the
@@ -36,8 +38,8 @@ _INDEXED_BY = re.compile(r"\s+INDEXED BY \w+")
 _SKIP_LOCKED_PREFIXES = (
     lite.READY_FIRST.split(" ORDER BY ")[0],
     lite.READY_NEXT.split(" ORDER BY ")[0],
-    lite.select_expired(1).split(" IN ")[0],
 )
+_FOR_UPDATE_PREFIXES = (lite.select_expired(1).split(" IN ")[0],)
 _FOR_UPDATE = frozenset({lite.SELECT_HELD, lite.SELECT_BY_ID})
 _READY = frozenset({lite.READY_FIRST, lite.READY_NEXT})
 _FLIP_PREFIX = lite.flip_due(1).split(" IN ")[0]
@@ -54,6 +56,6 @@ def render(statement: str) -> str:
         out = out.replace(_ONLY_READY, "", 1)
     if statement.startswith(_SKIP_LOCKED_PREFIXES):
         out += " FOR UPDATE SKIP LOCKED"
-    elif statement in _FOR_UPDATE:
+    elif statement in _FOR_UPDATE or statement.startswith(_FOR_UPDATE_PREFIXES):
         out += " FOR UPDATE"
     return _PARAM.sub(r"%(\1)s", out.replace("%", "%%"))

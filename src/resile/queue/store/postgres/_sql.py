@@ -260,9 +260,11 @@ class Queries:
         self.QUEUES = f"SELECT queue FROM {hot} UNION SELECT queue FROM {fin} ORDER BY queue"
 
         # -- lease ----------------------------------------------------------------------------
+        # Lapsed leases, locked; one whose holder is renewing it right now is waited for
+        # (not skipped: the reclaim must not miss it), in seq order (no deadlock).
         self.SELECT_EXPIRED = (
             f"SELECT * FROM {hot} WHERE status = {_HELD} AND queue = ANY(%(queues)s)"
-            " AND lease_expires_at < %(now)s ORDER BY seq FOR UPDATE SKIP LOCKED"
+            " AND lease_expires_at < %(now)s ORDER BY seq FOR UPDATE"
         )
         # Due tasks in (priority, seq) order after a key, locked; others' locked rows skipped.
         # One index scan per queue (LATERAL), merged: ``queue = ANY(...)`` would read and
