@@ -564,7 +564,7 @@ def _scenario_e2e(peer: Peer, n: int, procs: int, timeout: float) -> dict[str, A
     if ok:
         res["rate"] = steady_rate(times)
         res["wall_rate"] = len(times) / (times[-1] - t0) if times else None
-    else:  # never finished (the seed framework): what it did in the time it had
+    else:  # never finished (maas-task-backoff-framework): what it did in the time it had
         res["rate"] = len(times) / (t1 - t0)
         res["note"] = f"{len(times)} of {n} done in {t1 - t0:.0f} s"
     return res

@@ -1,4 +1,4 @@
-"""The durable queue on Redis: resile beside huey, RQ, Dramatiq, arq, Celery and the seed framework.
+"""The durable queue on Redis: resile beside huey, RQ, Dramatiq, arq, Celery and maas-task-backoff-framework.
 
 One run, one machine, one throwaway ``redis-server`` (started here on a free
 loopback port, never the machine's own on 6379; flushed between peers). Each
@@ -43,7 +43,7 @@ PEERS: dict[str, tuple[str, int, float]] = {
     "dramatiq": ("Dramatiq", 10000, 60.0),
     "arq": ("arq", 1000, 60.0),
     "celery": ("Celery", 3000, 60.0),
-    "maas": ("seed: maas-task-backoff-framework", 300, 25.0),  # capped: 100 per 10 s
+    "maas": ("maas-task-backoff-framework", 300, 25.0),  # capped: 100 per 10 s
 }
 
 
@@ -129,7 +129,7 @@ def main() -> None:
                 measure(peer, c)
 
         # (d) all peers at once, each on its own Redis database 1..k (db 0 is flushed
-        # between scenarios, the others are left alone). The seed framework's own
+        # between scenarios, the others are left alone). maas-task-backoff-framework's own
         # measurements run meanwhile on db 0: they take a minute of its 10 s ticks
         # and use next to no CPU, nor do 2-second sleeping tasks (its enqueue rate, which
         # would feel the load, was measured above).

@@ -1,4 +1,4 @@
-"""The seed framework's runner: ``maas-task-backoff-framework`` (its own venv, ``.bench/venvs/maas``).
+"""The runner of ``maas-task-backoff-framework`` (its own venv, ``.bench/venvs/maas``).
 
 It imports pebble, APScheduler 3 and GPUtil without declaring them and
 installs a top-level ``backoff`` package, hence a venv of its own.
