@@ -1,4 +1,4 @@
-"""Retry lateness through ``resile worker`` with default settings, on SQLite and Redis.
+"""Retry lateness through ``resile worker`` with default settings, on SQLite, Redis, PostgreSQL, MySQL.
 
 The scenario of issue 9: ``--n`` tasks (100) are enqueued ``--gap`` apart
 (10 ms) by this process; each fails its first attempt and is retried after
@@ -254,7 +254,7 @@ def _run(tree: Path, url: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--backends", default="sqlite,redis")
+    parser.add_argument("--backends", default="sqlite,redis", help="also: postgres, mysql")
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--gap", type=float, default=0.01)
     parser.add_argument("--delay", type=float, default=0.3)
@@ -282,6 +282,13 @@ def main() -> None:
         trees = [("compare", args.compare.resolve()), *trees]
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     redis = C.RedisServer().start() if "redis" in backends else None
+    # PostgreSQL and MySQL: a throwaway server each (queue_relational.start_server).
+    sql_servers: dict[str, Any] = {}
+    for kind in ("postgres", "mysql"):
+        if kind in backends:
+            from queue_relational import start_server
+
+            sql_servers[kind] = start_server(kind)
     rows: list[tuple[str, str, int, dict[str, Any]]] = []
     scratch = Path(tempfile.mkdtemp(prefix="resile-lateness-db-"))
     try:
@@ -292,6 +299,8 @@ def main() -> None:
                         assert redis is not None
                         redis.flush()
                         url = redis.url(0)
+                    elif backend in sql_servers:
+                        url = sql_servers[backend][1](str(scratch))
                     else:
                         url = f"sqlite:///{scratch / f'{label}-{r}.db'}"
                     res = _run(tree, url, args)
@@ -303,6 +312,8 @@ def main() -> None:
     finally:
         if redis is not None:
             redis.stop()
+        for stop, _ in sql_servers.values():
+            stop()
     print()
     print(
         textwrap.dedent(f"""\

@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 
 from _components import missing
+from _mysql_server import mysql_server, mysql_url  # noqa: F401 (session fixtures)
+from _postgres_server import postgres_server, postgres_url  # noqa: F401 (session fixtures)
 from _redis_server import RedisServerFactory, redis_url_from_env
 from resile.testing import FakeClock, no_waits
 

@@ -142,7 +142,7 @@ class TestDb:
         r = run("enqueue", "job", "--id", "e1", env={"RESILE_DB": db})
         assert r.exit_code == 0 and queue.get("e1") is not None
 
-    @pytest.mark.parametrize("url", ["tasks.db", "mysql://x/y", "sqlite://relative.db"])
+    @pytest.mark.parametrize("url", ["tasks.db", "nosuch://x/y", "sqlite://relative.db"])
     def test_bad_db_exits_2(self, url: str) -> None:
         """A --db that is not a store URL exits 2 naming --db and the value."""
         r = run("stats", "--db", url)
@@ -211,9 +211,21 @@ class TestStoreProblems:
         pytest.importorskip("redis")
         self._fails_fast(f"redis://127.0.0.1:{free_port()}/0")
 
-    def test_redis_that_never_accepts_fails_within_5s(self) -> None:
+    @pytest.mark.parametrize("scheme", ["postgresql", "mysql"])
+    def test_unreachable_sql_server_fails_within_5s(self, scheme: str) -> None:
+        """`resile list` on a PostgreSQL / MySQL port where nothing listens: exit 1 within 5 s."""
+        self._fails_fast(f"{scheme}://u@127.0.0.1:{free_port()}/db")
+
+    @pytest.mark.parametrize("scheme", ["redis", "postgresql", "mysql"])
+    def test_server_that_never_accepts_fails_within_5s(self, scheme: str) -> None:
         """A port whose accept queue is full (connects hang, as to a host that drops packets): 5 s."""
-        pytest.importorskip("redis")
+        if scheme == "redis":
+            pytest.importorskip("redis")
+        url = (
+            "{scheme}://127.0.0.1:{port}/0"
+            if scheme == "redis"
+            else "{scheme}://u@127.0.0.1:{port}/db"
+        )
         with socket.socket() as server:
             server.bind(("127.0.0.1", 0))
             server.listen(0)
@@ -226,7 +238,7 @@ class TestStoreProblems:
                     c.connect(("127.0.0.1", port))
                 fillers.append(c)
             try:
-                self._fails_fast(f"redis://127.0.0.1:{port}/0")
+                self._fails_fast(url.format(scheme=scheme, port=port))
             finally:
                 for c in fillers:
                     c.close()
@@ -362,6 +374,32 @@ class TestCancelRetryPurge:
         assert queue.get("done") is None and queue.get("pending") is not None
         r = run("purge", "--older-than", "-5", "--db", db)
         assert r.exit_code == 2 and "'--older-than'" in r.stderr
+
+
+class TestMigrate:
+    """`resile migrate --db URL [--check]` on the SQL servers."""
+
+    @pytest.fixture(params=["postgres", "mysql"])
+    def sql_url(self, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+        """An empty PostgreSQL schema or MySQL database (tests/_backends.py)."""
+        from _backends import BACKENDS
+
+        return BACKENDS[request.param](request, tmp_path)
+
+    def test_check_then_migrate_then_check(self, sql_url: str) -> None:
+        """--check on an empty database exits 1 pointing at migrate; migrate creates the schema;
+        --check then exits 0 with the version."""
+        r = run("migrate", "--check", "--db", sql_url)
+        assert r.exit_code == 1 and "resile migrate" in one_error_line(r.stderr)
+        r = run("migrate", "--db", sql_url)
+        assert r.exit_code == 0 and "migrated to version 1" in r.stdout
+        r = run("migrate", "--check", "--db", sql_url)
+        assert r.exit_code == 0 and "is at version 1 (current)" in r.stdout
+
+    def test_other_stores_have_nothing_to_migrate(self, db: str) -> None:
+        """On SQLite, migrate says the store makes its schema on open, exit 0."""
+        r = run("migrate", "--db", db)
+        assert r.exit_code == 0 and "nothing to migrate" in r.stdout
 
 
 class TestWorker:

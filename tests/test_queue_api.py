@@ -77,7 +77,7 @@ class TestConnect:
         ("url", "match"),
         [
             ("tasks.db", "must look like"),
-            ("postgres://x/y", "unknown scheme 'postgres'"),
+            ("nosuch://x/y", "unknown scheme 'nosuch'"),
             ("sqlite://tasks.db", "three slashes"),
         ],
     )

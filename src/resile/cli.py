@@ -62,8 +62,20 @@ CLI_RETRY_FOR = 1.0
 #: Seconds such a command waits for a TCP connection (``connect_timeout``) unless the URL sets
 #: ``socket_connect_timeout``: with ``CLI_RETRY_FOR`` a host that drops packets fails in ~2 s.
 CLI_CONNECT_TIMEOUT = 0.5
-# The URL schemes whose stores take ``retry_for`` (they reconnect through an outage).
-_RETRYING_SCHEMES = frozenset({"redis", "rediss", "unix"})
+# The URL schemes whose stores take ``retry_for`` (they reconnect through an outage), and the
+# query option that sets each one's connect timeout.
+_CONNECT_TIMEOUT_OPTION = {
+    "redis": "socket_connect_timeout",
+    "rediss": "socket_connect_timeout",
+    "unix": "socket_connect_timeout",
+    "postgresql": "connect_timeout",
+    "postgres": "connect_timeout",
+    "mysql": "connect_timeout",
+    "mariadb": "connect_timeout",
+}
+_RETRYING_SCHEMES = frozenset(_CONNECT_TIMEOUT_OPTION)
+# The stores whose schema ``resile migrate`` creates or checks (the others make theirs on open).
+_MIGRATING_SCHEMES = frozenset({"postgresql", "postgres", "mysql", "mariadb"})
 
 _STATUS_STYLE = {
     TaskStatus.PENDING: "yellow",
@@ -145,21 +157,24 @@ _delay_option = click.option(
 )
 
 
-def _open(db: str) -> Queue:
+def _open(db: str, **extra: Any) -> Queue:
     """Open the queue ``--db`` names; a bad URL is a usage error naming the flag.
 
     A store that reconnects through outages gets ``retry_for=CLI_RETRY_FOR``
     and ``connect_timeout=CLI_CONNECT_TIMEOUT``, each unless the URL's query
-    sets it (``retry_for``, ``socket_connect_timeout``).
+    sets it (``retry_for``; ``socket_connect_timeout`` for Redis,
+    ``connect_timeout`` for PostgreSQL and MySQL). ``extra`` options go to the store.
     """
     options: dict[str, Any] = {}
     parts = urlsplit(db)
-    if parts.scheme.lower() in _RETRYING_SCHEMES:
+    scheme = parts.scheme.lower()
+    if scheme in _RETRYING_SCHEMES:
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         if "retry_for" not in query:
             options["retry_for"] = CLI_RETRY_FOR
-        if "socket_connect_timeout" not in query:
+        if _CONNECT_TIMEOUT_OPTION[scheme] not in query:
             options["connect_timeout"] = CLI_CONNECT_TIMEOUT
+    options.update(extra)
     try:
         return connect(db, **options)
     except (ValueError, NotImplementedError, ImportError) as exc:
@@ -779,6 +794,36 @@ def demo(args: tuple[str, ...]) -> None:
     from resile import demo as demo_module
 
     raise SystemExit(demo_module.main(args, prog="resile demo"))
+
+
+# -- schema -----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Only check: exit 1 when the schema is missing, older or newer than this resile.",
+)
+@db_option
+def migrate(check: bool, db: str) -> None:
+    """Create or migrate the task store's schema (PostgreSQL, MySQL); --check only reports it.
+
+    SQLite and Redis stores make theirs when they open: nothing to migrate.
+    """
+    if urlsplit(db).scheme.lower() not in _MIGRATING_SCHEMES:
+        _open(db).close()
+        click.echo(f"{_shown(db)}: the store makes its schema when it opens; nothing to migrate")
+        return
+    # A missing, older or newer schema under --check is a store error: one line, exit 1.
+    q = _open(db, migrate=not check)
+    try:
+        read_version: Callable[[], int] = getattr(q.store, "schema_version")  # noqa: B009
+        version = read_version()
+    finally:
+        q.close()
+    done = "is at" if check else "migrated to"
+    click.echo(f"{_shown(db)}: task schema {done} version {version} (current)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

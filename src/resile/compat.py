@@ -9,7 +9,7 @@ the storage config::
     )
 
     config = TaskBackoffConfig()
-    config.storage = StorageConfig(type="sqlite", path="tasks.db")   # or type="redis", host=...
+    config.storage = StorageConfig(type="sqlite", path="tasks.db")   # or "redis", "postgresql", "mysql"
     config.task = TaskConfig(biz_prefix="my_service", backoff_strategy="exponential")
     scheduler = TaskBackoffScheduler(config)
     scheduler.set_custom_task_handler(lambda task: ResultEntity.ok(result={}, task_id=task.task_id))
@@ -88,15 +88,26 @@ def _number(owner: str, name: str, value: object, *, minimum: float = 0.0) -> fl
 # -- configuration ----------------------------------------------------------------------------
 
 
+# type -> (URL scheme, default port); "postgres" and "mariadb" are accepted spellings.
+_SQL_TYPES = {"postgresql": ("postgresql", 5432), "mysql": ("mysql", 3306)}
+_TYPE_ALIASES = {"postgres": "postgresql", "mariadb": "mysql"}
+_TYPES = ("sqlite", "redis", *_SQL_TYPES)
+
+
 @dataclass
 class StorageConfig:
-    """Where the tasks live: ``type="sqlite"`` (one file) or ``type="redis"``.
+    """Where the tasks live: ``type="sqlite"``, ``"redis"``, ``"postgresql"`` or ``"mysql"``.
 
     Args:
-        type: ``"sqlite"`` or ``"redis"`` (the seed's default; ``"mysql"`` and
-            the others the seed announced are not supported).
-        host, port, database, password: the Redis server, mapped to
-            ``redis://[:password@]host:port/database``.
+        type: ``"redis"`` (the seed's default), ``"sqlite"`` (one file),
+            ``"postgresql"`` (or ``"postgres"``) or ``"mysql"`` (or ``"mariadb"``:
+            MySQL 8 / MariaDB 10.6+), the databases the seed's roadmap announced.
+        host, port, database, password: the server. Redis: ``database`` is the
+            db number, mapped to ``redis://[:password@]host:port/database``.
+            PostgreSQL / MySQL: ``database`` is the database's name, mapped to
+            ``postgresql://user:password@host:port/database`` (or ``mysql://``).
+            ``port=None`` is the type's usual port (6379, 5432, 3306).
+        user: the login of a PostgreSQL or MySQL server (resile's addition).
         path: the SQLite file (default ``resile.db``), mapped to ``sqlite:///path``.
         url: any store URL ``resile.connect`` accepts; overrides the fields above.
 
@@ -106,25 +117,40 @@ class StorageConfig:
 
     type: str = "redis"
     host: str = "localhost"
-    port: int = 6379
-    database: int = 0
+    port: int | None = None
+    database: int | str = 0
     password: str = ""
     path: str | None = None
     url: str | None = None
+    user: str = ""
 
     def __post_init__(self) -> None:
         kind = self.type.lower() if isinstance(self.type, str) else self.type
-        if kind not in ("sqlite", "redis"):
-            raise ValueError(f"StorageConfig: type must be 'sqlite' or 'redis', got {self.type!r}")
+        kind = _TYPE_ALIASES.get(kind, kind)
+        if kind not in _TYPES:
+            raise ValueError(
+                f"StorageConfig: type must be one of {list(_TYPES)}, got {self.type!r}"
+            )
         self.type = kind
         if not isinstance(self.host, str) or not self.host:
             raise ValueError(f"StorageConfig: host must be a non-empty str, got {self.host!r}")
-        _util.integer(self.port, "port", "StorageConfig", minimum=1)
-        if self.port > 65535:
-            raise ValueError(f"StorageConfig: port must be <= 65535, got {self.port!r}")
-        _util.integer(self.database, "database", "StorageConfig")
-        if not isinstance(self.password, str):
-            raise ValueError(f"StorageConfig: password must be a str, got {self.password!r}")
+        if self.port is not None:
+            _util.integer(self.port, "port", "StorageConfig", minimum=1)
+            if self.port > 65535:
+                raise ValueError(f"StorageConfig: port must be <= 65535, got {self.port!r}")
+        if kind in _SQL_TYPES:
+            if self.url is None and (not isinstance(self.database, str) or not self.database):
+                raise ValueError(
+                    f"StorageConfig: database must name the {kind} database (a non-empty str), "
+                    f"got {self.database!r}"
+                )
+        else:
+            _util.integer(self.database, "database", "StorageConfig")
+        for name in ("password", "user"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(
+                    f"StorageConfig: {name} must be a str, got {getattr(self, name)!r}"
+                )
         if self.path is not None and (not isinstance(self.path, str) or not self.path):
             raise ValueError(f"StorageConfig: path must be a non-empty str, got {self.path!r}")
         if self.url is not None and (not isinstance(self.url, str) or "://" not in self.url):
@@ -138,8 +164,16 @@ class StorageConfig:
             return self.url
         if self.type == "sqlite":
             return f"sqlite:///{self.path or 'resile.db'}"
+        if self.type in _SQL_TYPES:
+            scheme, default_port = _SQL_TYPES[self.type]
+            auth = quote(self.user, safe="")
+            if self.password:
+                auth += f":{quote(self.password, safe='')}"
+            login = f"{auth}@" if auth else ""
+            port = self.port or default_port
+            return f"{scheme}://{login}{self.host}:{port}/{quote(str(self.database), safe='')}"
         auth = f":{quote(self.password, safe='')}@" if self.password else ""
-        return f"redis://{auth}{self.host}:{self.port}/{self.database}"
+        return f"redis://{auth}{self.host}:{self.port or 6379}/{self.database}"
 
 
 def backoff_for(strategy: str, interval: float, multiplier: float = 2.0) -> Backoff:

@@ -24,7 +24,13 @@ _BACKENDS: dict[str, str | StoreFactory] = {
     "redis": "resile.queue.store.redis:RedisStore.from_url",
     "rediss": "resile.queue.store.redis:RedisStore.from_url",
     "unix": "resile.queue.store.redis:RedisStore.from_url",
+    "postgresql": "resile.queue.store.postgres:PostgresStore.from_url",
+    "postgres": "resile.queue.store.postgres:PostgresStore.from_url",
+    "mysql": "resile.queue.store.mysql:MySQLStore.from_url",
+    "mariadb": "resile.queue.store.mysql:MySQLStore.from_url",
 }
+# scheme -> the extra that brings its driver, where it is not the scheme's own name.
+_EXTRAS = {"rediss": "redis", "unix": "redis", "postgresql": "postgres", "mariadb": "mysql"}
 
 
 def register_store(scheme: str, factory: str | StoreFactory) -> None:
@@ -54,7 +60,7 @@ def _resolve(scheme: str, target: str) -> StoreFactory:
             ) from None
         raise ImportError(
             f"resile: the {scheme!r} task store needs {exc.name!r}; "
-            f"install it (pip install 'resile[{scheme.rstrip('s')}]')"
+            f"install it (pip install 'resile[{_EXTRAS.get(scheme, scheme)}]')"
         ) from exc
     for part in attr.split("."):
         obj = getattr(obj, part)

@@ -1,0 +1,88 @@
+"""The MySQL store's own statements: its schema, its meta table, bounded prunes.
+
+Everything else the store runs is the SQLite store's named SQL rendered by
+``_dialect.render``. No state is spelled here; columns are ``TaskField`` values, the same as SQLite's table.
+"""
+
+from __future__ import annotations
+
+from resile.queue._names import META_TABLE, TASKS_TABLE
+
+__all__ = [
+    "LOCK",
+    "META_GET",
+    "META_SET",
+    "PRUNE_DELETE",
+    "PRUNE_PICK",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "UNLOCK",
+    "VERSION_KEY",
+]
+
+#: The version of the MySQL schema this code writes (``resile_meta.schema_version``).
+SCHEMA_VERSION = 1
+VERSION_KEY = "schema_version"
+
+_T = TASKS_TABLE
+
+# One statement per item (the driver runs one at a time). utf8mb4_bin: ids and queue
+# names compare byte for byte, as in SQLite and Redis.
+SCHEMA: tuple[str, ...] = (
+    f"CREATE TABLE IF NOT EXISTS {META_TABLE} ("
+    " `key` VARCHAR(191) NOT NULL PRIMARY KEY, `value` TEXT NOT NULL"
+    ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+    f"CREATE TABLE IF NOT EXISTS {_T} ("
+    " seq BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,"
+    " id VARCHAR(255) NOT NULL,"
+    " queue VARCHAR(255) NOT NULL,"
+    " handler TEXT NOT NULL,"
+    " params LONGTEXT NOT NULL,"
+    " priority BIGINT NOT NULL,"
+    " status VARCHAR(16) NOT NULL,"
+    " ready TINYINT NOT NULL DEFAULT 0,"
+    " attempts BIGINT NOT NULL DEFAULT 0,"
+    " max_retries BIGINT NOT NULL,"
+    " backoff TEXT NOT NULL,"
+    " last_delay DOUBLE NULL,"
+    " due_at DOUBLE NOT NULL,"
+    " lease_owner VARCHAR(255) NULL,"
+    " lease_expires_at DOUBLE NULL,"
+    " progress DOUBLE NOT NULL DEFAULT 0,"
+    " checkpoint LONGTEXT NULL,"
+    " result LONGTEXT NULL,"
+    " last_error LONGTEXT NULL,"
+    " history LONGTEXT NOT NULL DEFAULT ('[]'),"
+    " timeout DOUBLE NULL,"
+    " resources TEXT NOT NULL,"
+    " has_resources TINYINT NOT NULL DEFAULT 0,"
+    " created_at DOUBLE NOT NULL,"
+    " updated_at DOUBLE NOT NULL,"
+    " started_at DOUBLE NULL,"
+    " finished_at DOUBLE NULL,"
+    f" UNIQUE KEY {_T}_id (id),"
+    # What lease reads: due tasks of a queue in (priority, seq) order (``_dialect``) ...
+    f" KEY {_T}_ready (status, queue, priority, seq),"
+    # ... delayed ones by due time (flip_due, next_due_at), expired leases, needs.
+    f" KEY {_T}_delayed (status, ready, queue, due_at),"
+    f" KEY {_T}_leased (status, queue, lease_expires_at),"
+    f" KEY {_T}_gated (status, has_resources, queue, due_at),"
+    f" KEY {_T}_status (queue, status, seq),"
+    f" KEY {_T}_finished (status, finished_at)"
+    ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+)
+META_GET = f"SELECT `value` FROM {META_TABLE} WHERE `key` = %(key)s"
+META_SET = (
+    f"INSERT INTO {META_TABLE} (`key`, `value`) VALUES (%(key)s, %(value)s)"
+    " ON DUPLICATE KEY UPDATE `value` = VALUES(`value`)"
+)
+# One migration at a time per database, across processes.
+LOCK = "SELECT GET_LOCK(%(name)s, %(timeout)s)"
+UNLOCK = "SELECT RELEASE_LOCK(%(name)s)"
+# Finished tasks of ``statuses`` finished at or before ``cutoff``, at most ``batch`` a time:
+# picked skipping rows others hold (a DELETE with a WHERE would wait for them), then deleted.
+PRUNE_PICK = (
+    f"SELECT seq FROM {_T} WHERE status IN %(statuses)s AND finished_at <= %(cutoff)s"
+    " LIMIT %(batch)s FOR UPDATE SKIP LOCKED"
+)
+PRUNE_DELETE = f"DELETE FROM {_T} WHERE seq IN %(seqs)s"

@@ -1,0 +1,378 @@
+"""Every SQL statement of the PostgreSQL store, named, in one place, with named parameters.
+
+States are never spelled here: they are injected from ``TaskStatus`` and from
+the transition sets of ``resile.queue._transitions`` as SQL literals (the
+partial indexes' ``WHERE status = ...`` must match the queries literally for
+the planner to use them). Column names are ``TaskField`` values.
+
+Two tables hold tasks: the *hot* table (``resile_tasks``) holds only live ones
+(``PENDING`` and ``DOING``), so its indexes stay small under churn; a task
+that finishes moves, in the transaction that finishes it, to the *finished*
+table (``resile_finished``), from which ``requeue`` moves it back and prunes
+delete it in bounded batches. Both share one sequence, so ``seq`` (creation
+order) is unique over both.
+
+Every name is qualified with the store's schema: ``Queries(schema)`` holds the
+statements of one schema, formatted once. Parameters are named
+(``%(name)s``); lists travel as arrays (``= ANY(%(queues)s)``) so a statement
+does not depend on a list's length, and batched writes ``unnest`` arrays.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+
+from resile.queue import _transitions as tr
+from resile.queue._names import META_TABLE, TASKS_TABLE, TaskStatus
+
+__all__ = [
+    "COLUMNS",
+    "FINISHED_TABLE",
+    "SCHEMA_VERSION",
+    "SEQUENCE",
+    "Queries",
+    "check_schema_name",
+]
+
+#: The version of the PostgreSQL schema this code writes (``resile_meta.schema_version``).
+SCHEMA_VERSION = 1
+FINISHED_TABLE = "resile_finished"
+SEQUENCE = "resile_seq"
+
+# Every stored column, in table order (``TaskField`` values): the task record, then bookkeeping.
+COLUMNS: tuple[str, ...] = (
+    "seq",
+    "id",
+    "queue",
+    "handler",
+    "params",
+    "priority",
+    "status",
+    "attempts",
+    "max_retries",
+    "backoff",
+    "last_delay",
+    "due_at",
+    "lease_owner",
+    "lease_expires_at",
+    "progress",
+    "checkpoint",
+    "result",
+    "last_error",
+    "history",
+    "timeout",
+    "resources",
+    "has_resources",
+    "created_at",
+    "updated_at",
+    "started_at",
+    "finished_at",
+)
+_COLS = ", ".join(COLUMNS)
+
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,40}")
+
+
+def check_schema_name(schema: object) -> str:
+    """``schema`` when it is a plain lower-case identifier (it is spelled into SQL).
+
+    Raises:
+        ValueError: anything else (named with its value).
+    """
+    if not isinstance(schema, str) or not _SCHEMA_NAME.fullmatch(schema):
+        raise ValueError(
+            "PostgreSQL store: schema must be a lower-case identifier "
+            f"([a-z_][a-z0-9_]*, at most 41 characters), got {schema!r}"
+        )
+    return schema
+
+
+def _lit(status: TaskStatus) -> str:
+    return f"'{status.value}'"
+
+
+def _arr(statuses: Collection[TaskStatus]) -> str:
+    return "ARRAY[" + ", ".join(_lit(s) for s in sorted(statuses, key=lambda s: s.value)) + "]"
+
+
+_PENDING = _lit(TaskStatus.PENDING)
+_DOING = _lit(TaskStatus.DOING)
+(_HELD,) = (_lit(s) for s in tr.HELD_FROM)
+(_LEASABLE,) = (_lit(s) for s in tr.LEASE_FROM)
+_REQUEUEABLE = _arr(tr.REQUEUE_FROM)
+_EDITABLE = _arr(tr.EDIT_FROM)
+
+# Columns ``decode`` reads from a row (every column; the finishing moves copy them all).
+_SCHEMA = """
+CREATE SCHEMA IF NOT EXISTS {s};
+CREATE TABLE IF NOT EXISTS {meta} (
+    key   text PRIMARY KEY,
+    value text NOT NULL
+);
+CREATE SEQUENCE IF NOT EXISTS {seq};
+CREATE TABLE IF NOT EXISTS {hot} (
+    seq              bigint PRIMARY KEY DEFAULT nextval('{seq}'),
+    id               text NOT NULL UNIQUE,
+    queue            text NOT NULL,
+    handler          text NOT NULL,
+    params           text NOT NULL,
+    priority         bigint NOT NULL,
+    status           text NOT NULL,
+    attempts         bigint NOT NULL DEFAULT 0,
+    max_retries      bigint NOT NULL,
+    backoff          text NOT NULL,
+    last_delay       double precision,
+    due_at           double precision NOT NULL,
+    lease_owner      text,
+    lease_expires_at double precision,
+    progress         double precision NOT NULL DEFAULT 0,
+    checkpoint       text,
+    result           text,
+    last_error       text,
+    history          text NOT NULL DEFAULT '[]',
+    timeout          double precision,
+    resources        text NOT NULL DEFAULT '{{}}',
+    has_resources    boolean NOT NULL DEFAULT false,
+    created_at       double precision NOT NULL,
+    updated_at       double precision NOT NULL,
+    started_at       double precision,
+    finished_at      double precision
+) WITH (
+    -- Room on each page for the lease/renew/retry updates to stay HOT (no index write).
+    fillfactor = 70,
+    -- Vacuum the small, churning hot table early and without throttling.
+    autovacuum_vacuum_scale_factor = 0.02,
+    autovacuum_vacuum_threshold = 500,
+    autovacuum_vacuum_insert_scale_factor = 0.05,
+    autovacuum_analyze_scale_factor = 0.05,
+    autovacuum_vacuum_cost_delay = 0
+);
+CREATE INDEX IF NOT EXISTS {hot_name}_ready ON {hot} (queue, priority, seq)
+    WHERE status = {pending};
+CREATE INDEX IF NOT EXISTS {hot_name}_due ON {hot} (queue, due_at) WHERE status = {pending};
+CREATE INDEX IF NOT EXISTS {hot_name}_leased ON {hot} (queue, lease_expires_at)
+    WHERE status = {doing};
+CREATE INDEX IF NOT EXISTS {hot_name}_gated ON {hot} (queue, due_at)
+    WHERE status = {pending} AND has_resources;
+CREATE TABLE IF NOT EXISTS {fin} (LIKE {hot} INCLUDING DEFAULTS) WITH (
+    autovacuum_vacuum_scale_factor = 0.05,
+    autovacuum_vacuum_insert_scale_factor = 0.1
+);
+CREATE UNIQUE INDEX IF NOT EXISTS {fin_name}_seq ON {fin} (seq);
+CREATE UNIQUE INDEX IF NOT EXISTS {fin_name}_id ON {fin} (id);
+CREATE INDEX IF NOT EXISTS {fin_name}_finished ON {fin} (status, finished_at);
+CREATE INDEX IF NOT EXISTS {fin_name}_queue ON {fin} (queue, status, seq);
+"""
+
+
+class Queries:
+    """The statements of the store in ``schema``, formatted once.
+
+    Args:
+        schema: a lower-case identifier (``check_schema_name``).
+    """
+
+    def __init__(self, schema: str) -> None:
+        s = check_schema_name(schema)
+        hot, fin = f"{s}.{TASKS_TABLE}", f"{s}.{FINISHED_TABLE}"
+        self.schema = s
+        self.hot, self.fin = hot, fin
+        #: The NOTIFY channel of this schema's wake-ups (payload: JSON ``{"q": queue, "due": t}``).
+        self.channel = f"resile_wake_{s}"
+        self.LOCK_KEY = f"resile:{s}"
+        self.SCHEMA = _SCHEMA.format(
+            s=s,
+            meta=f"{s}.{META_TABLE}",
+            seq=f"{s}.{SEQUENCE}",
+            hot=hot,
+            fin=fin,
+            hot_name=TASKS_TABLE,
+            fin_name=FINISHED_TABLE,
+            pending=_PENDING,
+            doing=_DOING,
+        )
+        # Whether the schema's tables exist, and its version (no table: NULL).
+        self.SCHEMA_EXISTS = "SELECT TO_REGCLASS(%(meta)s) IS NOT NULL AS found"
+        self.VERSION_KEY = "schema_version"
+        self.META_TABLE = f"{s}.{META_TABLE}"
+        self.META_GET = f"SELECT value FROM {s}.{META_TABLE} WHERE key = %(key)s"
+        self.META_SET = (
+            f"INSERT INTO {s}.{META_TABLE} (key, value) VALUES (%(key)s, %(value)s)"
+            " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+        )
+        # One migration at a time per schema, across processes (released at commit).
+        self.MIGRATION_LOCK = "SELECT PG_ADVISORY_XACT_LOCK(HASHTEXT(%(key)s))"
+
+        # -- producers ------------------------------------------------------------------------
+        # Ids (of a batch) that exist already, live or finished.
+        self.EXISTING = (
+            f"SELECT * FROM {hot} WHERE id = ANY(%(ids)s)"
+            f" UNION ALL SELECT * FROM {fin} WHERE id = ANY(%(ids)s)"
+        )
+        # A batch of new tasks, in the batch's order; seq is taken in that order.
+        self.INSERT = (
+            f"INSERT INTO {hot} (seq, id, queue, handler, params, priority, status, attempts,"
+            " max_retries, backoff, due_at, resources, has_resources, timeout, created_at,"
+            " updated_at)"
+            f" SELECT NEXTVAL('{s}.{SEQUENCE}'), v.id, v.queue, v.handler, v.params, v.priority,"
+            " v.status, v.attempts, v.max_retries, v.backoff, v.due_at, v.resources,"
+            " v.has_resources, v.timeout, v.created_at, v.updated_at"
+            " FROM UNNEST(%(id)s::TEXT[], %(queue)s::TEXT[], %(handler)s::TEXT[],"
+            " %(params)s::TEXT[], %(priority)s::BIGINT[], %(status)s::TEXT[],"
+            " %(attempts)s::BIGINT[], %(max_retries)s::BIGINT[], %(backoff)s::TEXT[],"
+            " %(due_at)s::FLOAT8[], %(resources)s::TEXT[], %(has_resources)s::BOOL[],"
+            " %(timeout)s::FLOAT8[], %(created_at)s::FLOAT8[], %(updated_at)s::FLOAT8[])"
+            " WITH ORDINALITY AS v(id, queue, handler, params, priority, status, attempts,"
+            " max_retries, backoff, due_at, resources, has_resources, timeout, created_at,"
+            " updated_at, ord)"
+            " ORDER BY v.ord"
+            " ON CONFLICT (id) DO NOTHING RETURNING id, seq"
+        )
+        # New tasks whose ids cannot exist (generated), and the NOTIFY, in one statement.
+        self.INSERT_NOTIFY = (
+            f"WITH ins AS ({self.INSERT}) SELECT ins.id, ins.seq FROM ins,"
+            " (SELECT PG_NOTIFY(%(channel)s, %(payload)s)) AS n"
+        )
+        # Ids just inserted live that a concurrent finish had moved to the finished table.
+        self.FINISHED_IDS = f"SELECT id FROM {fin} WHERE id = ANY(%(ids)s)"
+        self.NOTIFY = "SELECT PG_NOTIFY(%(channel)s, %(payload)s)"
+
+        # -- reads ----------------------------------------------------------------------------
+        self.SELECT_BY_ID = (
+            f"SELECT * FROM {hot} WHERE id = %(id)s UNION ALL SELECT * FROM {fin} WHERE id = %(id)s"
+        )
+        self.SELECT_CHECKPOINT = (
+            f"SELECT checkpoint FROM {hot} WHERE id = %(id)s"
+            f" UNION ALL SELECT checkpoint FROM {fin} WHERE id = %(id)s"
+        )
+        self.SELECT_LIVE_FOR_UPDATE = f"SELECT * FROM {hot} WHERE id = %(id)s FOR UPDATE"
+        # The tasks of ``:ids`` that ``:worker`` holds, locked, in seq order (no deadlock).
+        self.SELECT_HELD = (
+            f"SELECT * FROM {hot} WHERE id = ANY(%(ids)s) AND status = {_HELD}"
+            " AND lease_owner = %(worker)s ORDER BY seq FOR UPDATE"
+        )
+        self.STATS = (
+            f"SELECT status, COUNT(*) AS n FROM {hot} WHERE %(queue)s::TEXT IS NULL OR queue = %(queue)s"
+            f" GROUP BY status UNION ALL SELECT status, COUNT(*) AS n FROM {fin}"
+            " WHERE %(queue)s::TEXT IS NULL OR queue = %(queue)s GROUP BY status"
+        )
+        self.QUEUES = f"SELECT queue FROM {hot} UNION SELECT queue FROM {fin} ORDER BY queue"
+
+        # -- lease ----------------------------------------------------------------------------
+        # Lapsed leases, locked; one whose holder is renewing it right now is waited for
+        # (not skipped: the reclaim must not miss it), in seq order (no deadlock).
+        self.SELECT_EXPIRED = (
+            f"SELECT * FROM {hot} WHERE status = {_HELD} AND queue = ANY(%(queues)s)"
+            " AND lease_expires_at < %(now)s ORDER BY seq FOR UPDATE"
+        )
+        # Due tasks in (priority, seq) order after a key, locked; others' locked rows skipped.
+        # One index scan per queue (LATERAL), merged: ``queue = ANY(...)`` would read and
+        # sort every pending row instead (3 ms at 2,000 pending, measured).
+        self.SELECT_DUE = (
+            f"SELECT t.* FROM UNNEST(%(queues)s::TEXT[]) AS q(name), LATERAL ("
+            f"SELECT * FROM {hot} WHERE status = {_LEASABLE} AND queue = q.name"
+            " AND due_at <= %(now)s AND (priority, seq) > (%(priority)s, %(seq)s)"
+            " ORDER BY priority, seq LIMIT %(chunk)s FOR UPDATE SKIP LOCKED) AS t"
+            " ORDER BY t.priority, t.seq LIMIT %(chunk)s"
+        )
+        self.LEASE = (
+            f"UPDATE {hot} AS t SET status = %(status)s, attempts = v.attempts,"
+            " lease_owner = %(worker)s, lease_expires_at = %(lease_expires_at)s,"
+            " started_at = %(started_at)s, updated_at = %(now)s"
+            " FROM UNNEST(%(seqs)s::BIGINT[], %(attempts)s::BIGINT[]) AS v(seq, attempts)"
+            " WHERE t.seq = v.seq"
+        )
+        self.RENEW = (
+            f"UPDATE {hot} SET lease_expires_at = %(lease_expires_at)s, updated_at = %(now)s"
+            f" WHERE id = ANY(%(ids)s) AND status = {_HELD} AND lease_owner = %(worker)s"
+            " RETURNING id"
+        )
+
+        # -- transitions of tasks read (and locked) in the same transaction ------------------
+        # Live tasks (by seq) that finish: moved to the finished table with the new values;
+        # a NULL keeps the stored value (result, progress, history, last_error).
+        self.FINISH = (
+            f"WITH v AS (SELECT * FROM UNNEST(%(seqs)s::BIGINT[], %(status)s::TEXT[],"
+            " %(result)s::TEXT[], %(progress)s::FLOAT8[], %(history)s::TEXT[],"
+            " %(last_error)s::TEXT[]) AS v(seq, status, result, progress, history, last_error)),"
+            f" moved AS (DELETE FROM {hot} AS t USING v WHERE t.seq = v.seq"
+            " RETURNING t.*, v.status AS new_status, v.result AS new_result,"
+            " v.progress AS new_progress, v.history AS new_history,"
+            " v.last_error AS new_last_error)"
+            f" INSERT INTO {fin} ({_COLS})"
+            " SELECT seq, id, queue, handler, params, priority, new_status, attempts,"
+            " max_retries, backoff, last_delay, due_at, lease_owner, NULL,"
+            " COALESCE(new_progress, progress), checkpoint, COALESCE(new_result, result),"
+            " COALESCE(new_last_error, last_error), COALESCE(new_history, history), timeout,"
+            " resources, has_resources, created_at, %(now)s, started_at, %(now)s FROM moved"
+            f" RETURNING {_COLS}"
+        )
+        # A failed attempt, retried: PENDING again, due at :due_at.
+        self.RETRY = (
+            f"UPDATE {hot} SET status = %(status)s, history = COALESCE(%(history)s, history),"
+            " last_error = %(last_error)s, last_delay = %(last_delay)s, due_at = %(due_at)s,"
+            " lease_expires_at = NULL, updated_at = %(now)s WHERE seq = %(seq)s RETURNING *"
+        )
+        self.RELEASE = (
+            f"UPDATE {hot} SET status = %(status)s, due_at = %(due_at)s, attempts = %(attempts)s,"
+            " lease_expires_at = NULL, updated_at = %(now)s WHERE seq = %(seq)s RETURNING *"
+        )
+        # A dead letter or canceled task back to the hot table, PENDING.
+        self.REQUEUE = (
+            f"WITH moved AS (DELETE FROM {fin} WHERE id = %(id)s"
+            f" AND status = ANY({_REQUEUEABLE}) RETURNING *)"
+            f" INSERT INTO {hot} ({_COLS})"
+            " SELECT seq, id, queue, handler, params, priority, %(status)s, %(attempts)s,"
+            " max_retries, backoff, %(last_delay)s, %(due_at)s, lease_owner, NULL, progress,"
+            " checkpoint, result, last_error, history, timeout, resources, has_resources,"
+            " created_at, %(now)s, started_at, NULL FROM moved"
+            f" RETURNING {_COLS}"
+        )
+        # progress / checkpoint of a live task (EDIT_FROM), or of one the worker holds.
+        self.SET_FIELD = {
+            (column, holder): (
+                f"UPDATE {hot} SET {column} = %(value)s, updated_at = %(now)s WHERE id = %(id)s"
+                + (
+                    f" AND status = {_HELD} AND lease_owner = %(worker)s"
+                    if holder
+                    else f" AND status = ANY({_EDITABLE})"
+                )
+            )
+            for column in ("progress", "checkpoint")
+            for holder in (False, True)
+        }
+
+        # The hot table's dead rows made reusable (not in a transaction; skipped when locked).
+        self.VACUUM_HOT = f"VACUUM (SKIP_LOCKED) {hot}"
+
+        # -- lists, prunes, wake-up times -----------------------------------------------------
+        _where_list = (
+            " WHERE (%(queue)s::TEXT IS NULL OR queue = %(queue)s)"
+            " AND (%(statuses)s::TEXT[] IS NULL OR status = ANY(%(statuses)s))"
+            " AND (%(after)s::BIGINT IS NULL OR seq > %(after)s)"
+        )
+        self.LIST = (
+            f"SELECT * FROM {hot}{_where_list} UNION ALL SELECT * FROM {fin}{_where_list}"
+            " ORDER BY seq LIMIT %(limit)s OFFSET %(offset)s"
+        )
+        # Finished tasks of ``:statuses`` finished at or before ``:cutoff``, at most ``:batch``.
+        self.PURGE_BATCH = (
+            f"DELETE FROM {fin} WHERE seq IN (SELECT seq FROM {fin}"
+            " WHERE status = ANY(%(statuses)s) AND finished_at <= %(cutoff)s"
+            " AND (%(queue)s::TEXT IS NULL OR queue = %(queue)s) LIMIT %(batch)s)"
+        )
+        # The earliest lease expiry and the earliest due time (of tasks without needs when
+        # ``:gated``); then, with a capacity, the due times and needs of tasks with needs.
+        self.NEXT_DUE = (
+            f"SELECT (SELECT MIN(lease_expires_at) FROM {hot} WHERE status = {_HELD}"
+            " AND queue = ANY(%(queues)s)) AS lease_expires_at,"
+            # The first entry of each queue's due-time index (LATERAL), not a scan.
+            f" (SELECT MIN(t.due_at) FROM UNNEST(%(queues)s::TEXT[]) AS q(name), LATERAL ("
+            f"SELECT due_at FROM {hot} WHERE status = {_LEASABLE} AND queue = q.name"
+            " AND NOT (%(gated)s AND has_resources) ORDER BY due_at LIMIT 1) AS t) AS due_at"
+        )
+        self.GATED_DUE = (
+            f"SELECT due_at, resources FROM {hot} WHERE status = {_LEASABLE} AND has_resources"
+            " AND queue = ANY(%(queues)s)"
+        )

@@ -1,0 +1,560 @@
+"""What only the PostgreSQL store does: its URL, schema versions, the hot table, retention,
+enqueue in the caller's transaction, LISTEN/NOTIFY wake-ups and their repair, faults.
+
+Everything runs on a real server (the session's throwaway cluster or
+``RESILE_TEST_POSTGRES_URL``), each test in a schema of its own.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+import resile
+from _names_check import python_strings, spelled_states, sql_columns, unknown_fields
+from _postgres_server import PostgresServer, drop_schema, free_port
+from _waits import wait_for
+from resile.queue import TaskSpec, TaskStatus
+from resile.queue._names import FIELDS, TASKS_TABLE
+from resile.queue.store import open_store
+from resile.queue.store.postgres import SCHEMA_VERSION, PostgresStore, SchemaError
+from resile.queue.store.postgres import _sql as pgsql
+from resile.queue.worker import Worker
+
+T0 = 1_700_000_000.0
+
+
+def spec(**kw: Any) -> TaskSpec:
+    kw.setdefault("handler", "h")
+    return TaskSpec(**kw)
+
+
+@pytest.fixture
+def schema(postgres_url: str) -> Iterator[str]:
+    """A fresh schema name, dropped after the test."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    yield name
+    drop_schema(postgres_url, name)
+
+
+@pytest.fixture
+def url(postgres_url: str, schema: str) -> str:
+    """The session server's URL on the test's schema."""
+    return f"{postgres_url}?schema={schema}"
+
+
+@pytest.fixture
+def stores(url: str) -> Iterator[Callable[..., PostgresStore]]:
+    """Open stores on the test's schema (options as keywords); closed afterwards."""
+    opened: list[PostgresStore] = []
+
+    def factory(**options: Any) -> PostgresStore:
+        s = open_store(url, **options)
+        assert isinstance(s, PostgresStore)
+        opened.append(s)
+        return s
+
+    yield factory
+    for s in opened:
+        s.close()
+
+
+def raw(url: str) -> psycopg.Connection[Any]:
+    """A plain autocommit connection to the server (no resile)."""
+    return psycopg.connect(url.split("?")[0], autocommit=True)
+
+
+def count(url: str, schema: str, table: str) -> int:
+    with raw(url) as c:
+        row = c.execute(f"SELECT count(*) FROM {schema}.{table}").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+class TestUrl:
+    """The URL and its options."""
+
+    def test_both_schemes_open_a_postgres_store(self, postgres_url: str, schema: str) -> None:
+        """postgresql:// and postgres:// both open the store; resile.connect takes them."""
+        alt = postgres_url.replace("postgresql://", "postgres://", 1)
+        for u in (postgres_url, alt):
+            q = resile.connect(f"{u}?schema={schema}")
+            try:
+                assert isinstance(q.store, PostgresStore)
+            finally:
+                q.close()
+
+    def test_options_reach_the_store_and_libpq(self, stores: Callable[..., PostgresStore]) -> None:
+        """resile's options are read; the others (application_name) go to libpq."""
+        s = stores()
+        assert s.listen and s.retention == 7 * 24 * 3600.0 and s.failed_retention is None
+        u = s.url.replace("***", "x")  # the URL as shown: password hidden
+        assert "***" in s.url and "x" in u
+
+    def test_option_values(self, url: str) -> None:
+        """listen, retention and failed_retention are parsed; application_name passes through."""
+        s = open_store(
+            f"{url}&listen=false&retention=60&failed_retention=none&application_name=resile-test"
+        )
+        try:
+            assert isinstance(s, PostgresStore)
+            assert (s.listen, s.retention, s.failed_retention) == (False, 60.0, None)
+            with s._db.connect() as c:
+                row = c.execute("SHOW application_name").fetchone()
+            assert row == {"application_name": "resile-test"}
+        finally:
+            s.close()
+
+    @pytest.mark.parametrize(
+        ("query", "match"),
+        [
+            ("listen=maybe", "listen must be true or false, got 'maybe'"),
+            ("retention=soon", "retention must be seconds, got 'soon'"),
+            ("pool_size=0", "pool_size must be an int >= 1, got 0"),
+            ("schema=Bad-Name", "schema must be a lower-case identifier"),
+        ],
+    )
+    def test_bad_options_are_named(self, url: str, query: str, match: str) -> None:
+        """A bad option value fails naming the option and the value."""
+        with pytest.raises(ValueError, match=match):
+            open_store(f"{url}&{query}")
+
+    def test_unreachable_server_is_one_clear_line_fast(self) -> None:
+        """Nothing listening: ConnectionError naming the server (password hidden) within 5 s."""
+        port = free_port()
+        start = time.monotonic()
+        with pytest.raises(ConnectionError) as info:
+            open_store(f"postgresql://u:secret@127.0.0.1:{port}/db")
+        assert time.monotonic() - start < 5
+        message = str(info.value)
+        assert f"127.0.0.1:{port}" in message and "secret" not in message
+        assert "\n" not in message
+
+    def test_wrong_password_is_one_clear_line(self, postgres_url: str) -> None:
+        """A refused login is a ConnectionError saying why."""
+        bad = postgres_url.replace("://resile:", "://resile:wrong", 1)
+        if bad == postgres_url:
+            pytest.skip("RESILE_TEST_POSTGRES_URL has another user")
+        with pytest.raises(ConnectionError, match="password authentication failed"):
+            open_store(bad)
+
+
+class TestSchema:
+    """The schema is versioned, created on open, refused when newer."""
+
+    def test_created_with_its_version(self, stores: Callable[..., PostgresStore]) -> None:
+        """Opening creates the tables and stores SCHEMA_VERSION."""
+        s = stores()
+        assert s.schema_version() == SCHEMA_VERSION == pgsql.SCHEMA_VERSION
+
+    def test_a_newer_schema_is_refused(
+        self, url: str, schema: str, stores: Callable[..., PostgresStore]
+    ) -> None:
+        """A schema written by a newer resile is refused with a clear SchemaError."""
+        stores().close()
+        with raw(url) as c:
+            c.execute(f"UPDATE {schema}.resile_meta SET value = '99' WHERE key = 'schema_version'")
+        with pytest.raises(SchemaError, match="version 99, newer than this resile"):
+            open_store(url)
+
+    def test_migrate_false_refuses_a_missing_schema(self, url: str) -> None:
+        """With migrate=false an empty database is refused, pointing at `resile migrate`."""
+        with pytest.raises(SchemaError, match="resile migrate"):
+            open_store(f"{url}&migrate=false")
+
+    def test_concurrent_opens_create_it_once(self, url: str) -> None:
+        """Several processes' first opens at once: the advisory lock lets one create it."""
+        errors: list[BaseException] = []
+        opened: list[PostgresStore] = []
+
+        def open_one() -> None:
+            try:
+                s = open_store(url)
+                assert isinstance(s, PostgresStore)
+                opened.append(s)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_one) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        for s in opened:
+            s.close()
+        assert errors == [] and len(opened) == 4
+
+    def test_tables_have_exactly_defined_fields(
+        self, url: str, schema: str, stores: Callable[..., PostgresStore]
+    ) -> None:
+        """Both tables' columns are TaskField values."""
+        stores()
+        with raw(url) as c:
+            for table in (TASKS_TABLE, pgsql.FINISHED_TABLE):
+                cols = {
+                    r[0]
+                    for r in c.execute(
+                        "SELECT column_name FROM information_schema.columns"
+                        " WHERE table_schema = %s AND table_name = %s",
+                        (schema, table),
+                    )
+                }
+                assert cols == set(pgsql.COLUMNS) and cols <= FIELDS
+
+    def test_sql_spells_no_state_and_only_defined_columns(self) -> None:
+        """The SQL module gets states injected, and every column it names is a TaskField."""
+        source = Path(pgsql.__file__).read_text("utf-8")
+        assert [h for t in python_strings(source) for h in spelled_states(t)] == []
+        q = pgsql.Queries("s")
+        texts = [v for v in vars(q).values() if isinstance(v, str) and " " in v]
+        texts += list(q.SET_FIELD.values())
+        # Names that are not columns: parameters, the schema ``s.``, and local aliases.
+        aliases = {
+            "v",
+            "t",
+            "q",
+            "name",
+            "ins",
+            "moved",
+            "ord",
+            "found",
+            "n",
+            pgsql.FINISHED_TABLE,
+            pgsql.SEQUENCE,
+        }
+        for text in texts:
+            if text is q.SCHEMA:
+                continue
+            bare = re.sub(r"%\(\w+\)s|\bs\.(?=\w)|\bnew_", " ", text)
+            assert unknown_fields(sql_columns(bare)) - aliases == set(), text
+
+
+class TestHotTable:
+    """Finished tasks leave the hot table; retention prunes them in batches."""
+
+    def test_finished_tasks_move_out_and_requeue_moves_back(
+        self, url: str, schema: str, stores: Callable[..., PostgresStore]
+    ) -> None:
+        """DONE, FAILED and CANCELED rows live in the finished table only; requeue brings one back."""
+        s = stores()
+        for i in range(4):
+            s.create(spec(id=f"t{i}", max_retries=0), now=T0)
+        a, b, *_ = s.lease("default", "w", limit=2, now=T0)
+        s.complete(a.id, "w", 1, now=T0)
+        s.fail(b.id, "w", ValueError("x"), now=T0)
+        s.cancel("t2", now=T0)
+        assert count(url, schema, TASKS_TABLE) == 1
+        assert count(url, schema, pgsql.FINISHED_TABLE) == 3
+        assert s.stats()[TaskStatus.DONE] == 1 and s.get(a.id).status == TaskStatus.DONE  # type: ignore[union-attr]
+        back = s.requeue(b.id, now=T0)
+        assert back is not None and back.status == TaskStatus.PENDING
+        assert count(url, schema, TASKS_TABLE) == 2
+        assert [t.id for t in s.list()] == ["t0", "t1", "t2", "t3"]
+
+    def test_retention_per_outcome(self, stores: Callable[..., PostgresStore]) -> None:
+        """prune() drops DONE/CANCELED past retention and FAILED past failed_retention only."""
+        s = stores(retention=10.0, failed_retention=100.0)
+        for i in range(3):
+            s.create(spec(id=f"t{i}", max_retries=0), now=T0)
+        got = s.lease("default", "w", limit=2, now=T0)
+        s.complete(got[0].id, "w", now=T0)
+        s.fail(got[1].id, "w", ValueError("x"), now=T0)
+        s.cancel("t2", now=T0)
+        assert s.prune(now=T0 + 5) == 0
+        assert s.prune(now=T0 + 11) == 2
+        assert [t.status for t in s.list()] == [TaskStatus.FAILED]
+        assert s.prune(now=T0 + 101) == 1 and s.list() == []
+
+    def test_purge_in_batches_deletes_them_all(self, stores: Callable[..., PostgresStore]) -> None:
+        """A purge larger than one batch deletes every match (several short transactions)."""
+        s = stores(retention=None)
+        s.create_many([spec(id=f"t{i}") for i in range(1500)], now=T0)
+        leased = s.lease("default", "w", limit=1500, now=T0)
+        assert all(s.complete_many_flags([(t.id, None) for t in leased], "w", now=T0))
+        assert s.purge(0, now=T0 + 1) == 1500
+        assert s.stats()[TaskStatus.DONE] == 0
+
+    def test_the_store_vacuums_its_hot_table_while_tasks_complete(
+        self, url: str, schema: str, stores: Callable[..., PostgresStore]
+    ) -> None:
+        """With vacuum_every, completing tasks vacuums the hot table (autovacuum is too slow)."""
+        s = stores(vacuum_every=0.01)
+        s.create_many([spec() for _ in range(400)])
+
+        def vacuums() -> int:
+            with raw(url) as c:
+                row = c.execute(
+                    "SELECT vacuum_count FROM pg_stat_user_tables"
+                    " WHERE schemaname = %s AND relname = %s",
+                    (schema, TASKS_TABLE),
+                ).fetchone()
+            return int(row[0]) if row else 0
+
+        def complete_some() -> bool:
+            for t in s.lease("default", "w", limit=2):
+                s.complete(t.id, "w")
+            return vacuums() > 0
+
+        wait_for(complete_some, 15, "a vacuum of the hot table", step=0.05)
+        assert stores(vacuum_every=None).vacuum_every is None
+
+    def test_partial_indexes_on_live_states(self, url: str, schema: str) -> None:
+        """The hot table's lease indexes are partial on the live states; autovacuum is tuned."""
+        PostgresStore(url.split("?")[0], schema=schema).close()
+        with raw(url) as c:
+            defs = [
+                r[0]
+                for r in c.execute(
+                    "SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND tablename = %s",
+                    (schema, TASKS_TABLE),
+                )
+            ]
+            opts = c.execute(
+                "SELECT reloptions FROM pg_class WHERE oid = %s::regclass",
+                (f"{schema}.{TASKS_TABLE}",),
+            ).fetchone()
+        assert any("WHERE (status = 'PENDING'::text)" in d and "priority" in d for d in defs)
+        assert any("WHERE (status = 'DOING'::text)" in d for d in defs)
+        assert opts is not None and "fillfactor=70" in opts[0]
+        assert "autovacuum_vacuum_scale_factor=0.02" in opts[0]
+
+
+class TestTransactionalEnqueue:
+    """create(connection=...) writes in the caller's transaction: the outbox pattern."""
+
+    def test_commit_keeps_the_task_rollback_drops_it(
+        self, url: str, stores: Callable[..., PostgresStore]
+    ) -> None:
+        """A task created in a transaction that rolls back never existed; a committed one does."""
+        s = stores()
+        with psycopg.connect(url.split("?")[0]) as conn:
+            s.create(spec(id="kept"), connection=conn)
+            assert s.get("kept") is None  # not visible before the caller commits
+            conn.commit()
+            s.create(spec(id="dropped"), connection=conn)
+            conn.rollback()
+        assert s.get("kept") is not None and s.get("dropped") is None
+
+    def test_inside_an_explicit_transaction_with_a_business_write(
+        self, url: str, schema: str, stores: Callable[..., PostgresStore]
+    ) -> None:
+        """The business row and the task commit together, or fail together."""
+        s = stores()
+        with raw(url) as c:
+            c.execute(f"CREATE TABLE {schema}.orders (id int PRIMARY KEY)")
+        with psycopg.connect(url.split("?")[0], autocommit=True) as conn:
+            with conn.transaction():
+                conn.execute(f"INSERT INTO {schema}.orders VALUES (1)")
+                s.create(spec(id="mail-1", params={"order": 1}), connection=conn)
+            with pytest.raises(psycopg.errors.UniqueViolation), conn.transaction():
+                s.create(spec(id="mail-2"), connection=conn)
+                conn.execute(f"INSERT INTO {schema}.orders VALUES (1)")
+        assert s.get("mail-1") is not None and s.get("mail-2") is None
+
+    def test_the_notification_goes_out_at_commit(
+        self, url: str, stores: Callable[..., PostgresStore]
+    ) -> None:
+        """A watcher is woken by the caller's commit, not by the uncommitted create."""
+        s = stores()
+        woke = threading.Event()
+        stop = s.watch(["default"], woke.set)
+        assert stop is not None
+        try:
+            woke.clear()
+            with psycopg.connect(url.split("?")[0]) as conn:
+                s2 = stores()  # another store: its in-process listeners do not reach ``s``
+                s2.create(spec(id="x"), connection=conn)
+                assert not woke.wait(0.5)
+                conn.commit()
+                assert woke.wait(5)
+        finally:
+            stop()
+
+    def test_wrong_connection_type(self, stores: Callable[..., PostgresStore]) -> None:
+        """A connection that is not psycopg's is refused, naming the type."""
+        with pytest.raises(TypeError, match=r"psycopg\.Connection, got str"):
+            stores().create(spec(), connection="conn")  # type: ignore[arg-type]
+
+    @pytest.mark.anyio
+    @pytest.mark.parametrize("anyio_backend", ["asyncio"])
+    async def test_async_commit_and_rollback(
+        self, url: str, stores: Callable[..., PostgresStore]
+    ) -> None:
+        """create_async(connection=AsyncConnection): kept on commit, gone on rollback."""
+        s = stores()
+        conn = await psycopg.AsyncConnection.connect(url.split("?")[0])
+        try:
+            await s.create_async(spec(id="kept"), connection=conn)
+            await conn.commit()
+            await s.create_many_async([spec(id="dropped")], connection=conn)
+            await conn.rollback()
+        finally:
+            await conn.close()
+        assert s.get("kept") is not None and s.get("dropped") is None
+
+
+class TestWakeUps:
+    """LISTEN/NOTIFY: new and rescheduled work wakes idle workers; a lost LISTEN is repaired."""
+
+    def test_create_and_retry_notify_with_the_due_time(
+        self, url: str, stores: Callable[..., PostgresStore]
+    ) -> None:
+        """The payload names the queue and the due time, for a create and for a retry."""
+        s = stores()
+        with raw(url) as listener:
+            listener.execute(f'LISTEN "{s.q.channel}"')
+            s.create(spec(id="a", queue="mail", delay=30), now=T0)
+            (task,) = s.lease("mail", "w", now=T0 + 30)
+            s.fail(task.id, "w", ValueError("x"), delay=5, now=T0 + 31)
+            notes = [n.payload for n in listener.notifies(timeout=2, stop_after=2)]
+        assert notes == ['{"q":["mail"],"due":1700000030.0}', '{"q":["mail"],"due":1700000036.0}']
+
+    def test_other_queues_do_not_wake(self, stores: Callable[..., PostgresStore]) -> None:
+        """A watcher of queue a is not woken by work on queue b, and is by work on a."""
+        s, other = stores(), stores()
+        woke = threading.Event()
+        stop = s.watch(["a"], woke.set)
+        assert stop is not None
+        try:
+            other.create(spec(queue="b"))
+            assert not woke.wait(0.5)
+            other.create(spec(queue="a"))
+            assert woke.wait(5)
+        finally:
+            stop()
+
+    def test_listen_false_is_poll_only(self, stores: Callable[..., PostgresStore]) -> None:
+        """listen=false (PgBouncer transaction pooling): watch returns None, workers poll,
+        and psycopg prepares no statement server-side."""
+        s = stores(listen=False)
+        assert s.watch(["default"], lambda: None) is None
+        with s._db._pool.connection() as conn:
+            assert conn.prepare_threshold is None
+
+    def test_a_killed_listen_connection_is_repaired_within_a_second(
+        self, url: str, stores: Callable[..., PostgresStore]
+    ) -> None:
+        """pg_terminate_backend on the LISTEN connection: listening again within 1 s, and
+        notifications reach the watcher afterwards."""
+        s = stores()
+        woke = threading.Event()
+        stop = s.watch(["default"], woke.set)
+        assert stop is not None
+        watcher = s._watchers[0]
+        try:
+            with raw(url) as c:
+                killed = c.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE query LIKE 'LISTEN %%' AND pid <> pg_backend_pid()"
+                ).fetchall()
+            assert killed
+            start = time.monotonic()
+            wait_for(lambda: watcher.connects >= 2 and watcher.listening.is_set(), 5, "relisten")
+            assert time.monotonic() - start < 1.0
+            woke.clear()
+            stores().create(spec())
+            assert woke.wait(5)
+        finally:
+            stop()
+
+    def test_an_idle_worker_wakes_on_another_processes_task(
+        self, url: str, stores: Callable[..., PostgresStore]
+    ) -> None:
+        """A worker that never polls (poll_interval=None) runs a task created by another store."""
+        queue = resile.connect(url)
+        ran = threading.Event()
+
+        @queue.task(name="ping")
+        def ping() -> str:
+            ran.set()
+            return "pong"
+
+        worker = Worker(queue, poll_interval=None, concurrency=1)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        try:
+            wait_for(lambda: bool(queue.store._watchers), 10, "the worker to watch")  # type: ignore[attr-defined]
+            other = stores()
+            other.create(spec(handler="ping"))
+            assert ran.wait(10)
+        finally:
+            worker.stop()
+            thread.join(10)
+            queue.close()
+
+
+class TestFaults:
+    """Connections killed mid-run, a statement timeout, a server restart."""
+
+    def test_killed_pool_connections_are_replaced(
+        self, url: str, stores: Callable[..., PostgresStore]
+    ) -> None:
+        """pg_terminate_backend on every pooled connection: the next call still works."""
+        s = stores(listen=False)
+        s.create(spec(id="a"), now=T0)
+        with raw(url) as c:
+            c.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " AND backend_type = 'client backend'"
+            )
+        (task,) = s.lease("default", "w", now=T0)
+        assert task.id == "a" and s.complete("a", "w", now=T0) is not None
+
+    def test_a_statement_timeout_is_a_clear_error_and_the_store_goes_on(
+        self, url: str, schema: str, request: pytest.FixtureRequest
+    ) -> None:
+        """Blocked past statement_timeout (a lock held elsewhere): QueryCanceled once retry_for
+        runs out; the store works again when the lock goes."""
+        s = open_store(f"{url}&retry_for=0.3&options=-c%20statement_timeout%3D100")
+        request.addfinalizer(s.close)
+        s.create(spec(id="a"), now=T0)
+        with raw(url) as blocker:
+            blocker.execute("BEGIN")
+            blocker.execute(f"LOCK TABLE {schema}.{TASKS_TABLE} IN ACCESS EXCLUSIVE MODE")
+            with pytest.raises(psycopg.errors.QueryCanceled, match="statement timeout"):
+                s.lease("default", "w", now=T0)
+            blocker.execute("ROLLBACK")
+        assert [t.id for t in s.lease("default", "w", now=T0)] == ["a"]
+
+    @pytest.mark.slow
+    def test_server_restart_mid_run(self, postgres_server: PostgresServer | None) -> None:
+        """A restart while a worker runs: it reconnects, LISTEN comes back, nothing is lost."""
+        if postgres_server is None:
+            pytest.skip("RESILE_TEST_POSTGRES_URL: the shared server is not ours to restart")
+        url = f"{postgres_server.url}?schema=restart_{uuid.uuid4().hex[:8]}"
+        queue = resile.connect(url)
+        done: set[int] = set()
+
+        @queue.task(name="mark")
+        def mark(i: int) -> None:
+            done.add(i)
+
+        producer = open_store(url)
+        worker = Worker(queue, poll_interval=None, concurrency=2)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        try:
+            wait_for(lambda: bool(queue.store._watchers), 10, "the worker to watch")  # type: ignore[attr-defined]
+            watcher = queue.store._watchers[0]  # type: ignore[attr-defined]
+            for i in range(20):
+                producer.create(spec(handler="mark", params={"i": i}))
+            postgres_server.restart()
+            for i in range(20, 40):
+                producer.create(spec(handler="mark", params={"i": i}))
+            wait_for(lambda: len(done) == 40, 30, "every task to run")
+            assert watcher.connects >= 2 and watcher.listening.is_set()
+        finally:
+            worker.stop()
+            thread.join(15)
+            producer.close()
+            queue.close()
+            drop_schema(postgres_server.url, url.split("schema=")[1])
