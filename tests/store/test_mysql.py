@@ -23,6 +23,7 @@ from _names_check import python_strings, spelled_states
 from _postgres_server import free_port
 from _waits import wait_for
 from resile.queue import TaskSpec, TaskStatus
+from resile.queue._names import Tally
 from resile.queue.store import _sqlite_sql as lite
 from resile.queue.store import open_store
 from resile.queue.store.mysql import SCHEMA_VERSION, MySQLStore, SchemaError, _dialect, _sql
@@ -136,6 +137,29 @@ class TestSchema:
         """With migrate=false an empty database is refused, pointing at `resile migrate`."""
         with pytest.raises(SchemaError, match="resile migrate"):
             open_store(f"{url}?migrate=false")
+
+    def test_a_version_1_schema_is_migrated(
+        self, url: str, stores: Callable[..., MySQLStore]
+    ) -> None:
+        """Tables made before traceparent and the counters get them on open, tasks kept."""
+        first = stores()
+        task = first.create(TaskSpec(handler="h", queue="q"))
+        first.close()
+        with raw(url, urlsplit(url).path[1:]) as c, c.cursor() as cur:
+            cur.execute("ALTER TABLE resile_tasks DROP COLUMN traceparent")
+            cur.execute("DROP TABLE resile_tallies")
+            cur.execute(_sql.META_SET, {"key": _sql.VERSION_KEY, "value": "1"})
+        s = stores()
+        assert s.schema_version() == SCHEMA_VERSION == 2
+        got = s.get(task.id)
+        assert got is not None and got.traceparent is None
+        made = s.create(
+            TaskSpec(handler="h", queue="q", traceparent="00-" + "1" * 32 + "-" + "2" * 16 + "-01")
+        )
+        assert s.get(made.id) == made
+        (leased,) = s.lease("q", "w", now=time.time() + 1)
+        assert s.complete(leased.id, "w") is not None
+        assert sum(c[Tally.DONE] for c in s.tallies(since=0).values()) == 1
 
 
 class TestDialect:

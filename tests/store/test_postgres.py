@@ -23,7 +23,7 @@ from _names_check import python_strings, spelled_states, sql_columns, unknown_fi
 from _postgres_server import PostgresServer, drop_schema, free_port
 from _waits import wait_for
 from resile.queue import TaskSpec, TaskStatus
-from resile.queue._names import FIELDS, TASKS_TABLE
+from resile.queue._names import FIELDS, TASKS_TABLE, Tally
 from resile.queue.store import open_store
 from resile.queue.store.postgres import SCHEMA_VERSION, PostgresStore, SchemaError
 from resile.queue.store.postgres import _sql as pgsql
@@ -169,6 +169,30 @@ class TestSchema:
         """With migrate=false an empty database is refused, pointing at `resile migrate`."""
         with pytest.raises(SchemaError, match="resile migrate"):
             open_store(f"{url}&migrate=false")
+
+    def test_a_version_1_schema_is_migrated(
+        self, url: str, schema: str, stores: Callable[..., PostgresStore]
+    ) -> None:
+        """A schema made before traceparent and the counters gets them on open, tasks kept."""
+        first = stores()
+        task = first.create(TaskSpec(handler="h", queue="q"))
+        first.close()
+        with raw(url) as c:
+            for table in (TASKS_TABLE, pgsql.FINISHED_TABLE):
+                c.execute(f"ALTER TABLE {schema}.{table} DROP COLUMN traceparent")
+            c.execute(f"DROP TABLE {schema}.resile_tallies")
+            c.execute(f"UPDATE {schema}.resile_meta SET value = '1' WHERE key = 'schema_version'")
+        s = stores()
+        assert s.schema_version() == SCHEMA_VERSION == 2
+        got = s.get(task.id)
+        assert got is not None and got.traceparent is None
+        made = s.create(
+            TaskSpec(handler="h", queue="q", traceparent="00-" + "1" * 32 + "-" + "2" * 16 + "-01")
+        )
+        assert s.get(made.id) == made
+        (leased,) = s.lease("q", "w", now=time.time() + 1)
+        assert s.complete(leased.id, "w") is not None
+        assert sum(c[Tally.DONE] for c in s.tallies(since=0).values()) == 1
 
     def test_concurrent_opens_create_it_once(self, url: str) -> None:
         """Several processes' first opens at once: the advisory lock lets one create it."""

@@ -11,6 +11,9 @@ The MySQL store runs the SQLite store's named statements
   reclaim of expired leases and a read of one task by id ``FOR UPDATE`` (a
   lapsed lease whose holder is renewing it at that instant is waited for, not
   skipped: the reclaim must not miss it);
+* the meta table's ``key`` and ``value`` columns are quoted (``key`` is reserved);
+  SQLite's ``INSERT OR IGNORE`` / ``INSERT OR REPLACE`` / ``ON CONFLICT ... DO
+  UPDATE`` become ``INSERT IGNORE`` / ``REPLACE`` / ``ON DUPLICATE KEY UPDATE``;
 * the ``ready`` flag is not flipped: SQLite's lease first marks the delayed
   rows that came due (an ``UPDATE``), but an ``UPDATE`` cannot skip rows other
   workers have locked, so it would wait on them. On MySQL the lease reads the
@@ -27,6 +30,7 @@ from __future__ import annotations
 import functools
 import re
 
+from resile.queue._names import META_TABLE
 from resile.queue.store import _sqlite_sql as lite
 
 __all__ = ["render"]
@@ -44,6 +48,12 @@ _FOR_UPDATE = frozenset({lite.SELECT_HELD, lite.SELECT_BY_ID})
 _READY = frozenset({lite.READY_FIRST, lite.READY_NEXT})
 _FLIP_PREFIX = lite.flip_due(1).split(" IN ")[0]
 _ONLY_READY = " AND ready = 1"
+_META_COLUMN = re.compile(r"(?<![:\w`])\b(key|value)\b")
+_UPSERT = re.compile(r" ON CONFLICT \([^)]*\) DO UPDATE SET ")
+_VERBS = (
+    ("INSERT OR IGNORE INTO", "INSERT IGNORE INTO"),
+    ("INSERT OR REPLACE INTO", "REPLACE INTO"),
+)
 
 
 @functools.lru_cache(maxsize=512)
@@ -52,6 +62,12 @@ def render(statement: str) -> str:
     if statement.startswith(_FLIP_PREFIX):
         return "DO 0"
     out = _INDEXED_BY.sub("", statement)
+    if f" {META_TABLE} " in out:
+        out = _META_COLUMN.sub(r"`\1`", out)
+    for sqlite_verb, mysql_verb in _VERBS:
+        if out.startswith(sqlite_verb):
+            out = mysql_verb + out[len(sqlite_verb) :]
+    out = _UPSERT.sub(" ON DUPLICATE KEY UPDATE ", out)
     if statement in _READY:
         out = out.replace(_ONLY_READY, "", 1)
     if statement.startswith(_SKIP_LOCKED_PREFIXES):

@@ -6,9 +6,10 @@ Everything else the store runs is the SQLite store's named SQL rendered by
 
 from __future__ import annotations
 
-from resile.queue._names import META_TABLE, TASKS_TABLE
+from resile.queue._names import META_TABLE, TALLIES_TABLE, TASKS_TABLE
 
 __all__ = [
+    "ADDED_COLUMNS",
     "LOCK",
     "META_GET",
     "META_SET",
@@ -16,12 +17,14 @@ __all__ = [
     "PRUNE_PICK",
     "SCHEMA",
     "SCHEMA_VERSION",
+    "TABLE_COLUMNS",
     "UNLOCK",
     "VERSION_KEY",
+    "add_column",
 ]
 
 #: The version of the MySQL schema this code writes (``resile_meta.schema_version``).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 VERSION_KEY = "schema_version"
 
 _T = TASKS_TABLE
@@ -60,6 +63,7 @@ SCHEMA: tuple[str, ...] = (
     " updated_at DOUBLE NOT NULL,"
     " started_at DOUBLE NULL,"
     " finished_at DOUBLE NULL,"
+    " traceparent TEXT NULL,"
     f" UNIQUE KEY {_T}_id (id),"
     # What lease reads: due tasks of a queue in (priority, seq) order (``_dialect``) ...
     f" KEY {_T}_ready (status, queue, priority, seq),"
@@ -70,7 +74,26 @@ SCHEMA: tuple[str, ...] = (
     f" KEY {_T}_status (queue, status, seq),"
     f" KEY {_T}_finished (status, finished_at)"
     ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+    # Version 2: the per-minute outcome counters.
+    f"CREATE TABLE IF NOT EXISTS {TALLIES_TABLE} ("
+    " queue VARCHAR(255) NOT NULL, minute BIGINT NOT NULL, outcome VARCHAR(16) NOT NULL,"
+    " n BIGINT NOT NULL, PRIMARY KEY (queue, minute, outcome)"
+    ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
 )
+# Columns added after version 1: (name, type); an older table gets each it lacks.
+ADDED_COLUMNS: tuple[tuple[str, str], ...] = (("traceparent", "TEXT NULL"),)
+# The task table's column names (to find the ones an older table lacks).
+TABLE_COLUMNS = (
+    "SELECT column_name FROM information_schema.columns"
+    f" WHERE table_schema = DATABASE() AND table_name = '{_T}'"
+)
+
+
+def add_column(name: str, kind: str) -> str:
+    """The statement that adds one of ``ADDED_COLUMNS`` to a table made before it."""
+    return f"ALTER TABLE {_T} ADD COLUMN {name} {kind}"
+
+
 META_GET = f"SELECT `value` FROM {META_TABLE} WHERE `key` = %(key)s"
 META_SET = (
     f"INSERT INTO {META_TABLE} (`key`, `value`) VALUES (%(key)s, %(value)s)"

@@ -226,6 +226,7 @@ class MySQLStore(SQLiteStore):
             raise ValueError(f"MySQLStore: pool_size must be an int >= 1, got {pool_size!r}")
         self.pool_size = pool_size
         self.connect_timeout = check_seconds(connect_timeout, "MySQLStore: connect_timeout")
+        self._tallies_pruned = -1  # the minute the counters were last pruned
         self._lock = threading.RLock()
         self._idle: builtins.list[_Connection] = []
         self._pid = os.getpid()
@@ -298,6 +299,11 @@ class MySQLStore(SQLiteStore):
                     )
                 for statement in _sql.SCHEMA:
                     cur.execute(statement)
+                cur.execute(_sql.TABLE_COLUMNS)
+                have = {str(r[0]).lower() for r in cur.fetchall()}
+                for name, kind in _sql.ADDED_COLUMNS:
+                    if name not in have:  # a table made by an older version
+                        cur.execute(_sql.add_column(name, kind))
                 cur.execute(
                     _sql.META_SET, {"key": _sql.VERSION_KEY, "value": str(_sql.SCHEMA_VERSION)}
                 )

@@ -303,7 +303,8 @@ class Database:
                     f"{self.url}: schema {q.schema!r} is at task schema version {found}, this "
                     f"resile needs {_sql.SCHEMA_VERSION}; run `resile migrate --db URL`"
                 )
-            # Version 1 is the first: creating it is the whole migration so far.
+            # The schema script is idempotent and migrates: version 2 adds the traceparent
+            # column to both task tables (ADD COLUMN IF NOT EXISTS) and the counters' table.
             yield q.SCHEMA, None
             yield q.META_SET, {"key": q.VERSION_KEY, "value": str(_sql.SCHEMA_VERSION)}
         return found

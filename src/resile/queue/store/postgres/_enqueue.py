@@ -24,7 +24,7 @@ from psycopg.rows import dict_row
 from resile.errors import DuplicateTask
 from resile.queue import _transitions as tr
 from resile.queue.store._codec import created_task, decode, encode_new, has_needs
-from resile.queue.store.base import IfExists, check_create_args
+from resile.queue.store.base import IfExists, check_create_args, with_trace_context
 from resile.queue.store.postgres._db import Again, Rows, Step, drive, drive_async
 from resile.queue.store.postgres._sql import Queries
 from resile.queue.store.postgres._watch import payload
@@ -44,6 +44,7 @@ def prepare(specs: Iterable[TaskSpec], if_exists: IfExists) -> tuple[list[TaskSp
     """
     items = list(specs)
     check_create_args(items, if_exists)
+    items = list(with_trace_context(items))
     generated: set[str] = set()
     named: list[TaskSpec] = []
     for spec in items:

@@ -24,7 +24,7 @@ import re
 from collections.abc import Collection
 
 from resile.queue import _transitions as tr
-from resile.queue._names import META_TABLE, TASKS_TABLE, TaskStatus
+from resile.queue._names import META_TABLE, TALLIES_TABLE, TASKS_TABLE, TaskStatus
 
 __all__ = [
     "COLUMNS",
@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 #: The version of the PostgreSQL schema this code writes (``resile_meta.schema_version``).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FINISHED_TABLE = "resile_finished"
 SEQUENCE = "resile_seq"
 
@@ -68,6 +68,7 @@ COLUMNS: tuple[str, ...] = (
     "updated_at",
     "started_at",
     "finished_at",
+    "traceparent",
 )
 _COLS = ", ".join(COLUMNS)
 
@@ -137,7 +138,8 @@ CREATE TABLE IF NOT EXISTS {hot} (
     created_at       double precision NOT NULL,
     updated_at       double precision NOT NULL,
     started_at       double precision,
-    finished_at      double precision
+    finished_at      double precision,
+    traceparent      text
 ) WITH (
     -- Room on each page for the lease/renew/retry updates to stay HOT (no index write).
     fillfactor = 70,
@@ -163,6 +165,16 @@ CREATE UNIQUE INDEX IF NOT EXISTS {fin_name}_seq ON {fin} (seq);
 CREATE UNIQUE INDEX IF NOT EXISTS {fin_name}_id ON {fin} (id);
 CREATE INDEX IF NOT EXISTS {fin_name}_finished ON {fin} (status, finished_at);
 CREATE INDEX IF NOT EXISTS {fin_name}_queue ON {fin} (queue, status, seq);
+-- Version 2: the trace context of a task (both tables, last column), the outcome counters.
+ALTER TABLE {hot} ADD COLUMN IF NOT EXISTS traceparent text;
+ALTER TABLE {fin} ADD COLUMN IF NOT EXISTS traceparent text;
+CREATE TABLE IF NOT EXISTS {tallies} (
+    queue   text NOT NULL,
+    minute  bigint NOT NULL,
+    outcome text NOT NULL,
+    n       bigint NOT NULL,
+    PRIMARY KEY (queue, minute, outcome)
+);
 """
 
 
@@ -191,6 +203,7 @@ class Queries:
             fin_name=FINISHED_TABLE,
             pending=_PENDING,
             doing=_DOING,
+            tallies=f"{s}.{TALLIES_TABLE}",
         )
         # Whether the schema's tables exist, and its version (no table: NULL).
         self.SCHEMA_EXISTS = "SELECT TO_REGCLASS(%(meta)s) IS NOT NULL AS found"
@@ -214,18 +227,19 @@ class Queries:
         self.INSERT = (
             f"INSERT INTO {hot} (seq, id, queue, handler, params, priority, status, attempts,"
             " max_retries, backoff, due_at, resources, has_resources, timeout, created_at,"
-            " updated_at)"
+            " updated_at, traceparent)"
             f" SELECT NEXTVAL('{s}.{SEQUENCE}'), v.id, v.queue, v.handler, v.params, v.priority,"
             " v.status, v.attempts, v.max_retries, v.backoff, v.due_at, v.resources,"
-            " v.has_resources, v.timeout, v.created_at, v.updated_at"
+            " v.has_resources, v.timeout, v.created_at, v.updated_at, v.traceparent"
             " FROM UNNEST(%(id)s::TEXT[], %(queue)s::TEXT[], %(handler)s::TEXT[],"
             " %(params)s::TEXT[], %(priority)s::BIGINT[], %(status)s::TEXT[],"
             " %(attempts)s::BIGINT[], %(max_retries)s::BIGINT[], %(backoff)s::TEXT[],"
             " %(due_at)s::FLOAT8[], %(resources)s::TEXT[], %(has_resources)s::BOOL[],"
-            " %(timeout)s::FLOAT8[], %(created_at)s::FLOAT8[], %(updated_at)s::FLOAT8[])"
+            " %(timeout)s::FLOAT8[], %(created_at)s::FLOAT8[], %(updated_at)s::FLOAT8[],"
+            " %(traceparent)s::TEXT[])"
             " WITH ORDINALITY AS v(id, queue, handler, params, priority, status, attempts,"
             " max_retries, backoff, due_at, resources, has_resources, timeout, created_at,"
-            " updated_at, ord)"
+            " updated_at, traceparent, ord)"
             " ORDER BY v.ord"
             " ON CONFLICT (id) DO NOTHING RETURNING id, seq"
         )
@@ -305,7 +319,8 @@ class Queries:
             " max_retries, backoff, last_delay, due_at, lease_owner, NULL,"
             " COALESCE(new_progress, progress), checkpoint, COALESCE(new_result, result),"
             " COALESCE(new_last_error, last_error), COALESCE(new_history, history), timeout,"
-            " resources, has_resources, created_at, %(now)s, started_at, %(now)s FROM moved"
+            " resources, has_resources, created_at, %(now)s, started_at, %(now)s, traceparent"
+            " FROM moved"
             f" RETURNING {_COLS}"
         )
         # A failed attempt, retried: PENDING again, due at :due_at.
@@ -326,7 +341,7 @@ class Queries:
             " SELECT seq, id, queue, handler, params, priority, %(status)s, %(attempts)s,"
             " max_retries, backoff, %(last_delay)s, %(due_at)s, lease_owner, NULL, progress,"
             " checkpoint, result, last_error, history, timeout, resources, has_resources,"
-            " created_at, %(now)s, started_at, NULL FROM moved"
+            " created_at, %(now)s, started_at, NULL, traceparent FROM moved"
             f" RETURNING {_COLS}"
         )
         # progress / checkpoint of a live task (EDIT_FROM), or of one the worker holds.
@@ -375,4 +390,44 @@ class Queries:
         self.GATED_DUE = (
             f"SELECT due_at, resources FROM {hot} WHERE status = {_LEASABLE} AND has_resources"
             " AND queue = ANY(%(queues)s)"
+        )
+
+        # -- paused queues and the worker registry: rows of the meta table ---------------------
+        # Keys PAUSED_PREFIX + queue (value: when paused) and WORKER_PREFIX + id (its JSON).
+        meta = f"{s}.{META_TABLE}"
+        self.PAUSED_PREFIX, self.WORKER_PREFIX = "paused:", "worker:"
+        self.PAUSE = (
+            f"INSERT INTO {meta} (key, value) VALUES (%(key)s, %(value)s)"
+            " ON CONFLICT (key) DO NOTHING"
+        )
+        self.META_DELETE = f"DELETE FROM {meta} WHERE key = %(key)s"
+        # The rows whose key starts with ``:prefix`` (a plain string compare, no pattern).
+        self.META_PREFIXED = (
+            f"SELECT key, value FROM {meta} WHERE LEFT(key, LENGTH(%(prefix)s)) = %(prefix)s"
+            " ORDER BY key"
+        )
+        self.PAUSED_OF = f"SELECT key FROM {meta} WHERE key = ANY(%(keys)s)"
+        self.RECORD_WORKER = (
+            f"INSERT INTO {meta} (key, value) VALUES (%(key)s, %(value)s)"
+            " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+        )
+        self.PRUNE_WORKERS = (
+            f"DELETE FROM {meta} WHERE LEFT(key, LENGTH(%(prefix)s)) = %(prefix)s"
+            " AND (value::JSONB ->> 'expires_at')::FLOAT8 < %(cutoff)s"
+        )
+
+        # -- per-minute outcome counters (minute = epoch seconds // 60) -----------------------
+        tallies = f"{s}.{TALLIES_TABLE}"
+        # Counts added, one row per (queue, minute, outcome) (summed first, sorted: no deadlock).
+        self.TALLY = (
+            f"INSERT INTO {tallies} AS t (queue, minute, outcome, n)"
+            " SELECT * FROM UNNEST(%(queue)s::TEXT[], %(minute)s::BIGINT[], %(outcome)s::TEXT[],"
+            " %(n)s::BIGINT[]) ON CONFLICT (queue, minute, outcome) DO UPDATE SET n = t.n + EXCLUDED.n"
+        )
+        self.PRUNE_TALLIES = f"DELETE FROM {tallies} WHERE minute < %(cutoff)s"
+        self.TALLIES = (
+            f"SELECT minute, outcome, SUM(n) AS n FROM {tallies}"
+            " WHERE minute >= %(lo)s AND minute <= %(hi)s"
+            " AND (%(queue)s::TEXT IS NULL OR queue = %(queue)s)"
+            " GROUP BY minute, outcome ORDER BY minute"
         )

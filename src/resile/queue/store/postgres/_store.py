@@ -22,7 +22,13 @@ from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 import psycopg
 
 from resile.queue import _transitions as tr
-from resile.queue._names import DEFAULT_LEASE_SECONDS, TERMINAL_STATUSES, Outcome, TaskStatus
+from resile.queue._names import (
+    DEFAULT_LEASE_SECONDS,
+    TERMINAL_STATUSES,
+    Outcome,
+    Tally,
+    TaskStatus,
+)
 from resile.queue.store._codec import CorruptField, decode, encode_error, history_with
 from resile.queue.store._sql_options import (
     DEFAULT_FAILED_RETENTION,
@@ -46,6 +52,7 @@ from resile.queue.store.base import (
     normalize_queues,
     purge_statuses,
 )
+from resile.queue.store.postgres._dashboard import Dashboard
 from resile.queue.store.postgres._db import (
     Cursor,
     Database,
@@ -69,6 +76,9 @@ __all__ = ["DEFAULT_FAILED_RETENTION", "DEFAULT_RETENTION", "PostgresStore"]
 
 logger = logging.getLogger("resile.queue")
 
+# What finishing a task in a status counts (a cancel counts nothing).
+_FINISH_TALLY = {TaskStatus.DONE.value: Tally.DONE, TaskStatus.FAILED.value: Tally.DEAD}
+
 # The most due rows one query of ``lease`` reads.
 _MAX_CHUNK = 256
 # Finished tasks one prune statement deletes (short transactions, little WAL at a time).
@@ -88,7 +98,7 @@ _OPTIONS = (
 )
 
 
-class PostgresStore(Store):
+class PostgresStore(Dashboard, Store):
     """A ``Store`` in a PostgreSQL database (psycopg 3).
 
     Args:
@@ -240,7 +250,7 @@ class PostgresStore(Store):
         else:
             self._db.check_open()
             out, created = in_transaction(connection, steps(True))
-        self._notify(created)
+        self._after_create(created)
         return out
 
     async def create_async(
@@ -270,7 +280,7 @@ class PostgresStore(Store):
         fast = len(generated) == len(named)
         steps = create_steps(self.q, named, if_exists, self.now(), generated, fast=fast)
         out, created = await in_transaction_async(connection, steps)
-        self._notify(created)
+        self._after_create(created)
         return out
 
     # -- workers --------------------------------------------------------------------------------
@@ -292,7 +302,17 @@ class PostgresStore(Store):
         for key in ("status", "result", "progress", "history", "last_error"):
             params[key] = [i.get(key) for i in items]
         cur.execute(self.q.FINISH, params)
-        return {int(r["seq"]): r for r in cur.fetchall()}
+        rows = {int(r["seq"]): r for r in cur.fetchall()}
+        self.tally(
+            cur,
+            (
+                (r["queue"], _FINISH_TALLY[r["status"]])
+                for r in rows.values()
+                if r["status"] in _FINISH_TALLY
+            ),
+            now,
+        )
+        return rows
 
     def _failure_write(
         self,
@@ -332,8 +352,10 @@ class PostgresStore(Store):
                 "seq": row["seq"],
             },
         )
+        after = cur.fetchone()
+        self.tally(cur, [(row["queue"], Tally.RETRIED)], now)
         wake.append((row["queue"], decision.due_at))
-        return cur.fetchone()
+        return after
 
     def _reclaim(
         self,
@@ -372,9 +394,12 @@ class PostgresStore(Store):
         """The lease's statements in the transaction of ``cur``."""
         q = self.q
         self._reclaim(cur, names, at, wake)
+        open_ = self.unpaused(cur, names)
+        if not open_:
+            return []
         chunk = min(limit + 4, _MAX_CHUNK)
         params: dict[str, Any] = {
-            "queues": builtins.list(names),
+            "queues": open_,
             "now": at,
             "chunk": chunk,
             "priority": -(2**63),
@@ -899,10 +924,13 @@ class PostgresStore(Store):
         *,
         capacity: Mapping[str, float] | None = None,
     ) -> float | None:
-        names = builtins.list(normalize_queues(queues))
+        asked = builtins.list(normalize_queues(queues))
         gated = capacity is not None
 
         def body(cur: Cursor) -> float | None:
+            names = self.unpaused(cur, asked)
+            if not names:
+                return None
             cur.execute(self.q.NEXT_DUE, {"queues": names, "gated": gated})
             row = cur.fetchone()
             found = [float(v) for v in (row or {}).values() if v is not None]
