@@ -53,6 +53,7 @@ from resile.queue._names import (
     TERMINAL_STATUSES,
     Outcome,
     Tally,
+    TaskField,
     TaskStatus,
 )
 from resile.queue.registry import WorkerRecord
@@ -448,7 +449,6 @@ class Store(Closing, ABC):
             exist or was already terminal.
         """
 
-    @abstractmethod
     def progress(
         self,
         task_id: str,
@@ -468,8 +468,10 @@ class Store(Closing, ABC):
         Raises:
             ValueError: ``pct`` is not a number in ``[0, 100]``.
         """
+        return self._set_field(
+            task_id, TaskField.PROGRESS.value, check_pct(pct), worker_id, self.now(now)
+        )
 
-    @abstractmethod
     def save_checkpoint(
         self,
         task_id: str,
@@ -484,6 +486,21 @@ class Store(Closing, ABC):
 
         Raises:
             ValueError: ``value`` is not plain JSON (the path is named).
+        """
+        check_json(value, "checkpoint")
+        return self._set_field(
+            task_id, TaskField.CHECKPOINT.value, dumps(value), worker_id, self.now(now)
+        )
+
+    @abstractmethod
+    def _set_field(
+        self, task_id: str, field: str, value: float | str, worker_id: str | None, at: float
+    ) -> bool:
+        """Write ``progress`` (a float) or ``checkpoint`` (JSON text) of an editable task.
+
+        The one step behind ``progress`` and ``save_checkpoint``: only when the
+        status may be edited (``_transitions.EDIT_FROM``) and, with ``worker_id``,
+        while that worker holds the task; ``True`` when written.
         """
 
     @abstractmethod

@@ -68,10 +68,8 @@ from resile.queue.store.base import (
     check_create_args,
     check_lease_args,
     check_list_args,
-    check_pct,
     check_queue,
     check_seconds,
-    dumps,
     encode_results,
     fail_args,
     lease_call_args,
@@ -87,7 +85,6 @@ from resile.queue.task import (
     Task,
     TaskError,
     TaskSpec,
-    check_json,
     new_task_id,
 )
 from resile.retry import Retrying
@@ -788,33 +785,12 @@ class SQLiteStore(Store):
 
         return self._write(body)
 
-    def _guarded_update(
-        self, task_id: str, column: str, value: Any, worker_id: str | None, at: float
+    def _set_field(
+        self, task_id: str, column: str, value: float | str, worker_id: str | None, at: float
     ) -> bool:
         query = sql.set_field(column, holder=worker_id is not None)
         params = {"value": value, "now": at, "id": task_id, "worker": worker_id}
         return self._write(lambda c: c.execute(query, params).rowcount == 1)
-
-    def progress(
-        self,
-        task_id: str,
-        pct: float,
-        *,
-        worker_id: str | None = None,
-        now: float | None = None,
-    ) -> bool:
-        return self._guarded_update(task_id, "progress", check_pct(pct), worker_id, self.now(now))
-
-    def save_checkpoint(
-        self,
-        task_id: str,
-        value: JSONValue,
-        *,
-        worker_id: str | None = None,
-        now: float | None = None,
-    ) -> bool:
-        check_json(value, "checkpoint")
-        return self._guarded_update(task_id, "checkpoint", dumps(value), worker_id, self.now(now))
 
     def get_checkpoint(self, task_id: str) -> JSONValue:
         row = self._read(lambda c: c.execute(sql.SELECT_CHECKPOINT, {"id": task_id}).fetchone())

@@ -43,9 +43,7 @@ from resile.queue.store.base import (
     Store,
     check_lease_args,
     check_list_args,
-    check_pct,
     check_seconds,
-    dumps,
     encode_results,
     fail_args,
     lease_call_args,
@@ -70,7 +68,7 @@ from resile.queue.store.postgres._enqueue import (
 )
 from resile.queue.store.postgres._sql import Queries
 from resile.queue.store.postgres._watch import Watcher, payload
-from resile.queue.task import AttemptRecord, JSONValue, Task, TaskError, TaskSpec, check_json
+from resile.queue.task import AttemptRecord, JSONValue, Task, TaskError, TaskSpec
 
 __all__ = ["DEFAULT_FAILED_RETENTION", "DEFAULT_RETENTION", "PostgresStore"]
 
@@ -740,7 +738,7 @@ class PostgresStore(Dashboard, Store):
         return self._write(body)
 
     def _set_field(
-        self, task_id: str, column: str, value: Any, worker_id: str | None, at: float
+        self, task_id: str, column: str, value: float | str, worker_id: str | None, at: float
     ) -> bool:
         query = self.q.SET_FIELD[(column, worker_id is not None)]
         params = {"value": value, "now": at, "id": task_id, "worker": worker_id}
@@ -750,27 +748,6 @@ class PostgresStore(Dashboard, Store):
             return cur.rowcount == 1
 
         return self._write(body)
-
-    def progress(
-        self,
-        task_id: str,
-        pct: float,
-        *,
-        worker_id: str | None = None,
-        now: float | None = None,
-    ) -> bool:
-        return self._set_field(task_id, "progress", check_pct(pct), worker_id, self.now(now))
-
-    def save_checkpoint(
-        self,
-        task_id: str,
-        value: JSONValue,
-        *,
-        worker_id: str | None = None,
-        now: float | None = None,
-    ) -> bool:
-        check_json(value, "checkpoint")
-        return self._set_field(task_id, "checkpoint", dumps(value), worker_id, self.now(now))
 
     def get_checkpoint(self, task_id: str) -> JSONValue:
         def body(cur: Cursor) -> Any:

@@ -35,7 +35,6 @@ from resile.queue.store.base import (
     check_create_args,
     check_lease_args,
     check_list_args,
-    check_pct,
     check_queue,
     check_seconds,
     dumps,
@@ -68,7 +67,6 @@ from resile.queue.task import (
     Task,
     TaskError,
     TaskSpec,
-    check_json,
 )
 
 __all__ = ["RedisStore"]
@@ -680,33 +678,11 @@ class RedisStore(Store):
     def _cancel_op(self, task_id: str, at: float) -> Op[bool]:
         return bool((yield Eval("cancel", self._cancel_args(task_id, at))))
 
-    def progress(
-        self,
-        task_id: str,
-        pct: float,
-        *,
-        worker_id: str | None = None,
-        now: float | None = None,
+    def _set_field(
+        self, task_id: str, field: str, value: float | str, worker_id: str | None, at: float
     ) -> bool:
-        value = _num(check_pct(pct))
-        at = self.now(now)
-        return self._setfield(task_id, _F.PROGRESS.value, value, worker_id, at)
-
-    def save_checkpoint(
-        self,
-        task_id: str,
-        value: JSONValue,
-        *,
-        worker_id: str | None = None,
-        now: float | None = None,
-    ) -> bool:
-        check_json(value, "checkpoint")
-        at = self.now(now)
-        return self._setfield(task_id, _F.CHECKPOINT.value, dumps(value), worker_id, at)
-
-    def _setfield(
-        self, task_id: str, field: str, value: str, worker_id: str | None, at: float
-    ) -> bool:
+        if not isinstance(value, str):
+            value = _num(value)
         args = _S["setfield"].argv(
             id=task_id, field=field, value=value, worker=worker_id or "", now_s=_num(at)
         )
