@@ -727,6 +727,72 @@ class TestQueries:
         assert store.queues() == ["a", "b"]
 
 
+class TestCounts:
+    @staticmethod
+    def real_counts(store: Store) -> dict[str, dict[TaskStatus, int]]:
+        """Every task listed and counted by hand: what ``counts`` must equal."""
+        out: dict[str, dict[TaskStatus, int]] = {}
+        for t in store.list(limit=100_000):
+            out.setdefault(t.queue, dict.fromkeys(TaskStatus, 0))[t.status] += 1
+        return dict(sorted(out.items()))
+
+    def test_counts_start_empty_and_name_every_status(self, store: Store) -> None:
+        """counts of an empty store is {}; a queue's entry has every status, zeros included."""
+        assert store.counts() == {}
+        store.create(spec(id="a", queue="q"), now=T0)
+        assert store.counts() == {"q": {**dict.fromkeys(TaskStatus, 0), TaskStatus.PENDING: 1}}
+
+    def test_counts_equal_a_real_count_after_random_transitions(self, store: Store) -> None:
+        """After random creates, leases, completions, failures, reclaims, releases, cancels,
+        requeues and purges, counts (and stats, queues) equal a count of the listed tasks."""
+        import random
+
+        rnd = random.Random(11)
+        queues = ["a", "b", "c"]
+        now = T0
+        held: list[tuple[str, str]] = []  # (task id, worker)
+        made = 0
+        for step in range(160):
+            now += rnd.choice([0.0, 0.5, 3.0])
+            op = rnd.random()
+            if op < 0.25:
+                n = rnd.choice([1, 1, 3])
+                q = rnd.choice(queues)
+                specs = [spec(id=f"t{made + i}", queue=q, max_retries=1) for i in range(n)]
+                made += n
+                store.create_many(specs, now=now)
+            elif op < 0.45:
+                worker = rnd.choice([W1, W2])
+                got = store.lease(rnd.sample(queues, 2), worker, limit=2, lease_seconds=2, now=now)
+                held += [(t.id, worker) for t in got]
+            elif op < 0.75 and held:
+                tid, worker = held.pop(rnd.randrange(len(held)))
+                how = rnd.random()
+                if how < 0.4:
+                    store.complete(tid, worker, None, now=now)
+                elif how < 0.75:
+                    store.fail(tid, worker, RuntimeError("x"), permanent=how > 0.65, now=now)
+                else:
+                    store.release(tid, worker, now=now)
+            elif op < 0.85 and made:
+                store.cancel(f"t{rnd.randrange(made)}", now=now)
+            elif op < 0.95 and made:
+                store.requeue(f"t{rnd.randrange(made)}", now=now)
+            else:
+                store.purge(5.0, now=now)
+            if step % 20 == 19:
+                real = self.real_counts(store)
+                assert store.counts() == real, step
+                assert store.queues() == list(real)
+                total = dict.fromkeys(TaskStatus, 0)
+                for per in real.values():
+                    for status, n in per.items():
+                        total[status] += n
+                assert store.stats() == total
+                assert all(store.stats(q) == per for q, per in real.items())
+        assert sum(sum(per.values()) for per in store.counts().values()) > 0
+
+
 class TestRequeue:
     def test_failed_task_runs_again(self, store: Store) -> None:
         """requeue brings a dead task back PENDING with attempts reset and history kept."""

@@ -14,6 +14,7 @@ from typing import Any
 
 __all__ = [
     "ACTIVE_STATUSES",
+    "COUNTS_TABLE",
     "DEFAULT_BACKOFF",
     "DEFAULT_LEASE_SECONDS",
     "DEFAULT_MAX_RETRIES",
@@ -149,6 +150,8 @@ TALLY_WINDOW = 48 * 3600.0
 TASKS_TABLE = "resile_tasks"
 META_TABLE = "resile_meta"
 TALLIES_TABLE = "resile_tallies"
+# Tasks per (queue, status), kept by triggers in the transaction of every change (SQL stores).
+COUNTS_TABLE = "resile_counts"
 SCHEMA_VERSION = 1
 
 # -- defaults ---------------------------------------------------------------------------------

@@ -18,12 +18,16 @@ from collections.abc import Collection, Iterable
 from typing import Any
 
 from resile.queue import _transitions as tr
-from resile.queue._names import META_TABLE, TALLIES_TABLE, TASKS_TABLE, TaskStatus
+from resile.queue._names import COUNTS_TABLE, META_TABLE, TALLIES_TABLE, TASKS_TABLE, TaskStatus
 
 __all__ = [
     "ADDED_COLUMNS",
     "CANCEL",
     "COMPLETE",
+    "COUNTS",
+    "COUNTS_EXISTS",
+    "COUNTS_INIT",
+    "COUNTS_SCHEMA",
     "DEAD_LETTER",
     "INSERT",
     "LEASE",
@@ -228,9 +232,38 @@ SELECT_BY_ID = f"SELECT * FROM {_T} WHERE id = :id"
 SELECT_CHECKPOINT = f"SELECT checkpoint FROM {_T} WHERE id = :id"
 # The task when ``:worker`` holds its lease.
 SELECT_HELD = f"SELECT * FROM {_T} WHERE id = :id AND status = {_HELD} AND lease_owner = :worker"
-STATS = f"SELECT status, COUNT(*) FROM {_T} GROUP BY status"
-STATS_OF_QUEUE = f"SELECT status, COUNT(*) FROM {_T} WHERE queue = :queue GROUP BY status"
-QUEUES = f"SELECT DISTINCT queue FROM {_T} ORDER BY queue"
+# -- counts per (queue, status), kept by triggers --------------------------------------------
+# Every insert, delete and change of status of a task adjusts its (queue, status) row in the
+# same transaction, whatever statement did it: no transition can forget to count. Reads sum
+# the rows (the MySQL table has a shard column per connection; SQLite has one row each).
+
+COUNTS_EXISTS = f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{COUNTS_TABLE}'"
+_ADD = (
+    f"INSERT INTO {COUNTS_TABLE} (queue, status, n) VALUES (NEW.queue, NEW.status, 1)"
+    " ON CONFLICT (queue, status) DO UPDATE SET n = n + 1;"
+)
+_SUB = f"UPDATE {COUNTS_TABLE} SET n = n - 1 WHERE queue = OLD.queue AND status = OLD.status;"
+COUNTS_SCHEMA = (
+    f"CREATE TABLE IF NOT EXISTS {COUNTS_TABLE} (queue TEXT NOT NULL, status TEXT NOT NULL,"
+    " n INTEGER NOT NULL, PRIMARY KEY (queue, status)) WITHOUT ROWID",
+    f"CREATE TRIGGER IF NOT EXISTS {COUNTS_TABLE}_insert AFTER INSERT ON {_T} BEGIN {_ADD} END",
+    f"CREATE TRIGGER IF NOT EXISTS {COUNTS_TABLE}_delete AFTER DELETE ON {_T} BEGIN {_SUB} END",
+    f"CREATE TRIGGER IF NOT EXISTS {COUNTS_TABLE}_update AFTER UPDATE OF status, queue ON {_T}"
+    " WHEN OLD.status IS NOT NEW.status OR OLD.queue IS NOT NEW.queue"
+    f" BEGIN {_SUB} {_ADD} END",
+)
+# A database made before the counts existed: counted once, in the transaction that adds them.
+COUNTS_INIT = (
+    f"INSERT INTO {COUNTS_TABLE} (queue, status, n)"
+    f" SELECT queue, status, COUNT(*) FROM {_T} GROUP BY queue, status"
+)
+COUNTS = (
+    f"SELECT queue, status, SUM(n) AS n FROM {COUNTS_TABLE}"
+    " GROUP BY queue, status HAVING SUM(n) > 0 ORDER BY queue"
+)
+STATS = f"SELECT status, SUM(n) FROM {COUNTS_TABLE} GROUP BY status"
+STATS_OF_QUEUE = f"SELECT status, SUM(n) FROM {COUNTS_TABLE} WHERE queue = :queue GROUP BY status"
+QUEUES = f"SELECT queue FROM {COUNTS_TABLE} GROUP BY queue HAVING SUM(n) > 0 ORDER BY queue"
 
 
 def list_tasks(*, queue: bool, statuses: int | None, after: bool) -> str:

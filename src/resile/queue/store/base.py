@@ -69,6 +69,7 @@ __all__ = [
     "check_pct",
     "check_queue",
     "check_seconds",
+    "counts_by_queue",
     "dumps",
     "dumps_shared",
     "encode_results",
@@ -543,6 +544,22 @@ class Store(Closing, ABC):
     def queues(self) -> builtins.list[str]:
         """Names of the queues that hold at least one task, sorted."""
 
+    def counts(self) -> dict[str, dict[TaskStatus, int]]:
+        """Tasks per queue and status, read from what the store keeps: never a scan of the tasks.
+
+        Exact on every backend. The SQL stores keep a ``(queue, status) -> n``
+        table that triggers adjust in the transaction of every insert, delete
+        and change of status (so no transition can forget to count); Redis
+        counts the sorted set it keeps per queue and status (``ZCARD``). The
+        cost grows with the number of queues, not of tasks.
+
+        Returns:
+            every queue that holds a task (sorted by name) -> ``{TaskStatus: n}``,
+            every status a key, zeros included. The default asks ``stats`` once
+            per name of ``queues``.
+        """
+        return {name: self.stats(name) for name in self.queues()}
+
     @abstractmethod
     def requeue(self, task_id: str, *, delay: float = 0.0, now: float | None = None) -> Task | None:
         """``FAILED`` or ``CANCELED`` -> ``PENDING`` due at ``now + delay``.
@@ -739,6 +756,19 @@ def tally_counts(rows: Iterable[tuple[int, str, int]]) -> dict[int, dict[Tally, 
             continue
         counts = out.setdefault(int(minute) * 60, dict.fromkeys(Tally, 0))
         counts[kind] += int(n)
+    return dict(sorted(out.items()))
+
+
+def counts_by_queue(rows: Iterable[tuple[str, str, int]]) -> dict[str, dict[TaskStatus, int]]:
+    """``(queue, status, n)`` rows summed into ``counts``' answer (unknown statuses skipped)."""
+    out: dict[str, dict[TaskStatus, int]] = {}
+    for queue, status, n in rows:
+        try:
+            kind = TaskStatus(status)
+        except ValueError:
+            continue
+        if int(n):
+            out.setdefault(str(queue), dict.fromkeys(TaskStatus, 0))[kind] += int(n)
     return dict(sorted(out.items()))
 
 

@@ -70,6 +70,7 @@ from resile.queue.store.base import (
     check_list_args,
     check_queue,
     check_seconds,
+    counts_by_queue,
     encode_results,
     fail_args,
     lease_call_args,
@@ -261,6 +262,11 @@ class SQLiteStore(Store):
         for name, kind in sql.ADDED_COLUMNS:
             if name not in have:  # a file made before the column existed
                 c.execute(sql.add_column(name, kind))
+        counted = c.execute(sql.COUNTS_EXISTS).fetchone() is not None
+        for statement in sql.COUNTS_SCHEMA:
+            c.execute(statement)
+        if not counted:  # a file made before the counts: counted once, with the triggers on
+            c.execute(sql.COUNTS_INIT)
         row = c.execute(sql.META_GET, {"key": sql.SCHEMA_VERSION_KEY}).fetchone()
         if row is None:
             c.execute(sql.META_SET, {"key": sql.SCHEMA_VERSION_KEY, "value": str(SCHEMA_VERSION)})
@@ -855,6 +861,9 @@ class SQLiteStore(Store):
     def queues(self) -> builtins.list[str]:
         rows = self._read(lambda c: c.execute(sql.QUEUES).fetchall())
         return [r[0] for r in rows]
+
+    def counts(self) -> dict[str, dict[TaskStatus, int]]:
+        return counts_by_queue(self._read(lambda c: c.execute(sql.COUNTS).fetchall()))
 
     def requeue(self, task_id: str, *, delay: float = 0.0, now: float | None = None) -> Task | None:
         wait = check_seconds(delay, "requeue: delay")
