@@ -141,16 +141,28 @@ class TestSchema:
     def test_a_version_1_schema_is_migrated(
         self, url: str, stores: Callable[..., MySQLStore]
     ) -> None:
-        """Tables made before traceparent and the counters get them on open, tasks kept."""
+        """Tables made before traceparent, the counters and the counts get them on open, tasks
+        kept and counted once."""
         first = stores()
         task = first.create(TaskSpec(handler="h", queue="q"))
+        first.create_many([TaskSpec(handler="h", queue=f"q{i % 2}") for i in range(5)])
+        first.cancel(first.list(queue="q1")[0].id)
         first.close()
         with raw(url, urlsplit(url).path[1:]) as c, c.cursor() as cur:
             cur.execute("ALTER TABLE resile_tasks DROP COLUMN traceparent")
             cur.execute("DROP TABLE resile_tallies")
+            for event in ("insert", "update", "delete"):
+                cur.execute(f"DROP TRIGGER resile_counts_{event}")
+            cur.execute("DROP TABLE resile_counts")
             cur.execute(_sql.META_SET, {"key": _sql.VERSION_KEY, "value": "1"})
         s = stores()
-        assert s.schema_version() == SCHEMA_VERSION == 2
+        assert s.schema_version() == SCHEMA_VERSION == 3
+        pending = {**dict.fromkeys(TaskStatus, 0), TaskStatus.PENDING: 1}
+        assert s.counts() == {
+            "q": pending,
+            "q0": {**pending, TaskStatus.PENDING: 3},
+            "q1": {**pending, TaskStatus.CANCELED: 1},
+        }
         got = s.get(task.id)
         assert got is not None and got.traceparent is None
         made = s.create(

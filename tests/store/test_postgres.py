@@ -173,17 +173,29 @@ class TestSchema:
     def test_a_version_1_schema_is_migrated(
         self, url: str, schema: str, stores: Callable[..., PostgresStore]
     ) -> None:
-        """A schema made before traceparent and the counters gets them on open, tasks kept."""
+        """A schema made before traceparent, the counters and the counts gets them on open,
+        tasks kept and counted once."""
         first = stores()
         task = first.create(TaskSpec(handler="h", queue="q"))
+        first.create_many([TaskSpec(handler="h", queue=f"q{i % 2}") for i in range(5)])
+        first.cancel(first.list(queue="q1")[0].id)
         first.close()
         with raw(url) as c:
             for table in (TASKS_TABLE, pgsql.FINISHED_TABLE):
                 c.execute(f"ALTER TABLE {schema}.{table} DROP COLUMN traceparent")
             c.execute(f"DROP TABLE {schema}.resile_tallies")
+            for fn in ("added", "removed", "moved"):  # their triggers go with them
+                c.execute(f"DROP FUNCTION {schema}.resile_counts_{fn}() CASCADE")
+            c.execute(f"DROP TABLE {schema}.resile_counts")
             c.execute(f"UPDATE {schema}.resile_meta SET value = '1' WHERE key = 'schema_version'")
         s = stores()
-        assert s.schema_version() == SCHEMA_VERSION == 2
+        assert s.schema_version() == SCHEMA_VERSION == 3
+        pending = {**dict.fromkeys(TaskStatus, 0), TaskStatus.PENDING: 1}
+        assert s.counts() == {
+            "q": pending,
+            "q0": {**pending, TaskStatus.PENDING: 3},
+            "q1": {**pending, TaskStatus.CANCELED: 1},
+        }
         got = s.get(task.id)
         assert got is not None and got.traceparent is None
         made = s.create(

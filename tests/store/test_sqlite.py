@@ -290,3 +290,24 @@ class TestAddedColumns:
             made = store.create(TaskSpec("h", traceparent=trace))
             got = store.get(made.id)
         assert got is not None and got.traceparent == trace
+
+    def test_a_file_made_before_the_counts_is_counted_once(self, tmp_path: Path) -> None:
+        """Opening a file without the counts table adds it and its triggers, counting the tasks
+        there once; later changes are counted by the triggers."""
+        path = str(tmp_path / "old.db")
+        with SQLiteStore(path) as store:
+            store.create_many([TaskSpec("h", queue=f"q{i % 2}") for i in range(5)], now=T0)
+            store.cancel(store.list(queue="q1")[0].id, now=T0)
+        with sqlite3.connect(path) as old:
+            for event in ("insert", "update", "delete"):
+                old.execute(f"DROP TRIGGER resile_counts_{event}")
+            old.execute("DROP TABLE resile_counts")
+        zero = dict.fromkeys(TaskStatus, 0)
+        with SQLiteStore(path) as store:
+            assert store.counts() == {
+                "q0": {**zero, TaskStatus.PENDING: 3},
+                "q1": {**zero, TaskStatus.PENDING: 1, TaskStatus.CANCELED: 1},
+            }
+            store.lease("q0", "w", now=T0)
+        with SQLiteStore(path) as store:  # opened again: not counted a second time
+            assert store.counts()["q0"] == {**zero, TaskStatus.PENDING: 2, TaskStatus.DOING: 1}

@@ -25,7 +25,6 @@ __all__ = [
     "CANCEL",
     "COMPLETE",
     "COUNTS",
-    "COUNTS_EXISTS",
     "COUNTS_INIT",
     "COUNTS_SCHEMA",
     "DEAD_LETTER",
@@ -48,6 +47,7 @@ __all__ = [
     "STATS",
     "STATS_OF_QUEUE",
     "add_column",
+    "counts_exists",
     "flip_due",
     "in_list",
     "list_tasks",
@@ -237,7 +237,12 @@ SELECT_HELD = f"SELECT * FROM {_T} WHERE id = :id AND status = {_HELD} AND lease
 # same transaction, whatever statement did it: no transition can forget to count. Reads sum
 # the rows (the MySQL table has a shard column per connection; SQLite has one row each).
 
-COUNTS_EXISTS = f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{COUNTS_TABLE}'"
+
+def counts_exists() -> str:
+    """The statement that finds the counts table (no row: a file made before it)."""
+    return f"SELECT 1 FROM pragma_table_info('{COUNTS_TABLE}')"
+
+
 _ADD = (
     f"INSERT INTO {COUNTS_TABLE} (queue, status, n) VALUES (NEW.queue, NEW.status, 1)"
     " ON CONFLICT (queue, status) DO UPDATE SET n = n + 1;"

@@ -262,7 +262,7 @@ class SQLiteStore(Store):
         for name, kind in sql.ADDED_COLUMNS:
             if name not in have:  # a file made before the column existed
                 c.execute(sql.add_column(name, kind))
-        counted = c.execute(sql.COUNTS_EXISTS).fetchone() is not None
+        counted = c.execute(sql.counts_exists()).fetchone() is not None
         for statement in sql.COUNTS_SCHEMA:
             c.execute(statement)
         if not counted:  # a file made before the counts: counted once, with the triggers on

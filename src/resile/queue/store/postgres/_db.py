@@ -306,6 +306,8 @@ class Database:
             # The schema script is idempotent and migrates: version 2 adds the traceparent
             # column to both task tables (ADD COLUMN IF NOT EXISTS) and the counters' table.
             yield q.SCHEMA, None
+            # Version 3 counts tasks per (queue, status): counted once here, then by triggers.
+            yield q.COUNTS_INIT, None
             yield q.META_SET, {"key": q.VERSION_KEY, "value": str(_sql.SCHEMA_VERSION)}
         return found
 

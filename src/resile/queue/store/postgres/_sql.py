@@ -24,7 +24,7 @@ import re
 from collections.abc import Collection
 
 from resile.queue import _transitions as tr
-from resile.queue._names import META_TABLE, TALLIES_TABLE, TASKS_TABLE, TaskStatus
+from resile.queue._names import COUNTS_TABLE, META_TABLE, TALLIES_TABLE, TASKS_TABLE, TaskStatus
 
 __all__ = [
     "COLUMNS",
@@ -36,9 +36,11 @@ __all__ = [
 ]
 
 #: The version of the PostgreSQL schema this code writes (``resile_meta.schema_version``).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 FINISHED_TABLE = "resile_finished"
 SEQUENCE = "resile_seq"
+#: Rows per (queue, status) in the counts table: each backend adds to ``pid % COUNT_SHARDS``.
+COUNT_SHARDS = 64
 
 # Every stored column, in table order (``TaskField`` values): the task record, then bookkeeping.
 COLUMNS: tuple[str, ...] = (
@@ -175,7 +177,67 @@ CREATE TABLE IF NOT EXISTS {tallies} (
     n       bigint NOT NULL,
     PRIMARY KEY (queue, minute, outcome)
 );
+-- Version 3: tasks per (queue, status), kept by triggers on both task tables in the
+-- transaction of every insert, delete (a finishing move is both) and change of status.
+-- Each backend adds to its own shard of rows (its pid modulo {shards}), so concurrent
+-- transitions of one queue seldom wait on one row; reads sum the shards.
+CREATE TABLE IF NOT EXISTS {counts} (
+    queue  text NOT NULL,
+    status text NOT NULL,
+    shard  smallint NOT NULL,
+    n      bigint NOT NULL,
+    PRIMARY KEY (queue, status, shard)
+);
+CREATE OR REPLACE FUNCTION {s}.{counts_name}_added() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO {counts} AS c (queue, status, shard, n)
+    SELECT queue, status, pg_backend_pid() % {shards}, COUNT(*) FROM new_rows
+    GROUP BY queue, status ORDER BY queue, status
+    ON CONFLICT (queue, status, shard) DO UPDATE SET n = c.n + EXCLUDED.n;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE FUNCTION {s}.{counts_name}_removed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO {counts} AS c (queue, status, shard, n)
+    SELECT queue, status, pg_backend_pid() % {shards}, -COUNT(*) FROM old_rows
+    GROUP BY queue, status ORDER BY queue, status
+    ON CONFLICT (queue, status, shard) DO UPDATE SET n = c.n + EXCLUDED.n;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE FUNCTION {s}.{counts_name}_moved() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO {counts} AS c (queue, status, shard, n)
+    VALUES (OLD.queue, OLD.status, pg_backend_pid() % {shards}, -1),
+           (NEW.queue, NEW.status, pg_backend_pid() % {shards}, 1)
+    ON CONFLICT (queue, status, shard) DO UPDATE SET n = c.n + EXCLUDED.n;
+    RETURN NULL;
+END $$;
 """
+
+
+def _count_triggers(table: str, counts_fn: str) -> str:
+    """The triggers that keep the counts of ``table`` (a task table), made anew."""
+    name = table.rsplit(".", 1)[-1]
+    out = []
+    for event, ref, fn in (
+        ("INSERT", "NEW TABLE AS new_rows", "added"),
+        ("DELETE", "OLD TABLE AS old_rows", "removed"),
+    ):
+        trigger = f"{name}_count_{event.lower()}"
+        out.append(
+            f"DROP TRIGGER IF EXISTS {trigger} ON {table};"
+            f" CREATE TRIGGER {trigger} AFTER {event} ON {table} REFERENCING {ref}"
+            f" FOR EACH STATEMENT EXECUTE FUNCTION {counts_fn}_{fn}();"
+        )
+    # Row by row, only when the status changes: renewals and progress cost nothing.
+    trigger = f"{name}_count_update"
+    out.append(
+        f"DROP TRIGGER IF EXISTS {trigger} ON {table};"
+        f" CREATE TRIGGER {trigger} AFTER UPDATE OF status, queue ON {table} FOR EACH ROW"
+        " WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.queue IS DISTINCT FROM NEW.queue)"
+        f" EXECUTE FUNCTION {counts_fn}_moved();"
+    )
+    return "\n".join(out)
 
 
 class Queries:
@@ -204,6 +266,17 @@ class Queries:
             pending=_PENDING,
             doing=_DOING,
             tallies=f"{s}.{TALLIES_TABLE}",
+            counts=f"{s}.{COUNTS_TABLE}",
+            counts_name=COUNTS_TABLE,
+            shards=COUNT_SHARDS,
+        ) + "\n".join(_count_triggers(t, f"{s}.{COUNTS_TABLE}") for t in (hot, fin))
+        counts = f"{s}.{COUNTS_TABLE}"
+        # The first count of a schema made before version 3, in the migration's transaction
+        # (the triggers it made lock out writers until it commits: nothing is counted twice).
+        self.COUNTS_INIT = (
+            f"DELETE FROM {counts}; INSERT INTO {counts} (queue, status, shard, n)"
+            f" SELECT queue, status, 0, COUNT(*) FROM (SELECT queue, status FROM {hot}"
+            f" UNION ALL SELECT queue, status FROM {fin}) AS t GROUP BY queue, status"
         )
         # Whether the schema's tables exist, and its version (no table: NULL).
         self.SCHEMA_EXISTS = "SELECT TO_REGCLASS(%(meta)s) IS NOT NULL AS found"
@@ -266,12 +339,16 @@ class Queries:
             f"SELECT * FROM {hot} WHERE id = ANY(%(ids)s) AND status = {_HELD}"
             " AND lease_owner = %(worker)s ORDER BY seq FOR UPDATE"
         )
+        # Counts: sums of the shards the triggers keep (never a scan of the tasks).
         self.STATS = (
-            f"SELECT status, COUNT(*) AS n FROM {hot} WHERE %(queue)s::TEXT IS NULL OR queue = %(queue)s"
-            f" GROUP BY status UNION ALL SELECT status, COUNT(*) AS n FROM {fin}"
+            f"SELECT status, SUM(n) AS n FROM {counts}"
             " WHERE %(queue)s::TEXT IS NULL OR queue = %(queue)s GROUP BY status"
         )
-        self.QUEUES = f"SELECT queue FROM {hot} UNION SELECT queue FROM {fin} ORDER BY queue"
+        self.QUEUES = f"SELECT queue FROM {counts} GROUP BY queue HAVING SUM(n) > 0 ORDER BY queue"
+        self.COUNTS = (
+            f"SELECT queue, status, SUM(n) AS n FROM {counts}"
+            " GROUP BY queue, status HAVING SUM(n) > 0 ORDER BY queue"
+        )
 
         # -- lease ----------------------------------------------------------------------------
         # Lapsed leases, locked; one whose holder is renewing it right now is waited for

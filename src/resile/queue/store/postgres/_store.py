@@ -44,6 +44,7 @@ from resile.queue.store.base import (
     check_lease_args,
     check_list_args,
     check_seconds,
+    counts_by_queue,
     encode_results,
     fail_args,
     lease_call_args,
@@ -819,6 +820,13 @@ class PostgresStore(Dashboard, Store):
             return cur.fetchall()
 
         return [r["queue"] for r in self._read(body)]
+
+    def counts(self) -> dict[str, dict[TaskStatus, int]]:
+        def body(cur: Cursor) -> Rows:
+            cur.execute(self.q.COUNTS)
+            return cur.fetchall()
+
+        return counts_by_queue((r["queue"], r["status"], r["n"]) for r in self._read(body))
 
     def requeue(self, task_id: str, *, delay: float = 0.0, now: float | None = None) -> Task | None:
         wait = check_seconds(delay, "requeue: delay")
