@@ -460,7 +460,7 @@ class QueueCollector:
 
     Args:
         store: the queue's store.
-        queues: the queues to report (default: every queue ``store.queues()`` names,
+        queues: the queues to report (default: every queue ``store.counts()`` names,
             at most ``max_queues`` of them).
         ttl: seconds a reading is reused before the store is asked again.
         clock: a monotonic clock (for the cache; injectable in tests).
@@ -508,14 +508,15 @@ class QueueCollector:
             return list(self._cached)
 
     def _read(self) -> list[Metric]:
-        names = list(self.queues) if self.queues is not None else self.store.queues()
+        kept = self.store.counts()  # one read of the counts the store keeps, not a scan
+        names = list(self.queues) if self.queues is not None else list(kept)
         names = names[: self.max_queues]
         counts: list[tuple[str, dict[TaskStatus, int]]] = []
         ages: list[tuple[str, float]] = []
         wall = self.store.now()
         oldest = getattr(self.store, "oldest_due_at", None)
         for queue in names:
-            stats = self.store.stats(queue)
+            stats = kept.get(queue) or dict.fromkeys(TaskStatus, 0)
             counts.append((queue, stats))
             if not stats.get(TaskStatus.PENDING):
                 ages.append((queue, 0.0))

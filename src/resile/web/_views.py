@@ -113,8 +113,9 @@ def overview_view(store: Store) -> dict[str, Any]:
     totals = dict.fromkeys(STATUSES, 0)
     paused = store.paused()
     registered = store.workers()
-    for name in sorted(set(store.queues()) | set(paused)):
-        counts = store.stats(name)
+    kept = store.counts()  # what the store keeps: no scan of the tasks
+    for name in sorted(set(kept) | set(paused)):
+        counts = kept.get(name) or dict.fromkeys(TaskStatus, 0)
         rows.append((name, counts))
         for status, n in counts.items():
             totals[status] += n
