@@ -827,6 +827,57 @@ class TestRequeue:
         assert store.requeue("missing", now=T0) is None
 
 
+class TestOperatorActions:
+    def test_make_due_makes_a_waiting_retry_due_now(self, store: Store) -> None:
+        """make_due moves a PENDING task's due time to now (attempts and history kept) and
+        lease takes it at once; a task already due, or not PENDING, is left alone."""
+        store.create(spec(id="a", backoff=Constant(60.0)), now=T0)
+        t = lease_one(store)
+        store.fail(t.id, W1, RuntimeError("x"), now=T0 + 1)
+        assert store.lease("default", W1, now=T0 + 2) == []  # waits for its backoff
+        got = store.make_due("a", now=T0 + 2)
+        assert got is not None and got.due_at == T0 + 2 and got.attempts == 1
+        assert got.status is TaskStatus.PENDING and len(got.history) == 1
+        assert store.make_due("a", now=T0 + 3) is None  # due already
+        assert store.next_due_at("default") is not None
+        assert store.next_due_at("default") <= T0 + 2  # type: ignore[operator]
+        again = lease_one(store, now=T0 + 2)
+        assert again.id == "a" and again.attempts == 2
+        assert store.make_due("a", now=T0 + 2) is None  # DOING
+        assert store.make_due("nope", now=T0) is None
+
+    def test_make_due_of_a_delayed_task(self, store: Store) -> None:
+        """A task created with a delay can be made due now; the others keep their order."""
+        store.create(spec(id="later", delay=3600), now=T0)
+        store.create(spec(id="first"), now=T0)
+        assert store.make_due("later", now=T0 + 1) is not None
+        got = store.lease("default", W1, limit=5, now=T0 + 1)
+        assert sorted(t.id for t in got) == ["first", "later"]
+
+    def test_delete_one_task_in_any_state_but_doing(self, store: Store) -> None:
+        """delete removes a PENDING, DONE, FAILED or CANCELED task (get is then None, the
+        counts drop); a DOING one or an unknown id answers False and nothing changes."""
+        store.create_many([spec(id=i) for i in ("d", "f", "c", "p", "r")], now=T0)
+        leased = {t.id: t for t in store.lease("default", W1, limit=3, now=T0)}
+        assert sorted(leased) == ["c", "d", "f"]
+        store.complete("d", W1, None, now=T0)
+        store.fail("f", W1, RuntimeError(), permanent=True, now=T0)
+        store.cancel("c", now=T0)
+        running = lease_one(store, now=T0)
+        assert running.id == "p"
+        assert store.delete("p") is False  # DOING
+        for tid in ("d", "f", "c", "r"):
+            assert store.delete(tid) is True
+            assert store.get(tid) is None
+            assert store.delete(tid) is False
+        assert store.delete("nope") is False
+        assert store.counts() == {"default": {**dict.fromkeys(TaskStatus, 0), "DOING": 1}}
+        assert [t.id for t in store.list()] == ["p"]
+        assert store.lease("default", W2, now=T0 + 1) == []
+        store.create(spec(id="r"), now=T0 + 1)  # the id may be used again
+        assert store.get("r") is not None
+
+
 class TestPurge:
     def _finished(self, store: Store) -> None:
         store.create_many([spec(id=i) for i in ("done", "dead", "cancel", "pending")], now=T0)

@@ -28,8 +28,10 @@ __all__ = [
     "COUNTS_INIT",
     "COUNTS_SCHEMA",
     "DEAD_LETTER",
+    "DELETE",
     "INSERT",
     "LEASE",
+    "MAKE_DUE",
     "META_GET",
     "META_SET",
     "QUEUES",
@@ -232,6 +234,13 @@ SELECT_BY_ID = f"SELECT * FROM {_T} WHERE id = :id"
 SELECT_CHECKPOINT = f"SELECT checkpoint FROM {_T} WHERE id = :id"
 # The task when ``:worker`` holds its lease.
 SELECT_HELD = f"SELECT * FROM {_T} WHERE id = :id AND status = {_HELD} AND lease_owner = :worker"
+# An operator's actions on one task: delete it (not while it runs), make a waiting one due now.
+DELETE = f"DELETE FROM {_T} WHERE id = :id AND status != {_DOING}"
+MAKE_DUE = (
+    f"UPDATE {_T} SET due_at = :now, ready = 1, updated_at = :now"
+    f" WHERE id = :id AND status = {_PENDING} AND due_at > :now"
+)
+
 # -- counts per (queue, status), kept by triggers --------------------------------------------
 # Every insert, delete and change of status of a task adjusts its (queue, status) row in the
 # same transaction, whatever statement did it: no transition can forget to count. Reads sum

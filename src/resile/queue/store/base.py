@@ -573,6 +573,27 @@ class Store(Closing, ABC):
         """
 
     @abstractmethod
+    def make_due(self, task_id: str, *, now: float | None = None) -> Task | None:
+        """A ``PENDING`` task that waits (a retry's backoff, a delay) becomes due at ``now``.
+
+        An operator's "retry now": only ``due_at`` (and ``updated_at``) change, so
+        the attempt count, the backoff and the history stay; workers waiting on
+        the queue are woken as for a new task.
+
+        Returns:
+            the task, due now; ``None`` when it does not exist, is not ``PENDING``
+            or is due already (nothing is written).
+        """
+
+    @abstractmethod
+    def delete(self, task_id: str) -> bool:
+        """Delete one task, whatever its state but ``DOING`` (cancel a running one first).
+
+        Returns:
+            ``True`` when it was deleted now; ``False`` when it does not exist or is ``DOING``.
+        """
+
+    @abstractmethod
     def purge(
         self,
         older_than: float,

@@ -888,6 +888,21 @@ class SQLiteStore(Store):
             self._notify([task])
         return task
 
+    def make_due(self, task_id: str, *, now: float | None = None) -> Task | None:
+        params = {"id": task_id, "now": self.now(now)}
+
+        def body(c: sqlite3.Connection) -> Task | None:
+            n = c.execute(sql.MAKE_DUE, params).rowcount
+            return self._get(c, task_id) if n == 1 else None
+
+        task = self._write(body)
+        if task is not None:
+            self._notify([task])
+        return task
+
+    def delete(self, task_id: str) -> bool:
+        return bool(self._write(lambda c: c.execute(sql.DELETE, {"id": task_id}).rowcount == 1))
+
     def purge(
         self,
         older_than: float,

@@ -421,6 +421,17 @@ class Queries:
             " created_at, %(now)s, started_at, NULL, traceparent FROM moved"
             f" RETURNING {_COLS}"
         )
+        # An operator's actions on one task: delete it (a PENDING or a finished one, never
+        # while it runs), make a waiting PENDING one due now.
+        self.DELETE = (
+            f"WITH ins AS (DELETE FROM {hot} WHERE id = %(id)s AND status = {_PENDING}"
+            f" RETURNING seq), moved AS (DELETE FROM {fin} WHERE id = %(id)s RETURNING seq)"
+            " SELECT seq FROM ins UNION ALL SELECT seq FROM moved"
+        )
+        self.MAKE_DUE = (
+            f"UPDATE {hot} SET due_at = %(now)s, updated_at = %(now)s WHERE id = %(id)s"
+            f" AND status = {_PENDING} AND due_at > %(now)s RETURNING {_COLS}"
+        )
         # progress / checkpoint of a live task (EDIT_FROM), or of one the worker holds.
         self.SET_FIELD = {
             (column, holder): (

@@ -854,6 +854,29 @@ class PostgresStore(Dashboard, Store):
             self._notify([task])
         return task
 
+    def make_due(self, task_id: str, *, now: float | None = None) -> Task | None:
+        params = {"id": task_id, "now": self.now(now)}
+
+        def body(cur: Cursor) -> Task | None:
+            cur.execute(self.q.MAKE_DUE, params)
+            row = cur.fetchone()
+            if row is None:
+                return None
+            self._wake_others(cur, [(row["queue"], params["now"])])
+            return decode(row, strict=False)
+
+        task = self._write(body)
+        if task is not None:
+            self._notify([task])
+        return task
+
+    def delete(self, task_id: str) -> bool:
+        def body(cur: Cursor) -> bool:
+            cur.execute(self.q.DELETE, {"id": task_id})
+            return len(cur.fetchall()) == 1
+
+        return bool(self._write(body))
+
     def _purge_batches(
         self, statuses: Sequence[TaskStatus], cutoff: float, queue: str | None
     ) -> int:

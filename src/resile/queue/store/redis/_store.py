@@ -922,6 +922,17 @@ class RedisStore(Store):
         self._notify([task])
         return task
 
+    def make_due(self, task_id: str, *, now: float | None = None) -> Task | None:
+        reply = self._eval("make_due", _S["make_due"].argv(id=task_id, now_s=_num(self.now(now))))
+        if reply[0] != "ok":
+            return None
+        task = _decode(reply[1], strict=False)
+        self._notify([task])
+        return task
+
+    def delete(self, task_id: str) -> bool:
+        return bool(self._eval("delete", _S["delete"].argv(id=task_id)))
+
     def purge(
         self,
         older_than: float,
