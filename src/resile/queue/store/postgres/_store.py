@@ -855,14 +855,14 @@ class PostgresStore(Dashboard, Store):
         return task
 
     def make_due(self, task_id: str, *, now: float | None = None) -> Task | None:
-        params = {"id": task_id, "now": self.now(now)}
+        at = self.now(now)
 
         def body(cur: Cursor) -> Task | None:
-            cur.execute(self.q.MAKE_DUE, params)
+            cur.execute(self.q.MAKE_DUE, {"id": task_id, "now": at})
             row = cur.fetchone()
             if row is None:
                 return None
-            self._wake_others(cur, [(row["queue"], params["now"])])
+            self._wake_others(cur, [(row["queue"], at)])
             return decode(row, strict=False)
 
         task = self._write(body)
