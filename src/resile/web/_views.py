@@ -155,7 +155,7 @@ def task_view(store: Store, task_id: str) -> dict[str, Any]:
     task = store.get(task_id)
     if task is None:
         raise NotFound(f"no task with id {task_id!r} (it may have been purged)")
-    return {"task": task}
+    return {"task": task, "now": store.now()}
 
 
 def _holders(running: list[Task], now: float) -> list[LeaseHolder]:

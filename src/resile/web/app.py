@@ -75,22 +75,33 @@ __all__ = ["create_app"]
 
 audit = logging.getLogger("resile.web.audit")
 
+
 # What each action does to one task: True when the store changed it.
+def _retry(store: Store, task_id: str) -> bool:
+    """Retry now: a FAILED or CANCELED task requeued, or a PENDING one that waits made due."""
+    return store.requeue(task_id) is not None or store.make_due(task_id) is not None
+
+
 ACTIONS: dict[str, Callable[[Store, str], bool]] = {
     "cancel": lambda store, task_id: store.cancel(task_id),
-    "retry": lambda store, task_id: store.requeue(task_id) is not None,
+    "retry": _retry,
+    "delete": lambda store, task_id: store.delete(task_id),
 }
-# The states each action applies to (the buttons a task shows).
+# The states each action applies to (the buttons a task shows; "retry" on a PENDING task
+# only while it waits for its due time).
 APPLIES: dict[str, frozenset[TaskStatus]] = {
     "cancel": ACTIVE_STATUSES,
-    "retry": frozenset({TaskStatus.FAILED, TaskStatus.CANCELED}),
+    "retry": frozenset({TaskStatus.FAILED, TaskStatus.CANCELED, TaskStatus.PENDING}),
+    "delete": frozenset(TaskStatus) - {TaskStatus.DOING},
 }
 # Fixed texts for the notice an action redirects to (never text from the request).
 NOTICES = {
     "canceled": "Task canceled.",
     "not-canceled": "Nothing canceled: the task had already finished.",
     "retried": "Task queued to run again now.",
-    "not-retried": "Not retried: only a FAILED or CANCELED task can be.",
+    "not-retried": "Not retried: only a FAILED or CANCELED task, or a PENDING one that waits, can be.",
+    "deleted": "Task deleted.",
+    "not-deleted": "Nothing deleted: the task is running (cancel it first) or gone.",
     "bulk": "{changed} tasks changed, {skipped} skipped (in another state).",
     "purged": "{count} finished tasks deleted.",
     "stopped": "The bulk job stops after its current batch.",
@@ -416,8 +427,10 @@ class _Dashboard:
         form = await self._form(request)
         task_id = request.path_params["task_id"]
         changed = await self.apply(request, action, task_id)
-        past = {"cancel": "canceled", "retry": "retried"}[action]
+        past = {"cancel": "canceled", "retry": "retried", "delete": "deleted"}[action]
         notice = past if changed else f"not-{past}"
+        if action == "delete" and changed:  # its page is gone: back to the list
+            return self._back(request, FormData(), "/tasks", notice=notice)
         return self._back(
             request, form, f"/tasks/{self.env.filters['pathquote'](task_id)}", notice=notice
         )
