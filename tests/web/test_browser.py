@@ -177,6 +177,58 @@ class TestActions:
             runner.join(10)
         assert status_of(sqlite_store, task_id) is TaskStatus.DONE
 
+    def test_retry_now_a_task_waiting_for_its_retry(
+        self, page: Any, sqlite_store: Store, serve_app: Callable[..., str]
+    ) -> None:
+        """Retry now on a PENDING task whose retry is an hour away: it runs at once, DONE."""
+        queue = resile.connect(sqlite_store)
+        failed_once = threading.Event()
+
+        @queue.task(name="patient", max_retries=1, backoff=resile.Constant(3600.0))
+        def patient() -> str:
+            if not failed_once.is_set():
+                failed_once.set()
+                raise ConnectionError("service down")
+            return "sent"
+
+        worker = resile.Worker(queue, concurrency=1)
+        runner = threading.Thread(target=worker.run, daemon=True)
+        runner.start()
+        try:
+            task_id = patient.enqueue().id
+            wait_for(
+                lambda: (
+                    (t := sqlite_store.get(task_id)) is not None
+                    and t.attempts == 1
+                    and t.status is TaskStatus.PENDING
+                ),
+                10,
+                "the retry scheduled an hour ahead",
+            )
+            page.goto(serve_app(sqlite_store) + f"/tasks/{task_id}")
+            assert page.locator(".head .status").inner_text() == "PENDING"
+            shot(page, "task-retry-waiting")
+            page.click("text=Retry now")
+            page.locator(".notice").wait_for(timeout=5000)
+            page.locator(".head .s-done").wait_for(timeout=5000)
+        finally:
+            worker.stop()
+            runner.join(10)
+        assert status_of(sqlite_store, task_id) is TaskStatus.DONE
+
+    def test_delete_a_dead_task(
+        self, page: Any, sqlite_store: Store, serve_app: Callable[..., str]
+    ) -> None:
+        """Delete on a FAILED task's page: back on the list with a notice, the task gone."""
+        task_id = dead_task(sqlite_store)
+        page.goto(serve_app(sqlite_store) + f"/tasks/{task_id}")
+        page.click("button:text('Delete')")
+        page.locator(".notice").wait_for(timeout=5000)
+        assert "Task deleted." in page.locator(".notice").inner_text()
+        assert page.url.split("?")[0].endswith("/tasks")
+        assert sqlite_store.get(task_id) is None
+        assert page.console_errors == []
+
     def test_refused_without_the_csrf_token(
         self, page: Any, sqlite_store: Store, serve_app: Callable[..., str]
     ) -> None:
