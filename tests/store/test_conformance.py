@@ -827,6 +827,25 @@ class TestRequeue:
         assert store.requeue("missing", now=T0) is None
 
 
+class TestAttemptWorker:
+    def test_every_history_entry_names_the_worker_that_held_the_attempt(self, store: Store) -> None:
+        """complete, fail, a reclaimed lease and a cancel while running each record the lease
+        holder's id in the attempt's history entry."""
+        store.create_many([spec(id=i, max_retries=5) for i in ("a", "b", "c")], now=T0)
+        store.lease("default", W1, limit=3, lease_seconds=10, now=T0)
+        store.complete("a", W1, None, now=T0 + 1)
+        store.fail("b", W1, RuntimeError("x"), delay=0, now=T0 + 1)
+        store.cancel("c", now=T0 + 1)
+        assert [h.worker for h in store.get("a").history] == [W1]  # type: ignore[union-attr]
+        assert [h.worker for h in store.get("b").history] == [W1]  # type: ignore[union-attr]
+        assert [h.worker for h in store.get("c").history] == [W1]  # type: ignore[union-attr]
+        assert lease_one(store, W2, now=T0 + 2, lease_seconds=5).id == "b"  # then it lapses
+        store.lease("default", W1, now=T0 + 20)  # the reclaim
+        lost = store.get("b")
+        assert lost is not None and lost.history[-1].outcome is Outcome.LOST
+        assert [h.worker for h in lost.history] == [W1, W2]
+
+
 class TestOperatorActions:
     def test_make_due_makes_a_waiting_retry_due_now(self, store: Store) -> None:
         """make_due moves a PENDING task's due time to now (attempts and history kept) and
@@ -1023,7 +1042,7 @@ class TestAppliesTheStateMachine:
             assert after.status is decision.status
             assert after.last_error == decision.error
             assert after.history[-1] == AttemptRecord(
-                before.attempts, before.started_at, decision.base, Outcome.ERROR, error
+                before.attempts, before.started_at, decision.base, Outcome.ERROR, error, W1
             )
             if decision.dead:
                 assert after.finished_at == now + 0.25

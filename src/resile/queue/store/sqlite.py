@@ -437,6 +437,7 @@ class SQLiteStore(Store):
                 decision.base,
                 Outcome.LOST,
                 tr.LEASE_EXPIRED_ERROR,
+                row["lease_owner"],
             )
             self._apply_failure(c, row, decision, entry, now)
 
@@ -637,7 +638,7 @@ class SQLiteStore(Store):
         row = self._held(c, task_id, worker_id)
         if row is None:
             return None
-        done = tr.complete(row["attempts"], row["started_at"], at)
+        done = tr.complete(row["attempts"], row["started_at"], at, worker_id)
         self._tally(c, row["queue"], Tally.DONE, at)
         history = history_with(row["history"], done.entry)
         c.execute(
@@ -730,7 +731,7 @@ class SQLiteStore(Store):
                 permanent=bool(permanent),
                 delay=delay,
             )
-            entry = AttemptRecord(row["attempts"], row["started_at"], at, kind, err)
+            entry = AttemptRecord(row["attempts"], row["started_at"], at, kind, err, worker_id)
             self._apply_failure(c, row, decision, entry, at)
             return self._get(c, task_id)
 
@@ -771,7 +772,11 @@ class SQLiteStore(Store):
             if row is None:
                 return False
             done = tr.cancel(
-                row["status"], attempts=row["attempts"], started_at=row["started_at"], now=at
+                row["status"],
+                attempts=row["attempts"],
+                started_at=row["started_at"],
+                now=at,
+                worker=row["lease_owner"],
             )
             if done is None:
                 return False

@@ -375,7 +375,7 @@ class PostgresStore(Dashboard, Store):
             )
             entry = AttemptRecord(
                 row["attempts"], row["started_at"], decision.base, Outcome.LOST,
-                tr.LEASE_EXPIRED_ERROR,
+                tr.LEASE_EXPIRED_ERROR, row["lease_owner"],
             )  # fmt: skip
             self._failure_write(cur, row, decision, entry, now, wake)
 
@@ -584,7 +584,7 @@ class PostgresStore(Dashboard, Store):
             if row is None or tid in seen:
                 continue
             seen.add(tid)
-            done = tr.complete(row["attempts"], row["started_at"], at)
+            done = tr.complete(row["attempts"], row["started_at"], at, worker_id)
             items.append(
                 {
                     "seq": row["seq"],
@@ -680,7 +680,7 @@ class PostgresStore(Dashboard, Store):
                 permanent=bool(permanent),
                 delay=delay,
             )
-            entry = AttemptRecord(row["attempts"], row["started_at"], at, kind, err)
+            entry = AttemptRecord(row["attempts"], row["started_at"], at, kind, err, worker_id)
             wake: builtins.list[tuple[str, float]] = []
             after = self._failure_write(cur, row, decision, entry, at, wake)
             self._wake_others(cur, wake)
@@ -726,7 +726,11 @@ class PostgresStore(Dashboard, Store):
             if row is None:
                 return False
             done = tr.cancel(
-                row["status"], attempts=row["attempts"], started_at=row["started_at"], now=at
+                row["status"],
+                attempts=row["attempts"],
+                started_at=row["started_at"],
+                now=at,
+                worker=row["lease_owner"],
             )
             if done is None:
                 return False

@@ -48,7 +48,8 @@ for _, q in ipairs(queues) do
   for _, id in ipairs(ids) do
     local tk = task_key(id)
     local f = redis.call('HMGET', tk, F.status, F.lease_expires_at, F.attempts, F.max_retries,
-      F.backoff, F.last_delay, F.started_at, F.seq, F.rank, F.gated, F.history, F.hn)
+      F.backoff, F.last_delay, F.started_at, F.seq, F.rank, F.gated, F.history, F.hn,
+      F.lease_owner)
     local r = rec[id]
     local seen = f[2] or ''
     if f[1] ~= S.DOING then
@@ -56,7 +57,7 @@ for _, q in ipairs(queues) do
     elseif r and r.seen == seen then
       local err = r.error
       local h, hn = history_with(f[11], f[12],
-        entry(f[3] or '0', f[7], isset(seen) and seen or now_s, O.LOST, err))
+        entry(f[3] or '0', f[7], isset(seen) and seen or now_s, O.LOST, err, f[13]))
       redis.call('ZREM', lk, id)
       tally(q, r.dead == '1' and TL.DEAD or TL.RETRIED, now_s)
       if r.dead == '1' then

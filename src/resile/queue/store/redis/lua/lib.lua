@@ -86,11 +86,12 @@ end
 
 -- lib: entry
 -- One history entry, as AttemptRecord.to_dict() writes it. `started` and `ended` are
--- stored time strings, `err` a JSON object or nil.
-local function entry(attempt, started, ended, outcome, err)
+-- stored time strings, `err` a JSON object or nil, `worker` the lease holder's id or nil.
+local function entry(attempt, started, ended, outcome, err, worker)
   return '{"attempt":' .. attempt .. ',"started_at":' .. (isset(started) and started or 'null')
     .. ',"ended_at":' .. ended .. ',"outcome":"' .. outcome .. '","error":'
-    .. (isset(err) and err or 'null') .. '}'
+    .. (isset(err) and err or 'null') .. ',"worker":'
+    .. (isset(worker) and cjson.encode(worker) or 'null') .. '}'
 end
 
 -- lib: history_with
