@@ -7,6 +7,7 @@ the tests save a screenshot of each page there (``docs/img/`` in the docs).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -54,6 +55,19 @@ def shot(page: Any, name: str) -> None:
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
+
+
+@contextlib.contextmanager
+def working(queue: Any) -> Iterator[None]:
+    """A one-slot worker on ``queue`` running in a thread for the block, stopped after it."""
+    worker = resile.Worker(queue, concurrency=1)
+    runner = threading.Thread(target=worker.run, daemon=True)
+    runner.start()
+    try:
+        yield
+    finally:
+        worker.stop()
+        runner.join(10)
 
 
 def status_of(store: Store, task_id: str) -> TaskStatus:
@@ -159,10 +173,7 @@ class TestActions:
                 raise ConnectionError("service down")
             return "sent"
 
-        worker = resile.Worker(queue, concurrency=1)
-        runner = threading.Thread(target=worker.run, daemon=True)
-        runner.start()
-        try:
+        with working(queue):
             task_id = flaky.enqueue().id
             wait_for(lambda: status_of(sqlite_store, task_id) is TaskStatus.FAILED, 10, "FAILED")
             page.goto(serve_app(sqlite_store) + f"/tasks/{task_id}")
@@ -172,9 +183,6 @@ class TestActions:
             page.locator(".notice").wait_for(timeout=5000)
             page.locator(".head .s-done").wait_for(timeout=5000)
             assert "sent" in page.locator("pre.json").nth(1).inner_text()
-        finally:
-            worker.stop()
-            runner.join(10)
         assert status_of(sqlite_store, task_id) is TaskStatus.DONE
 
     def test_retry_now_a_task_waiting_for_its_retry(
@@ -191,10 +199,7 @@ class TestActions:
                 raise ConnectionError("service down")
             return "sent"
 
-        worker = resile.Worker(queue, concurrency=1)
-        runner = threading.Thread(target=worker.run, daemon=True)
-        runner.start()
-        try:
+        with working(queue):
             task_id = patient.enqueue().id
             wait_for(
                 lambda: (
@@ -211,9 +216,6 @@ class TestActions:
             page.click("text=Retry now")
             page.locator(".notice").wait_for(timeout=5000)
             page.locator(".head .s-done").wait_for(timeout=5000)
-        finally:
-            worker.stop()
-            runner.join(10)
         assert status_of(sqlite_store, task_id) is TaskStatus.DONE
 
     def test_delete_a_dead_task(
@@ -276,10 +278,7 @@ class TestActions:
         def send() -> str:
             return "sent"
 
-        worker = resile.Worker(queue, concurrency=1)
-        runner = threading.Thread(target=worker.run, daemon=True)
-        runner.start()
-        try:
+        with working(queue):
             first = send.enqueue().id
             wait_for(lambda: status_of(sqlite_store, first) is TaskStatus.DONE, 10, "a first run")
             page.goto(serve_app(sqlite_store) + "/")
@@ -294,9 +293,6 @@ class TestActions:
             page.get_by_role("button", name="Resume queue mail").click()
             page.locator(".notice", has_text="Queue resumed").wait_for(timeout=5000)
             wait_for(lambda: status_of(sqlite_store, waiting) is TaskStatus.DONE, 5, "resumed run")
-        finally:
-            worker.stop()
-            runner.join(10)
 
     def test_read_only_draws_no_button(
         self, page: Any, sqlite_store: Store, serve_app: Callable[..., str]

@@ -188,19 +188,12 @@ CREATE TABLE IF NOT EXISTS {counts} (
     n      bigint NOT NULL,
     PRIMARY KEY (queue, status, shard)
 );
-CREATE OR REPLACE FUNCTION {s}.{counts_name}_added() RETURNS trigger LANGUAGE plpgsql AS $$
+-- Statement by statement: the rows a statement inserted (TG_ARGV[0] = 1) or deleted (-1).
+CREATE OR REPLACE FUNCTION {s}.{counts_name}_rows() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO {counts} AS c (queue, status, shard, n)
-    SELECT queue, status, pg_backend_pid() % {shards}, COUNT(*) FROM new_rows
-    GROUP BY queue, status ORDER BY queue, status
-    ON CONFLICT (queue, status, shard) DO UPDATE SET n = c.n + EXCLUDED.n;
-    RETURN NULL;
-END $$;
-CREATE OR REPLACE FUNCTION {s}.{counts_name}_removed() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO {counts} AS c (queue, status, shard, n)
-    SELECT queue, status, pg_backend_pid() % {shards}, -COUNT(*) FROM old_rows
-    GROUP BY queue, status ORDER BY queue, status
+    SELECT queue, status, pg_backend_pid() % {shards}, TG_ARGV[0]::bigint * COUNT(*)
+    FROM changed_rows GROUP BY queue, status ORDER BY queue, status
     ON CONFLICT (queue, status, shard) DO UPDATE SET n = c.n + EXCLUDED.n;
     RETURN NULL;
 END $$;
@@ -219,15 +212,13 @@ def _count_triggers(table: str, counts_fn: str) -> str:
     """The triggers that keep the counts of ``table`` (a task table), made anew."""
     name = table.rsplit(".", 1)[-1]
     out = []
-    for event, ref, fn in (
-        ("INSERT", "NEW TABLE AS new_rows", "added"),
-        ("DELETE", "OLD TABLE AS old_rows", "removed"),
-    ):
+    for event, rows, sign in (("INSERT", "NEW", 1), ("DELETE", "OLD", -1)):
         trigger = f"{name}_count_{event.lower()}"
         out.append(
             f"DROP TRIGGER IF EXISTS {trigger} ON {table};"
-            f" CREATE TRIGGER {trigger} AFTER {event} ON {table} REFERENCING {ref}"
-            f" FOR EACH STATEMENT EXECUTE FUNCTION {counts_fn}_{fn}();"
+            f" CREATE TRIGGER {trigger} AFTER {event} ON {table}"
+            f" REFERENCING {rows} TABLE AS changed_rows"
+            f" FOR EACH STATEMENT EXECUTE FUNCTION {counts_fn}_rows('{sign}');"
         )
     # Row by row, only when the status changes: renewals and progress cost nothing.
     trigger = f"{name}_count_update"
