@@ -1089,7 +1089,9 @@ class TestAppliesTheStateMachine:
         )
         running = lease_one(store, W1, now=T0 + 2)
         assert store.cancel("a", now=T0 + 3)
-        done = tr.cancel(running.status, attempts=running.attempts, started_at=T0 + 2, now=T0 + 3)
+        done = tr.cancel(
+            running.status, attempts=running.attempts, started_at=T0 + 2, now=T0 + 3, worker=W1
+        )
         canceled = store.get("a")
         assert done is not None and canceled is not None
         assert (canceled.status, canceled.finished_at) == (done.status, done.finished_at)

@@ -201,6 +201,19 @@ class TestBulk:
             assert all(_status(store, i) is TaskStatus.PENDING for i in wanted)
             assert all(_status(store, i) is TaskStatus.FAILED for i in other_error + other_queue)
 
+    def test_bulk_delete_selected(self, store: Store, client: httpx.Client) -> None:
+        """Bulk delete on ticked tasks deletes the ones not running and counts the rest skipped."""
+        dead = [dead_task(store) for _ in range(2)]
+        running = store.create(TaskSpec("resize", queue="busy")).id
+        store.lease("busy", "w-1")
+        assert 'value="delete"' in client.get("/tasks").text
+        form = {"action": "delete", "scope": "selected", "ids": [*dead, running]}
+        response = post(client, "/tasks/bulk", form, page="/tasks")
+        assert "changed=2" in response.headers["location"]
+        assert "skipped=1" in response.headers["location"]
+        assert all(store.get(i) is None for i in dead)
+        assert _status(store, running) is TaskStatus.DOING
+
     def test_bad_bulk_input(self, store: Store, client: httpx.Client) -> None:
         """An unknown action or scope, or no selection, is a 400 naming the field."""
         task_id = dead_task(store)
