@@ -72,6 +72,16 @@ def raw(url: str) -> psycopg.Connection[Any]:
     return psycopg.connect(url.split("?")[0], autocommit=True)
 
 
+def vacuum_count(url: str, schema: str) -> int:
+    """How many times the hot table of ``schema`` was vacuumed by hand (not by autovacuum)."""
+    with raw(url) as c:
+        row = c.execute(
+            "SELECT vacuum_count FROM pg_stat_user_tables WHERE schemaname = %s AND relname = %s",
+            (schema, TASKS_TABLE),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def count(url: str, schema: str, table: str) -> int:
     with raw(url) as c:
         row = c.execute(f"SELECT count(*) FROM {schema}.{table}").fetchone()
@@ -313,22 +323,31 @@ class TestHotTable:
         s = stores(vacuum_every=0.01)
         s.create_many([spec() for _ in range(400)])
 
-        def vacuums() -> int:
-            with raw(url) as c:
-                row = c.execute(
-                    "SELECT vacuum_count FROM pg_stat_user_tables"
-                    " WHERE schemaname = %s AND relname = %s",
-                    (schema, TASKS_TABLE),
-                ).fetchone()
-            return int(row[0]) if row else 0
-
         def complete_some() -> bool:
             for t in s.lease("default", "w", limit=2):
                 s.complete(t.id, "w")
-            return vacuums() > 0
+            return vacuum_count(url, schema) > 0
 
         wait_for(complete_some, 15, "a vacuum of the hot table", step=0.05)
         assert stores(vacuum_every=None).vacuum_every is None
+
+    def test_churn_makes_a_vacuum_due_before_vacuum_every(
+        self, url: str, schema: str, stores: Callable[..., PostgresStore]
+    ) -> None:
+        """Finishing 200 tasks vacuums the hot table long before vacuum_every has passed."""
+        s = stores(vacuum_every=3600)
+        s.create_many([spec() for _ in range(250)])
+
+        leased = s.lease("default", "w", limit=199)
+        assert all(s.complete_many_flags([(t.id, None) for t in leased], "w"))
+        assert vacuum_count(url, schema) == 0  # 199 finished: not due yet
+        (last,) = s.lease("default", "w", limit=1)
+        assert s.complete(last.id, "w") is not None
+        wait_for(
+            lambda: vacuum_count(url, schema) > 0,
+            15,
+            "a vacuum of the hot table after 200 finished",
+        )
 
     def test_partial_indexes_on_live_states(self, url: str, schema: str) -> None:
         """The hot table's lease indexes are partial on the live states; autovacuum is tuned."""

@@ -360,6 +360,8 @@ class Queries:
 
         # The hot table's dead rows made reusable (not in a transaction; skipped when locked).
         self.VACUUM_HOT = f"VACUUM (SKIP_LOCKED) {hot}"
+        # The hot table's live rows as the last vacuum counted them (no scan).
+        self.LIVE_ROWS = f"SELECT reltuples AS n FROM pg_class WHERE oid = '{hot}'::REGCLASS"
 
         # -- lists, prunes, wake-up times -----------------------------------------------------
         _where_list = (

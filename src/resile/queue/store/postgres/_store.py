@@ -81,6 +81,12 @@ _FINISH_TALLY = {TaskStatus.DONE.value: Tally.DONE, TaskStatus.FAILED.value: Tal
 _MAX_CHUNK = 256
 # Finished tasks one prune statement deletes (short transactions, little WAL at a time).
 _PRUNE_BATCH = 1000
+# A vacuum of the hot table is due after a tenth of its live rows have finished (at least
+# 200): each finished task leaves two dead row versions (its insert and its lease), so
+# the heap stays within about 1.2x its live size plus what churns while the vacuum runs
+# (benchmarks/postgres_bloat.py; docs/postgres.md).
+_VACUUM_CHURN = 0.1
+_VACUUM_MIN_ROWS = 200
 
 # resile's own URL query options (the others go to libpq).
 _OPTIONS = (
@@ -116,9 +122,11 @@ class PostgresStore(Dashboard, Store):
         migrate: create or migrate the schema on open (``False``: refuse a
             missing or older schema with ``SchemaError``).
         vacuum_every: while workers complete tasks, ``VACUUM`` the hot table
-            at most this often (seconds; in a helper thread, skipped when another
-            vacuum holds it), so that its dead rows are reused long before
-            autovacuum's next round; ``None``: leave it to autovacuum.
+            (in a helper thread, skipped when another vacuum holds it) after
+            every tenth of its live rows (at least 200) finished through this
+            store, and at least this often (seconds), so that its dead rows are
+            reused long before autovacuum's next round; ``None``: leave it to
+            autovacuum.
         clock: epoch-time source for ``now=None``.
 
     Raises:
@@ -164,6 +172,9 @@ class PostgresStore(Dashboard, Store):
         # Monotonic time of the next vacuum: the first one once the store has worked a while.
         self._next_vacuum = time.monotonic() + (self.vacuum_every or 0.0)
         self._vacuuming = threading.Lock()
+        # Tasks this store finished since its last vacuum, and how many make the next one due.
+        self._finished_since_vacuum = 0
+        self._vacuum_rows = _VACUUM_MIN_ROWS
         self._write = self._read = self._db.tx
 
     @classmethod
@@ -504,19 +515,31 @@ class PostgresStore(Dashboard, Store):
         out = self._write(body)
         self._pruner.tick(at)
         if encoded and self.vacuum_every is not None:
-            self._maybe_vacuum()
+            self._maybe_vacuum(sum(out[0]))
         return out
 
-    def _maybe_vacuum(self) -> None:
-        """Start a vacuum of the hot table in a helper thread when one is due."""
-        mono = time.monotonic()
-        if mono < self._next_vacuum or not self._vacuuming.acquire(blocking=False):
+    def _maybe_vacuum(self, finished: int) -> None:
+        """Count ``finished`` tasks; start a vacuum of the hot table when one is due.
+
+        Due once this store has finished ``_vacuum_rows`` tasks since its last
+        vacuum (a tenth of the hot table's live rows, at least ``_VACUUM_MIN_ROWS``),
+        or ``vacuum_every`` seconds after it: the dead row versions between two
+        vacuums stay a bounded fraction of the live ones at any throughput.
+        """
+        self._finished_since_vacuum += finished
+        if self._finished_since_vacuum < self._vacuum_rows and time.monotonic() < self._next_vacuum:
             return
-        self._next_vacuum = mono + (self.vacuum_every or 0.0)
+        if not self._vacuuming.acquire(blocking=False):
+            return
+        self._finished_since_vacuum = 0
+        self._next_vacuum = time.monotonic() + (self.vacuum_every or 0.0)
 
         def run() -> None:
             try:
                 self._db.autocommit(self.q.VACUUM_HOT)
+                rows = self._read(lambda cur: cur.execute(self.q.LIVE_ROWS).fetchall())
+                live = float(rows[0]["n"]) if rows else 0.0
+                self._vacuum_rows = max(_VACUUM_MIN_ROWS, int(live * _VACUUM_CHURN))
             except Exception as exc:  # housekeeping: a worker never fails for it
                 logger.warning("resile: VACUUM of %s failed: %s", self.q.hot, exc)
             finally:
@@ -620,7 +643,7 @@ class PostgresStore(Dashboard, Store):
         at = self.now(now)
         done = self._write(lambda cur: self._complete_in(cur, encoded, worker_id, at))
         if self.vacuum_every is not None:
-            self._maybe_vacuum()
+            self._maybe_vacuum(len(done))
         answered: set[str] = set()
         out: builtins.list[Task | None] = []
         for tid, _ in encoded:
@@ -643,7 +666,7 @@ class PostgresStore(Dashboard, Store):
         at = self.now(now)
         done = self._write(lambda cur: self._complete_in(cur, encoded, worker_id, at))
         if self.vacuum_every is not None:
-            self._maybe_vacuum()
+            self._maybe_vacuum(len(done))
         answered: set[str] = set()
         flags: builtins.list[bool] = []
         for tid, _ in encoded:
