@@ -369,8 +369,9 @@ class Queries:
             for holder in (False, True)
         }
 
-        # The hot table's dead rows made reusable (not in a transaction; skipped when locked).
-        self.VACUUM_HOT = f"VACUUM (SKIP_LOCKED) {hot}"
+        # The hot table's dead rows made reusable (not in a transaction; skipped when locked),
+        # its indexes cleaned always (PostgreSQL 14+ may skip them when few pages have dead rows).
+        self.VACUUM_HOT = f"VACUUM (SKIP_LOCKED, INDEX_CLEANUP ON) {hot}"
         # The hot table's live rows as the last vacuum counted them (no scan).
         self.LIVE_ROWS = f"SELECT reltuples AS n FROM pg_class WHERE oid = '{hot}'::REGCLASS"
 
