@@ -513,6 +513,26 @@ class TestWakeUps:
         finally:
             stop()
 
+    def test_a_notification_wakes_at_once_not_at_the_end_of_the_listen_wait(
+        self, stores: Callable[..., PostgresStore], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The watcher wakes as a notification arrives, not when its wait for more ends."""
+        from resile.queue.store.postgres._watch import Watcher
+
+        monkeypatch.setattr(Watcher, "TICK", 60.0)
+        s = stores()
+        woke = threading.Event()
+        stop = s.watch(["default"], woke.set)
+        assert stop is not None
+        try:
+            wait_for(lambda: s._watchers[0].listening.is_set(), 5, "listening")
+            woke.clear()
+            stores().create(spec())
+            assert woke.wait(10)  # 60 s (TICK) when the wake waited for the wait's end
+        finally:
+            monkeypatch.setattr(Watcher, "TICK", 0.2)  # stop() joins within 10 TICKs
+            stop()
+
     def test_an_idle_worker_wakes_on_another_processes_task(
         self, url: str, stores: Callable[..., PostgresStore]
     ) -> None:
