@@ -259,6 +259,9 @@ class TestSchema:
             "name",
             "ins",
             "moved",
+            "upd",
+            "tal",
+            "note",
             "ord",
             "found",
             "n",
@@ -274,6 +277,55 @@ class TestSchema:
                 continue
             bare = re.sub(r"%\(\w+\)s|\bs\.(?=\w)|\bnew_", " ", text)
             assert unknown_fields(sql_columns(bare)) - aliases == set(), text
+
+
+class TestRoundTrips:
+    """The worker's hot calls take as few round trips as they can."""
+
+    def test_a_retry_of_a_task_this_store_leased_is_one_statement(
+        self, stores: Callable[..., PostgresStore], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """fail() of a task leased through this store retries it without a transaction."""
+        s = stores()
+        s.create(spec(max_retries=3))
+        (task,) = s.lease("default", "w")
+
+        def no_transaction(*a: Any, **k: Any) -> Any:
+            raise AssertionError("fail() opened a transaction")
+
+        monkeypatch.setattr(s._db, "tx", no_transaction)
+        after = s.fail(task.id, "w", RuntimeError("boom"), now=T0)
+        assert after is not None and after.status is TaskStatus.PENDING
+        assert after.attempts == 1 and len(after.history) == 1
+        assert after.last_error is not None and "boom" in after.last_error.message
+        monkeypatch.undo()
+        counted = s.tallies(since=T0 - 60, until=T0 + 60)
+        assert sum(c.get(Tally.RETRIED, 0) for c in counted.values()) == 1
+
+    def test_a_task_no_longer_held_takes_the_locked_path(
+        self, stores: Callable[..., PostgresStore]
+    ) -> None:
+        """A lease that lapsed and went to another worker: the old holder's fail is refused."""
+        s = stores()
+        s.create(spec(max_retries=3), now=T0)
+        (task,) = s.lease("default", "w1", lease_seconds=1, now=T0)
+        (again,) = stores().lease("default", "w2", now=T0 + 5)
+        assert again.id == task.id
+        assert s.fail(task.id, "w1", RuntimeError("late"), now=T0 + 6) is None
+        assert s.get(task.id).lease_owner == "w2"  # type: ignore[union-attr]
+
+    def test_next_due_at_needs_no_transaction(
+        self, stores: Callable[..., PostgresStore], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """next_due_at reads without BEGIN / COMMIT (a hint for the worker's timer)."""
+        s = stores()
+        s.create(spec(delay=30), now=T0)
+
+        def no_transaction(*a: Any, **k: Any) -> Any:
+            raise AssertionError("next_due_at opened a transaction")
+
+        monkeypatch.setattr(s._db, "tx", no_transaction)
+        assert s.next_due_at(["default"]) == pytest.approx(T0 + 30)
 
 
 class TestHotTable:

@@ -340,6 +340,21 @@ class Queries:
             " last_error = %(last_error)s, last_delay = %(last_delay)s, due_at = %(due_at)s,"
             " lease_expires_at = NULL, updated_at = %(now)s WHERE seq = %(seq)s RETURNING *"
         )
+        # The same retry as one statement, for a task whose row this store read at its lease:
+        # only while it is still held by :worker at :attempts (else nothing, and the caller
+        # takes the locked path); with its tally and its NOTIFY.
+        self.RETRY_HELD = (
+            f"WITH upd AS (UPDATE {hot} SET status = %(status)s, history = %(history)s,"
+            " last_error = %(last_error)s, last_delay = %(last_delay)s, due_at = %(due_at)s,"
+            " lease_expires_at = NULL, updated_at = %(now)s"
+            f" WHERE seq = %(seq)s AND status = {_HELD} AND lease_owner = %(worker)s"
+            " AND attempts = %(attempts)s RETURNING *),"
+            f" tal AS (INSERT INTO {s}.{TALLIES_TABLE} AS t (queue, minute, outcome, n)"
+            " SELECT queue, %(minute)s, %(outcome)s, 1 FROM upd"
+            " ON CONFLICT (queue, minute, outcome) DO UPDATE SET n = t.n + EXCLUDED.n),"
+            " note AS (SELECT PG_NOTIFY(%(channel)s, %(payload)s) FROM upd)"
+            " SELECT upd.* FROM upd, note"
+        )
         self.RELEASE = (
             f"UPDATE {hot} SET status = %(status)s, due_at = %(due_at)s, attempts = %(attempts)s,"
             " lease_expires_at = NULL, updated_at = %(now)s WHERE seq = %(seq)s RETURNING *"
