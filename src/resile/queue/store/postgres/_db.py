@@ -240,6 +240,21 @@ class Database:
 
         return self._call(once)
 
+    def bare(self, body: Callable[[Cursor], T]) -> T:
+        """Run ``body`` outside a transaction block (the pool's connections autocommit).
+
+        For a body of one statement (atomic by itself) or of reads that need no
+        common snapshot: no ``BEGIN`` and ``COMMIT``, two round trips fewer.
+        Again (with backoff) after a transient failure, as ``tx``.
+        """
+        pool = self._ensure()
+
+        def once() -> T:
+            with pool.connection() as conn, conn.cursor() as cur:
+                return body(cur)
+
+        return self._call(once)
+
     def _call(self, once: Callable[[], T]) -> T:
         try:
             return self._retrying(once)()

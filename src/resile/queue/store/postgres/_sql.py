@@ -73,6 +73,22 @@ COLUMNS: tuple[str, ...] = (
     "traceparent",
 )
 _COLS = ", ".join(COLUMNS)
+# The columns a new task's row brings (``encode_new``'s fields but status, attempts and
+# the times, which are the same for a whole batch), with the cast from JSON text.
+_INSERT_FIELDS: tuple[tuple[str, str], ...] = (
+    ("id", ""),
+    ("queue", ""),
+    ("handler", ""),
+    ("params", ""),
+    ("priority", "BIGINT"),
+    ("max_retries", "BIGINT"),
+    ("backoff", ""),
+    ("due_at", "FLOAT8"),
+    ("resources", ""),
+    ("has_resources", "BOOL"),
+    ("timeout", "FLOAT8"),
+    ("traceparent", ""),
+)
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,40}")
 
@@ -287,23 +303,18 @@ class Queries:
             f"SELECT * FROM {hot} WHERE id = ANY(%(ids)s)"
             f" UNION ALL SELECT * FROM {fin} WHERE id = ANY(%(ids)s)"
         )
-        # A batch of new tasks, in the batch's order; seq is taken in that order.
+        # A batch of new tasks, in the batch's order; seq is taken in that order. The rows
+        # come as one JSON array of arrays (``INSERT_FIELDS``, in that order), cast here.
+        self.INSERT_FIELDS = tuple(name for name, _ in _INSERT_FIELDS)
+        picks = ", ".join(
+            f"(v.r->>{i})" + (f"::{cast}" if cast else "")
+            for i, (_, cast) in enumerate(_INSERT_FIELDS)
+        )
         self.INSERT = (
-            f"INSERT INTO {hot} (seq, id, queue, handler, params, priority, status, attempts,"
-            " max_retries, backoff, due_at, resources, has_resources, timeout, created_at,"
-            " updated_at, traceparent)"
-            f" SELECT NEXTVAL('{s}.{SEQUENCE}'), v.id, v.queue, v.handler, v.params, v.priority,"
-            " v.status, v.attempts, v.max_retries, v.backoff, v.due_at, v.resources,"
-            " v.has_resources, v.timeout, v.created_at, v.updated_at, v.traceparent"
-            " FROM UNNEST(%(id)s::TEXT[], %(queue)s::TEXT[], %(handler)s::TEXT[],"
-            " %(params)s::TEXT[], %(priority)s::BIGINT[], %(status)s::TEXT[],"
-            " %(attempts)s::BIGINT[], %(max_retries)s::BIGINT[], %(backoff)s::TEXT[],"
-            " %(due_at)s::FLOAT8[], %(resources)s::TEXT[], %(has_resources)s::BOOL[],"
-            " %(timeout)s::FLOAT8[], %(created_at)s::FLOAT8[], %(updated_at)s::FLOAT8[],"
-            " %(traceparent)s::TEXT[])"
-            " WITH ORDINALITY AS v(id, queue, handler, params, priority, status, attempts,"
-            " max_retries, backoff, due_at, resources, has_resources, timeout, created_at,"
-            " updated_at, traceparent, ord)"
+            f"INSERT INTO {hot} (seq, {', '.join(self.INSERT_FIELDS)}, status, attempts,"
+            " created_at, updated_at)"
+            f" SELECT NEXTVAL('{s}.{SEQUENCE}'), {picks}, %(status)s, 0, %(now)s, %(now)s"
+            " FROM JSONB_ARRAY_ELEMENTS(%(rows)s::JSONB) WITH ORDINALITY AS v(r, ord)"
             " ORDER BY v.ord"
             " ON CONFLICT (id) DO NOTHING RETURNING id, seq"
         )
@@ -397,6 +408,21 @@ class Queries:
             " last_error = %(last_error)s, last_delay = %(last_delay)s, due_at = %(due_at)s,"
             " lease_expires_at = NULL, updated_at = %(now)s WHERE seq = %(seq)s RETURNING *"
         )
+        # The same retry as one statement, for a task whose row this store read at its lease:
+        # only while it is still held by :worker at :attempts (else nothing, and the caller
+        # takes the locked path); with its tally and its NOTIFY.
+        self.RETRY_HELD = (
+            f"WITH upd AS (UPDATE {hot} SET status = %(status)s, history = %(history)s,"
+            " last_error = %(last_error)s, last_delay = %(last_delay)s, due_at = %(due_at)s,"
+            " lease_expires_at = NULL, updated_at = %(now)s"
+            f" WHERE seq = %(seq)s AND status = {_HELD} AND lease_owner = %(worker)s"
+            " AND attempts = %(attempts)s RETURNING *),"
+            f" tal AS (INSERT INTO {s}.{TALLIES_TABLE} AS t (queue, minute, outcome, n)"
+            " SELECT queue, %(minute)s, %(outcome)s, 1 FROM upd"
+            " ON CONFLICT (queue, minute, outcome) DO UPDATE SET n = t.n + EXCLUDED.n),"
+            " note AS (SELECT PG_NOTIFY(%(channel)s, %(payload)s) FROM upd)"
+            " SELECT upd.* FROM upd, note"
+        )
         self.RELEASE = (
             f"UPDATE {hot} SET status = %(status)s, due_at = %(due_at)s, attempts = %(attempts)s,"
             " lease_expires_at = NULL, updated_at = %(now)s WHERE seq = %(seq)s RETURNING *"
@@ -437,8 +463,11 @@ class Queries:
             for holder in (False, True)
         }
 
-        # The hot table's dead rows made reusable (not in a transaction; skipped when locked).
-        self.VACUUM_HOT = f"VACUUM (SKIP_LOCKED) {hot}"
+        # The hot table's dead rows made reusable (not in a transaction; skipped when locked),
+        # its indexes cleaned always (PostgreSQL 14+ may skip them when few pages have dead rows).
+        self.VACUUM_HOT = f"VACUUM (SKIP_LOCKED, INDEX_CLEANUP ON) {hot}"
+        # The hot table's live rows as the last vacuum counted them (no scan).
+        self.LIVE_ROWS = f"SELECT reltuples AS n FROM pg_class WHERE oid = '{hot}'::REGCLASS"
 
         # -- lists, prunes, wake-up times -----------------------------------------------------
         _where_list = (
