@@ -24,6 +24,7 @@ __all__ = [
     "LEASE_EXPIRED_REASON",
     "MAX_ID_LENGTH",
     "META_TABLE",
+    "SCHEDULE_PREFIX",
     "SCHEMA_VERSION",
     "TALLIES_TABLE",
     "TALLY_WINDOW",
@@ -150,6 +151,9 @@ TASKS_TABLE = "resile_tasks"
 META_TABLE = "resile_meta"
 TALLIES_TABLE = "resile_tallies"
 SCHEMA_VERSION = 1
+# Schedule records are rows of the meta table (SQL) / fields of one hash (Redis), keyed
+# SCHEDULE_PREFIX + name, beside the paused queues and the worker registry.
+SCHEDULE_PREFIX = "schedule:"
 
 # -- defaults ---------------------------------------------------------------------------------
 DEFAULT_QUEUE = "default"

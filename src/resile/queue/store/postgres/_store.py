@@ -51,6 +51,7 @@ from resile.queue.store.base import (
     purge_statuses,
 )
 from resile.queue.store.postgres._dashboard import Dashboard
+from resile.queue.store.postgres._schedules import Schedules
 from resile.queue.store.postgres._db import (
     Cursor,
     Database,
@@ -96,7 +97,7 @@ _OPTIONS = (
 )
 
 
-class PostgresStore(Dashboard, Store):
+class PostgresStore(Schedules, Dashboard, Store):
     """A ``Store`` in a PostgreSQL database (psycopg 3).
 
     Args:
