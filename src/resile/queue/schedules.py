@@ -51,12 +51,14 @@ __all__ = [
     "OverlapAction",
     "Plan",
     "Rule",
+    "Schedule",
     "ScheduleRecord",
     "check_name",
     "overlap_action",
     "parse_tick_id",
     "plan",
     "tick_id",
+    "tick_spec",
 ]
 
 Missed = Literal["skip", "latest", "all"]
@@ -437,3 +439,107 @@ class ScheduleRecord:
         """A copy with ``changes`` and ``updated_at=now``; its ``text`` is the new JSON."""
         new = replace(self, updated_at=now, **changes)
         return replace(new, text=new.to_json())
+
+
+# -- a declaration (@queue.periodic) ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A declared schedule: a task template plus a rule and its policies (``@queue.periodic``).
+
+    Attributes:
+        name: unique in the store; the tick ids carry it.
+        queue: the queue its ticks go to.
+        rule: when it ticks.
+        missed: what to do about ticks no worker fired in time (see ``plan``).
+        catch_up: with ``missed="all"``: an int (the newest that many missed ticks) or
+            seconds (those at most that old); ``None``: up to ``MAX_CATCH_UP``.
+        overlap: what a tick does while the previous tick's task is pending or running.
+        task: the tick task's template: ``handler``, ``params``, ``priority``,
+            ``max_retries``, ``backoff``, ``timeout``, ``resources`` (plain JSON).
+    """
+
+    name: str
+    queue: str
+    rule: Rule
+    missed: Missed = "skip"
+    catch_up: int | float | None = None
+    overlap: Overlap = "allow"
+    task: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_name(self.name, "periodic")
+        if self.missed not in MISSED:
+            raise ValueError(f"periodic: missed must be one of {list(MISSED)}, got {self.missed!r}")
+        if self.overlap not in OVERLAP:
+            raise ValueError(
+                f"periodic: overlap must be one of {list(OVERLAP)}, got {self.overlap!r}"
+            )
+        c = self.catch_up
+        if isinstance(c, timedelta):
+            object.__setattr__(self, "catch_up", c.total_seconds())
+        elif c is not None and (
+            isinstance(c, bool)
+            or not isinstance(c, (int, float))
+            or c < (1 if isinstance(c, int) else 0)
+            or not math.isfinite(c)
+        ):
+            raise ValueError(
+                "periodic: catch_up must be a count of ticks (int >= 1), a window (timedelta "
+                f"or float seconds) or None, got {c!r}"
+            )
+        if c is not None and self.missed != "all":
+            raise ValueError(f'periodic: catch_up applies to missed="all" only, got {self.missed!r}')
+
+    def declaration(self) -> dict[str, Any]:
+        """What the store keeps of it (plain JSON; a change is seen at the next worker start)."""
+        out: dict[str, Any] = {**self.rule.to_dict(), "missed": self.missed}
+        if self.catch_up is not None:
+            key = "catch_up_count" if isinstance(self.catch_up, int) else "catch_up_seconds"
+            out[key] = self.catch_up
+        out["overlap"] = self.overlap
+        out["task"] = dict(self.task)
+        return out
+
+    @classmethod
+    def from_record(cls, record: ScheduleRecord) -> Schedule:
+        """The schedule a stored record declares (the CLI's ``trigger`` and the dashboard).
+
+        Raises:
+            ValueError: a declaration this version cannot read.
+        """
+        d = record.declaration
+        catch_up: int | float | None = d.get("catch_up_count")
+        if catch_up is None and d.get("catch_up_seconds") is not None:
+            catch_up = float(d["catch_up_seconds"])
+        return cls(
+            name=record.name,
+            queue=record.queue,
+            rule=record.rule,
+            missed=d.get("missed", "skip"),
+            catch_up=catch_up,
+            overlap=d.get("overlap", "allow"),
+            task=dict(d.get("task") or {}),
+        )
+
+
+def tick_spec(schedule: Schedule, fire_at: float, *, task_id: str | None = None) -> Any:
+    """The ``TaskSpec`` of the tick at ``fire_at``: the template, due at ``fire_at``.
+
+    Raises:
+        ValueError: a template field the task record refuses (named).
+    """
+    from resile.queue.task import TaskSpec
+
+    t = schedule.task
+    options = {k: t[k] for k in ("priority", "max_retries", "backoff", "resources") if k in t}
+    return TaskSpec(
+        handler=str(t.get("handler") or schedule.name),
+        params=dict(t.get("params") or {}),
+        id=task_id or tick_id(schedule.name, fire_at),
+        queue=schedule.queue,
+        timeout=t.get("timeout"),
+        due_at=fire_at,
+        **options,
+    )
