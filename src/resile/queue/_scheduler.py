@@ -78,15 +78,15 @@ class Scheduler:
             done[name] = self.store.save_schedule(name, sched.queue, sched.declaration(), now=now)
             self._next[name] = now
         for record in self.store.schedules():
-            if record.queue in self.queues and record.name not in self.schedules:
-                if self.store.pause_schedule(record.name, reason="undeclared", now=now):
-                    done[record.name] = "paused"
-                    logger.warning(
-                        "resile: schedule %r is no longer declared; paused (resile schedules "
-                        "delete %s removes it)",
-                        record.name,
-                        record.name,
-                    )
+            mine = record.queue in self.queues and record.name not in self.schedules
+            if mine and self.store.pause_schedule(record.name, reason="undeclared", now=now):
+                done[record.name] = "paused"
+                logger.warning(
+                    "resile: schedule %r is no longer declared; paused (resile schedules "
+                    "delete %s removes it)",
+                    record.name,
+                    record.name,
+                )
         return done
 
     def next_at(self) -> float:
@@ -139,9 +139,7 @@ class Scheduler:
                 if promoted is None:
                     continue  # changed meanwhile
                 record = promoted
-            p = plan(
-                rule, last=record.last, now=now, missed=sched.missed, catch_up=sched.catch_up
-            )
+            p = plan(rule, last=record.last, now=now, missed=sched.missed, catch_up=sched.catch_up)
             if p.through is None:
                 return self._later(record, p.next_at, now)
             done = self._fire(sched, record, p.fire, p.through, now)

@@ -612,20 +612,21 @@ class Queue(Closing):
         """
         rule = Rule(every=every, cron=cron, tz=tz)  # type: ignore[arg-type]
         window = catch_up.total_seconds() if isinstance(catch_up, timedelta) else catch_up
-        register = self.task(
-            name=name,
-            backoff=backoff,
-            max_retries=max_retries,
-            timeout=timeout,
-            priority=priority,
-            queue=queue,
-            resources=resources,
-        )
+        # The policies are checked now, before any function is registered.
+        Schedule("check", self.name, rule, missed=missed, catch_up=window, overlap=overlap)
         fixed = dict(params or {})
 
         def declare(fn: Callable[P, R]) -> TaskFunction[P, R]:
-            tf = register(fn)
-            check_name(tf.name, "periodic")
+            default = getattr(fn, "__qualname__", "").replace(".<locals>", "")
+            tf = self.task(
+                name=check_name(name if name is not None else default, "periodic"),
+                backoff=backoff,
+                max_retries=max_retries,
+                timeout=timeout,
+                priority=priority,
+                queue=queue,
+                resources=resources,
+            )(fn)
             tf._params((), fixed)  # the params fit the signature, or TypeError now
             template = {
                 "handler": tf.name,

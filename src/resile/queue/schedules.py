@@ -490,7 +490,9 @@ class Schedule:
                 f"or float seconds) or None, got {c!r}"
             )
         if c is not None and self.missed != "all":
-            raise ValueError(f'periodic: catch_up applies to missed="all" only, got {self.missed!r}')
+            raise ValueError(
+                f'periodic: catch_up applies to missed="all" only, got {self.missed!r}'
+            )
 
     def declaration(self) -> dict[str, Any]:
         """What the store keeps of it (plain JSON; a change is seen at the next worker start)."""

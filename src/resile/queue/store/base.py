@@ -46,9 +46,9 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from resile import instrument
-from resile.errors import StoreConflict
 from resile._aio import run_in_thread
 from resile._closing import Closing
+from resile.errors import StoreConflict
 from resile.queue._names import (
     DEFAULT_LEASE_SECONDS,
     TERMINAL_STATUSES,
@@ -716,8 +716,8 @@ class Store(Closing, ABC):
         return None if text is None else ScheduleRecord.from_json(text)
 
     def _change_schedule(
-        self, name: str, change: Callable[[ScheduleRecord | None], ScheduleRecord | None | bool]
-    ) -> ScheduleRecord | None | bool:
+        self, name: str, change: Callable[[ScheduleRecord | None], ScheduleRecord | bool | None]
+    ) -> ScheduleRecord | bool | None:
         """Apply ``change`` (record -> new record, ``None`` to delete, ``False``: leave it) with
         compare-and-set, again while other writers get there first."""
         check_name(name)

@@ -51,7 +51,6 @@ from resile.queue.store.base import (
     purge_statuses,
 )
 from resile.queue.store.postgres._dashboard import Dashboard
-from resile.queue.store.postgres._schedules import Schedules
 from resile.queue.store.postgres._db import (
     Cursor,
     Database,
@@ -67,6 +66,7 @@ from resile.queue.store.postgres._enqueue import (
     in_transaction_async,
     prepare,
 )
+from resile.queue.store.postgres._schedules import Schedules
 from resile.queue.store.postgres._sql import Queries
 from resile.queue.store.postgres._watch import Watcher, payload
 from resile.queue.task import AttemptRecord, JSONValue, Task, TaskError, TaskSpec
