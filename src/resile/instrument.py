@@ -227,7 +227,8 @@ class ScheduleEvent:
     """Ticks of a durable schedule handled by a worker: ``count`` ticks had ``outcome``
     ``fired`` (a task enqueued), ``missed`` (no worker in time; the ``missed=`` policy
     dropped them) or ``skipped`` (``overlap=`` dropped them). ``last_fire`` is the newest
-    tick handled, ``next_fire`` the next one due (epoch seconds)."""
+    tick handled, ``next_fire`` the next one due (epoch seconds), ``period`` the seconds
+    between ticks there. ``outcome="paused"`` (``count`` 0): a look found it paused."""
 
     kind: Kind
     schedule: str
@@ -236,6 +237,7 @@ class ScheduleEvent:
     count: int
     last_fire: float | None = None
     next_fire: float | None = None
+    period: float | None = None
 
 
 @dataclass(slots=True)

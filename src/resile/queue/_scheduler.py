@@ -40,10 +40,11 @@ _BUFFER_LOOK = 5.0
 
 
 def _emit(schedule: Schedule, outcome: str, count: int, last: float | None, nxt: float) -> None:
-    if count and instrument.hooks:
+    if (count or outcome == "paused") and instrument.hooks:
+        period = schedule.rule.period(nxt)
         instrument.emit(
             ScheduleEvent(
-                Kind.SCHEDULE_TICK, schedule.name, schedule.queue, outcome, count, last, nxt
+                Kind.SCHEDULE_TICK, schedule.name, schedule.queue, outcome, count, last, nxt, period
             )
         )
 
@@ -133,7 +134,10 @@ class Scheduler:
         for _ in range(_TRIES):
             record = store.get_schedule(sched.name)
             if record is None or record.paused:
-                return rule.next_after(now)
+                nxt = rule.next_after(now)
+                if record is not None:
+                    _emit(sched, "paused", 0, None, nxt)
+                return nxt
             if record.buffered is not None:
                 promoted = self._promote(sched, record, now)
                 if promoted is None:
