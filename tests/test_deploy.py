@@ -15,12 +15,12 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
 import resile
-from resile.queue._scheduler import Scheduler
 from _components import missing
 from _prometheus_server import PrometheusServer, find_binary
 from _redis_server import free_port
 from _waits import wait_for
 from resile import metrics
+from resile.queue._scheduler import Scheduler
 from resile.queue.worker import Worker
 from resile.testing import no_waits
 

@@ -21,8 +21,8 @@ from resile.instrument import (
     GiveUpReason,
     Kind,
     PeriodicEvent,
-    ScheduleEvent,
     RetryEvent,
+    ScheduleEvent,
     SlotsEvent,
     TaskEvent,
 )
