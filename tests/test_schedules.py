@@ -259,7 +259,7 @@ class TestScheduler:
             ("skip", None, []),
             ("latest", None, [T0 + 600]),
             ("all", 3, [T0 + 480, T0 + 540, T0 + 600]),
-            ("all", 150.0, [T0 + 480, T0 + 540, T0 + 600]),
+            ("all", 155.0, [T0 + 480, T0 + 540, T0 + 600]),
             ("all", None, [T0 + 60 * i for i in range(1, 11)]),
         ],
     )

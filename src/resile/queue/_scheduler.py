@@ -37,6 +37,9 @@ logger = logging.getLogger("resile.queue")
 _TRIES = 20
 # While a buffered tick waits for the previous one (overlap="buffer_one"), look at least this often.
 _BUFFER_LOOK = 5.0
+# A tick is enqueued this long before its time (due at its time): the worker's timer then
+# starts it on time instead of after the store round trips of the enqueue.
+LEAD = 0.2
 
 
 def _emit(schedule: Schedule, outcome: str, count: int, last: float | None, nxt: float) -> None:
@@ -56,12 +59,22 @@ class Scheduler:
         store: the queue's store.
         schedules: the declared schedules, by name (``Queue.periodics``).
         queues: the worker's queues: only their schedules are its business.
+        lead: seconds before its time that a tick is enqueued (its task is due at its
+            time); as a clock that runs ``lead`` fast, it changes no tick's identity.
     """
 
-    def __init__(self, store: Store, schedules: Mapping[str, Schedule], queues: Sequence[str]):
+    def __init__(
+        self,
+        store: Store,
+        schedules: Mapping[str, Schedule],
+        queues: Sequence[str],
+        *,
+        lead: float = LEAD,
+    ) -> None:
         self.store = store
         self.schedules = {n: s for n, s in schedules.items() if s.queue in queues}
         self.queues = tuple(queues)
+        self.lead = lead
         self._next: dict[str, float] = {}
 
     def reconcile(self, now: float) -> dict[str, str]:
@@ -91,8 +104,8 @@ class Scheduler:
         return done
 
     def next_at(self) -> float:
-        """When some schedule is next due (``inf``: none is declared)."""
-        return min(self._next.values(), default=math.inf)
+        """When to look next (``lead`` before the next tick; ``inf``: nothing declared)."""
+        return min(self._next.values(), default=math.inf) - self.lead
 
     def poke(self, task_id: str, now: float) -> None:
         """A task finished here: when it is a tick, look at its schedule again at once
@@ -109,8 +122,9 @@ class Scheduler:
         A store error for one schedule is logged and that schedule is looked at again
         a second later; the others go on.
         """
+        ahead = now + self.lead
         for name, at in list(self._next.items()):
-            if at > now:
+            if at > ahead:
                 continue
             try:
                 self._next[name] = self.look(self.schedules[name], now)
@@ -128,9 +142,11 @@ class Scheduler:
         return None if task is None else task.status
 
     def look(self, sched: Schedule, now: float) -> float:
-        """Fire what is due of ``sched`` at ``now``; returns when to look next."""
+        """Fire what is due of ``sched`` by ``now + lead`` (the store writes at ``now``);
+        returns when its next tick is."""
         store = self.store
         rule = sched.rule
+        ahead = now + self.lead
         for _ in range(_TRIES):
             record = store.get_schedule(sched.name)
             if record is None or record.paused:
