@@ -159,7 +159,9 @@ class Scheduler:
                 if promoted is None:
                     continue  # changed meanwhile
                 record = promoted
-            p = plan(rule, last=record.last, now=now, missed=sched.missed, catch_up=sched.catch_up)
+            p = plan(
+                rule, last=record.last, now=ahead, missed=sched.missed, catch_up=sched.catch_up
+            )
             if p.through is None:
                 return self._later(record, p.next_at, now)
             done = self._fire(sched, record, p.fire, p.through, now)
