@@ -814,36 +814,27 @@ def _on_schedule(db: str, name: str, action: str) -> None:
         _refuse(f"schedule {name!r} was not {'paused' if action == 'resume' else 'active'}")
 
 
-@schedules.command("pause")
-@click.argument("name", metavar="NAME")
-@db_option
-def schedules_pause(name: str, db: str) -> None:
-    """Stop schedule NAME firing, on every worker (see resume)."""
-    _on_schedule(db, name, "pause")
+_SCHEDULE_ACTIONS = {
+    "pause": "Stop schedule NAME firing, on every worker (see resume).",
+    "resume": "Let schedule NAME fire again; its missed= policy decides about the ticks it missed.",
+    "trigger": "Enqueue one run of schedule NAME now, outside its rule.",
+    "delete": "Delete schedule NAME's record (its tasks stay; a worker declaring it adds it again).",
+}
 
 
-@schedules.command("resume")
-@click.argument("name", metavar="NAME")
-@db_option
-def schedules_resume(name: str, db: str) -> None:
-    """Let schedule NAME fire again; its missed= policy decides about the ticks it missed."""
-    _on_schedule(db, name, "resume")
+def _schedule_command(action: str, help_text: str) -> None:
+    """Register ``resile schedules ACTION NAME``."""
+
+    def command(name: str, db: str) -> None:
+        _on_schedule(db, name, action)
+
+    command.__name__ = f"schedules_{action}"
+    command.__doc__ = help_text
+    schedules.command(action)(click.argument("name", metavar="NAME")(db_option(command)))
 
 
-@schedules.command("trigger")
-@click.argument("name", metavar="NAME")
-@db_option
-def schedules_trigger(name: str, db: str) -> None:
-    """Enqueue one run of schedule NAME now, outside its rule."""
-    _on_schedule(db, name, "trigger")
-
-
-@schedules.command("delete")
-@click.argument("name", metavar="NAME")
-@db_option
-def schedules_delete(name: str, db: str) -> None:
-    """Delete schedule NAME's record (its tasks stay; a worker declaring it adds it again)."""
-    _on_schedule(db, name, "delete")
+for _action, _help in _SCHEDULE_ACTIONS.items():
+    _schedule_command(_action, _help)
 
 
 # -- dashboard --------------------------------------------------------------------------------
