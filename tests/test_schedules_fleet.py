@@ -61,6 +61,7 @@ def test_three_workers_fire_every_tick_exactly_once(
         procs[0].send_signal(signal.SIGKILL)
         procs[0].wait(timeout=10)
         wait_for(lambda: time.time() >= started + RUN_FOR, timeout=RUN_FOR + 5, what="the run")
+        stopped = time.time()
         for p in procs[1:]:
             p.send_signal(signal.SIGTERM)
         for p in procs[1:]:
@@ -76,7 +77,10 @@ def test_three_workers_fire_every_tick_exactly_once(
                 p.kill()
                 p.wait(timeout=10)
         q.close()
-    fired = sorted(ticks)
+    # A tick is enqueued 0.2 s before its time: one due after the stop is left PENDING.
+    late = [t for t in ticks if t >= stopped and ticks[t].status is TaskStatus.PENDING]
+    fired = sorted(t for t in ticks if t not in late)
+    assert len(late) <= 1
     window = [t for t in fired if started <= t <= started + RUN_FOR - 1]
     assert len(window) >= RUN_FOR - 2, fired
     assert fired == [fired[0] + i for i in range(len(fired))], "a tick is missing"
