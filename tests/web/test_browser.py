@@ -22,6 +22,7 @@ from _browser import browser
 from _waits import wait_for
 from resile.queue._names import TaskStatus
 from resile.queue.registry import WorkerRecord
+from resile.queue.schedules import Rule, Schedule
 from resile.queue.store import Store
 from resile.queue.task import TaskError, TaskSpec
 from web.conftest import dead_task
@@ -293,6 +294,27 @@ class TestActions:
             page.get_by_role("button", name="Resume queue mail").click()
             page.locator(".notice", has_text="Queue resumed").wait_for(timeout=5000)
             wait_for(lambda: status_of(sqlite_store, waiting) is TaskStatus.DONE, 5, "resumed run")
+
+    def test_pause_and_run_a_schedule(
+        self, page: Any, sqlite_store: Store, serve_app: Callable[..., str]
+    ) -> None:
+        """On the schedules page an operator pauses a schedule, sees it paused, runs it now
+        and resumes it; each click lands in the store."""
+        sched = Schedule("nightly", "reports", Rule(cron="0 3 * * *", tz="Europe/Berlin"),
+                         task={"handler": "report", "params": {"full": True}})  # fmt: skip
+        sqlite_store.save_schedule("nightly", "reports", sched.declaration())
+        page.goto(serve_app(sqlite_store) + "/schedules")
+        page.get_by_role("button", name="Pause schedule nightly").click()
+        page.locator(".notice", has_text="Schedule paused").wait_for(timeout=5000)
+        assert page.locator("td.leasing .status").inner_text() == "paused (operator)"
+        shot(page, "schedules-paused")
+        page.get_by_role("button", name="Run schedule nightly now").click()
+        page.locator(".notice", has_text="One run of the schedule").wait_for(timeout=5000)
+        assert [t.handler for t in sqlite_store.list()] == ["report"]
+        page.get_by_role("button", name="Resume schedule nightly").click()
+        page.locator(".notice", has_text="Schedule resumed").wait_for(timeout=5000)
+        assert sqlite_store.get_schedule("nightly").paused == ""  # type: ignore[union-attr]
+        assert page.console_errors == []
 
     def test_read_only_draws_no_button(
         self, page: Any, sqlite_store: Store, serve_app: Callable[..., str]

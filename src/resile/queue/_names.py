@@ -25,6 +25,7 @@ __all__ = [
     "LEASE_EXPIRED_REASON",
     "MAX_ID_LENGTH",
     "META_TABLE",
+    "SCHEDULE_PREFIX",
     "SCHEMA_VERSION",
     "TALLIES_TABLE",
     "TALLY_WINDOW",
@@ -153,6 +154,9 @@ TALLIES_TABLE = "resile_tallies"
 # Tasks per (queue, status), kept by triggers in the transaction of every change (SQL stores).
 COUNTS_TABLE = "resile_counts"
 SCHEMA_VERSION = 1
+# Schedule records are rows of the meta table (SQL) / fields of one hash (Redis), keyed
+# SCHEDULE_PREFIX + name, beside the paused queues and the worker registry.
+SCHEDULE_PREFIX = "schedule:"
 
 # -- defaults ---------------------------------------------------------------------------------
 DEFAULT_QUEUE = "default"

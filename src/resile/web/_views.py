@@ -8,6 +8,7 @@ its live fragment (server-sent events). Nothing here knows HTTP.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -202,3 +203,31 @@ def workers_view(store: Store) -> dict[str, Any]:
         "holders": _holders(running, now),
         "truncated": len(running) == LEASES_READ,
     }
+
+
+def schedules_view(store: Store) -> dict[str, Any]:
+    """The stored schedules: rule, policies, template, last and next fire, pause state."""
+    now = store.now()
+    rows = []
+    for rec in store.schedules():
+        try:
+            rule, next_fire = rec.rule.describe(), rec.next_fire()
+        except (ValueError, ImportError):  # a rule this process cannot read (no cronsim)
+            rule, next_fire = "(unreadable rule)", None
+        task = rec.declaration.get("task") or {}
+        rows.append(
+            {
+                "name": rec.name,
+                "queue": rec.queue,
+                "rule": rule,
+                "missed": rec.declaration.get("missed", ""),
+                "overlap": rec.declaration.get("overlap", ""),
+                "handler": task.get("handler", rec.name),
+                "params": json.dumps(task.get("params") or {}, sort_keys=True),
+                "last": rec.last,
+                "next": None if rec.paused else next_fire,
+                "paused": rec.paused,
+                "task": rec.task,
+            }
+        )
+    return {"schedules": rows, "now": now}

@@ -40,6 +40,8 @@ from resile.queue._names import (
     Tally,
     TaskStatus,
 )
+from resile.queue.api import Queue
+from resile.queue.schedules import check_name as check_schedule_name
 from resile.queue.store import Store, open_store
 from resile.web._api import routes as api_routes
 from resile.web._filters import (
@@ -66,6 +68,7 @@ from resile.web._views import (
     STATUSES,
     NotFound,
     overview_view,
+    schedules_view,
     task_view,
     tasks_view,
     workers_view,
@@ -107,6 +110,10 @@ NOTICES = {
     "stopped": "The bulk job stops after its current batch.",
     "paused": "Queue paused: workers take none of its tasks until it is resumed.",
     "resumed": "Queue resumed.",
+    "schedule-paused": "Schedule paused: no worker fires its ticks until it is resumed.",
+    "schedule-resumed": "Schedule resumed: its missed= policy decides about the ticks it missed.",
+    "schedule-triggered": "One run of the schedule enqueued now.",
+    "schedule-unchanged": "Nothing changed: the schedule was already in that state.",
 }
 
 
@@ -411,6 +418,42 @@ class _Dashboard:
         )
         return bool(changed)
 
+    # -- schedules --------------------------------------------------------------------------------
+
+    async def schedules(self, request: Request) -> Response:
+        data = await self.reads.get(("schedules",), lambda: schedules_view(self.store))
+        return self.page(request, "schedules.html", **data)
+
+    def schedule_action(self, action: str) -> Callable[[Request], Awaitable[Response]]:
+        """The POST endpoint that pauses, resumes or triggers one schedule."""
+
+        async def endpoint(request: Request) -> Response:
+            form = await self._form(request)
+            name = request.path_params["name"]
+            try:
+                check_schedule_name(name)
+            except ValueError:
+                raise BadInput("schedule", name, "a schedule name") from None
+            if await run_in_threadpool(self.store.get_schedule, name) is None:
+                raise NotFound(f"no schedule named {name!r}")
+            if action == "trigger":
+                queue = Queue(self.store)
+                await run_in_threadpool(queue.trigger_schedule, name)
+                changed = True
+            else:
+                step = (
+                    self.store.pause_schedule if action == "pause" else self.store.resume_schedule
+                )
+                changed = bool(await run_in_threadpool(step, name))
+            self.reads.clear()
+            audit.info("schedule %s name=%s changed=%s client=%s", action, name, changed,
+                       _client(request))  # fmt: skip
+            past = {"pause": "paused", "resume": "resumed", "trigger": "triggered"}[action]
+            notice = f"schedule-{past}" if changed else "schedule-unchanged"
+            return self._back(request, form, "/schedules", notice=notice)
+
+        return endpoint
+
     # -- form actions -----------------------------------------------------------------------------
 
     def queue_action(self, pause: bool) -> Callable[[Request], Awaitable[Response]]:
@@ -611,6 +654,10 @@ def create_app(
         Route("/find", dash.find, methods=["GET"], name="find"),
         Route("/purge", dash.purge, methods=["POST"], name="purge"),
         Route("/workers", dash.workers, methods=["GET"], name="workers"),
+        Route("/schedules", dash.schedules, methods=["GET"], name="schedules"),
+        Route("/schedules/{name}/pause", dash.schedule_action("pause"), methods=["POST"]),
+        Route("/schedules/{name}/resume", dash.schedule_action("resume"), methods=["POST"]),
+        Route("/schedules/{name}/trigger", dash.schedule_action("trigger"), methods=["POST"]),
         Route("/queues/{queue:path}/pause", dash.queue_action(True), methods=["POST"]),
         Route("/queues/{queue:path}/resume", dash.queue_action(False), methods=["POST"]),
         Route("/jobs/{job_id}", dash.job, methods=["GET"], name="job"),

@@ -18,7 +18,14 @@ from collections.abc import Collection, Iterable
 from typing import Any
 
 from resile.queue import _transitions as tr
-from resile.queue._names import COUNTS_TABLE, META_TABLE, TALLIES_TABLE, TASKS_TABLE, TaskStatus
+from resile.queue._names import (
+    COUNTS_TABLE,
+    META_TABLE,
+    SCHEDULE_PREFIX,
+    TALLIES_TABLE,
+    TASKS_TABLE,
+    TaskStatus,
+)
 
 __all__ = [
     "ADDED_COLUMNS",
@@ -41,6 +48,11 @@ __all__ = [
     "RENEW",
     "REQUEUE",
     "RETRY",
+    "SCHEDULES",
+    "SCHEDULE_ADD",
+    "SCHEDULE_DROP",
+    "SCHEDULE_RANGE",
+    "SCHEDULE_SWAP",
     "SCHEMA",
     "SCHEMA_VERSION_KEY",
     "SELECT_BY_ID",
@@ -190,6 +202,18 @@ def tallies(*, queue: bool) -> str:
         " GROUP BY minute, outcome ORDER BY minute"
     )
 
+
+# -- schedules: rows of the meta table, key SCHEDULE_PREFIX + name, value the record's JSON ------
+# Every change is a compare-and-set on the whole stored text (``:old``).
+
+SCHEDULE_RANGE = {
+    "lo": SCHEDULE_PREFIX,
+    "hi": SCHEDULE_PREFIX[:-1] + chr(ord(SCHEDULE_PREFIX[-1]) + 1),
+}
+SCHEDULES = f"SELECT value FROM {META_TABLE} WHERE key >= :lo AND key < :hi ORDER BY key"
+SCHEDULE_ADD = f"INSERT OR IGNORE INTO {META_TABLE} (key, value) VALUES (:key, :new)"
+SCHEDULE_SWAP = f"UPDATE {META_TABLE} SET value = :new WHERE key = :key AND value = :old"
+SCHEDULE_DROP = f"DELETE FROM {META_TABLE} WHERE key = :key AND value = :old"
 
 # -- the worker registry: rows of the meta table, key WORKER_PREFIX + id, value its JSON ---------
 

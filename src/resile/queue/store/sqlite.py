@@ -44,6 +44,7 @@ from resile.queue import _transitions as tr
 from resile.queue._names import (
     DEFAULT_LEASE_SECONDS,
     HISTORY_LIMIT,
+    SCHEDULE_PREFIX,
     SCHEMA_VERSION,
     TALLY_WINDOW,
     TERMINAL_STATUSES,
@@ -963,6 +964,36 @@ class SQLiteStore(Store):
         params: dict[str, Any] = {"lo": lo, "hi": hi, "queue": queue}
         query = sql.tallies(queue=queue is not None)
         return tally_counts(self._read(lambda c: c.execute(query, params).fetchall()))
+
+    # -- schedules: meta rows, changed by compare-and-set (Store.fire_tick and friends) ----------
+
+    def _schedule_texts(self) -> builtins.list[str]:
+        rows = self._read(lambda c: c.execute(sql.SCHEDULES, sql.SCHEDULE_RANGE).fetchall())
+        return [str(r[0]) for r in rows]
+
+    def _schedule_text(self, name: str) -> str | None:
+        key = {"key": SCHEDULE_PREFIX + name}
+        row = self._read(lambda c: c.execute(sql.META_GET, key).fetchone())
+        return None if row is None else str(row[0])
+
+    def _schedule_swap(
+        self, name: str, old: str | None, new: str | None, task: TaskSpec | None, now: float
+    ) -> Task | bool:
+        params = {"key": SCHEDULE_PREFIX + name, "old": old, "new": new}
+        if old is None:
+            statement = sql.SCHEDULE_ADD
+        else:
+            statement = sql.SCHEDULE_SWAP if new is not None else sql.SCHEDULE_DROP
+
+        def body(c: sqlite3.Connection) -> Task | bool:
+            if c.execute(statement, params).rowcount != 1:
+                return False
+            if task is None or (task.id is not None and self._get(c, task.id) is not None):
+                return True
+            return self._insert(c, task, now)
+
+        result: Task | bool = self._write(body)
+        return result
 
     # -- the worker registry ---------------------------------------------------------------------
 

@@ -524,6 +524,16 @@ class Queries:
             " AND (value::JSONB ->> 'expires_at')::FLOAT8 < %(cutoff)s"
         )
 
+        # -- schedules: meta rows SCHEDULE_PREFIX + name, changed by compare-and-set ----------
+        self.SCHEDULE_ADD = (
+            f"INSERT INTO {meta} (key, value) VALUES (%(key)s, %(new)s)"
+            " ON CONFLICT (key) DO NOTHING"
+        )
+        self.SCHEDULE_SWAP = (
+            f"UPDATE {meta} SET value = %(new)s WHERE key = %(key)s AND value = %(old)s"
+        )
+        self.SCHEDULE_DROP = f"DELETE FROM {meta} WHERE key = %(key)s AND value = %(old)s"
+
         # -- per-minute outcome counters (minute = epoch seconds // 60) -----------------------
         tallies = f"{s}.{TALLIES_TABLE}"
         # Counts added, one row per (queue, minute, outcome) (summed first, sorted: no deadlock).

@@ -68,6 +68,7 @@ from resile.queue.store.postgres._enqueue import (
     in_transaction_async,
     prepare,
 )
+from resile.queue.store.postgres._schedules import Schedules
 from resile.queue.store.postgres._sql import Queries
 from resile.queue.store.postgres._watch import Watcher, payload
 from resile.queue.task import AttemptRecord, JSONValue, Task, TaskError, TaskSpec
@@ -122,7 +123,7 @@ _OPTIONS = (
 )
 
 
-class PostgresStore(Dashboard, Store):
+class PostgresStore(Schedules, Dashboard, Store):
     """A ``Store`` in a PostgreSQL database (psycopg 3).
 
     Args:

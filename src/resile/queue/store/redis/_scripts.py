@@ -209,6 +209,12 @@ SPECS: dict[str, Script] = {
         ),
         Script("next_due", ("capacity",), rest="the queues"),
         Script("corrupt", ("id", "worker", "now_s", "error", *_TTL)),
+        Script(
+            "schedule_swap",
+            ("name", "has_old", "old", "has_new", "new", "now_s", "op"),
+            rest="one task record, or nothing",
+            group=_TASK,
+        ),
     )
 }
 SCRIPTS = tuple(SPECS)
