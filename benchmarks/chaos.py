@@ -686,23 +686,36 @@ def sigterm_workers(run: Run) -> None:
 
 
 def stop_in_outage(run: Run) -> None:
-    """``kill -9`` the server, then SIGTERM a worker twice 0.5 s apart while it is down: the
-    second signal must end the worker at once (docs/worker.md); the server comes back after."""
+    """``kill -9`` the server (SQLite: fill its disk), then SIGTERM a worker twice 0.5 s apart
+    while the store refuses writes: the second signal must end the worker at once
+    (docs/worker.md); then the store comes back."""
     while run.wait(0.5, 1.0):
         proc = run.fleet.pick(run.rng)
-        run.note("server-kill")
-        run.backend.kill()
+        if run.directory is not None:
+            run.note("disk-full")
+            _fill(run.directory / "filler")
+        else:
+            run.note("server-kill")
+            run.backend.kill()
         threading.Event().wait(0.3)
         if proc is not None:
             run.fleet.terminate(proc, replace=False, second=0.5)
-        run.backend.restart()
-        run.note("server-up")
+        if run.directory is not None:
+            (run.directory / "filler").unlink()
+            run.note("disk-free")
+        else:
+            run.backend.restart()
+            run.note("server-up")
         if proc is not None:
             run.fleet.replace(proc)
 
 
 def _needs_server(b: Backend) -> str | None:
     return None if b.server else "needs a server process (and a network) to break"
+
+
+def _store_outage(b: Backend) -> str | None:
+    return None if b.server else _needs_tmpfs(b)
 
 
 def _needs_tmpfs(b: Backend) -> str | None:
@@ -726,6 +739,8 @@ class Mode:
     #: the share of tasks of each faulty kind (the rest are ``ok``)
     faults: dict[str, float] = dataclasses.field(default_factory=dict)
     proxy: bool = False
+    #: SQLite's store goes on a small tmpfs the mode can fill
+    disk: bool = False
 
     @property
     def doc(self) -> str:
@@ -741,7 +756,7 @@ MODES: dict[str, Mode] = {
         Mode("net-latency", net_latency, _needs_server, proxy=True),
         Mode("net-drop", net_drop, _needs_server, proxy=True),
         Mode("net-silent", net_silent, _needs_server, lease=20.0, proxy=True),
-        Mode("disk-full", disk_full, _needs_tmpfs),
+        Mode("disk-full", disk_full, _needs_tmpfs, disk=True),
         Mode(
             "handler-faults",
             handler_faults,
@@ -749,7 +764,7 @@ MODES: dict[str, Mode] = {
             faults={"segfault": 0.03, "exit": 0.03, "memory": 0.03, "ignore_sigterm": 0.01},
         ),
         Mode("sigterm", sigterm_workers),
-        Mode("stop-in-outage", stop_in_outage, _needs_server, lease=8.0),
+        Mode("stop-in-outage", stop_in_outage, _store_outage, lease=8.0, disk=True),
     )
 }
 
@@ -998,7 +1013,9 @@ def _run(
         journal = app / "journal"
         disk_mb = max(8, tasks // 100)  # room for the tasks and a WAL, and no more
         directory = (
-            stack.enter_context(small_disk(app, disk_mb)) if mode.name == "disk-full" else None
+            stack.enter_context(small_disk(app, disk_mb))
+            if mode.disk and isinstance(backend, SQLiteBackend)
+            else None
         )
         run_id = uuid.uuid4().hex[:12]
         direct = backend.url(run_id, directory=directory)
