@@ -937,10 +937,15 @@ def count(
             report.problems.append(
                 f"{task_id}: {task.status.value} ({error}) after {len(mine)} runs"
             )
+        history = ", ".join(
+            f"{h.attempt} {h.outcome.value}"
+            + (f" {h.started_at:.3f}-{h.ended_at:.3f}" if h.started_at else "")
+            for h in task.history
+        )
         for a in unexplained:
             report.problems.append(
                 f"{task_id}: attempt {a.attempt} (worker {a.pgid}, {a.start:.3f}) ran again"
-                " with no kill, freeze or SIGTERM to explain it"
+                f" with no kill, freeze or SIGTERM to explain it; the store's history: {history}"
             )
 
 
