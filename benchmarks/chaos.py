@@ -54,6 +54,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -195,30 +196,21 @@ class SQLiteBackend(Backend):
         return f"sqlite:///{(directory or self.work) / f'{run}.db'}"
 
 
-class RedisBackend(Backend):
-    """A throwaway redis-server with the append-only file on, fsync ``always`` or ``everysec``."""
+class ServerBackend(Backend):
+    """A backend on a throwaway server of ``tests/_*_server.py`` (its ``kill`` and ``start``)."""
 
     server = True
 
-    def __init__(self, fsync: str) -> None:
-        self.fsync = fsync
-        self.name = f"redis-{fsync}"
-        # Redis documents that everysec may lose up to one second of writes in a crash.
-        self.window = 1.0 if fsync == "everysec" else 0.0
-
     def start(self, work: Path) -> None:
         super().start(work)
-        binary = find_redis_server()
-        assert binary is not None
-        self.srv = RedisServer(binary, appendonly=True, extra=("--appendfsync", self.fsync))
-        self.srv.start()
+        self.srv = self.make_server().start()
+
+    def make_server(self) -> Any:
+        raise NotImplementedError
 
     @property
     def port(self) -> int:
-        return self.srv.port
-
-    def url(self, run: str, *, port: int | None = None, directory: Path | None = None) -> str:
-        return self._via(f"{self.srv.url}?namespace=chaos-{run}", port)
+        return int(self.srv.port)
 
     def kill(self) -> None:
         self.srv.kill()
@@ -230,17 +222,36 @@ class RedisBackend(Backend):
         self.srv.stop()
 
 
-class PostgresBackend(Backend):
+class RedisBackend(ServerBackend):
+    """A throwaway redis-server with the append-only file on, fsync ``always`` or ``everysec``."""
+
+    def __init__(self, fsync: str) -> None:
+        self.fsync = fsync
+        self.name = f"redis-{fsync}"
+        # Redis documents that everysec may lose up to one second of writes in a crash.
+        self.window = 1.0 if fsync == "everysec" else 0.0
+
+    def make_server(self) -> RedisServer:
+        binary = find_redis_server()
+        assert binary is not None
+        return RedisServer(binary, appendonly=True, extra=("--appendfsync", self.fsync))
+
+    def url(self, run: str, *, port: int | None = None, directory: Path | None = None) -> str:
+        return self._via(f"{self.srv.url}?namespace=chaos-{run}", port)
+
+
+class PostgresBackend(ServerBackend):
     """A throwaway PostgreSQL cluster; each run in a schema of its own."""
 
     name = "postgres"
-    server = True
+
+    def make_server(self) -> PostgresServer:
+        bindir = find_pg_bindir()
+        assert bindir is not None
+        return PostgresServer(bindir)
 
     def start(self, work: Path) -> None:
         super().start(work)
-        bindir = find_pg_bindir()
-        assert bindir is not None
-        self.srv = PostgresServer(bindir).start()
         # The test cluster turns synchronous_commit off for speed, which loses the last
         # commits in a server crash; the chaos runs measure PostgreSQL's default (on).
         import psycopg
@@ -249,50 +260,22 @@ class PostgresBackend(Backend):
             conn.execute("ALTER SYSTEM SET synchronous_commit = on")
             conn.execute("SELECT pg_reload_conf()")
 
-    @property
-    def port(self) -> int:
-        return self.srv.port
-
     def url(self, run: str, *, port: int | None = None, directory: Path | None = None) -> str:
         return self._via(f"{self.srv.url}?schema=chaos_{run}", port)
 
-    def kill(self) -> None:
-        self.srv.kill()
 
-    def restart(self) -> None:
-        self.srv.start()
-
-    def close(self) -> None:
-        self.srv.stop()
-
-
-class MariaDBBackend(Backend):
+class MariaDBBackend(ServerBackend):
     """A throwaway MariaDB server; each run in a database of its own."""
 
     name = "mariadb"
-    server = True
 
-    def start(self, work: Path) -> None:
-        super().start(work)
+    def make_server(self) -> MariaDBServer:
         found = find_mariadb()
         assert found is not None
-        self.srv = MariaDBServer(*found).start()
-
-    @property
-    def port(self) -> int:
-        return self.srv.port
+        return MariaDBServer(*found)
 
     def url(self, run: str, *, port: int | None = None, directory: Path | None = None) -> str:
         return self._via(create_database(self.srv.url, f"chaos_{run}"), port)
-
-    def kill(self) -> None:
-        self.srv.kill()
-
-    def restart(self) -> None:
-        self.srv.start()
-
-    def close(self) -> None:
-        self.srv.stop()
 
 
 def available_backends() -> dict[str, Callable[[], Backend] | str]:
