@@ -735,7 +735,7 @@ MODES: dict[str, Mode] = {
     for m in (
         Mode("kill-workers", kill_workers, lease=2.0),
         Mode("kill-server", kill_server, _needs_server, lease=8.0),
-        Mode("freeze-worker", freeze_worker, lease=2.0),
+        Mode("freeze-worker", freeze_worker, lease=3.0),
         Mode("net-latency", net_latency, _needs_server, proxy=True),
         Mode("net-drop", net_drop, _needs_server, proxy=True),
         Mode("net-silent", net_silent, _needs_server, lease=20.0, proxy=True),
