@@ -151,6 +151,7 @@ class Event:
     t: float
     kind: str
     target: int | None = None
+    end: float | None = None  # a freeze: when the worker was thawed
 
 
 # -- backends ------------------------------------------------------------------------------------
@@ -480,10 +481,11 @@ class Fleet:
         """SIGSTOP the worker's process group for ``seconds``, then SIGCONT."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGSTOP)
-        self.events.append(Event(time.time(), "freeze", proc.pid))
+        stopped = time.time()
         threading.Event().wait(seconds)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGCONT)
+        self.events.append(Event(stopped, "freeze", proc.pid, end=time.time()))
 
     def terminate(
         self,
@@ -767,7 +769,7 @@ class Attempt:
 
 
 def read_journal(path: Path) -> dict[str, list[Attempt]]:
-    """Each task's runs in start order (a planned fault marked on its run)."""
+    """Each task's runs in attempt order (a planned fault marked on its run)."""
     starts: dict[tuple[str, int, int], Attempt] = {}
     faults: dict[tuple[str, int, int], str] = {}
     if path.exists():
@@ -785,7 +787,9 @@ def read_journal(path: Path) -> dict[str, list[Attempt]]:
     for key, a in starts.items():
         runs[a.task].append(dataclasses.replace(a, fault=faults.get(key)))
     for lst in runs.values():
-        lst.sort(key=lambda a: a.start)
+        # In lease order: a frozen worker may start an attempt it leased before the freeze
+        # only after the next attempt started elsewhere.
+        lst.sort(key=lambda a: (a.attempt, a.start))
     return runs
 
 
@@ -847,13 +851,21 @@ class Report:
         return out
 
 
-def _cause(run: Attempt, until: float, events: Sequence[Event]) -> str | None:
-    """Why ``run`` did not end the task: its planned fault, or a signal its worker got in time."""
+def _cause(run: Attempt, leased: float, until: float, events: Sequence[Event]) -> str | None:
+    """Why ``run`` did not end the task: its planned fault, or a signal its worker got in time.
+
+    A freeze explains a run its worker had leased (``leased``, the store's lease time)
+    before the thaw, even when the handler only started after it.
+    """
     if run.fault is not None:
         return f"fault:{run.fault}"
     for ev in events:
-        if ev.target == run.pgid and run.start <= ev.t <= until:
-            return {"kill": "kill -9", "freeze": "SIGSTOP", "term": "SIGTERM"}.get(ev.kind)
+        if ev.target != run.pgid or ev.t > until:
+            continue
+        if ev.kind == "freeze" and ev.end is not None and min(leased, run.start) <= ev.end:
+            return "SIGSTOP"
+        if ev.kind in ("kill", "term") and run.start <= ev.t:
+            return {"kill": "kill -9", "term": "SIGTERM"}[ev.kind]
     return None
 
 
@@ -894,9 +906,10 @@ def count(
         # Every run but the last must have been cut short by a cause the run can name.
         last = len(mine) - 1 if task.status is TaskStatus.DONE else len(mine)
         unexplained = []
+        leased = {h.attempt: h.started_at for h in task.history if h.started_at is not None}
         for k in range(last):
             nxt = mine[k + 1].start if k + 1 < len(mine) else float("inf")
-            cause = _cause(mine[k], nxt, events)
+            cause = _cause(mine[k], leased.get(mine[k].attempt, mine[k].start), nxt, events)
             if cause is not None and cause.startswith("fault:"):
                 report.retries[cause[6:]] += 1
             elif cause is not None:
@@ -1037,7 +1050,7 @@ def _run(
             if directory is not None:
                 (directory / "filler").unlink(missing_ok=True)
             producer.join()
-        _drain(store, acked, deadline=time.monotonic() + 2 * mode.lease + 30)
+        _drain(store, idle=2 * mode.lease + 30)
         fleet.stop_all()
         report.shutdown_max = max(fleet.shutdowns, default=0.0)
         report.forced_max = max(fleet.forced, default=None)
@@ -1103,15 +1116,22 @@ def _produce(
             acked[spec.id] = now
 
 
-def _drain(store: Store, acked: dict[str, float], *, deadline: float) -> None:
-    """Wait (polling, bounded) until no acknowledged task is PENDING or DOING."""
-    while time.monotonic() < deadline:
+def _drain(store: Store, *, idle: float, limit: float = 600.0) -> None:
+    """Wait until no task is PENDING or DOING; give up once none has finished for ``idle``
+    seconds (what is left is stuck), or after ``limit`` seconds in all."""
+    end = time.monotonic() + limit
+    left, moved = -1, time.monotonic()
+    while time.monotonic() < end and time.monotonic() - moved < idle:
         try:
             stats = store.stats()
         except Exception:  # the store may still be coming back
             stats = {}
-        if stats and stats.get(TaskStatus.PENDING, 0) + stats.get(TaskStatus.DOING, 0) == 0:
-            return
+        if stats:
+            now_left = stats.get(TaskStatus.PENDING, 0) + stats.get(TaskStatus.DOING, 0)
+            if now_left == 0:
+                return
+            if now_left != left:
+                left, moved = now_left, time.monotonic()
         threading.Event().wait(0.1)
 
 
