@@ -1212,9 +1212,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         concurrency=args.concurrency,
     )
     bad = [r for r in reports if not r.ok]
+    ran = [r for r in reports if r.skipped is None]
     print(
-        f"{len(reports) - len(bad)} of {len(reports)} runs OK in {time.monotonic() - started:.0f} s"
-        f" (seed {seed}); "
+        f"{len(ran) - len(bad)} of {len(ran)} runs OK ({len(reports) - len(ran)} skipped)"
+        f" in {time.monotonic() - started:.0f} s (seed {seed}); "
         + (
             "every task accounted for"
             if not bad
