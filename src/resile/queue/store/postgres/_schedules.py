@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from resile.queue._names import SCHEDULE_PREFIX
 from resile.queue.store.postgres._db import Cursor, Database, drive
-from resile.queue.store.postgres._enqueue import create_steps
+from resile.queue.store.postgres._enqueue import create_steps, prepare
 from resile.queue.store.postgres._sql import Queries
 from resile.queue.task import Task, TaskSpec
 
@@ -54,7 +54,8 @@ class Schedules:
                 return False
             if task is None:
                 return True
-            _, created = drive(cur, create_steps(self.q, [task], "return", now, set()))
+            named, generated = prepare([task], "return")
+            _, created = drive(cur, create_steps(self.q, named, "return", now, generated))
             return created[0] if created else True
 
         result: Task | bool = self._db.tx(body)

@@ -781,7 +781,8 @@ class PostgresStore(Schedules, Dashboard, Store):
         if decision.dead:
             return None
         history = history_with(
-            known.history, AttemptRecord(known.attempts, known.started_at, at, kind, err)
+            known.history,
+            AttemptRecord(known.attempts, known.started_at, at, kind, err, known.worker),
         )
         params = {
             "status": decision.status.value,
