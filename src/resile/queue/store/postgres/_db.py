@@ -27,6 +27,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from resile.backoff import Exponential
+from resile.errors import StoreUnavailable
 from resile.queue.store._sql_options import redact
 from resile.queue.store.base import check_seconds
 from resile.queue.store.postgres import _sql
@@ -191,9 +192,7 @@ class Database:
                 connect_timeout=max(1, math.ceil(wait)),
             )
         except psycopg.OperationalError as exc:
-            lines = str(exc).strip().splitlines()
-            reason = lines[-1] if lines else type(exc).__name__
-            raise ConnectionError(f"PostgreSQL at {self.url}: cannot connect: {reason}") from None
+            raise self.unavailable(exc, "cannot connect: ") from None
 
     def _open_pool(self) -> ConnectionPool[psycopg.Connection[dict[str, Any]]]:
         pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] = ConnectionPool(
@@ -245,6 +244,14 @@ class Database:
             return self._retrying(once)()
         except Again as exc:  # a race that kept recurring for retry_for seconds
             raise RuntimeError(f"{self.url}: a transaction kept meeting concurrent writes") from exc
+        except (psycopg.OperationalError, PoolTimeout) as exc:  # still down after retry_for
+            raise self.unavailable(exc) from exc
+
+    def unavailable(self, exc: BaseException, what: str = "") -> StoreUnavailable:
+        """A connection failure (``exc``) as the one "cannot write now" error."""
+        lines = str(exc).strip().splitlines()
+        reason = lines[-1] if lines else type(exc).__name__
+        return StoreUnavailable.server_down(self.url, f"{what}{reason}")
 
     def run(
         self, steps: Callable[[bool], Generator[Step, Rows, T]], *, single_first: bool = False
