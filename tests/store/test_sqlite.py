@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from _names_check import python_strings, spelled_states, sql_columns, unknown_fields
+from resile.errors import StoreUnavailable
 from resile.queue import TaskSpec, TaskStatus
 from resile.queue._names import FIELDS, META_TABLE, TASKS_TABLE
 from resile.queue.store import _sqlite_sql as sql
@@ -226,13 +227,15 @@ class TestLocking:
             blocker.close()
 
     def test_gives_up_after_lock_timeout(self, path: str) -> None:
-        """After lock_timeout the original 'database is locked' error is raised."""
+        """After lock_timeout StoreUnavailable is raised, naming the file; SQLite's error is its cause."""
         with SQLiteStore(path, busy_timeout=0, lock_timeout=0.2) as s:
             blocker = raw(path)
             blocker.execute("BEGIN IMMEDIATE")
             try:
-                with pytest.raises(sqlite3.OperationalError, match="locked"):
+                with pytest.raises(StoreUnavailable, match="locked") as got:
                     s.create(TaskSpec("h"), now=T0)
+                assert path in str(got.value) and "lock_timeout" in str(got.value)
+                assert isinstance(got.value.__cause__, sqlite3.OperationalError)
             finally:
                 blocker.execute("ROLLBACK")
                 blocker.close()
