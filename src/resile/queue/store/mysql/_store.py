@@ -273,9 +273,7 @@ class MySQLStore(SQLiteStore):
                 init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
             )
         except pymysql.err.OperationalError as exc:
-            raise StoreUnavailable.server_down(
-                self.url, f"cannot connect: {exc.args[-1]}"
-            ) from None
+            raise StoreUnavailable.server_down(self.url, f"cannot connect: {exc.args[-1]}") from exc
         return _Connection(raw)
 
     def _migrate(self, conn: _Connection, migrate: bool) -> None:
@@ -376,8 +374,8 @@ class MySQLStore(SQLiteStore):
             return self._retrying(once)()
         except _Transient as exc:  # still failing after retry_for
             error = exc.error
-            if isinstance(error, StoreUnavailable):
-                raise error from None
+            if isinstance(error, StoreUnavailable):  # no connection could be made
+                raise error from error.__cause__
             reason = f"{type(error).__name__}: {error}"
             if _code(error) in _LOCK_ERRORS:
                 advice = "other transactions held the rows for longer than retry_for; try again"

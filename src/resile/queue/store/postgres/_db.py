@@ -192,7 +192,7 @@ class Database:
                 connect_timeout=max(1, math.ceil(wait)),
             )
         except psycopg.OperationalError as exc:
-            raise self.unavailable(exc, "cannot connect: ") from None
+            raise self.unavailable(exc, "cannot connect: ") from exc
 
     def _open_pool(self) -> ConnectionPool[psycopg.Connection[dict[str, Any]]]:
         pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] = ConnectionPool(
