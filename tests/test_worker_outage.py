@@ -288,16 +288,7 @@ class TestOutageLog:
                 blocker.execute("BEGIN IMMEDIATE")
                 go.set()
 
-                def rounds() -> int:
-                    return sum(
-                        r.name == "resile.worker"
-                        and (
-                            "store error" in r.getMessage() or "cannot be written" in r.getMessage()
-                        )
-                        for r in caplog.records
-                    )
-
-                wait_for(lambda: rounds() >= 4, 30, "four failed rounds")
+                wait_for(lambda: _failed_rounds(caplog) >= 4, 30, "four failed rounds")
                 blocker.execute("ROLLBACK")
                 wait_for(lambda: (t := q.get("a")) is not None and t.status is TaskStatus.DONE)
             finally:
@@ -306,12 +297,62 @@ class TestOutageLog:
                 blocker.close()
                 w.stop()
                 runner.join(15)
-        loud = [
-            r for r in caplog.records if r.name == "resile.worker" and r.levelno >= logging.WARNING
-        ]
-        messages = [r.getMessage() for r in loud]
-        assert len(loud) == 2, messages
+        messages = _loud(caplog)
+        assert len(messages) == 2, messages
         assert "cannot be written now" in messages[0] and str(path) in messages[0]
         assert "answers again" in messages[1]
         assert not any(r.exc_info for r in caplog.records), messages
         q.close()
+
+    def test_a_redis_outage_is_logged_once_each_way(
+        self, server: Any, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Redis down for many rounds of a worker that holds an outcome: one warning of the
+        worker when it starts, one when it ends, no traceback."""
+        q = resile.connect(server.url, retry_for=0.2)
+        go = threading.Event()
+
+        @q.task(max_retries=0)
+        def job() -> str:
+            go.wait(30)
+            return "ok"
+
+        job.enqueue(id="r")
+        w = resile.Worker(q, concurrency=1, grace=1.0)
+        runner = threading.Thread(target=w.run)
+        with caplog.at_level(logging.DEBUG, logger="resile.worker"):
+            runner.start()
+            try:
+                wait_for(lambda: _doing(q, "r"), 15, "the worker to lease the task")
+                server.kill()
+                go.set()
+                wait_for(lambda: _failed_rounds(caplog) >= 4, 30, "four failed rounds")
+                server.start()
+                wait_for(lambda: (t := q.get("r")) is not None and t.status is TaskStatus.DONE)
+            finally:
+                w.stop()
+                runner.join(15)
+                q.close()
+        messages = _loud(caplog)
+        assert len(messages) == 2, messages
+        assert "cannot be written now" in messages[0] and str(server.port) in messages[0]
+        assert "answers again" in messages[1]
+        assert not any(r.exc_info for r in caplog.records), messages
+
+
+def _failed_rounds(caplog: pytest.LogCaptureFixture) -> int:
+    """Failed rounds the worker logged (at any level; main logged each with a traceback)."""
+    return sum(
+        r.name == "resile.worker"
+        and ("store error" in r.getMessage() or "cannot be written" in r.getMessage())
+        for r in caplog.records
+    )
+
+
+def _loud(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The worker's records at WARNING and above."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "resile.worker" and r.levelno >= logging.WARNING
+    ]
