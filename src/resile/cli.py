@@ -323,9 +323,15 @@ def worker(
         options["queues"] = list(queues)
     try:
         w = Worker.from_import_path(queue_path, **options)
-    except (ValueError, ImportError, AttributeError, TypeError) as exc:
+    except ImportError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, _store_errors()) and type(cause) is not RuntimeError:
+            # The module's resile.connect(...) could not open its store.
+            _refuse(f"{queue_path}: its store: {_one_line(cause)}")
         raise click.BadParameter(str(exc), param_hint="'MODULE:QUEUE'") from None
-    except _store_errors() as exc:  # the module's resile.connect(...) could not open its store
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise click.BadParameter(str(exc), param_hint="'MODULE:QUEUE'") from None
+    except _store_errors() as exc:  # the store failed after the import
         _refuse(f"{queue_path}: its store: {_one_line(exc)}")
     err = _console(err=True)
     endpoint = None if metrics_port is None else _serve_metrics(w, metrics_port, metrics_host)
