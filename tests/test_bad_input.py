@@ -338,7 +338,9 @@ ROWS = {
         "PostgreSQL URL, nothing listening", unreachable_postgres, "cannot connect"
     ),
     "unreachable-mysql": Row("MySQL URL, nothing listening", unreachable_mysql, "cannot connect"),
-    "not-a-database": Row("a text file as `sqlite:///notes.db`", not_a_database, "not a database"),
+    "not-a-database": Row(
+        "a text file as `sqlite:///notes.db`", not_a_database, "notes.db: file is not a database"
+    ),
     "newer-schema": Row(
         "a file of schema version 99", newer_schema, "version 99 is newer than this resile"
     ),

@@ -307,9 +307,14 @@ class SQLiteStore(Store):
         try:
             self._with_retry(lambda: setup(conn))
             self._tx(self._create_schema)
-        except BaseException:  # not a database, a newer schema ...: nothing stays open
+        except BaseException as exc:  # not a database, a newer schema ...: nothing stays open
             conn.close()
             self._conn = None
+            if type(exc) is sqlite3.DatabaseError and "not a database" in str(exc):
+                raise sqlite3.DatabaseError(
+                    f"{self.path}: file is not a database (not a resile SQLite store); "
+                    "check the path"
+                ) from exc
             raise
         return conn
 
