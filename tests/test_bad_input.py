@@ -287,10 +287,10 @@ BROKEN_MODULE = textwrap.dedent(
 )
 
 
-def queue_module_fails(env: Env) -> str:
-    (env.tmp / "broken_tasks.py").write_text(BROKEN_MODULE.format(url=env.url), encoding="utf-8")
+def _cli_error(env: Env, *args: str) -> str:
+    """``python -m resile ARGS``: must exit 2 with no traceback; its last stderr line."""
     done = subprocess.run(
-        [sys.executable, "-m", "resile", "worker", "broken_tasks:queue", "--burst"],
+        [sys.executable, "-m", "resile", *args],
         cwd=env.tmp,
         capture_output=True,
         text=True,
@@ -298,18 +298,15 @@ def queue_module_fails(env: Env) -> str:
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     return done.stderr.strip().splitlines()[-1]
+
+
+def queue_module_fails(env: Env) -> str:
+    (env.tmp / "broken_tasks.py").write_text(BROKEN_MODULE.format(url=env.url), encoding="utf-8")
+    return _cli_error(env, "worker", "broken_tasks:queue", "--burst")
 
 
 def lease_flag_nan(env: Env) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "resile", "worker", "json:queue", "--lease", "nan"],
-        cwd=env.tmp,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
-    return done.stderr.strip().splitlines()[-1]
+    return _cli_error(env, "worker", "json:queue", "--lease", "nan")
 
 
 @dataclass(frozen=True)

@@ -114,22 +114,29 @@ def _doing(q: resile.Queue, task_id: str) -> bool:
     return t is not None and t.status is TaskStatus.DOING
 
 
+def _holding(
+    server: Any, worker_process: Any, tmp: Path, task_id: str, *args: str
+) -> tuple[WorkerProcess, Path, Path]:
+    """A `resile worker` (``args``) running task ``task_id`` of the hold handler; the
+    worker, the file that releases the handler and the one it writes when it returns."""
+    release, finished = tmp / "release", tmp / "finished"
+    with resile.connect(server.url, retry_for=10) as q:
+        params = {"release": str(release), "finished": str(finished)}
+        q.enqueue("hold", params, id=task_id, strict=False)
+        w = worker_process(server.url, *args)
+        wait_for(lambda: _doing(q, task_id), 30, "the worker to lease the task")
+    return w, release, finished
+
+
 class TestShutdownDuringAnOutage:
     def test_sigterm_exits_within_the_grace_period_while_redis_is_down(
         self, server: Any, worker_process: Any, tmp_path: Path
     ) -> None:
         """SIGTERM to a worker holding an outcome it cannot write (Redis down): it exits
         within the grace period and logs the task it could not hand back; no traceback."""
-        release, finished = tmp_path / "release", tmp_path / "finished"
-        with resile.connect(server.url, retry_for=10) as q:
-            q.enqueue(
-                "hold",
-                {"release": str(release), "finished": str(finished)},
-                id="held",
-                strict=False,
-            )
-            w = worker_process(server.url, "--grace", "2", "--lease", "30")
-            wait_for(lambda: _doing(q, "held"), 30, "the worker to lease the task")
+        w, release, finished = _holding(
+            server, worker_process, tmp_path, "held", "--grace", "2", "--lease", "30"
+        )
         server.kill()
         release.touch()
         wait_for(finished.exists, 30, "the handler to return while Redis is down")
@@ -150,16 +157,7 @@ class TestShutdownDuringAnOutage:
     ) -> None:
         """A second SIGTERM during an outage skips a long grace period: the worker exits
         within seconds although its handler still runs and nothing can be written."""
-        release, finished = tmp_path / "release", tmp_path / "finished"
-        with resile.connect(server.url, retry_for=10) as q:
-            q.enqueue(
-                "hold",
-                {"release": str(release), "finished": str(finished)},
-                id="busy",
-                strict=False,
-            )
-            w = worker_process(server.url, "--grace", "120")
-            wait_for(lambda: _doing(q, "busy"), 30, "the worker to lease the task")
+        w, release, _ = _holding(server, worker_process, tmp_path, "busy", "--grace", "120")
         server.kill()
         w.proc.send_signal(signal.SIGTERM)
         wait_for(lambda: "got SIGTERM" in w.text(), 30, "the worker to take the first signal")
@@ -262,14 +260,50 @@ class TestNotRunTwice:
         assert runs == [1, 3] and running[1] == 1, runs
 
 
+class Outage:
+    """A store and a way to make it refuse writes (``begin``) and take them again (``end``)."""
+
+    def __init__(self, kind: str, request: pytest.FixtureRequest, tmp: Path) -> None:
+        self.kind = kind
+        if kind == "sqlite-locked":
+            self.path = str(tmp / "tasks.db")
+            self.url = f"sqlite:///{self.path}?busy_timeout=0.01&lock_timeout=0.05"
+            self.named = self.path
+            self.blocker = sqlite3.connect(self.path, isolation_level=None)
+        else:
+            self.server = request.getfixturevalue("server")
+            self.url = f"{self.server.url}?retry_for=0.2"
+            self.named = str(self.server.port)
+
+    def begin(self) -> None:
+        if self.kind == "sqlite-locked":
+            self.blocker.execute("BEGIN IMMEDIATE")
+        else:
+            self.server.kill()
+
+    def end(self) -> None:
+        if self.kind == "sqlite-locked":
+            if self.blocker.in_transaction:
+                self.blocker.execute("ROLLBACK")
+        elif self.server.process is None:
+            self.server.start()
+
+    def close(self) -> None:
+        self.end()
+        if self.kind == "sqlite-locked":
+            self.blocker.close()
+
+
 class TestOutageLog:
-    def test_a_locked_sqlite_store_is_logged_once_each_way(
-        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    @pytest.mark.parametrize("kind", ["sqlite-locked", "redis-down"])
+    def test_an_outage_is_logged_once_each_way(
+        self, kind: str, request: pytest.FixtureRequest, tmp_path: Path, caplog: Any
     ) -> None:
-        """A store refusing writes for many rounds: one warning when it starts, one when it
-        ends, no traceback (not one ERROR per failed round)."""
-        path = str(tmp_path / "tasks.db")
-        q = resile.connect(f"sqlite:///{path}?busy_timeout=0.01&lock_timeout=0.05")
+        """A store refusing writes for many rounds of a worker that holds an outcome (SQLite
+        locked, Redis down): one warning when it starts, one when it ends, no traceback
+        (not one ERROR per failed round)."""
+        outage = Outage(kind, request, tmp_path)
+        q = resile.connect(outage.url)
         go = threading.Event()
 
         @q.task(max_retries=0)
@@ -279,63 +313,24 @@ class TestOutageLog:
 
         job.enqueue(id="a")
         w = resile.Worker(q, concurrency=1, grace=1.0)
-        blocker = sqlite3.connect(path, isolation_level=None)
         runner = threading.Thread(target=w.run)
         with caplog.at_level(logging.DEBUG, logger="resile.worker"):
             runner.start()
             try:
                 wait_for(lambda: _doing(q, "a"), 15, "the worker to lease the task")
-                blocker.execute("BEGIN IMMEDIATE")
+                outage.begin()
                 go.set()
-
                 wait_for(lambda: _failed_rounds(caplog) >= 4, 30, "four failed rounds")
-                blocker.execute("ROLLBACK")
+                outage.end()
                 wait_for(lambda: (t := q.get("a")) is not None and t.status is TaskStatus.DONE)
             finally:
-                if blocker.in_transaction:
-                    blocker.execute("ROLLBACK")
-                blocker.close()
-                w.stop()
-                runner.join(15)
-        messages = _loud(caplog)
-        assert len(messages) == 2, messages
-        assert "cannot be written now" in messages[0] and str(path) in messages[0]
-        assert "answers again" in messages[1]
-        assert not any(r.exc_info for r in caplog.records), messages
-        q.close()
-
-    def test_a_redis_outage_is_logged_once_each_way(
-        self, server: Any, caplog: pytest.LogCaptureFixture
-    ) -> None:
-        """Redis down for many rounds of a worker that holds an outcome: one warning of the
-        worker when it starts, one when it ends, no traceback."""
-        q = resile.connect(server.url, retry_for=0.2)
-        go = threading.Event()
-
-        @q.task(max_retries=0)
-        def job() -> str:
-            go.wait(30)
-            return "ok"
-
-        job.enqueue(id="r")
-        w = resile.Worker(q, concurrency=1, grace=1.0)
-        runner = threading.Thread(target=w.run)
-        with caplog.at_level(logging.DEBUG, logger="resile.worker"):
-            runner.start()
-            try:
-                wait_for(lambda: _doing(q, "r"), 15, "the worker to lease the task")
-                server.kill()
-                go.set()
-                wait_for(lambda: _failed_rounds(caplog) >= 4, 30, "four failed rounds")
-                server.start()
-                wait_for(lambda: (t := q.get("r")) is not None and t.status is TaskStatus.DONE)
-            finally:
+                outage.close()
                 w.stop()
                 runner.join(15)
                 q.close()
         messages = _loud(caplog)
         assert len(messages) == 2, messages
-        assert "cannot be written now" in messages[0] and str(server.port) in messages[0]
+        assert "cannot be written now" in messages[0] and outage.named in messages[0]
         assert "answers again" in messages[1]
         assert not any(r.exc_info for r in caplog.records), messages
 
