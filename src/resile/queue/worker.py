@@ -566,17 +566,21 @@ class Worker:
             try:
                 with self._bounded():
                     self._collect()
+                    # Whether a store call went through this round (only that ends an outage).
+                    answered = False
                     # Successes wait for the lease below, to go in its round trip; failures
                     # are written right after it: a retry due now must not wait for their
                     # round trips.
                     leasing = not self._stopping and executor.free() > 0
                     held = self._held_successes() if leasing else None
-                    if not leasing:
+                    if not leasing and self._pending():
                         self._flush()
+                        answered = True
                     mono = clock.monotonic()
                     if mono >= next_beat:
                         self._beat()
                         next_beat = mono + self.heartbeat
+                        answered = True
                     self._expire(mono)
                     deadline_ = min(
                         (a.deadline for a in self._running.values() if a.state is RUNNING),
@@ -585,7 +589,8 @@ class Worker:
                     timeout = min(next_beat, deadline_) - mono
                     if self._stopping:
                         assert self._stop_at is not None
-                        self._store_answered()
+                        if answered:
+                            self._store_answered()
                         self._wait(min(timeout, self._stop_at - mono))
                         continue
                     free = executor.free()
@@ -599,6 +604,7 @@ class Worker:
                         # due time?" only when the lease came back empty saves a store call.
                         got = self._lease(store, free, capacity_, held)
                         held = None
+                        answered = True
                         for task in got:
                             if not self._holds(task):
                                 self._dispatch(executor, task)
@@ -635,12 +641,15 @@ class Worker:
                             # thread: end the burst only if there is nothing to wait for.
                             now = store.now()
                             due = store.next_due_at(self.queues, capacity=self._offer())
+                            answered = True
                         if (free > 0 or not executor.booting()) and self._burst_over(
                             due, now, wait
                         ):
-                            self._store_answered()
+                            if answered:
+                                self._store_answered()
                             return
-                self._store_answered()
+                if answered:
+                    self._store_answered()
                 if instrument.hooks:
                     self._report_slots()
                 self._wait(timeout, poll, due_in)
@@ -1109,8 +1118,9 @@ class Worker:
 
     def _hand_back(self, executor: Executor) -> None:
         """At exit: abort what still runs and give it back to the queue; write what is
-        pending. One pass, bounded like a round (none of the store's own retries after a
-        second signal); what the store refuses is logged, task by task id."""
+        pending. One pass that rides through an outage for at most ``_STORE_PATIENCE``
+        (not at all after a second signal); what the store refuses is logged, naming
+        the tasks."""
         self._collect()
         for execution in list(self._running.values()):
             if execution.state is RUNNING:
@@ -1118,9 +1128,10 @@ class Worker:
                 executor.abort(execution)
                 self._writes.append((execution, None))
         try:
-            if self._force:
-                self._stop_at = self._clock.monotonic()
-            with self._bounded():
+            # The hand-back rides through an outage for a second, but not after a second
+            # signal (stop(force=True)): then each write is tried once.
+            patience = 0.0 if self._force else _STORE_PATIENCE
+            with deadline(at=self._clock.monotonic() + patience):
                 self._flush()
         except Exception as exc:
             left = [e.task.id for e, _ in self._done] + [e.task.id for e, _ in self._writes]
