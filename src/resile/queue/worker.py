@@ -127,7 +127,9 @@ class Worker:
             killed) or ``"async"`` (coroutines on an event loop).
         queues: the queue names to serve; default the queue's own names.
         lease_seconds: how long a lease lasts without a heartbeat: a dead
-            worker's tasks come back after at most this long.
+            worker's tasks come back after at most this long. It must outlast
+            the longest store outage to ride out plus the reconnect backoff
+            (2 s), or tasks run twice.
         heartbeat: seconds between lease renewals; default ``lease_seconds / 3``.
         grace: at shutdown, how long running attempts may finish before
             they are stopped and handed back.
