@@ -333,6 +333,9 @@ class TestOutageLog:
         assert "cannot be written now" in messages[0] and outage.named in messages[0]
         assert "answers again" in messages[1]
         assert not any(r.exc_info for r in caplog.records), messages
+        # Nor does the store's own retry engine log each round's give-up.
+        engine = [r.getMessage() for r in caplog.records if r.name == "resile"]
+        assert not [m for m in engine if "giving up" in m], engine
 
 
 def _failed_rounds(caplog: pytest.LogCaptureFixture) -> int:

@@ -228,6 +228,7 @@ class SQLiteStore(Store):
             backoff=Exponential(0.002, max_delay=0.25),
             stop=after_elapsed(lock_timeout),
             name=f"sqlite transaction on {path}",
+            quiet=True,  # a give-up is raised as StoreUnavailable, which says it all
         )
         # Wrapped once: only ``database is locked`` / ``busy`` is retried.
         self._retry_call: Callable[[Callable[[], Any]], Any] = self._retrying(_locked_as_retryable)

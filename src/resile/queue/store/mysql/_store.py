@@ -238,6 +238,7 @@ class MySQLStore(SQLiteStore):
             backoff=Exponential(0.005, max_delay=0.5),
             stop=after_elapsed(check_seconds(retry_for, "MySQLStore: retry_for")),
             name=f"mysql transaction on {self.url}",
+            quiet=True,  # a give-up is raised as StoreUnavailable, which says it all
         )
         conn = self._new_connection()
         try:

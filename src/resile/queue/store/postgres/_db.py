@@ -173,6 +173,7 @@ class Database:
             backoff=Exponential(0.01, max_delay=1.0),
             stop=after_elapsed(self.retry_for),
             name=f"postgres transaction on {self.url}",
+            quiet=True,  # a give-up is raised as StoreUnavailable, which says it all
         )
         self._pid = os.getpid()
         with self.connect(dict_rows=True) as conn, conn.transaction(), conn.cursor() as cur:

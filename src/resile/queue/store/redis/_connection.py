@@ -179,6 +179,7 @@ class Connection:
             backoff=RECONNECT_BACKOFF,
             stop=after_elapsed(retry_for),
             name=f"redis call on {self.safe}",
+            quiet=True,  # the outage is logged once each way, and raised as StoreUnavailable
         )
 
     def ensure(self) -> None:
