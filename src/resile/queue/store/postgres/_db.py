@@ -249,10 +249,18 @@ class Database:
             raise self.unavailable(exc) from exc
 
     def unavailable(self, exc: BaseException, what: str = "") -> StoreUnavailable:
-        """A connection failure (``exc``) as the one "cannot write now" error."""
+        """A failure that outlasted ``retry_for`` (``exc``) as the one "cannot write now"
+        error: a lost server, or locks held elsewhere (a statement timeout, deadlocks)."""
         lines = str(exc).strip().splitlines()
-        reason = lines[-1] if lines else type(exc).__name__
-        return StoreUnavailable.server_down(self.url, f"{what}{reason}")
+        reason = f"{what}{lines[-1] if lines else type(exc).__name__}"
+        if isinstance(exc, (psycopg.errors.QueryCanceled, psycopg.errors.TransactionRollback)):
+            return StoreUnavailable(
+                self.url,
+                f"{type(exc).__name__}: {reason}",
+                "other transactions held the rows or the table for longer than retry_for "
+                "(or statement_timeout); try again",
+            )
+        return StoreUnavailable.server_down(self.url, reason)
 
     def run(
         self, steps: Callable[[bool], Generator[Step, Rows, T]], *, single_first: bool = False
