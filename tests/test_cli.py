@@ -36,6 +36,12 @@ def add(a: int, b: int) -> int:
 @queue.task(backoff=resile.Constant(0.01), max_retries=1)
 def boom() -> None:
     raise ValueError("always")
+
+
+@queue.task
+def lease_length(ctx: resile.TaskContext) -> float:
+    t = ctx.task
+    return t.lease_expires_at - t.started_at
 """
 
 
@@ -430,12 +436,32 @@ class TestWorker:
             (["json:dumps"], "not a queue"),
             (["json:queue", "--mode", "fiber"], "'--mode'"),
             (["json:queue", "--concurrency", "0"], "'--concurrency'"),
+            (["json:queue", "--lease", "0"], "'--lease': must be a finite number of seconds > 0"),
+            (["json:queue", "--lease", "-3"], "'--lease'"),
+            (["json:queue", "--lease", "nan"], "got nan"),
+            (["json:queue", "--lease", "inf"], "got inf"),
+            (["json:queue", "--lease", "soon"], "'--lease'"),
+            (["json:queue", "--grace", "nan"], "'--grace'"),
         ],
     )
     def test_bad_arguments_exit_2(self, args: list[str], needle: str) -> None:
         """A queue path that does not import or a bad option exits 2 with the reason."""
         r = run("worker", *args, "--burst")
         assert r.exit_code == 2 and needle in r.stderr
+
+    def test_lease_sets_the_workers_lease(
+        self, tmp_path: Path, db: str, queue: Queue, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """worker --lease 3 leases each task for 3 s (the handler sees its lease's length)."""
+        (tmp_path / "cli_lease_handlers.py").write_text(HANDLERS.format(url=db), encoding="utf-8")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        queue.enqueue("lease_length", {}, id="lease", strict=False)
+        r = run("worker", "cli_lease_handlers:queue", "--burst", "--lease", "3", "--grace", "1")
+        assert r.exit_code == 0, r.output
+        t = queue.get("lease")
+        assert t is not None and t.status is TaskStatus.DONE
+        assert t.result == pytest.approx(3.0)
+        sys.modules.pop("cli_lease_handlers", None)
 
 
 class TestConsoleScript:

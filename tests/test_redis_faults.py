@@ -252,6 +252,9 @@ class TestRedisRestart:
 
         fleet = fleet_factory(url)
         fleet.start(2, concurrency=4, lease=2.0)
+        # Both workers up before the outage (on a loaded machine they may start late, see
+        # none of it and log nothing).
+        wait_for(lambda: len(q.store.workers()) >= 2, 60, "both workers registered")
         producer = threading.Thread(target=produce)
         producer.start()
         try:

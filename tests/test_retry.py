@@ -883,6 +883,18 @@ class TestLogging:
         assert warning.resile_reason == "stop"  # type: ignore[attr-defined]
         assert "giving up after 2 attempt(s)" in warning.getMessage()
 
+    def test_quiet_logs_neither_retries_nor_giveup(
+        self, clock: FakeClock, caplog: pytest.LogCaptureFixture, path: dict[str, Any]
+    ) -> None:
+        """quiet=True (the stores' own retrying): no record, the error still raised."""
+        caplog.set_level(logging.DEBUG, logger="resile")
+        with pytest.raises(ConnectionError):
+            retry(backoff=Constant(0.25), stop=after_attempts(3), quiet=True, **path)(
+                flaky(5, lambda: ConnectionError("x"))
+            )()
+        assert [r for r in caplog.records if r.name == "resile"] == []
+        assert Retrying(quiet=True).copy().quiet is True
+
     def test_success_logs_nothing(
         self, caplog: pytest.LogCaptureFixture, path: dict[str, Any]
     ) -> None:

@@ -23,6 +23,7 @@ from resile.errors import (
     ResileError,
     RetryAfter,
     RetryError,
+    StoreUnavailable,
 )
 from resile.executor import BackoffExecutor
 from resile.hedge import hedge
@@ -96,6 +97,7 @@ __all__ = [
     "Retrying",
     "Stop",
     "Store",
+    "StoreUnavailable",
     "Supervisor",
     "Task",
     "TaskContext",

@@ -212,6 +212,13 @@ def cli() -> None:
 # -- worker -----------------------------------------------------------------------------------
 
 
+def _seconds_flag(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """A duration flag: a finite number of seconds > 0 (click's FloatRange lets NaN through)."""
+    if value is not None and not 0 < value < float("inf"):
+        raise click.BadParameter(f"must be a finite number of seconds > 0, got {value!r}")
+    return value
+
+
 @cli.command()
 @click.argument("queue_path", metavar="MODULE:QUEUE")
 @click.option(
@@ -228,6 +235,25 @@ def cli() -> None:
     help="Where handlers run.",
 )
 @click.option("--burst", is_flag=True, help="Return once the queue is drained (tests, cron).")
+@click.option(
+    "--lease",
+    "lease",
+    type=float,
+    default=None,
+    callback=_seconds_flag,
+    metavar="SECONDS",
+    help="How long a lease lasts without a heartbeat (default 20). It must outlast the longest "
+    "store outage to ride out plus the reconnect backoff, or tasks run twice.",
+)
+@click.option(
+    "--grace",
+    "grace",
+    type=float,
+    default=None,
+    callback=_seconds_flag,
+    metavar="SECONDS",
+    help="At shutdown, how long running attempts may still finish (default 10).",
+)
 @click.option(
     "--queue",
     "queues",
@@ -261,6 +287,8 @@ def worker(
     concurrency: int | None,
     mode: str,
     burst: bool,
+    lease: float | None,
+    grace: float | None,
     queues: tuple[str, ...],
     verbose: bool,
     metrics_port: int | None,
@@ -288,13 +316,23 @@ def worker(
     options: dict[str, Any] = {"mode": mode}
     if concurrency is not None:
         options["concurrency"] = concurrency
+    if lease is not None:
+        options["lease_seconds"] = lease
+    if grace is not None:
+        options["grace"] = grace
     if queues:
         options["queues"] = list(queues)
     try:
         w = Worker.from_import_path(queue_path, **options)
-    except (ValueError, ImportError, AttributeError, TypeError) as exc:
+    except ImportError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, _store_errors()) and type(cause) is not RuntimeError:
+            # The module's resile.connect(...) could not open its store.
+            _refuse(f"{queue_path}: its store: {_one_line(cause)}")
         raise click.BadParameter(str(exc), param_hint="'MODULE:QUEUE'") from None
-    except _store_errors() as exc:  # the module's resile.connect(...) could not open its store
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise click.BadParameter(str(exc), param_hint="'MODULE:QUEUE'") from None
+    except _store_errors() as exc:  # the store failed after the import
         _refuse(f"{queue_path}: its store: {_one_line(exc)}")
     err = _console(err=True)
     endpoint = None if metrics_port is None else _serve_metrics(w, metrics_port, metrics_host)

@@ -19,6 +19,7 @@ __all__ = [
     "RetryAfter",
     "RetryError",
     "StoreConflict",
+    "StoreUnavailable",
     "Throttled",
 ]
 
@@ -141,6 +142,42 @@ class StoreConflict(ResileError):
         super().__init__(
             f"{operation} of task {task_id!r}: the task changed under the write {tries} times "
             "in a row (another writer is busy with it); nothing was written, try again later"
+        )
+
+
+class StoreUnavailable(ResileError, ConnectionError):
+    """The task store cannot be written now: its server is down or unreachable, its disk
+    is full, or its database stayed locked longer than the store waits.
+
+    Every backend raises this one class (the driver's own error is its ``__cause__``) once
+    its own ride-through (``retry_for``, ``lock_timeout``) is over. It is a
+    ``ConnectionError`` too, so ``@resile.retry(on=ConnectionError)`` around a producer
+    retries it. A call that raised it may still have been applied when the connection
+    dropped mid-call: an ``enqueue`` with an ``id`` is safe to send again.
+
+    Attributes:
+        store: the store's URL, without its password.
+        reason: what the store answered, in one line.
+        advice: what to do about it.
+    """
+
+    def __init__(self, store: str, reason: str, advice: str) -> None:
+        self.store = store
+        self.reason = " ".join(reason.split())
+        self.advice = advice
+        super().__init__(f"task store {store} cannot be written now: {self.reason}; {advice}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.store, self.reason, self.advice))
+
+    @classmethod
+    def server_down(cls, store: str, reason: str) -> StoreUnavailable:
+        """The error for a server that does not answer (down, unreachable, restarting)."""
+        return cls(
+            store,
+            reason,
+            "check that the server runs and is reachable; tasks already stored are kept, "
+            "and the call may be tried again (an enqueue with an id is safe to repeat)",
         )
 
 

@@ -206,6 +206,9 @@ class Retrying:
             function's qualified name).
         sleep, async_sleep: replace the waits (default: resile's clock,
             which ``resile.testing`` can swap for a fake one).
+        quiet: log neither the retries (INFO) nor the give-up (WARNING) on the
+            ``resile`` logger: for a caller that reports the outcome itself
+            (the task stores, whose error says what happened).
 
     Raises:
         TypeError: a field of the wrong kind, named in the message.
@@ -231,6 +234,7 @@ class Retrying:
         name: str | None = None,
         sleep: Callable[[float], None] | None = None,
         async_sleep: Callable[[float], Awaitable[None]] | None = None,
+        quiet: bool = False,
     ) -> None:
         if _is_exc_type(on):
             self._catch: tuple[type[BaseException], ...] = (on, Permanent, CircuitOpen)  # type: ignore[assignment]
@@ -293,6 +297,7 @@ class Retrying:
         self._named = name is not None
         self.sleep = sleep
         self.async_sleep = async_sleep
+        self.quiet = bool(quiet)
         self.statistics = RetryStatistics()
         # Read the clock at the start only when something will look at the elapsed time.
         self._timed = bool(stop.needs_clock or on_retry or on_giveup or on_success or fallback)
@@ -309,7 +314,7 @@ class Retrying:
             "on_giveup": self.on_giveup, "on_success": self.on_success,
             "raise_retry_error": self.raise_retry_error, "fallback": self.fallback,
             "budget": self.budget, "name": self.name if self._named else None,
-            "sleep": self.sleep, "async_sleep": self.async_sleep,
+            "sleep": self.sleep, "async_sleep": self.async_sleep, "quiet": self.quiet,
         }  # fmt: skip
         fields.update(changes)
         return Retrying(**fields)
@@ -786,7 +791,7 @@ class _Call:
                     error_type=_error_type(exc),
                 )
             )
-        if log.isEnabledFor(logging.INFO):
+        if not p.quiet and log.isEnabledFor(logging.INFO):
             log.info(
                 "%s: attempt %d failed (%r); retrying in %.3f s",
                 p.name,
@@ -829,7 +834,7 @@ class _Call:
                     reason=self.giveup_reason(),
                 )
             )
-        if log.isEnabledFor(logging.WARNING):
+        if not p.quiet and log.isEnabledFor(logging.WARNING):
             log.warning(
                 "%s: giving up after %d attempt(s) (%s): %r",
                 p.name,
@@ -926,6 +931,7 @@ def retry(
     name: str | None = ...,
     sleep: Callable[[float], None] | None = ...,
     async_sleep: Callable[[float], Awaitable[None]] | None = ...,
+    quiet: bool = ...,
 ) -> Retrying: ...
 
 

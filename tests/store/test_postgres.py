@@ -22,6 +22,7 @@ import resile
 from _names_check import python_strings, spelled_states, sql_columns, unknown_fields
 from _postgres_server import PostgresServer, drop_schema, free_port
 from _waits import wait_for
+from resile.errors import StoreUnavailable
 from resile.queue import TaskSpec, TaskStatus
 from resile.queue._names import FIELDS, TASKS_TABLE, Tally
 from resile.queue.store import open_store
@@ -640,16 +641,18 @@ class TestFaults:
     def test_a_statement_timeout_is_a_clear_error_and_the_store_goes_on(
         self, url: str, schema: str, request: pytest.FixtureRequest
     ) -> None:
-        """Blocked past statement_timeout (a lock held elsewhere): QueryCanceled once retry_for
-        runs out; the store works again when the lock goes."""
+        """Blocked past statement_timeout (a lock held elsewhere): StoreUnavailable (its cause
+        QueryCanceled) once retry_for runs out; the store works again when the lock goes."""
         s = open_store(f"{url}&retry_for=0.3&options=-c%20statement_timeout%3D100")
         request.addfinalizer(s.close)
         s.create(spec(id="a"), now=T0)
         with raw(url) as blocker:
             blocker.execute("BEGIN")
             blocker.execute(f"LOCK TABLE {schema}.{TASKS_TABLE} IN ACCESS EXCLUSIVE MODE")
-            with pytest.raises(psycopg.errors.QueryCanceled, match="statement timeout"):
+            with pytest.raises(StoreUnavailable, match="statement timeout") as got:
                 s.lease("default", "w", now=T0)
+            assert isinstance(got.value.__cause__, psycopg.errors.QueryCanceled)
+            assert "held the rows or the table" in str(got.value)
             blocker.execute("ROLLBACK")
         assert [t.id for t in s.lease("default", "w", now=T0)] == ["a"]
 

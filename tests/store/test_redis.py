@@ -31,7 +31,7 @@ from redis.crc import key_slot  # noqa: E402
 from _redis_server import drop_namespace  # noqa: E402
 from _waits import wait_for  # noqa: E402
 from resile import Constant, Exponential  # noqa: E402
-from resile.errors import ResileError, StoreConflict  # noqa: E402
+from resile.errors import ResileError, StoreConflict, StoreUnavailable  # noqa: E402
 from resile.queue import TaskSpec, TaskStatus  # noqa: E402
 from resile.queue import _transitions as T  # noqa: E402
 from resile.queue._names import FIELDS, Outcome  # noqa: E402
@@ -614,12 +614,14 @@ class TestReconnect:
             await s.aclose()
 
     def test_no_retry_raises_at_once(self, server: Any) -> None:
-        """retry_for=0 turns reconnecting off: the connection error is raised."""
+        """retry_for=0 turns reconnecting off: StoreUnavailable is raised at once, naming the
+        server; redis-py's connection error is its cause."""
         s = RedisStore(server.url, retry_for=0, connect_timeout=1)
         try:
             server.kill()
-            with pytest.raises(redis.exceptions.ConnectionError):
+            with pytest.raises(StoreUnavailable, match=f"127.0.0.1:{server.port}") as got:
                 s.get("x")
+            assert isinstance(got.value.__cause__, redis.exceptions.ConnectionError)
         finally:
             s.close()
             server.start()

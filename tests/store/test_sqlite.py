@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
+import subprocess
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from _components import missing
 from _names_check import python_strings, spelled_states, sql_columns, unknown_fields
+from resile.errors import StoreUnavailable
 from resile.queue import TaskSpec, TaskStatus
 from resile.queue._names import FIELDS, META_TABLE, TASKS_TABLE
 from resile.queue.store import _sqlite_sql as sql
-from resile.queue.store.sqlite import SQLiteStore
+from resile.queue.store.sqlite import CHECKPOINT_EVERY, WAL_LIMIT, SQLiteStore
+from resile.testing import no_waits
 
 from .conftest import T0, fill_to_count
 
@@ -226,13 +232,15 @@ class TestLocking:
             blocker.close()
 
     def test_gives_up_after_lock_timeout(self, path: str) -> None:
-        """After lock_timeout the original 'database is locked' error is raised."""
+        """After lock_timeout StoreUnavailable is raised, naming the file; SQLite's error is its cause."""
         with SQLiteStore(path, busy_timeout=0, lock_timeout=0.2) as s:
             blocker = raw(path)
             blocker.execute("BEGIN IMMEDIATE")
             try:
-                with pytest.raises(sqlite3.OperationalError, match="locked"):
+                with pytest.raises(StoreUnavailable, match="locked") as got:
                     s.create(TaskSpec("h"), now=T0)
+                assert path in str(got.value) and "lock_timeout" in str(got.value)
+                assert isinstance(got.value.__cause__, sqlite3.OperationalError)
             finally:
                 blocker.execute("ROLLBACK")
                 blocker.close()
@@ -307,3 +315,111 @@ class TestAddedColumns:
             store.lease("q0", "w")
         with SQLiteStore(path) as store:  # opened again: not counted a second time
             assert store.counts()["q0"] == {**zero, TaskStatus.PENDING: 2, TaskStatus.DOING: 1}
+
+
+def _wal_size(path: str) -> int:
+    wal = Path(f"{path}-wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+class TestWalBound:
+    def test_the_wal_stays_within_wal_limit(self, path: str) -> None:
+        """Hundreds of writes never grow the WAL much past wal_limit (SQLite's default lets it
+        reach ~4 MB and keeps it there)."""
+        biggest = 0
+        with SQLiteStore(path) as s:
+            assert s.wal_limit == WAL_LIMIT == 1 << 20
+            for i in range(700):
+                s.create(TaskSpec("h", {"blob": "x" * 4000}, id=f"t{i}"), now=T0)
+                biggest = max(biggest, _wal_size(path))
+            assert s.stats()[TaskStatus.PENDING] == 700
+        assert biggest <= WAL_LIMIT * 1.25, biggest
+
+    def test_an_idle_store_truncates_its_wal(self, path: str) -> None:
+        """The first write CHECKPOINT_EVERY seconds after the last truncation checkpoints the
+        WAL and truncates it to nothing."""
+        with no_waits() as clock, SQLiteStore(path) as s:
+            for i in range(50):
+                s.create(TaskSpec("h", {"blob": "x" * 4000}, id=f"t{i}"), now=T0)
+            assert _wal_size(path) > 100_000
+            clock.advance(CHECKPOINT_EVERY)
+            s.create(TaskSpec("h", id="last"), now=T0)
+            assert _wal_size(path) == 0
+            assert s.stats()[TaskStatus.PENDING] == 51
+
+    def test_wal_limit_option(self, path: str) -> None:
+        """wal_limit is read from the URL and checked: bytes >= 65536, named when wrong."""
+        with SQLiteStore.from_url(f"sqlite:///{path}?wal_limit=131072") as s:
+            assert s.wal_limit == 131072
+            c = raw(path)
+            assert c.execute("PRAGMA journal_size_limit").fetchone()[0] == -1  # per connection
+            c.close()
+        with pytest.raises(ValueError, match="wal_limit must be an int of bytes >= 65536, got 10"):
+            SQLiteStore(path, wal_limit=10)
+        with pytest.raises(ValueError, match="wal_limit must be bytes"):
+            SQLiteStore.from_url(f"sqlite:///{path}?wal_limit=big")
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 4 MiB file system (tmpfs), mounted for the test: only possible as root."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        missing("a small file system", "mounting a 4 MiB tmpfs needs root")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        missing("a small file system", f"mount -t tmpfs failed: {done.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def _fill(directory: Path) -> Path:
+    """Write a file into ``directory`` until its file system has no byte left."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        for size in (65536, 4096, 512, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, b"\0" * size)
+    finally:
+        os.close(fd)
+    return filler
+
+
+class TestDiskFull:
+    def test_a_full_disk_is_store_unavailable_and_the_store_recovers(
+        self, small_disk: Path
+    ) -> None:
+        """On a full file system a write raises StoreUnavailable (naming the file, saying to
+        free space); stored tasks stay readable and whole; once space returns the same
+        store writes again, with no restart."""
+        path = str(small_disk / "tasks.db")
+        with SQLiteStore(path) as s:
+            for i in range(20):
+                s.create(TaskSpec("h", {"i": i}, id=f"before-{i}"), now=T0)
+            filler = _fill(small_disk)
+            big = [TaskSpec("h", {"blob": "y" * 8000}, id=f"big-{i}") for i in range(100)]
+            with pytest.raises(StoreUnavailable, match="full") as got:
+                s.create_many(big, now=T0)
+            message = str(got.value)
+            assert path in message and "free space" in message
+            assert isinstance(got.value.__cause__, sqlite3.OperationalError)
+            for i in range(20):
+                t = s.get(f"before-{i}")
+                assert t is not None and t.params == {"i": i}
+            assert s.stats()[TaskStatus.PENDING] == 20  # nothing of the refused batch
+            filler.unlink()
+            s.create_many(big, now=T0)
+            assert s.stats()[TaskStatus.PENDING] == 120
+            (leased,) = s.lease("default", "w", limit=1, now=T0)
+            assert s.complete(leased.id, "w", "ok", now=T0) is not None
+        with raw(path) as c:
+            assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -24,6 +24,7 @@ __all__ = [
     "HISTORY_LIMIT",
     "LEASE_EXPIRED_REASON",
     "MAX_ID_LENGTH",
+    "MAX_PARAMS_BYTES",
     "META_TABLE",
     "SCHEDULE_PREFIX",
     "SCHEMA_VERSION",
@@ -178,6 +179,9 @@ LEASE_EXPIRED_REASON = "lease expired (worker lost)"
 
 # -- limits -----------------------------------------------------------------------------------
 MAX_ID_LENGTH = 255
+# A task's params, as compact JSON, carry at most this many bytes (every backend; within
+# MySQL's default max_allowed_packet). Large data belongs elsewhere, named in the params.
+MAX_PARAMS_BYTES = 8 << 20
 # Only the most recent attempts are kept in ``Task.history``.
 HISTORY_LIMIT = 100
 # A stored traceback is cut to its last this-many characters.

@@ -100,7 +100,8 @@ def load_queue(path: str) -> Any:
 
     Raises:
         ValueError: ``path`` does not look like ``module:attribute``.
-        ImportError: the module cannot be imported (the cause is chained).
+        ImportError: the module cannot be imported, or raised while it was (the error,
+            named in the message, is chained as the cause).
         AttributeError: the module has no such attribute.
         TypeError: the attribute is not a queue (it has no ``store``).
     """
@@ -120,6 +121,11 @@ def load_queue(path: str) -> Any:
         except ImportError as exc:
             raise ImportError(
                 f"cannot import module {module_name!r} of queue path {path!r}: {exc}"
+            ) from exc
+        except Exception as exc:  # the module's own code failed while it was imported
+            raise ImportError(
+                f"cannot import module {module_name!r} of queue path {path!r}: importing it "
+                f"raised {type(exc).__name__}: {' '.join(str(exc).split())}"
             ) from exc
     obj: Any = module
     for part in attr.split("."):

@@ -43,6 +43,8 @@ from typing import Any, Literal
 from resile import _time, instrument
 from resile._time import seconds as _seconds
 from resile.backoff import Exponential
+from resile.deadline import deadline
+from resile.errors import StoreUnavailable
 from resile.instrument import AttemptOutcome, Kind
 from resile.queue import _executors, _runner
 from resile.queue._executors import (
@@ -81,6 +83,13 @@ _MIN_GAP = 0.001
 _WRITE_BATCH = 256
 # Store trouble (disk full, database locked for long) is retried with this policy.
 _STORE_BACKOFF = Exponential(0.05, max_delay=2.0, jitter="full")
+# Seconds the store calls of one round of the loop may spend riding through an outage (the
+# store's own retries: Redis' retry_for, SQLite's lock_timeout) before the loop takes over:
+# it looks at the stop flag, logs the outage once and tries again after _STORE_BACKOFF. So
+# a signal is noticed within about this long whatever the store does.
+_STORE_PATIENCE = 1.0
+# At most this many task ids are named in the log line of outcomes left unwritten at exit.
+_NAMED = 20
 
 
 @dataclass
@@ -119,7 +128,9 @@ class Worker:
             killed) or ``"async"`` (coroutines on an event loop).
         queues: the queue names to serve; default the queue's own names.
         lease_seconds: how long a lease lasts without a heartbeat: a dead
-            worker's tasks come back after at most this long.
+            worker's tasks come back after at most this long. It must outlast
+            the longest store outage to ride out plus the reconnect backoff
+            (2 s), or tasks run twice.
         heartbeat: seconds between lease renewals; default ``lease_seconds / 3``.
         grace: at shutdown, how long running attempts may finish before
             they are stopped and handed back.
@@ -238,6 +249,11 @@ class Worker:
         self._watched = False  # the store wakes us for other processes' tasks: no polling
         self._clock: _time.Clock = _time.SYSTEM
         self._jumps = True  # a fake clock may be moved forward while idle (see _wait)
+        self._stop_at: float | None = None  # when stopping: the grace period's end
+        # The store outage under way: since when (resile's clock), failed rounds, last error.
+        self._outage_since: float | None = None
+        self._outage_errors = 0
+        self._outage_kind = ""
 
     # -- construction helpers -----------------------------------------------------------------
 
@@ -491,6 +507,8 @@ class Worker:
             raise RuntimeError(f"{self!r} is already running")
         self._running_flag = True
         self._stopping = self._force = False
+        self._stop_at = None
+        self._outage_since, self._outage_errors, self._outage_kind = None, 0, ""
         self._fatal_error = None
         self._executor = executor
         # The clock in force when the run starts serves the whole run.
@@ -512,18 +530,20 @@ class Worker:
             stop_watching = self.store.watch(self.queues, self._signal)
             self._watched = stop_watching is not None
             executor.open()
-            self._register()
+            with self._bounded():
+                self._register()
             self._start_schedules()
             self._loop(executor, burst, wait)
         finally:
             self._scheduler = None
-            self._unregister()
             remove_listener()
             if stop_watching is not None:
                 stop_watching()
             self._watched = False
             try:
                 self._hand_back(executor)
+                with self._bounded():
+                    self._unregister()
             finally:
                 executor.close(max(self.kill_grace, 1.0) + 1.0)
                 self._executor = None
@@ -565,93 +585,191 @@ class Worker:
         store = self.store
         clock = self._clock
         next_beat = clock.monotonic() + self.heartbeat
-        stop_at: float | None = None
         gap = 0.0
-        errors = 0
         while True:
+            # The stop flag first, before any store call: a store that refuses every call
+            # must not keep a stopping worker alive past its grace period.
+            mono = clock.monotonic()
+            if self._stopping:
+                stop_at = self._stop_at
+                if stop_at is None:
+                    stop_at = mono + (0.0 if self._force else self.grace)
+                if self._force:
+                    stop_at = min(stop_at, mono)
+                self._stop_at = stop_at
+                if mono >= stop_at or (not self._running and not self._reports):
+                    return
             try:
-                self._collect()
-                # Successes wait for the lease below, to go in its round trip; failures are
-                # written right after it: a retry due now must not wait for their round trips.
-                leasing = not self._stopping and executor.free() > 0
-                held = self._held_successes() if leasing else None
-                if not leasing:
-                    self._flush()
-                mono = clock.monotonic()
-                if mono >= next_beat:
-                    self._beat()
-                    next_beat = mono + self.heartbeat
-                self._expire(mono)
-                deadline = min(
-                    (a.deadline for a in self._running.values() if a.state is RUNNING),
-                    default=math.inf,
-                )
-                timeout = self._schedule(min(next_beat, deadline) - mono)
-                if self._stopping:
-                    if stop_at is None:
-                        stop_at = mono + (0.0 if self._force else self.grace)
-                    if self._force:
-                        stop_at = min(stop_at, mono)
-                    if not self._running or mono >= stop_at:
-                        return
-                    self._wait(min(timeout, stop_at - mono))
-                    continue
-                free = executor.free()
-                due: float | None = None
-                now = 0.0
-                poll = math.inf
-                due_in: float | None = None
-                if free > 0:
-                    capacity_ = self._offer()
-                    # Lease first: under load there is work, and asking "when is the next
-                    # due time?" only when the lease came back empty saves a store call.
-                    got = self._lease(store, free, capacity_, held)
-                    held = None
-                    for task in got:
-                        self._dispatch(executor, task)
-                    self._flush()
-                    if got:
-                        gap = 0.0
-                        if len(got) >= free:
-                            continue  # more may be due
-                        # Fewer than asked for: nothing else was due when the lease looked.
-                        # Ask for the next due time now rather than after another lease.
-                    due = store.next_due_at(self.queues, capacity=capacity_)
-                    # Read after the call: a wait armed for ``due`` must not overrun by the
-                    # time the call took.
-                    now = store.now()
-                    if due is not None and due <= now:
-                        # Due, yet nothing leased: it became due after the lease looked,
-                        # someone else took it, or a lapsed lease is reclaimed only strictly
-                        # after its expiry. Look again at once, then with a growing gap.
-                        timeout = min(timeout, gap)
-                        gap = min(max(gap * 2, _MIN_GAP), self.poll_interval or 0.05)
-                    elif due is not None:
-                        due_in = due - now
-                        timeout = min(timeout, due_in)
-                    if self.poll_interval is not None and not self._watched:
-                        poll = self.poll_interval
-                if held is not None:  # not leased after all (a child process died meanwhile)
-                    self._flush()
-                if burst and not self._running and not self._reports and not self._pending():
-                    if free <= 0 and not executor.booting():
-                        # Every slot is held by an abandoned (timed-out, unkillable) thread:
-                        # end the burst only if there is nothing to wait for anyway.
+                with self._bounded():
+                    self._collect()
+                    # Whether a store call went through this round (only that ends an outage).
+                    answered = False
+                    # Successes wait for the lease below, to go in its round trip; failures
+                    # are written right after it: a retry due now must not wait for their
+                    # round trips.
+                    leasing = not self._stopping and executor.free() > 0
+                    held = self._held_successes() if leasing else None
+                    if not leasing and self._pending():
+                        self._flush()
+                        answered = True
+                    mono = clock.monotonic()
+                    if mono >= next_beat:
+                        self._beat()
+                        next_beat = mono + self.heartbeat
+                        answered = True
+                    self._expire(mono)
+                    deadline_ = min(
+                        (a.deadline for a in self._running.values() if a.state is RUNNING),
+                        default=math.inf,
+                    )
+                    timeout = self._schedule(min(next_beat, deadline_) - mono)
+                    if self._stopping:
+                        assert self._stop_at is not None
+                        if answered:
+                            self._store_answered()
+                        self._wait(min(timeout, self._stop_at - mono))
+                        continue
+                    free = executor.free()
+                    due: float | None = None
+                    now = 0.0
+                    poll = math.inf
+                    due_in: float | None = None
+                    if free > 0:
+                        capacity_ = self._offer()
+                        # Lease first: under load there is work, and asking "when is the next
+                        # due time?" only when the lease came back empty saves a store call.
+                        got = self._lease(store, free, capacity_, held)
+                        held = None
+                        answered = True
+                        for task in got:
+                            if not self._holds(task):
+                                self._dispatch(executor, task)
+                        self._flush()
+                        if got:
+                            gap = 0.0
+                            if len(got) >= free:
+                                self._store_answered()
+                                continue  # more may be due
+                            # Fewer than asked for: nothing else was due when the lease
+                            # looked. Ask for the next due time now rather than after another
+                            # lease.
+                        due = store.next_due_at(self.queues, capacity=capacity_)
+                        # Read after the call: a wait armed for ``due`` must not overrun by
+                        # the time the call took.
                         now = store.now()
-                        due = store.next_due_at(self.queues, capacity=self._offer())
-                    if (free > 0 or not executor.booting()) and self._burst_over(due, now, wait):
-                        return
-                errors = 0
+                        if due is not None and due <= now:
+                            # Due, yet nothing leased: it became due after the lease looked,
+                            # someone else took it, or a lapsed lease is reclaimed only
+                            # strictly after its expiry. Look again at once, then with a
+                            # growing gap.
+                            timeout = min(timeout, gap)
+                            gap = min(max(gap * 2, _MIN_GAP), self.poll_interval or 0.05)
+                        elif due is not None:
+                            due_in = due - now
+                            timeout = min(timeout, due_in)
+                        if self.poll_interval is not None and not self._watched:
+                            poll = self.poll_interval
+                    if held is not None:  # not leased after all (a child process died meanwhile)
+                        self._flush()
+                    if burst and not self._running and not self._reports and not self._pending():
+                        if free <= 0 and not executor.booting():
+                            # Every slot is held by an abandoned (timed-out, unkillable)
+                            # thread: end the burst only if there is nothing to wait for.
+                            now = store.now()
+                            due = store.next_due_at(self.queues, capacity=self._offer())
+                            answered = True
+                        if (free > 0 or not executor.booting()) and self._burst_over(
+                            due, now, wait
+                        ):
+                            if answered:
+                                self._store_answered()
+                            return
+                if answered:
+                    self._store_answered()
                 if instrument.hooks:
                     self._report_slots()
                 self._wait(timeout, poll, due_in)
-            except Exception:
-                errors += 1
-                pause = _STORE_BACKOFF.delay(min(errors, 30))
-                logger.exception(
-                    "resile worker %s: store error; trying again in %.3f s", self.worker_id, pause
-                )
+            except Exception as exc:
+                pause = self._store_failed(exc)
+                if self._stop_at is not None:
+                    pause = min(pause, max(0.0, self._stop_at - clock.monotonic()))
                 self._wait(pause)
+
+    def _bounded(self) -> deadline:
+        """The deadline of the store calls of one round: they ride through an outage for at
+        most ``_STORE_PATIENCE`` seconds, and never past the end of the grace period."""
+        now = self._clock.monotonic()
+        end = now + _STORE_PATIENCE
+        if self._stop_at is not None:
+            end = max(now, min(end, self._stop_at))
+        return deadline(at=end)
+
+    def _holds(self, task: Task) -> bool:
+        """Whether this worker already runs ``task``, or holds its outcome unwritten.
+
+        That happens when its lease lapsed during a store outage and this very worker
+        leased the task again when the store came back: the new lease is this worker's,
+        so the outcome it holds is written under it (or the attempt still running
+        finishes under it); the task is not run a second time.
+        """
+        execution = self._running.get(task.id)
+        if execution is None:
+            return False
+        logger.info(
+            "resile worker %s: leased task %s again after its lease lapsed; keeping the "
+            "attempt it already ran",
+            self.worker_id,
+            task.id,
+        )
+        return True
+
+    def _store_failed(self, exc: Exception) -> float:
+        """Note a failed round (the store refused a call); returns the pause before the next.
+
+        An outage is logged once when it starts (a ``StoreUnavailable`` in one line, any
+        other error with its traceback) and once when it ends (``_store_answered``); a
+        new kind of error during it is logged once more.
+        """
+        self._outage_errors += 1
+        kind = type(exc).__name__
+        if self._outage_since is None or kind != self._outage_kind:
+            if self._outage_since is None:
+                self._outage_since = self._clock.monotonic()
+            self._outage_kind = kind
+            held = len(self._done) + len(self._writes)
+            if isinstance(exc, StoreUnavailable):
+                logger.warning(
+                    "resile worker %s: %s; holding %d outcome(s) unwritten, trying again "
+                    "with backoff (logged again when the store answers)",
+                    self.worker_id,
+                    exc,
+                    held,
+                )
+            else:
+                logger.exception(
+                    "resile worker %s: store error; holding %d outcome(s) unwritten, trying "
+                    "again with backoff (logged again when the store answers)",
+                    self.worker_id,
+                    held,
+                )
+        else:
+            logger.debug("resile worker %s: store error again: %r", self.worker_id, exc)
+        return _STORE_BACKOFF.delay(min(self._outage_errors, 30))
+
+    def _store_answered(self) -> None:
+        """A round went through: end the outage under way, if any, with one log line."""
+        since = self._outage_since
+        if since is None:
+            return
+        logger.warning(
+            "resile worker %s: the store answers again after %.1f s (%d round(s) failed)",
+            self.worker_id,
+            self._clock.monotonic() - since,
+            self._outage_errors,
+        )
+        self._outage_since = None
+        self._outage_errors = 0
+        self._outage_kind = ""
 
     def _lease(
         self,
@@ -716,6 +834,9 @@ class Worker:
         self.stats.leased += 1
         if instrument.hooks:
             self._started(execution)
+        # The store calls' deadline of this round is not the handler's (an async executor
+        # would hand the coroutine a copy of this context).
+        token = _time.DEADLINE.set(None)
         try:
             executor.submit(execution)
         except Exception as exc:
@@ -724,6 +845,8 @@ class Worker:
                 execution,
                 failure(type(exc).__name__, f"the worker could not start the attempt: {exc}"),
             )
+        finally:
+            _time.DEADLINE.reset(token)
 
     def _collect(self) -> None:
         """Move executor reports of still-running attempts to the write queue."""
@@ -985,7 +1108,9 @@ class Worker:
 
     def _beat(self) -> None:
         self._beat_record()
-        ids = [tid for tid, a in self._running.items() if a.state is not ABORTED]
+        # Every task this worker holds: running attempts, and finished or timed-out ones
+        # whose outcome is not written yet (a store outage): their leases must not lapse.
+        ids = list(self._running)
         if not ids:
             return
         held = self.store.renew_many(ids, self.worker_id, lease_seconds=self.lease_seconds)
@@ -1034,22 +1159,35 @@ class Worker:
                 )
 
     def _hand_back(self, executor: Executor) -> None:
-        """At exit: abort what still runs and give it back to the queue; write what is pending."""
+        """At exit: abort what still runs and give it back to the queue; write what is
+        pending. One pass that rides through an outage for at most ``_STORE_PATIENCE``
+        (not at all after a second signal); what the store refuses is logged, naming
+        the tasks."""
         self._collect()
         for execution in list(self._running.values()):
             if execution.state is RUNNING:
                 execution.state = ABORTED
                 executor.abort(execution)
                 self._writes.append((execution, None))
-        for i in range(5):
-            try:
+        try:
+            # The hand-back rides through an outage for a second, but not after a second
+            # signal (stop(force=True)): then each write is tried once.
+            patience = 0.0 if self._force else _STORE_PATIENCE
+            with deadline(at=self._clock.monotonic() + patience):
                 self._flush()
-                break
-            except Exception:
-                logger.exception(
-                    "resile worker %s: could not record outcomes at shutdown", self.worker_id
-                )
-                self._clock.sleep(_STORE_BACKOFF.delay(i + 1))
+        except Exception as exc:
+            left = [e.task.id for e, _ in self._done] + [e.task.id for e, _ in self._writes]
+            named = ", ".join(left[:_NAMED]) + (", ..." if len(left) > _NAMED else "")
+            logger.warning(
+                "resile worker %s: exiting with %d outcome(s) the store did not take (%s): %s; "
+                "those tasks run again once their leases lapse (within %g s), the attempt "
+                "counted",
+                self.worker_id,
+                len(left),
+                " ".join(str(exc).split()) or type(exc).__name__,
+                named,
+                self.lease_seconds,
+            )
         self._running.clear()
         self._done.clear()
         self._writes.clear()

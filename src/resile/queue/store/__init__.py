@@ -8,8 +8,10 @@ naming its module, imported only when such a URL is opened).
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from resile.queue.store.base import IfExists, Listener, Store
 
@@ -84,5 +86,12 @@ def open_store(url: str, **options: Any) -> Store:
         raise ValueError(
             f"store URL {url!r}: unknown scheme {scheme!r}; known: {', '.join(schemes())}"
         )
+    try:
+        urlsplit(url).port  # noqa: B018 - raises on a port that is not a number 0-65535
+    except ValueError:
+        shown = re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)  # no password
+        raise ValueError(
+            f"store URL {shown!r}: the port must be a number from 0 to 65535"
+        ) from None
     factory = _resolve(scheme, target) if isinstance(target, str) else target
     return factory(url, **options)

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from resile.queue._names import HISTORY_LIMIT, TaskStatus
-from resile.queue.store.base import dumps, dumps_shared
+from resile.queue.store.base import dumps, dumps_params, dumps_shared
 from resile.queue.task import AttemptRecord, Task, TaskError, TaskSpec
 
 __all__ = [
@@ -190,7 +190,7 @@ def encode_new(spec: TaskSpec, task_id: str, due_at: float, now: float) -> dict[
         "id": task_id,
         "queue": spec.queue,
         "handler": spec.handler,
-        "params": dumps(spec.params),
+        "params": dumps_params(spec.params, task_id),
         "priority": spec.priority,
         "status": TaskStatus.PENDING.value,
         "attempts": 0,

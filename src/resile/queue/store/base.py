@@ -51,6 +51,7 @@ from resile._closing import Closing
 from resile.errors import StoreConflict
 from resile.queue._names import (
     DEFAULT_LEASE_SECONDS,
+    MAX_PARAMS_BYTES,
     TERMINAL_STATUSES,
     Outcome,
     Tally,
@@ -73,6 +74,7 @@ __all__ = [
     "check_seconds",
     "counts_by_queue",
     "dumps",
+    "dumps_params",
     "dumps_shared",
     "encode_results",
     "fail_args",
@@ -1037,6 +1039,22 @@ _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 def dumps(value: Any) -> str:
     """Compact JSON, NaN and infinities refused: how stores write JSON fields."""
     return _encode(value)
+
+
+def dumps_params(params: Mapping[str, Any], task_id: str) -> str:
+    """``dumps(params)`` of a new task, refused past ``MAX_PARAMS_BYTES``.
+
+    Raises:
+        ValueError: naming the task, the size and the limit (before anything is written).
+    """
+    text = _encode(params)
+    if len(text) > MAX_PARAMS_BYTES:  # ASCII (the encoder escapes the rest): chars = bytes
+        raise ValueError(
+            f"task {task_id!r}: params are {len(text):,} bytes of JSON, more than the "
+            f"{MAX_PARAMS_BYTES:,} a task may carry; keep large data elsewhere (a file, an "
+            "object store) and pass its name in params"
+        )
+    return text
 
 
 # Flat mappings that many tasks share (a task function's backoff policy): id -> (a copy of

@@ -12,6 +12,15 @@
 * ``synchronous=NORMAL`` by default: in WAL mode a committed transaction
   survives a crash of the process (``kill -9``); pass ``?synchronous=full`` to
   also survive power loss, at some cost in throughput.
+* The WAL is bounded: SQLite checkpoints it every ``wal_limit`` bytes
+  (``wal_autocheckpoint``) and truncates it back to that size
+  (``journal_size_limit``); every ``CHECKPOINT_EVERY`` seconds after a write the
+  store also tries a ``wal_checkpoint(TRUNCATE)`` that never waits for a lock,
+  so an idle store's WAL shrinks to nothing and a disk that filled up gets its
+  space back.
+* A write SQLite cannot do now (disk full, I/O error, still locked after
+  ``lock_timeout``) raises ``resile.errors.StoreUnavailable`` naming the file
+  and what to do; the store goes on by itself once the cause is gone.
 
 Due tasks are found without scanning delayed ones, as a Redis store does with
 two sorted sets: a ``ready`` flag splits ``PENDING`` rows into *delayed*
@@ -28,6 +37,7 @@ depends on), and rows become tasks through ``resile.queue.store._codec``.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import heapq
 import json
 import os
@@ -38,8 +48,9 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote
 
+from resile import _time
 from resile.backoff import Exponential
-from resile.errors import DuplicateTask
+from resile.errors import DuplicateTask, StoreUnavailable
 from resile.queue import _transitions as tr
 from resile.queue._names import (
     DEFAULT_LEASE_SECONDS,
@@ -98,6 +109,23 @@ T = TypeVar("T")
 
 # The most ready rows one query of ``lease`` reads per queue.
 _MAX_CHUNK = 256
+#: The default bound of the WAL file, in bytes (``wal_limit``).
+WAL_LIMIT = 1 << 20
+#: Seconds between two tries of a truncating checkpoint (each after a write).
+CHECKPOINT_EVERY = 10.0
+# What SQLite answers when it cannot write now, and what the user can do about it.
+_UNAVAILABLE = (
+    (("full",), "free space on its file system; the store goes on by itself once there is room"),
+    (
+        ("locked", "busy"),
+        "another connection held the write lock for longer than lock_timeout; "
+        "try again, or raise lock_timeout",
+    ),
+    (
+        ("disk i/o", "unable to open", "readonly", "read-only"),
+        "check the file system and the file's permissions; the store goes on once it can write",
+    ),
+)
 
 
 class _Locked(Exception):
@@ -122,6 +150,15 @@ def _locked_as_retryable(fn: Callable[[], T]) -> T:
         raise
 
 
+def _advice(exc: sqlite3.OperationalError) -> str | None:
+    """What to do when ``exc`` means "cannot write now"; None for any other error."""
+    msg = str(exc).lower()
+    for words, advice in _UNAVAILABLE:
+        if any(w in msg for w in words):
+            return advice
+    return None
+
+
 def _decode(row: sqlite3.Row, strict: bool = True) -> Task:
     """Row -> Task through the one codec (``strict``: see ``resile.queue.store._codec``)."""
     return decode(dict(zip(row.keys(), row, strict=True)), strict)
@@ -140,10 +177,16 @@ class SQLiteStore(Store):
             database locked is retried with backoff before the error is raised.
         synchronous: ``"NORMAL"`` (default: durable across process crashes)
             or ``"FULL"`` (also across power loss).
+        wal_limit: bytes the WAL file may reach before SQLite checkpoints it
+            and truncates it back (``wal_autocheckpoint``,
+            ``journal_size_limit``); at least 65536.
 
     Raises:
         ValueError: a bad option, named with its value.
         sqlite3.DatabaseError: the file is not a SQLite database.
+        resile.errors.StoreUnavailable: (any method) the file cannot be
+            written now: disk full, I/O error, locked for longer than
+            ``lock_timeout``.
     """
 
     def __init__(
@@ -154,6 +197,7 @@ class SQLiteStore(Store):
         busy_timeout: float = 5.0,
         lock_timeout: float = 30.0,
         synchronous: str = "NORMAL",
+        wal_limit: int = WAL_LIMIT,
     ) -> None:
         super().__init__(clock=clock)
         if not isinstance(path, str) or not path:
@@ -165,6 +209,12 @@ class SQLiteStore(Store):
             raise ValueError(
                 f"SQLiteStore: synchronous must be NORMAL, FULL, EXTRA or OFF, got {synchronous!r}"
             )
+        if isinstance(wal_limit, bool) or not isinstance(wal_limit, int) or wal_limit < 65536:
+            raise ValueError(
+                f"SQLiteStore: wal_limit must be an int of bytes >= 65536, got {wal_limit!r}"
+            )
+        self.wal_limit = wal_limit
+        self._checkpoint_at = -float("inf")  # resile's monotonic clock: last truncating try
         self.path = path
         self._tallies_pruned = -1  # the minute the counters were last pruned
         self.memory = path == ":memory:" or path.startswith("file::memory:")
@@ -180,6 +230,7 @@ class SQLiteStore(Store):
             backoff=Exponential(0.002, max_delay=0.25),
             stop=after_elapsed(lock_timeout),
             name=f"sqlite transaction on {path}",
+            quiet=True,  # a give-up is raised as StoreUnavailable, which says it all
         )
         # Wrapped once: only ``database is locked`` / ``busy`` is retried.
         self._retry_call: Callable[[Callable[[], Any]], Any] = self._retrying(_locked_as_retryable)
@@ -189,8 +240,8 @@ class SQLiteStore(Store):
     def from_url(cls, url: str, **options: Any) -> SQLiteStore:
         """Open ``sqlite:///relative.db``, ``sqlite:////absolute.db`` or ``sqlite:///:memory:``.
 
-        Query options: ``busy_timeout``, ``lock_timeout`` (seconds) and
-        ``synchronous``; keyword ``options`` override them.
+        Query options: ``busy_timeout``, ``lock_timeout`` (seconds),
+        ``synchronous`` and ``wal_limit`` (bytes); keyword ``options`` override them.
 
         Raises:
             ValueError: not a ``sqlite:///`` URL, or an unknown option.
@@ -216,10 +267,17 @@ class SQLiteStore(Store):
                     ) from None
             elif key == "synchronous":
                 opts[key] = value
+            elif key == "wal_limit":
+                try:
+                    opts[key] = int(value)
+                except ValueError:
+                    raise ValueError(
+                        f"SQLite URL {url!r}: wal_limit must be bytes (an integer), got {value!r}"
+                    ) from None
             else:
                 raise ValueError(
                     f"SQLite URL {url!r}: unknown option {key!r} "
-                    "(known: busy_timeout, lock_timeout, synchronous)"
+                    "(known: busy_timeout, lock_timeout, synchronous, wal_limit)"
                 )
         opts.update(options)
         return cls(path, **opts)
@@ -244,14 +302,22 @@ class SQLiteStore(Store):
                 mode = c.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 if str(mode).lower() != "wal":
                     raise sqlite3.OperationalError(f"could not switch {self.path} to WAL: {mode}")
+                page = int(c.execute("PRAGMA page_size").fetchone()[0]) or 4096
+                c.execute(f"PRAGMA journal_size_limit = {self.wal_limit}")
+                c.execute(f"PRAGMA wal_autocheckpoint = {max(1, self.wal_limit // page)}")
             c.execute(f"PRAGMA synchronous = {self.synchronous}")
 
         try:
             self._with_retry(lambda: setup(conn))
             self._tx(self._create_schema)
-        except BaseException:  # not a database, a newer schema ...: nothing stays open
+        except BaseException as exc:  # not a database, a newer schema ...: nothing stays open
             conn.close()
             self._conn = None
+            if type(exc) is sqlite3.DatabaseError and "not a database" in str(exc):
+                raise sqlite3.DatabaseError(
+                    f"{self.path}: file is not a database (not a resile SQLite store); "
+                    "check the path"
+                ) from exc
             raise
         return conn
 
@@ -292,7 +358,40 @@ class SQLiteStore(Store):
         try:
             return self._retry_call(fn)  # type: ignore[no-any-return]
         except _Locked as exc:
-            raise exc.error from None
+            raise self._unavailable(exc.error) from exc.error
+        except sqlite3.OperationalError as exc:
+            if _advice(exc) is None:
+                raise
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: sqlite3.OperationalError) -> StoreUnavailable:
+        """``exc`` as the one "cannot write now" error; a full disk also gets a try at
+        giving the WAL's space back (a truncating checkpoint)."""
+        if "full" in str(exc).lower():
+            self._checkpoint_at = -float("inf")
+            self._checkpoint()
+        return StoreUnavailable(self.url, str(exc), _advice(exc) or "try again later")
+
+    def _checkpoint(self) -> None:
+        """Try to checkpoint the WAL and truncate it to nothing, without waiting for a lock
+        (another connection's reader or writer makes it a no-op); at most once every
+        ``CHECKPOINT_EVERY`` seconds."""
+        mono = _time.clock.monotonic()
+        if self.memory or mono - self._checkpoint_at < CHECKPOINT_EVERY:
+            return
+        self._checkpoint_at = mono
+        with self._lock:
+            conn = self._conn
+            if conn is None or conn.in_transaction:
+                return
+            try:
+                conn.execute("PRAGMA busy_timeout = 0")
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.Error:
+                pass  # best effort: the next try comes after the next write
+            finally:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
 
     def _tx(self, body: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``body`` in one ``BEGIN IMMEDIATE`` transaction, retried while locked."""
@@ -313,7 +412,9 @@ class SQLiteStore(Store):
                     raise
                 return result
 
-        return self._with_retry(once)
+        result = self._with_retry(once)
+        self._checkpoint()
+        return result
 
     # Every write is one transaction; the name says which kind a method does.
     _write = _tx

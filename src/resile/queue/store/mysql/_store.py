@@ -27,6 +27,7 @@ import pymysql.constants.CLIENT
 import pymysql.cursors
 
 from resile.backoff import Exponential
+from resile.errors import StoreUnavailable
 from resile.queue._names import DEFAULT_LEASE_SECONDS, META_TABLE
 from resile.queue.store._sql_options import (
     DEFAULT_FAILED_RETENTION,
@@ -237,6 +238,7 @@ class MySQLStore(SQLiteStore):
             backoff=Exponential(0.005, max_delay=0.5),
             stop=after_elapsed(check_seconds(retry_for, "MySQLStore: retry_for")),
             name=f"mysql transaction on {self.url}",
+            quiet=True,  # a give-up is raised as StoreUnavailable, which says it all
         )
         conn = self._new_connection()
         try:
@@ -272,7 +274,7 @@ class MySQLStore(SQLiteStore):
                 init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
             )
         except pymysql.err.OperationalError as exc:
-            raise ConnectionError(f"MySQL at {self.url}: cannot connect: {exc.args[-1]}") from None
+            raise StoreUnavailable.server_down(self.url, f"cannot connect: {exc.args[-1]}") from exc
         return _Connection(raw)
 
     def _migrate(self, conn: _Connection, migrate: bool) -> None:
@@ -380,8 +382,15 @@ class MySQLStore(SQLiteStore):
 
         try:
             return self._retrying(once)()
-        except _Transient as exc:
-            raise exc.error from None
+        except _Transient as exc:  # still failing after retry_for
+            error = exc.error
+            if isinstance(error, StoreUnavailable):  # no connection could be made
+                raise error from error.__cause__
+            reason = f"{type(error).__name__}: {error}"
+            if _code(error) in _LOCK_ERRORS:
+                advice = "other transactions held the rows for longer than retry_for; try again"
+                raise StoreUnavailable(self.url, reason, advice) from error
+            raise StoreUnavailable.server_down(self.url, reason) from error
 
     def _give_back(self, conn: _Connection) -> None:
         with self._lock:

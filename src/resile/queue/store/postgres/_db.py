@@ -27,6 +27,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from resile.backoff import Exponential
+from resile.errors import StoreUnavailable
 from resile.queue.store._sql_options import redact
 from resile.queue.store.base import check_seconds
 from resile.queue.store.postgres import _sql
@@ -172,6 +173,7 @@ class Database:
             backoff=Exponential(0.01, max_delay=1.0),
             stop=after_elapsed(self.retry_for),
             name=f"postgres transaction on {self.url}",
+            quiet=True,  # a give-up is raised as StoreUnavailable, which says it all
         )
         self._pid = os.getpid()
         with self.connect(dict_rows=True) as conn, conn.transaction(), conn.cursor() as cur:
@@ -191,9 +193,7 @@ class Database:
                 connect_timeout=max(1, math.ceil(wait)),
             )
         except psycopg.OperationalError as exc:
-            lines = str(exc).strip().splitlines()
-            reason = lines[-1] if lines else type(exc).__name__
-            raise ConnectionError(f"PostgreSQL at {self.url}: cannot connect: {reason}") from None
+            raise self.unavailable(exc, "cannot connect: ") from exc
 
     def _open_pool(self) -> ConnectionPool[psycopg.Connection[dict[str, Any]]]:
         pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] = ConnectionPool(
@@ -260,6 +260,22 @@ class Database:
             return self._retrying(once)()
         except Again as exc:  # a race that kept recurring for retry_for seconds
             raise RuntimeError(f"{self.url}: a transaction kept meeting concurrent writes") from exc
+        except (psycopg.OperationalError, PoolTimeout) as exc:  # still down after retry_for
+            raise self.unavailable(exc) from exc
+
+    def unavailable(self, exc: BaseException, what: str = "") -> StoreUnavailable:
+        """A failure that outlasted ``retry_for`` (``exc``) as the one "cannot write now"
+        error: a lost server, or locks held elsewhere (a statement timeout, deadlocks)."""
+        lines = str(exc).strip().splitlines()
+        reason = f"{what}{lines[-1] if lines else type(exc).__name__}"
+        if isinstance(exc, (psycopg.errors.QueryCanceled, psycopg.errors.TransactionRollback)):
+            return StoreUnavailable(
+                self.url,
+                f"{type(exc).__name__}: {reason}",
+                "other transactions held the rows or the table for longer than retry_for "
+                "(or statement_timeout); try again",
+            )
+        return StoreUnavailable.server_down(self.url, reason)
 
     def run(
         self, steps: Callable[[bool], Generator[Step, Rows, T]], *, single_first: bool = False

@@ -221,6 +221,11 @@ class PostgresStore(Schedules, Dashboard, Store):
             )
         opts, rest = read_options(url, _OPTIONS, what="PostgreSQL")
         opts.update(options)
+        if not parts.netloc and parts.path in ("", "/"):
+            raise ValueError(
+                f"PostgreSQL URL {redact(url)!r} names no server and no database "
+                "(postgresql://user:password@host:5432/db)"
+            )
         conninfo = urlunsplit(
             ("postgresql", parts.netloc, parts.path, urlencode(rest, quote_via=quote), "")
         )

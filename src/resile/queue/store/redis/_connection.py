@@ -7,7 +7,9 @@
   ``redis.asyncio`` connection belongs to its loop).
 * A call that meets a connection error (Redis restarting, unreachable,
   loading its data) is tried again with resile's backoff for up to
-  ``retry_for`` seconds; the outage is logged once each way.
+  ``retry_for`` seconds; the outage is logged once each way. When it is still
+  on after that, the call raises ``resile.errors.StoreUnavailable`` (the
+  redis-py error is its cause).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from resile.backoff import Exponential
+from resile.errors import StoreUnavailable
 from resile.queue.store.redis import _scripts
 from resile.retry import Retrying
 from resile.stop import after_elapsed
@@ -114,8 +117,8 @@ Op = Generator["Eval | Command | Pipeline", Any, T]
 def is_transient(exc: BaseException) -> bool:
     """Whether a redis-py error means "try again later" (connection lost, server loading,
     writes refused for want of memory or disk ...)."""
-    if isinstance(exc, (AuthenticationError, AuthorizationError)):
-        return False
+    if isinstance(exc, (AuthenticationError, AuthorizationError, StoreUnavailable)):
+        return False  # StoreUnavailable: a call's own ride-through is already over
     if isinstance(exc, (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OutOfMemoryError)):
         return True
     if isinstance(exc, ResponseError):
@@ -176,6 +179,7 @@ class Connection:
             backoff=RECONNECT_BACKOFF,
             stop=after_elapsed(retry_for),
             name=f"redis call on {self.safe}",
+            quiet=True,  # the outage is logged once each way, and raised as StoreUnavailable
         )
 
     def ensure(self) -> None:
@@ -194,8 +198,10 @@ class Connection:
         try:
             result = fn()
         except Exception as exc:
-            if not is_transient(exc) or self.retry_for <= 0:
+            if not is_transient(exc):
                 raise
+            if self.retry_for <= 0:
+                raise self.unavailable(exc) from exc
             self.trouble(exc)
 
             def again() -> T:
@@ -206,10 +212,26 @@ class Connection:
                         self.trouble(err)
                     raise
 
-            result = self._retrying(again)()
+            try:
+                result = self._retrying(again)()
+            except Exception as err:
+                if is_transient(err):
+                    raise self.unavailable(err) from err
+                raise
         if self._down_since is not None:
             self.recovered()
         return result
+
+    def unavailable(self, exc: BaseException) -> StoreUnavailable:
+        """``exc`` (a transient redis-py error) as the one "cannot write now" error."""
+        text = str(exc)
+        if text.startswith(_REFUSED_WRITES) or any(f"-{c}" in text for c in _REFUSED_WRITES):
+            advice = (
+                "Redis refuses writes until it has memory (maxmemory) or can persist to its "
+                "disk again; tasks already stored are kept"
+            )
+            return StoreUnavailable(self.safe, f"{type(exc).__name__}: {text}", advice)
+        return StoreUnavailable.server_down(self.safe, f"{type(exc).__name__}: {text}")
 
     def trouble(self, exc: BaseException) -> None:
         """Note a connection problem; the first one of an outage is logged.
@@ -360,8 +382,10 @@ class Connection:
         try:
             result = await fn()
         except Exception as exc:
-            if not is_transient(exc) or self.retry_for <= 0:
+            if not is_transient(exc):
                 raise
+            if self.retry_for <= 0:
+                raise self.unavailable(exc) from exc
             self.trouble(exc)
 
             async def again() -> T:
@@ -372,7 +396,12 @@ class Connection:
                         self.trouble(err)
                     raise
 
-            result = await self._retrying(again)()
+            try:
+                result = await self._retrying(again)()
+            except Exception as err:
+                if is_transient(err):
+                    raise self.unavailable(err) from err
+                raise
         if self._down_since is not None:
             self.recovered()
         return result

@@ -9,7 +9,7 @@ from typing import Any
 
 from resile.errors import DuplicateTask
 from resile.queue.store._codec import created_task, has_needs
-from resile.queue.store.base import IfExists, dumps, dumps_shared
+from resile.queue.store.base import IfExists, dumps, dumps_params, dumps_shared
 from resile.queue.store.redis import _keys as K
 from resile.queue.store.redis import _scripts
 from resile.queue.store.redis._decode import decode as _decode
@@ -88,7 +88,7 @@ def create_args(
             id=task_id,
             queue=spec.queue,
             handler=spec.handler,
-            params=dumps(params) if params else "{}",
+            params=dumps_params(params, task_id) if params else "{}",
             priority=str(priority),
             rank_prefix=rank,
             max_retries=str(spec.max_retries),
