@@ -48,6 +48,10 @@ _ASKED = os.environ.get("RESILE_MODEL_EXAMPLES")
 STEPS = 25
 
 
+if _ASKED:  # a long run: no per-test timeout
+    pytestmark = pytest.mark.timeout(0)
+
+
 def _examples(backend: str) -> int:
     if _ASKED:
         return int(_ASKED)

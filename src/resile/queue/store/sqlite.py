@@ -64,6 +64,7 @@ from resile.queue.store._codec import (
 )
 from resile.queue.store.base import (
     IfExists,
+    Reclaimed,
     Store,
     check_create_args,
     check_lease_args,
@@ -412,10 +413,13 @@ class SQLiteStore(Store):
             },
         )
 
-    def _reclaim(self, c: sqlite3.Connection, queues: Sequence[str], now: float) -> None:
+    def _reclaim(
+        self, c: sqlite3.Connection, queues: Sequence[str], now: float
+    ) -> builtins.list[Reclaimed]:
         rows = c.execute(
             sql.select_expired(len(queues)), {**sql.queue_params(queues), "now": now}
         ).fetchall()
+        out: builtins.list[Reclaimed] = []
         for row in rows:
             decision = tr.lease_expired(
                 attempts=row["attempts"],
@@ -433,6 +437,17 @@ class SQLiteStore(Store):
                 tr.LEASE_EXPIRED_ERROR,
             )
             self._apply_failure(c, row, decision, entry, now)
+            out.append(
+                Reclaimed(
+                    row["queue"],
+                    row["handler"],
+                    row["id"],
+                    row["attempts"],
+                    row["traceparent"],
+                    decision.dead,
+                )
+            )
+        return out
 
     def _apply_failure(
         self,
@@ -485,7 +500,11 @@ class SQLiteStore(Store):
         now: float | None = None,
     ) -> builtins.list[Task]:
         at = self.now(now)
-        return self._write(self._lease_body(queues, worker_id, limit, lease_seconds, capacity, at))
+        reclaimed: builtins.list[Reclaimed] = []
+        body = self._lease_body(queues, worker_id, limit, lease_seconds, capacity, at, reclaimed)
+        leased = self._write(body)
+        self._after_reclaim(reclaimed)
+        return leased
 
     def complete_then_lease(
         self,
@@ -501,7 +520,8 @@ class SQLiteStore(Store):
         """See ``Store.complete_then_lease``: both in one transaction (one commit)."""
         encoded = encode_results(items)
         at = self.now(now)
-        lease = self._lease_body(queues, worker_id, limit, lease_seconds, capacity, at)
+        reclaimed: builtins.list[Reclaimed] = []
+        lease = self._lease_body(queues, worker_id, limit, lease_seconds, capacity, at, reclaimed)
 
         def body(c: sqlite3.Connection) -> tuple[builtins.list[bool], builtins.list[Task]]:
             flags = [
@@ -509,7 +529,9 @@ class SQLiteStore(Store):
             ]
             return flags, lease(c)
 
-        return self._write(body)
+        out = self._write(body)
+        self._after_reclaim(reclaimed)
+        return out
 
     def _lease_body(
         self,
@@ -519,14 +541,16 @@ class SQLiteStore(Store):
         lease_seconds: float,
         capacity: Mapping[str, float] | None,
         at: float,
+        reclaimed: builtins.list[Reclaimed],
     ) -> Callable[[sqlite3.Connection], builtins.list[Task]]:
-        """The lease as a transaction body (arguments checked here, before any write)."""
+        """The lease as a transaction body (arguments checked here, before any write);
+        ``reclaimed`` receives the leases it reclaims (refilled if the body runs again)."""
         names = lease_call_args(queues, worker_id, limit, lease_seconds)
         flip = sql.flip_due(len(names))
         flip_params = {**sql.queue_params(names), "now": at}
 
         def body(c: sqlite3.Connection) -> builtins.list[Task]:
-            self._reclaim(c, names, at)
+            reclaimed[:] = self._reclaim(c, names, at)
             c.execute(flip, flip_params)
             open_ = self._unpaused(c, names)
             if not open_:
@@ -757,9 +781,7 @@ class SQLiteStore(Store):
 
     # -- anyone ---------------------------------------------------------------------------------
 
-    def cancel(self, task_id: str, *, now: float | None = None) -> bool:
-        at = self.now(now)
-
+    def _cancel(self, task_id: str, at: float) -> bool:
         def body(c: sqlite3.Connection) -> bool:
             row = c.execute(sql.SELECT_BY_ID, {"id": task_id}).fetchone()
             if row is None:

@@ -40,6 +40,7 @@ from resile.queue.store._sql_options import (
 )
 from resile.queue.store.base import (
     IfExists,
+    Reclaimed,
     Store,
     check_lease_args,
     check_list_args,
@@ -361,6 +362,7 @@ class PostgresStore(Dashboard, Store):
         queues: Sequence[str],
         now: float,
         wake: builtins.list[tuple[str, float]],
+        reclaimed: builtins.list[Reclaimed],
     ) -> None:
         cur.execute(self.q.SELECT_EXPIRED, {"queues": builtins.list(queues), "now": now})
         for row in cur.fetchall():
@@ -377,6 +379,12 @@ class PostgresStore(Dashboard, Store):
                 tr.LEASE_EXPIRED_ERROR,
             )  # fmt: skip
             self._failure_write(cur, row, decision, entry, now, wake)
+            reclaimed.append(
+                Reclaimed(
+                    row["queue"], row["handler"], row["id"], row["attempts"],
+                    row["traceparent"], decision.dead,
+                )
+            )  # fmt: skip
 
     def _lease_in(
         self,
@@ -388,10 +396,12 @@ class PostgresStore(Dashboard, Store):
         capacity: Mapping[str, float] | None,
         at: float,
         wake: builtins.list[tuple[str, float]],
+        reclaimed: builtins.list[Reclaimed],
     ) -> builtins.list[Task]:
-        """The lease's statements in the transaction of ``cur``."""
+        """The lease's statements in the transaction of ``cur``; the leases it reclaims go
+        to ``reclaimed``."""
         q = self.q
-        self._reclaim(cur, names, at, wake)
+        self._reclaim(cur, names, at, wake, reclaimed)
         open_ = self.unpaused(cur, names)
         if not open_:
             return []
@@ -490,18 +500,23 @@ class PostgresStore(Dashboard, Store):
         encoded = encode_results(items)
         names = lease_call_args(queues, worker_id, limit, lease_seconds)
         at = self.now(now)
+        reclaimed: builtins.list[Reclaimed] = []
 
         def body(
             cur: Cursor,
         ) -> tuple[builtins.list[bool], builtins.list[Task]]:
             wake: builtins.list[tuple[str, float]] = []
+            reclaimed.clear()  # a transaction run again reclaims afresh
             done = self._complete_in(cur, encoded, worker_id, at) if encoded else {}
             flags = [tid in done for tid, _ in encoded]
-            leased = self._lease_in(cur, names, worker_id, limit, lease_seconds, capacity, at, wake)
+            leased = self._lease_in(
+                cur, names, worker_id, limit, lease_seconds, capacity, at, wake, reclaimed
+            )
             self._wake_others(cur, wake)
             return flags, leased
 
         out = self._write(body)
+        self._after_reclaim(reclaimed)
         self._pruner.tick(at)
         if encoded and self.vacuum_every is not None:
             self._maybe_vacuum()
@@ -716,9 +731,7 @@ class PostgresStore(Dashboard, Store):
 
     # -- anyone ---------------------------------------------------------------------------------
 
-    def cancel(self, task_id: str, *, now: float | None = None) -> bool:
-        at = self.now(now)
-
+    def _cancel(self, task_id: str, at: float) -> bool:
         def body(cur: Cursor) -> bool:
             cur.execute(self.q.SELECT_LIVE_FOR_UPDATE, {"id": task_id})
             row = cur.fetchone()

@@ -7,7 +7,7 @@
 -- names, then one record per reclaim the caller decided (G.*): id, seen (the
 -- lease_expires_at it saw), dead ("1"|"0"), due_s, delay_s, error (JSON).
 -- Returns {"need", {id, lease_expires_at, attempts, max_retries, backoff,
--- last_delay}, ...} when expired leases need the caller's decision (nothing is
+-- last_delay, queue, handler, traceparent}, ...} when expired leases need the caller's decision (nothing is
 -- leased then), else {"ok", HGETALL, ...} of the leased tasks.
 local now_s, exp_s, worker = A.now_s, A.expires_s, A.worker
 local limit, cap, op, op_ttl = tonumber(A.limit), decode_cap(A.capacity), A.op, A.op_ttl_ms
@@ -48,7 +48,8 @@ for _, q in ipairs(queues) do
   for _, id in ipairs(ids) do
     local tk = task_key(id)
     local f = redis.call('HMGET', tk, F.status, F.lease_expires_at, F.attempts, F.max_retries,
-      F.backoff, F.last_delay, F.started_at, F.seq, F.rank, F.gated, F.history, F.hn)
+      F.backoff, F.last_delay, F.started_at, F.seq, F.rank, F.gated, F.history, F.hn,
+      F.handler, F.traceparent)
     local r = rec[id]
     local seen = f[2] or ''
     if f[1] ~= S.DOING then
@@ -70,7 +71,8 @@ for _, q in ipairs(queues) do
         add_pending(id, q, f[9] or '', f[10] == '1', r.due_s, now)
       end
     else
-      need[#need + 1] = {id, seen, f[3] or '0', f[4] or '0', f[5] or '', f[6] or ''}
+      need[#need + 1] = {id, seen, f[3] or '0', f[4] or '0', f[5] or '', f[6] or '', q,
+        f[13] or '', f[14] or ''}
     end
   end
 end
