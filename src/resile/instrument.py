@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeAlias
@@ -58,6 +58,8 @@ __all__ = [
     "SlotsEvent",
     "SupervisorEvent",
     "TaskEvent",
+    "attempt_carrier",
+    "attempt_scope",
     "emit",
     "for_task",
     "hooks",
@@ -383,6 +385,51 @@ def produce(queue: str, task: str) -> str | None:
             carrier = method(queue, task)
         except Exception:
             _failed(hook, (queue, task))
+            continue
+        if isinstance(carrier, str):
+            return carrier
+    return None
+
+
+@contextmanager
+def attempt_scope(task_id: str, attempt: int) -> Iterator[None]:
+    """The context the handler of a stored task's attempt runs in.
+
+    Enters what each installed hook with a ``scope(task_id, attempt)`` method
+    returns (a context manager, or ``None``): the OpenTelemetry hook makes the
+    attempt's consumer span current, so spans and logs the handler makes
+    belong to it. The worker's runner enters it around the handler call, in
+    the thread or asyncio task that runs it, only when ``hooks`` is not empty.
+    A hook whose ``scope`` fails is logged once and skipped.
+    """
+    with ExitStack() as stack:
+        for hook in hooks:
+            method = getattr(hook, "scope", None)
+            if method is None:
+                continue
+            try:
+                entered = method(task_id, attempt)
+                if entered is not None:
+                    stack.enter_context(entered)
+            except Exception:
+                _failed(hook, (task_id, attempt))
+        yield
+
+
+def attempt_carrier(task_id: str, attempt: int) -> str | None:
+    """The trace context of a running attempt, for a handler in another process.
+
+    The first string that a hook's ``carrier(task_id, attempt)`` method gives
+    (the OpenTelemetry hook: the consumer span's ``traceparent``), or ``None``.
+    """
+    for hook in hooks:
+        method = getattr(hook, "carrier", None)
+        if method is None:
+            continue
+        try:
+            carrier = method(task_id, attempt)
+        except Exception:
+            _failed(hook, (task_id, attempt))
             continue
         if isinstance(carrier, str):
             return carrier
