@@ -6,7 +6,8 @@ complete, fail, release, cancel, requeue and the clock moving past leases
 (expiry), and applies each step to a small in-memory model written here from
 the contract's words (``store/base.py``), not from ``_transitions``. Every
 answer is compared with the model's, and after every step so is every task
-(``get``), the counts (``stats``) and the next wake-up (``next_due_at``).
+(``get``), the counts (``stats``), the next wake-up (``next_due_at``) and the
+oldest due time (``oldest_due_at``).
 
 Each example runs on its own fresh queue of the one store of the test, so no
 example sees another's tasks. Times are passed as ``now=`` and are multiples
@@ -320,6 +321,12 @@ class StoreModel(RuleBasedStateMachine):
         for m in self.tasks.values():
             counts[m.status] += 1
         assert self.store.stats(self.queue) == counts
+
+    @invariant()
+    def oldest_due_at_is_the_earliest_pending_due_time(self) -> None:
+        """oldest_due_at: exactly the earliest due time of the queue's PENDING tasks."""
+        times = [m.due_at for m in self.tasks.values() if m.status is P]
+        assert self.store.oldest_due_at(self.queue) == (min(times) if times else None)
 
     @invariant()
     def next_due_at_is_the_next_wake_up(self) -> None:

@@ -219,6 +219,29 @@ class TestKeys:
         assert command_calls(raw, "hget", "hmget", "hgetall", "hset") - before < 20
 
 
+class TestDueIndex:
+    def test_a_store_without_the_due_index_gets_it_built_once(
+        self, rstore: RedisStore, raw: Any, namespace: str
+    ) -> None:
+        """Tasks written before the due index existed: oldest_due_at builds it, then is exact."""
+        rstore.create_many([spec(id=f"t{i}", due_at=T0 + i) for i in range(5)], now=T0)
+        due_key = f"{K.root(namespace)}:due:default"
+        assert raw.zcard(due_key) == 5
+        raw.delete(due_key)  # what a store written by an older resile holds
+        assert rstore.oldest_due_at("default") == T0
+        assert raw.zrange(due_key, 0, -1, withscores=True) == [(f"t{i}", T0 + i) for i in range(5)]
+        rstore.lease("default", W1, now=T0 + 1)  # takes t0: the index follows
+        assert rstore.oldest_due_at("default") == T0 + 1
+
+    def test_reading_it_is_one_lookup(self, rstore: RedisStore, raw: Any) -> None:
+        """oldest_due_at reads the index head, whatever the number of PENDING tasks."""
+        rstore.create_many([spec(delay=i) for i in range(2000)], now=T0)
+        rstore.oldest_due_at("default")  # (builds nothing: the index is complete)
+        before = command_calls(raw, "hget", "zrange", "zcard", "zadd")
+        assert rstore.oldest_due_at("default") == T0
+        assert command_calls(raw, "hget", "zrange", "zcard", "zadd") - before <= 4
+
+
 class TestRetention:
     def test_done_tasks_get_a_ttl_dead_letters_do_not(
         self, make_store: Any, clock: FakeEpoch, raw: Any

@@ -290,3 +290,22 @@ class TestAddedColumns:
             made = store.create(TaskSpec("h", traceparent=trace))
             got = store.get(made.id)
         assert got is not None and got.traceparent == trace
+
+
+class TestOldestDueIndex:
+    def test_oldest_due_at_reads_two_index_heads(self, tmp_path: Path) -> None:
+        """oldest_due_at searches the ready and delayed due-time indexes; it scans no table."""
+        with SQLiteStore(str(tmp_path / "q.db")) as s:
+            s.create_many([TaskSpec("h", delay=i % 3) for i in range(30)], now=T0)
+            conn = sqlite3.connect(str(tmp_path / "q.db"))
+            try:
+                plan = [
+                    row[3]
+                    for row in conn.execute(f"EXPLAIN QUERY PLAN {sql.OLDEST_DUE}", {"queue": "q"})
+                ]
+            finally:
+                conn.close()
+        searches = [p for p in plan if p.startswith("SEARCH")]
+        assert any(f"INDEX {TASKS_TABLE}_ready_due" in p for p in searches), plan
+        assert any(f"INDEX {TASKS_TABLE}_delayed" in p for p in searches), plan
+        assert not any(p.startswith("SCAN") for p in plan), plan

@@ -643,6 +643,20 @@ class Store(Closing, ABC):
         A paused queue counts as holding nothing.
         """
 
+    @abstractmethod
+    def oldest_due_at(self, queue: str) -> float | None:
+        """The earliest ``due_at`` of ``queue``'s ``PENDING`` tasks (due or not yet); ``None``
+        when it holds none.
+
+        Exact, and one indexed lookup (not a scan), so a metrics scrape can ask it of
+        every queue: ``now - oldest_due_at(queue)``, when positive, is how long the
+        oldest due task has waited. A paused queue's tasks count (they wait too);
+        resource needs do not matter.
+
+        Raises:
+            ValueError: ``queue`` is not a non-empty str.
+        """
+
     # -- pausing a queue ----------------------------------------------------------------------------
 
     @abstractmethod

@@ -983,6 +983,11 @@ class SQLiteStore(Store):
                 continue
         return out
 
+    def oldest_due_at(self, queue: str) -> float | None:
+        name = check_queue(queue, "oldest_due_at")
+        row = self._read(lambda c: c.execute(sql.OLDEST_DUE, {"queue": name}).fetchone())
+        return None if row is None or row[0] is None else float(row[0])
+
     def next_due_at(
         self,
         queues: str | Sequence[str],

@@ -44,6 +44,7 @@ from resile.queue.store.base import (
     Store,
     check_lease_args,
     check_list_args,
+    check_queue,
     check_seconds,
     encode_results,
     fail_args,
@@ -907,6 +908,16 @@ class PostgresStore(Dashboard, Store):
             self._purge_batches(statuses, at - kept, None)
             for statuses, kept in retention_classes(self.retention, self.failed_retention)
         )
+
+    def oldest_due_at(self, queue: str) -> float | None:
+        name = check_queue(queue, "oldest_due_at")
+
+        def body(cur: Cursor) -> float | None:
+            cur.execute(self.q.OLDEST_DUE, {"queue": name})
+            row = cur.fetchone()
+            return None if row is None or row["due_at"] is None else float(row["due_at"])
+
+        return self._read(body)
 
     def next_due_at(
         self,

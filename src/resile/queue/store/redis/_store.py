@@ -995,6 +995,11 @@ class RedisStore(Store):
         found = self._eval("next_due", [*_S["next_due"].argv(capacity=cap), *names])
         return None if found is None else float(found)
 
+    def oldest_due_at(self, queue: str) -> float | None:
+        name = check_queue(queue, "oldest_due_at")
+        found = self._eval("oldest_due", _S["oldest_due"].argv(queue=name))
+        return None if found is None else float(found)
+
     def _check_eviction(self) -> None:
         """Warn (once per store) when Redis may evict keys: it would delete tasks silently."""
         if self._eviction_checked:

@@ -16,6 +16,7 @@ local rank = ARGV[a + G.rank_prefix] .. string.format('%016x', seq)
 local gated = write_new(tk, a, rank, seq, now_s, op)
 redis.call('ZADD', status_key(S.PENDING, q), seq, id)
 redis.call('HINCRBY', QUEUES_KEY, q, 1)
+redis.call('ZADD', index_key(IX.due, q), due_s, id)
 -- Index it: the library's pending-index steps for one task, inline (cheaper per call).
 if gated then
   wake(q)

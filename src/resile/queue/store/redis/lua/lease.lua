@@ -147,6 +147,7 @@ for i = 1, #cands do
   local id = string.sub(m, RANK_LEN + 1)
   local tk = task_key(id)
   zrem_later(index_key(c[4], q), m)
+  zrem_later(index_key(IX.due, q), id)
   local f = redis.call('HMGET', tk, F.status, F.seq, F.attempts)
   if f[1] == S.PENDING then
     redis.call('HSET', tk, F.status, S.DOING, F.attempts, (tonumber(f[3]) or 0) + 1,
