@@ -67,6 +67,7 @@ __all__ = [
     "installed",
     "produce",
     "recording",
+    "scoped",
     "uninstall",
     "wants",
 ]
@@ -280,6 +281,9 @@ Hook = Callable[[Any], object]
 # event; both names are rebound (never mutated) under the lock, so a reader sees a whole value.
 hooks: tuple[Hook, ...] = ()
 wants: dict[Kind, tuple[Hook, ...]] = dict.fromkeys(Kind, ())
+# The installed hooks with a ``scope`` method (``attempt_scope``): the worker's runner tests
+# it before entering one, so hooks without (metrics, logs) cost an attempt nothing.
+scoped: tuple[Hook, ...] = ()
 # What emit calls per kind: (hook, the hook or its handler for the kind).
 _calls: dict[Kind, tuple[tuple[Hook, Hook], ...]] = dict.fromkeys(Kind, ())
 
@@ -302,7 +306,7 @@ def _kinds_of(hook: Hook) -> frozenset[Kind]:
 
 
 def _rebuild(new: tuple[Hook, ...]) -> None:
-    global hooks, wants, _calls
+    global hooks, wants, scoped, _calls
     table: dict[Kind, list[Hook]] = {k: [] for k in Kind}
     calls: dict[Kind, list[tuple[Hook, Hook]]] = {k: [] for k in Kind}
     for hook in new:
@@ -313,6 +317,7 @@ def _rebuild(new: tuple[Hook, ...]) -> None:
             calls[kind].append((hook, handlers.get(kind, hook)))
     _calls = {k: tuple(v) for k, v in calls.items()}
     wants = {k: tuple(v) for k, v in table.items()}
+    scoped = tuple(h for h in new if callable(getattr(h, "scope", None)))
     hooks = new
 
 
@@ -399,14 +404,12 @@ def attempt_scope(task_id: str, attempt: int) -> Iterator[None]:
     returns (a context manager, or ``None``): the OpenTelemetry hook makes the
     attempt's consumer span current, so spans and logs the handler makes
     belong to it. The worker's runner enters it around the handler call, in
-    the thread or asyncio task that runs it, only when ``hooks`` is not empty.
+    the thread or asyncio task that runs it, only when ``scoped`` is not empty.
     A hook whose ``scope`` fails is logged once and skipped.
     """
     with ExitStack() as stack:
-        for hook in hooks:
-            method = getattr(hook, "scope", None)
-            if method is None:
-                continue
+        for hook in scoped:
+            method = hook.scope  # type: ignore[attr-defined]
             try:
                 entered = method(task_id, attempt)
                 if entered is not None:
@@ -421,8 +424,9 @@ def attempt_carrier(task_id: str, attempt: int) -> str | None:
 
     The first string that a hook's ``carrier(task_id, attempt)`` method gives
     (the OpenTelemetry hook: the consumer span's ``traceparent``), or ``None``.
+    Asked of the ``scoped`` hooks (a hook with a carrier has a scope too).
     """
-    for hook in hooks:
+    for hook in scoped:
         method = getattr(hook, "carrier", None)
         if method is None:
             continue

@@ -380,7 +380,7 @@ class ProcessExecutor(Executor):
             "relay": bool(instrument.hooks),  # the child forwards its events only when heard
             # The attempt's span, for the child to make current (a tracing hook's carrier).
             "span": instrument.attempt_carrier(execution.task.id, execution.task.attempts)
-            if instrument.hooks
+            if instrument.scoped
             else None,
         }
         with contextlib.suppress(OSError, ValueError):  # a dead child: its reader reports it

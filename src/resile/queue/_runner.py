@@ -279,10 +279,10 @@ def run_sync(
     if isinstance(prepared, Result):
         return prepared
     fn, kwargs = prepared
-    # With a hook installed, the attempt's scope (its consumer span current) around the call.
+    # With a scoped hook installed (tracing), the attempt's span is current around the call.
     if carrier is not None:
         scope = _remote_scope(carrier)
-    elif instrument.hooks:
+    elif instrument.scoped:
         scope = instrument.attempt_scope(task.id, task.attempts)
     else:
         scope = _NO_SCOPE
@@ -313,7 +313,7 @@ async def run_async(
     if isinstance(prepared, Result):
         return prepared
     fn, kwargs = prepared
-    scope = instrument.attempt_scope(task.id, task.attempts) if instrument.hooks else _NO_SCOPE
+    scope = instrument.attempt_scope(task.id, task.attempts) if instrument.scoped else _NO_SCOPE
     with scope:  # in this asyncio task's context; ``offload`` carries it to its thread
         try:
             if inspect.iscoroutinefunction(fn):
