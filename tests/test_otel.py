@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -270,21 +269,16 @@ class TestCurrentSpan:
         mode: str,
         handler: str,
         tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch,
+        handler_module: Callable[[str], ModuleType],
     ) -> None:
         """While a handler runs (sync or async, in every mode) its attempt's consumer span is current."""
-        name = f"otel_handlers_{uuid.uuid4().hex[:8]}"
-        url = f"sqlite:///{tmp_path / 'q.db'}"
-        (tmp_path / f"{name}.py").write_text(HANDLERS.format(url=url), encoding="utf-8")
-        monkeypatch.syspath_prepend(str(tmp_path))
-        module = importlib.import_module(name)
+        module = handler_module(HANDLERS.format(url=f"sqlite:///{tmp_path / 'q.db'}"))
         try:
             task = module.queue.enqueue(handler, {})
             Worker(module.queue, mode=mode, concurrency=1).run(burst=True)
             done = module.queue.get(task.id)
         finally:
             module.queue.close()
-            sys.modules.pop(name, None)
         (span,) = traced.spans("process default")
         ctx = span.get_span_context()
         assert done is not None and done.result == {

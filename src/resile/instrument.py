@@ -382,17 +382,22 @@ def produce(queue: str, task: str) -> str | None:
     OpenTelemetry hook starts its producer span there) and returns the first
     string one gives. The queue calls it only when ``hooks`` is not empty.
     """
-    for hook in hooks:
-        method = getattr(hook, "produce", None)
+    return _first_string(hooks, "produce", (queue, task))
+
+
+def _first_string(among: tuple[Hook, ...], name: str, args: tuple[str, Any]) -> str | None:
+    """The first str that a hook's method ``name(*args)`` returns; a failing one is logged once."""
+    for hook in among:
+        method = getattr(hook, name, None)
         if method is None:
             continue
         try:
-            carrier = method(queue, task)
+            value = method(*args)
         except Exception:
-            _failed(hook, (queue, task))
+            _failed(hook, args)
             continue
-        if isinstance(carrier, str):
-            return carrier
+        if isinstance(value, str):
+            return value
     return None
 
 
@@ -426,18 +431,7 @@ def attempt_carrier(task_id: str, attempt: int) -> str | None:
     (the OpenTelemetry hook: the consumer span's ``traceparent``), or ``None``.
     Asked of the ``scoped`` hooks (a hook with a carrier has a scope too).
     """
-    for hook in scoped:
-        method = getattr(hook, "carrier", None)
-        if method is None:
-            continue
-        try:
-            carrier = method(task_id, attempt)
-        except Exception:
-            _failed(hook, (task_id, attempt))
-            continue
-        if isinstance(carrier, str):
-            return carrier
-    return None
+    return _first_string(scoped, "carrier", (task_id, attempt))
 
 
 class Relay:
