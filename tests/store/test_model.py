@@ -1,9 +1,9 @@
 """A model of the Store contract: random sequences of operations on every backend, checked.
 
 A hypothesis state machine drives one backend's ``Store`` (the ``store``
-fixture: every entry of ``tests/_backends.py``) through create, lease, renew,
-complete, fail, release, cancel, requeue and the clock moving past leases
-(expiry), and applies each step to a small in-memory model written here from
+fixture: every entry of ``tests/_backends.py``) through create (and create of an
+existing id), lease, renew, complete, complete_then_lease, fail, release,
+cancel, requeue, progress, purge and the clock moving past leases (expiry), and applies each step to a small in-memory model written here from
 the contract's words (``store/base.py``), not from ``_transitions``. Every
 answer is compared with the model's, and after every step so is every task
 (``get``), the counts (``stats``), the next wake-up (``next_due_at``) and the
@@ -113,6 +113,7 @@ class StoreModel(RuleBasedStateMachine):
         self.queue = f"m-{uuid.uuid4().hex[:12]}"
         self.now = T0
         self.tasks: dict[str, Model] = {}
+        self.gone: set[str] = set()  # purged
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -167,7 +168,8 @@ class StoreModel(RuleBasedStateMachine):
     )
     def create(self, priority: int, max_retries: int, delay: float) -> None:
         """create: a PENDING task due at now + delay, nothing run yet."""
-        tid = f"{self.queue}-{len(self.tasks)}"
+        n = len(self.tasks) + len(self.gone)
+        tid = f"{self.queue}-{n}"
         got = self.store.create(
             TaskSpec(
                 handler="h",
@@ -177,19 +179,68 @@ class StoreModel(RuleBasedStateMachine):
                 max_retries=max_retries,
                 backoff=Constant(RETRY_WAIT),
                 delay=delay,
-                params={"n": len(self.tasks)},
+                params={"n": n},
             ),
             now=self.now,
         )
-        model = Model(tid, priority, len(self.tasks), max_retries, self.now)
+        model = Model(tid, priority, n, max_retries, self.now)
         model.due_at, model.updated_at = self.now + delay, self.now
         self.tasks[tid] = model
         self.check(got, model)
         assert got.params == {"n": model.sequence} and got.handler == "h"
 
+    @precondition(lambda self: self.tasks)
+    @rule(data=st.data())
+    def create_again(self, data: st.DataObject) -> None:
+        """create of an existing id with if_exists="return": the stored task, unchanged."""
+        m = self.tasks[data.draw(self.ids())]
+        got = self.store.create(
+            TaskSpec(handler="other", id=m.id, queue=self.queue, priority=9),
+            if_exists="return",
+            now=self.now,
+        )
+        self.check(got, m)
+
     @rule(worker=st.sampled_from(WORKERS), limit=st.integers(1, 3))
     def lease(self, worker: str, limit: int) -> None:
         """lease: reclaim lapsed leases, then the due tasks by (priority, creation), up to limit."""
+        due = self.leased_now(worker, limit)
+        got = self.store.lease(self.queue, worker, limit=limit, lease_seconds=LEASE, now=self.now)
+        assert [t.id for t in got] == [m.id for m in due]
+        for task, m in zip(got, due, strict=True):
+            self.check(task, m)
+
+    @precondition(lambda self: self.tasks)
+    @rule(
+        data=st.data(),
+        worker=st.sampled_from(WORKERS),
+        limit=st.integers(1, 3),
+        result=st.integers(0, 9),
+    )
+    def complete_then_lease(
+        self, data: st.DataObject, worker: str, limit: int, result: int
+    ) -> None:
+        """complete_then_lease: the completion's flag (the holder's only), then a lease."""
+        m = self.tasks[data.draw(self.ids())]
+        held = m.held_by(worker)
+        if held:
+            self.completed(m, {"r": result})
+        due = self.leased_now(worker, limit)
+        flags, got = self.store.complete_then_lease(
+            [(m.id, {"r": result})],
+            self.queue,
+            worker,
+            limit=limit,
+            lease_seconds=LEASE,
+            now=self.now,
+        )
+        assert flags == [held]
+        assert [t.id for t in got] == [d.id for d in due]
+        for task, d in zip(got, due, strict=True):
+            self.check(task, d)
+
+    def leased_now(self, worker: str, limit: int) -> list[Model]:
+        """The model's lease at ``now``: what it reclaims, then the tasks it takes."""
         now = self.now
         for m in self.tasks.values():
             if m.status is D and m.expires_at is not None and m.expires_at < now:
@@ -205,10 +256,12 @@ class StoreModel(RuleBasedStateMachine):
         for m in due:
             m.status, m.attempts, m.owner = D, m.attempts + 1, worker
             m.expires_at, m.started_at, m.updated_at = now + LEASE, now, now
-        got = self.store.lease(self.queue, worker, limit=limit, lease_seconds=LEASE, now=now)
-        assert [t.id for t in got] == [m.id for m in due]
-        for task, m in zip(got, due, strict=True):
-            self.check(task, m)
+        return due
+
+    def completed(self, m: Model, result: object) -> None:
+        m.history.append((m.attempts, m.started_at, self.now, Outcome.OK))
+        m.status, m.result, m.progress = DONE, result, 100.0
+        m.expires_at, m.finished_at, m.updated_at = None, self.now, self.now
 
     @precondition(lambda self: self.tasks)
     @rule(data=st.data(), worker=st.sampled_from(WORKERS))
@@ -227,9 +280,7 @@ class StoreModel(RuleBasedStateMachine):
         m = self.tasks[data.draw(self.ids())]
         want = None
         if m.held_by(worker):
-            m.history.append((m.attempts, m.started_at, self.now, Outcome.OK))
-            m.status, m.result, m.progress = DONE, {"r": result}, 100.0
-            m.expires_at, m.finished_at, m.updated_at = None, self.now, self.now
+            self.completed(m, {"r": result})
             want = m
         got = self.store.complete(m.id, worker, {"r": result}, now=self.now)
         self.check(got, want)
@@ -305,6 +356,37 @@ class StoreModel(RuleBasedStateMachine):
             want = m
         self.check(self.store.requeue(m.id, delay=delay, now=self.now), want)
 
+    @precondition(lambda self: self.tasks)
+    @rule(
+        data=st.data(),
+        pct=st.sampled_from([10.0, 55.5]),
+        worker=st.sampled_from([None, *WORKERS]),
+    )
+    def progress(self, data: st.DataObject, pct: float, worker: str | None) -> None:
+        """progress: written on a PENDING or DOING task (only by the holder when a worker
+        is named); False otherwise."""
+        m = self.tasks[data.draw(self.ids())]
+        ok = m.status in (P, D) and (worker is None or m.held_by(worker))
+        if ok:
+            m.progress, m.updated_at = pct, self.now
+        assert self.store.progress(m.id, pct, worker_id=worker, now=self.now) is ok
+
+    @rule(older_than=st.sampled_from([0.0, 20.0]))
+    def purge(self, older_than: float) -> None:
+        """purge: the queue's finished tasks whose finished_at <= now - older_than go."""
+        cutoff = self.now - older_than
+        doomed = [
+            m.id
+            for m in self.tasks.values()
+            if m.status in (DONE, FAILED, CANCELED)
+            and m.finished_at is not None
+            and m.finished_at <= cutoff
+        ]
+        for tid in doomed:
+            del self.tasks[tid]
+            self.gone.add(tid)
+        assert self.store.purge(older_than, queue=self.queue, now=self.now) == len(doomed)
+
     @rule(seconds=st.sampled_from([0.5, 2.0, 4.0, 10.0, 10.5, 30.0]))
     def advance(self, seconds: float) -> None:
         """The clock moves (past due times and leases: expiry is seen by the next lease)."""
@@ -317,6 +399,8 @@ class StoreModel(RuleBasedStateMachine):
         """Every task reads back as the model holds it; the counts agree."""
         for m in self.tasks.values():
             self.check(self.store.get(m.id), m)
+        for tid in self.gone:
+            assert self.store.get(tid) is None, f"{tid} was purged"
         counts = dict.fromkeys(TaskStatus, 0)
         for m in self.tasks.values():
             counts[m.status] += 1
