@@ -124,7 +124,7 @@ def _rendered_queries() -> list[str]:
         out += [*sql.next_due(n, gated=False), sql.in_list("q", n)]
         out += [sql.purge(statuses=n, queue=q) for q in (True, False)]
         out += [sql.list_tasks(queue=q, statuses=n, after=a) for q in (True, False) for a in (1, 0)]
-    out += [sql.list_tasks(queue=False, statuses=None, after=False)]
+    out += [sql.list_tasks(queue=False, statuses=None, after=False), *sql.OLDEST_DUE]
     out += [sql.set_field(c, holder=h) for c in ("progress", "checkpoint") for h in (True, False)]
     return out
 
@@ -301,7 +301,8 @@ class TestOldestDueIndex:
             try:
                 plan = [
                     row[3]
-                    for row in conn.execute(f"EXPLAIN QUERY PLAN {sql.OLDEST_DUE}", {"queue": "q"})
+                    for query in sql.OLDEST_DUE
+                    for row in conn.execute(f"EXPLAIN QUERY PLAN {query}", {"queue": "q"})
                 ]
             finally:
                 conn.close()

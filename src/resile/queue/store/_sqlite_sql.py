@@ -352,13 +352,13 @@ def purge(*, statuses: int, queue: bool) -> str:
     return sql + " AND queue = :queue" if queue else sql
 
 
-# The earliest due time of a queue's PENDING tasks: the first entry of the ready rows' and
-# of the delayed rows' due-time indexes (two index lookups; MySQL: its delayed key has both).
-OLDEST_DUE = (
-    f"SELECT MIN(due_at) FROM (SELECT MIN(due_at) AS due_at FROM {_T} INDEXED BY {_T}_ready_due"
-    f" WHERE status = {_PENDING} AND ready = 1 AND queue = :queue"
-    f" UNION ALL SELECT MIN(due_at) AS due_at FROM {_T} INDEXED BY {_T}_delayed"
-    f" WHERE status = {_PENDING} AND ready = 0 AND queue = :queue) AS heads"
+# The earliest due time of a queue's PENDING tasks: the earlier of the first entries of the
+# ready rows' and of the delayed rows' due-time indexes (two index lookups; on MySQL its
+# delayed key serves both).
+OLDEST_DUE = tuple(
+    f"SELECT MIN(due_at) FROM {_T} INDEXED BY {_T}_{index}"
+    f" WHERE status = {_PENDING} AND ready = {ready} AND queue = :queue"
+    for index, ready in (("ready_due", 1), ("delayed", 0))
 )
 
 

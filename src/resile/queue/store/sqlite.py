@@ -984,9 +984,14 @@ class SQLiteStore(Store):
         return out
 
     def oldest_due_at(self, queue: str) -> float | None:
-        name = check_queue(queue, "oldest_due_at")
-        row = self._read(lambda c: c.execute(sql.OLDEST_DUE, {"queue": name}).fetchone())
-        return None if row is None or row[0] is None else float(row[0])
+        params = {"queue": check_queue(queue, "oldest_due_at")}
+
+        def body(c: sqlite3.Connection) -> float | None:
+            heads = [c.execute(query, params).fetchone()[0] for query in sql.OLDEST_DUE]
+            found = [float(h) for h in heads if h is not None]
+            return min(found) if found else None
+
+        return self._read(body)
 
     def next_due_at(
         self,

@@ -574,11 +574,18 @@ class RedisStore(Store):
         def both() -> builtins.list[Any]:
             replies = self._pipeline(cmds)
             if any(isinstance(r, NoScriptError) for r in replies):
-                # A restarted Redis without our scripts: load them and send the pair again
-                # (the one that ran repeats nothing: same op ids).
+                # A Redis without our scripts (restarted, or not yet asked for one): load them.
                 for name in ("complete_flags", "lease"):
                     self._command("SCRIPT", "LOAD", _scripts.text(name))
-                replies = self._pipeline(cmds)
+                if isinstance(replies[1], NoScriptError):
+                    # The lease did not run: send the pair again, in order (a completion
+                    # that ran repeats nothing: same op id).
+                    replies = self._pipeline(cmds)
+                else:
+                    # The lease ran but the completions did not: they must not land on a
+                    # task this very lease took (it was not held before it), so those answer
+                    # no, as they would have first; the others are completed now.
+                    replies = [self._late_completions(items, replies[1], worker_id, at), replies[1]]
             for r in replies:
                 if isinstance(r, Exception):
                     raise r
@@ -587,6 +594,20 @@ class RedisStore(Store):
         flags_reply, lease_reply = self._call(both)
         flags = [bool(x) for x in flags_reply]
         return flags, self._leased(lease_reply, head, worker_id, at)
+
+    def _late_completions(
+        self, items: Sequence[tuple[str, JSONValue]], lease_reply: Any, worker_id: str, at: float
+    ) -> builtins.list[int]:
+        """``complete_flags`` of ``items`` sent after a lease that ran first: 0 for the tasks
+        that lease took (``lease_reply``), the script's answer for the others."""
+        if isinstance(lease_reply, Exception) or not lease_reply or lease_reply[0] != "ok":
+            taken: set[str] = set()
+        else:
+            taken = {_pairs(flat).get("id", "") for flat in lease_reply[1:]}
+        kept = [(tid, result) for tid, result in items if tid not in taken]
+        args = self._complete_args(kept, worker_id, at)
+        answers = iter(self._eval("complete_flags", args) if args else [])
+        return [0 if tid in taken else int(next(answers)) for tid, _ in items]
 
     def fail(
         self,
