@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-queue clean
+.PHONY: demo test lint bench bench-queue chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ bench: $(STAMP)
 bench-queue: $(STAMP)
 	$(BIN)/python benchmarks/queue_sqlite.py
 	$(BIN)/python benchmarks/queue_redis.py
+
+# The chaos suite's long form: every fault mode on every backend it can start (benchmarks/chaos.py).
+# CHAOS_ARGS passes options, e.g. make chaos CHAOS_ARGS="--backend sqlite --seconds 60 --seed 7".
+chaos: $(STAMP)
+	$(BIN)/python benchmarks/chaos.py $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build dist

@@ -641,6 +641,13 @@ def _scenario_kill(peer: Peer, n: int, window: float) -> dict[str, Any]:
             starts[e[1]] = starts.get(e[1], 0) + 1
     stuck = insp.get("stuck")
     done_n = len(done_ids)
+    # Recovery: when each task that was running at the kill started again (its lease lapsed).
+    in_flight = started - done_before
+    rerun: dict[int, float] = {}
+    for e in evs:
+        if e[0] == "S" and e[1] in in_flight and e[3] > t_kill:
+            rerun[e[1]] = min(rerun.get(e[1], e[3]), e[3])
+    waits = [t - t_kill for t in rerun.values()]
     return {
         "n": n,
         "window_s": window,
@@ -652,6 +659,9 @@ def _scenario_kill(peer: Peer, n: int, window: float) -> dict[str, Any]:
         "not_completed": n - done_n,
         "duplicates": sum(c - 1 for c in starts.values() if c > 1),
         "all_done_after_s": t_all,
+        "rerun_first_s": min(waits) if waits else None,
+        "rerun_all_s": max(waits) if len(waits) == len(in_flight) and waits else None,
+        "rerun_count": len(waits),
         "settings": peer.settings("kill", 1),
         **{k: v for k, v in insp.items() if k != "stuck"},
     }
@@ -744,7 +754,7 @@ def log_result(label: str, what: str, res: dict[str, Any]) -> None:
         print(f"  {label:<22} {what:<14} ERROR {str(res['error'])[-300:]}", flush=True)
         return
     keys = ("rate", "runs", "p50_ms", "p99_ms", "max_ms", "early", "completed", "stuck", "lost",
-            "duplicates", "note")  # fmt: skip
+            "duplicates", "in_flight_at_kill", "rerun_first_s", "rerun_all_s", "note")  # fmt: skip
     shown = ", ".join(
         f"{k}={fmt(res[k], 1) if isinstance(res[k], float) else res[k]}" for k in keys if k in res
     )

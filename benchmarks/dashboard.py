@@ -34,11 +34,13 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import uvicorn
 
+from resile.metrics import QueueCollector
 from resile.queue._names import TASKS_TABLE, TaskStatus
 from resile.queue.store import Store, open_store
 from resile.queue.store.sqlite import SQLiteStore
@@ -192,6 +194,12 @@ def timed(client: httpx.Client, path: str, n: int) -> list[float]:
     return out
 
 
+def _ms(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1000
+
+
 def report(name: str, ms: list[float]) -> None:
     ms = sorted(ms)
     p95 = ms[min(len(ms) - 1, round(0.95 * (len(ms) - 1)))]
@@ -209,7 +217,10 @@ def main() -> int:
         if args.backend == "sqlite":
             args.db.parent.mkdir(parents=True, exist_ok=True)
             build(args.db, args.tasks)
+            opened = time.perf_counter()
             store: Store = SQLiteStore(str(args.db))
+            # A file made before the counts table is counted once here (the migration).
+            print(f"opened {args.db} in {time.perf_counter() - opened:.2f} s")
         else:
             sys.path.insert(0, str(Path(__file__).parent))
             from _common import RedisServer
@@ -253,6 +264,20 @@ def measure(store: Store, args: argparse.Namespace) -> None:
         for name, path in pages.items():
             timed(c, path, 2)  # warm the page cache of SQLite and the templates
             report(name, timed(c, path, args.requests))
+    print(" the store's counts and the resile_queue_tasks collector (no HTTP)")
+    collector = QueueCollector(store, ttl=0.0)
+    for name, fn in (
+        ("Store.counts()", getattr(store, "counts", None)),
+        (
+            "{q: Store.stats(q) for q in Store.queues()}",
+            lambda: {q: store.stats(q) for q in store.queues()},
+        ),
+        ("QueueCollector.collect() (resile_queue_tasks, oldest due age)", collector.collect),
+    ):
+        if fn is None:  # a tree from before Store.counts
+            continue
+        fn()
+        report(name, [_ms(fn) for _ in range(args.requests)])
     print(" shared (default refresh=0.75 s: the answer one read gave serves every viewer)")
     with Server(create_app(store)) as url, httpx.Client(base_url=url) as c:
         for name in ("overview /", "tasks ?queue=mail&status=FAILED"):

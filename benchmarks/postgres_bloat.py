@@ -38,6 +38,20 @@ def size(url: str) -> int:
     return int(row[0]) if row else 0
 
 
+def parts(url: str) -> str:
+    """The heap's and each index's size in kB: where the growth is."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT c.relname, pg_relation_size(c.oid) FROM pg_class c"
+            " WHERE c.oid = %s::regclass OR c.oid IN"
+            " (SELECT indexrelid FROM pg_index WHERE indrelid = %s::regclass) ORDER BY c.relname",
+            (HOT, HOT),
+        ).fetchall()
+    return "  ".join(
+        f"{name.removeprefix('resile_tasks') or 'heap'} {n // 1024}k" for name, n in rows
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=30.0)
@@ -71,14 +85,16 @@ def main() -> None:
                 print(
                     f"{time.monotonic() - started:7.0f} s  done {done:>9,}  "
                     f"live {sum(live[s] for s in live if not s.terminal):>6,}  "
-                    f"hot table + indexes {size(server.url) / 1e6:8.2f} MB",
+                    f"hot table + indexes {size(server.url) / 1e6:8.2f} MB  ({parts(server.url)})",
                     flush=True,
                 )
                 next_sample += args.sample
         before = size(server.url)
+        print(f"before VACUUM FULL: {parts(server.url)}")
         with psycopg.connect(server.url, autocommit=True) as conn:
             conn.execute(f"VACUUM FULL {HOT}")
         after = size(server.url)
+        print(f"after VACUUM FULL:  {parts(server.url)}")
         rate = done / (time.monotonic() - started)
         print(
             f"\n{done:,} tasks in {args.minutes:g} min ({rate:,.0f}/s): hot table + indexes "

@@ -16,12 +16,18 @@ a schema (PostgreSQL) or database (MySQL) of its own:
   NOTIFY that the failing transaction sends (the due time in its payload); on
   MySQL by the worker's own timer on the next due time.
 
-procrastinate runs beside resile on the same kind of throwaway cluster, in
-its own virtualenv (``.bench/venvs/procrastinate``, from
-``benchmarks/requirements-procrastinate.txt``); pgqueuer is not in this
-runner yet.
+* kill -9 (PostgreSQL): 200 tasks of 2 s, one worker running 20 at once is
+  killed with its process group once the first tasks have finished, a fresh
+  worker starts at once; recovery = the time from the kill until every task
+  that was running at the kill has started again (its lease lapsed), and
+  whether all 200 finish, none lost.
 
-Run: ``.venv/bin/python benchmarks/queue_relational.py [--quick] [--only postgres,mysql]``.
+procrastinate and pgqueuer run beside resile on the same kind of throwaway
+cluster, each in its own virtualenv (``.bench/venvs/procrastinate``,
+``.bench/venvs/pgqueuer``, from ``benchmarks/requirements-<peer>.txt``).
+
+Run: ``.venv/bin/python benchmarks/queue_relational.py [--quick]
+[--only postgres,procrastinate,pgqueuer,mysql]``.
 """
 
 from __future__ import annotations
@@ -78,23 +84,32 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="one short run (< 2 minutes)")
-    parser.add_argument("--only", default="", help="comma-separated: postgres,procrastinate,mysql")
+    parser.add_argument(
+        "--only", default="", help="comma-separated: postgres,procrastinate,pgqueuer,mysql"
+    )
     args = parser.parse_args()
     quick = args.quick
     runs = 1 if quick else 3
     n_enqueue = 1000 if quick else 5000
     n_e2e = 1500 if quick else 10000
     n_late = 20 if quick else 100
+    n_kill, window = (40, 50.0) if quick else (200, 90.0)
 
-    parser_only = [w for w in args.only.split(",") if w] or ["postgres", "procrastinate", "mysql"]
+    peers = {"procrastinate", "pgqueuer"}
+    parser_only = [w for w in args.only.split(",") if w] or [
+        "postgres",
+        "procrastinate",
+        "pgqueuer",
+        "mysql",
+    ]
     started = time.time()
     print(f"queue on SQL servers — {C.machine()} — {'quick' if quick else 'full'} run", flush=True)
     results: dict[str, dict[str, dict[str, object]]] = {}
     for kind in parser_only:
-        stop, make_url = start_server("postgres" if kind == "procrastinate" else kind)
+        stop, make_url = start_server("postgres" if kind in peers else kind)
         c = (
-            C.Contender("procrastinate", "procrastinate_peer.py", "procrastinate", make_url)
-            if kind == "procrastinate"
+            C.Contender(kind, f"{kind}_peer.py", kind, make_url)
+            if kind in peers
             else C.Contender(f"resile {kind}", "resile_peer.py", None, make_url)
         )
         try:
@@ -112,6 +127,9 @@ def main() -> None:
                 C.log_result(c.label, f"e2e {procs} proc", r[key])
             r["lateness"] = c.run("lateness", "--n", str(n_late), "--timeout", "60")
             C.log_result(c.label, "lateness", r["lateness"])
+            if kind != "mysql":
+                r["kill"] = c.run("kill", "--n", str(n_kill), "--window", str(window))
+                C.log_result(c.label, "kill", r["kill"])
         finally:
             stop()
     print(f"\ntook {time.time() - started:.0f} s")

@@ -210,6 +210,13 @@ class MariaDBServer:
         if remove:
             shutil.rmtree(self.dir, ignore_errors=True)
 
+    def kill(self) -> None:
+        """SIGKILL the server (a crash); the data stays, ``start()`` recovers it."""
+        proc, self.process = self.process, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
     def restart(self) -> None:
         """Stop and start again on the same port and data."""
         self.stop(remove=False)

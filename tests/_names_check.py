@@ -17,7 +17,14 @@ import ast
 import re
 from collections.abc import Iterable
 
-from resile.queue._names import FIELDS, META_TABLE, TALLIES_TABLE, TASKS_TABLE, TaskStatus
+from resile.queue._names import (
+    COUNTS_TABLE,
+    FIELDS,
+    META_TABLE,
+    TALLIES_TABLE,
+    TASKS_TABLE,
+    TaskStatus,
+)
 
 __all__ = [
     "lua_hash_fields",
@@ -67,6 +74,8 @@ REDIS_WORDS = frozenset(
 _META_COLUMNS = {"key", "value"}
 # The per-minute counters' table: a queue, a minute, an outcome (a Tally) and a count.
 _TALLY_COLUMNS = {"minute", "outcome", "n"}
+# The counts table: (queue, status, shard) -> n.
+_COUNT_COLUMNS = {"shard", "n"}
 
 
 def spelled_states(text: str, ignore: Iterable[str] = ()) -> list[str]:
@@ -118,10 +127,10 @@ def sql_columns(sql: str) -> set[str]:
     for word in _WORD.findall(text):
         if not word.islower():
             continue
-        if word.startswith((TASKS_TABLE, META_TABLE, TALLIES_TABLE)):
+        if word.startswith((TASKS_TABLE, META_TABLE, TALLIES_TABLE, COUNTS_TABLE)):
             continue
         names.add(word)
-    return names - _META_COLUMNS - _TALLY_COLUMNS
+    return names - _META_COLUMNS - _TALLY_COLUMNS - _COUNT_COLUMNS
 
 
 def lua_hash_fields(text: str) -> set[str]:

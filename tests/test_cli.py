@@ -388,13 +388,13 @@ class TestMigrate:
 
     def test_check_then_migrate_then_check(self, sql_url: str) -> None:
         """--check on an empty database exits 1 pointing at migrate; migrate creates the schema;
-        --check then exits 0 with the version (2: traceparent and the counters)."""
+        --check then exits 0 with the version (3: traceparent, the counters, the counts)."""
         r = run("migrate", "--check", "--db", sql_url)
         assert r.exit_code == 1 and "resile migrate" in one_error_line(r.stderr)
         r = run("migrate", "--db", sql_url)
-        assert r.exit_code == 0 and "migrated to version 2" in r.stdout
+        assert r.exit_code == 0 and "migrated to version 3" in r.stdout
         r = run("migrate", "--check", "--db", sql_url)
-        assert r.exit_code == 0 and "is at version 2 (current)" in r.stdout
+        assert r.exit_code == 0 and "is at version 3 (current)" in r.stdout
 
     def test_other_stores_have_nothing_to_migrate(self, db: str) -> None:
         """On SQLite, migrate says the store makes its schema on open, exit 0."""

@@ -128,6 +128,43 @@ class TestDemoRun:
         assert "resile demo: summary" in out.stdout and "dead letters" in out.stdout
         assert not list(tmp_path.iterdir())  # the temporary store is removed
 
+    def test_dashboard_stays_open_until_ctrl_c(self, tmp_path: Path) -> None:
+        """--dashboard 0 serves the demo's store on 127.0.0.1 while it runs and after the
+        summary, until SIGINT; then it exits 0 and the temporary store is removed."""
+        cmd = [sys.executable, "-m", "resile", "demo", "--tasks", "12", "--latency", "0"]
+        cmd += ["--poison", "1", "--seed", "2", "--dashboard", "0"]
+        with subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tmp_path
+        ) as proc:
+            self._look_then_interrupt(proc)
+        assert not list(tmp_path.iterdir())  # the temporary store is removed
+
+    @staticmethod
+    def _look_then_interrupt(proc: subprocess.Popen[str]) -> None:
+        import re
+        import signal
+
+        import httpx
+
+        try:
+            assert proc.stdout is not None
+            lines: list[str] = []
+            for line in proc.stdout:  # bounded by the demo itself: 12 tasks, no latency
+                lines.append(line)
+                if "stays open at" in line:
+                    break
+            found = re.search(r"http://127\.0\.0\.1:\d+/", "".join(lines))
+            assert found, "".join(lines)
+            page = httpx.get(found.group(0), timeout=10)
+            assert page.status_code == 200 and "demo" in page.text
+            assert "resile demo: summary" in "".join(lines)
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
     def test_retry_demo(self) -> None:
         """--retry runs the small @retry demo."""
         code, out, _ = demo("--retry", "--seed", "1")

@@ -22,6 +22,7 @@ from resile.instrument import (
     Kind,
     PeriodicEvent,
     RetryEvent,
+    ScheduleEvent,
     SlotsEvent,
     TaskEvent,
 )
@@ -45,6 +46,11 @@ TABLE: dict[str, tuple[str, set[str]]] = {
     "resile_budget_rejections": ("counter", {"budget"}),
     "resile_periodic_runs": ("counter", {"name", "outcome"}),
     "resile_periodic_run_duration_seconds": ("histogram", {"name", "outcome"}),
+    "resile_schedule_ticks": ("counter", {"schedule", "outcome"}),
+    "resile_schedule_last_fire_timestamp_seconds": ("gauge", {"schedule"}),
+    "resile_schedule_next_fire_timestamp_seconds": ("gauge", {"schedule"}),
+    "resile_schedule_period_seconds": ("gauge", {"schedule"}),
+    "resile_schedule_paused": ("gauge", {"schedule"}),
     "resile_build_info": ("gauge", {"version"}),
 }
 
@@ -101,6 +107,7 @@ def _one_of_each() -> None:
         BreakerEvent(Kind.BREAKER_TRANSITION, "db", "closed", "open"),
         BudgetEvent(Kind.BUDGET_REJECTED, "api"),
         PeriodicEvent(Kind.PERIODIC_RUN, "cleanup", "succeeded", 0.05),
+        ScheduleEvent(Kind.SCHEDULE_TICK, "report", "default", "fired", 1, 60.0, 120.0, 60.0),
     ]:
         instrument.emit(event)
 
@@ -332,3 +339,23 @@ class TestInstallAgain:
             assert metrics.PrometheusHook not in {type(h) for h in instrument.installed()}
         finally:
             other.close()
+
+
+class TestScheduleSeries:
+    def test_ticks_and_fire_times(self, registry: CollectorRegistry) -> None:
+        """Tick events count by outcome; the gauges hold the newest fired tick, the next one,
+        the period and whether the schedule is paused."""
+        metrics.install(registry)
+        for outcome, count, last in (("fired", 1, 120.0), ("missed", 3, 120.0), ("fired", 1, 60.0)):
+            instrument.emit(
+                ScheduleEvent(Kind.SCHEDULE_TICK, "report", "q", outcome, count, last, 180.0, 60.0)
+            )
+        s = {"schedule": "report"}
+        assert _value(registry, "resile_schedule_ticks_total", outcome="fired", **s) == 2
+        assert _value(registry, "resile_schedule_ticks_total", outcome="missed", **s) == 3
+        assert _value(registry, "resile_schedule_last_fire_timestamp_seconds", **s) == 120.0
+        assert _value(registry, "resile_schedule_next_fire_timestamp_seconds", **s) == 180.0
+        assert _value(registry, "resile_schedule_period_seconds", **s) == 60.0
+        assert _value(registry, "resile_schedule_paused", **s) == 0.0
+        instrument.emit(ScheduleEvent(Kind.SCHEDULE_TICK, "report", "q", "paused", 0, None, 240.0))
+        assert _value(registry, "resile_schedule_paused", **s) == 1.0

@@ -47,6 +47,7 @@ from rich.table import Table
 from resile.errors import DuplicateTask
 from resile.queue._names import DEFAULT_QUEUE, TaskStatus
 from resile.queue.api import DEFAULT_URL, Queue, connect
+from resile.queue.schedules import ScheduleRecord
 from resile.queue.task import Task
 
 __all__ = ["cli", "main"]
@@ -717,6 +718,123 @@ def workers(as_json: bool, db: str) -> None:
             state,
         )
     _console().print(table)
+
+
+# -- schedules --------------------------------------------------------------------------------
+
+
+@cli.group()
+def schedules() -> None:
+    """Durable schedules (@queue.periodic): list, pause, resume, trigger, delete."""
+
+
+def _schedule_row(rec: ScheduleRecord, now: float) -> dict[str, Any]:
+    try:
+        rule, next_fire = rec.rule.describe(), rec.next_fire()
+    except (ValueError, ImportError):
+        rule, next_fire = "(unreadable rule)", None
+    return {
+        "name": rec.name,
+        "queue": rec.queue,
+        "rule": rule,
+        "missed": rec.declaration.get("missed"),
+        "overlap": rec.declaration.get("overlap"),
+        "last_fire": rec.last,
+        "next_fire": None if rec.paused else next_fire,
+        "paused": rec.paused or None,
+        "last_task": rec.task,
+    }
+
+
+@schedules.command("list")
+@click.option("--queue", default=None, help="Only this queue.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON record per line.")
+@db_option
+def schedules_list(queue: str | None, as_json: bool, db: str) -> None:
+    """Every stored schedule with its rule, last and next fire time, and pause state."""
+    q = _open(db)
+    try:
+        records = q.store.schedules(queue)
+        now = q.store.now()
+    finally:
+        q.close()
+    rows = [_schedule_row(r, now) for r in records]
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    table = Table(title=f"schedules of {_shown(db)}", title_justify="left")
+    for column in (
+        "schedule",
+        "queue",
+        "rule",
+        "missed/overlap",
+        "last fire",
+        "next fire",
+        "state",
+    ):
+        table.add_column(column)
+    for row in rows:
+        state = f"[red]paused ({row['paused']})[/]" if row["paused"] else "[green]active[/]"
+        table.add_row(
+            escape(row["name"]),
+            escape(row["queue"]),
+            escape(row["rule"]),
+            escape(f"{row['missed']}/{row['overlap']}"),
+            _when(row["last_fire"], now),
+            _when(row["next_fire"], now),
+            state,
+        )
+    _console().print(table)
+
+
+def _on_schedule(db: str, name: str, action: str) -> None:
+    """Run one schedule ``action`` (pause, resume, delete, trigger) and say what changed."""
+    q = _open(db)
+    try:
+        if q.store.get_schedule(name) is None:
+            _refuse(f"no schedule named {name!r} (resile schedules list shows them)")
+        if action == "trigger":
+            task = q.trigger_schedule(name)
+            click.echo(f"triggered {name}: task {task.id}")
+            return
+        changed = {
+            "pause": q.pause_schedule,
+            "resume": q.resume_schedule,
+            "delete": q.delete_schedule,
+        }[action](name)
+    except ValueError as exc:
+        _refuse(_one_line(exc))
+    finally:
+        q.close()
+    done = {"pause": "paused", "resume": "resumed", "delete": "deleted"}[action]
+    if changed:
+        click.echo(f"{done} {name}")
+    else:
+        _refuse(f"schedule {name!r} was not {'paused' if action == 'resume' else 'active'}")
+
+
+_SCHEDULE_ACTIONS = {
+    "pause": "Stop schedule NAME firing, on every worker (see resume).",
+    "resume": "Let schedule NAME fire again; its missed= policy decides about the ticks it missed.",
+    "trigger": "Enqueue one run of schedule NAME now, outside its rule.",
+    "delete": "Delete schedule NAME's record (its tasks stay; a worker declaring it adds it again).",
+}
+
+
+def _schedule_command(action: str, help_text: str) -> None:
+    """Register ``resile schedules ACTION NAME``."""
+
+    def command(name: str, db: str) -> None:
+        _on_schedule(db, name, action)
+
+    command.__name__ = f"schedules_{action}"
+    command.__doc__ = help_text
+    schedules.command(action)(click.argument("name", metavar="NAME")(db_option(command)))
+
+
+for _action, _help in _SCHEDULE_ACTIONS.items():
+    _schedule_command(_action, _help)
 
 
 # -- dashboard --------------------------------------------------------------------------------

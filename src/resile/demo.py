@@ -302,6 +302,7 @@ def run(
     poison: int = 5,
     seed: int | None = None,
     db_path: str | None = None,
+    dashboard: int | None = None,
 ) -> int:
     """Run the demo; returns the exit code (0 when every task finished, DONE or dead).
 
@@ -315,6 +316,8 @@ def run(
         poison: tasks that always fail (they end dead after 4 retries).
         seed: reproducible failures (default: random).
         db_path: the SQLite file, reset at start (default: a temporary file, removed at the end).
+        dashboard: a port (0: any free one): serve the dashboard on 127.0.0.1 from the
+            start, and keep it open after the summary until Ctrl-C (needs ``resile[web]``).
 
     Raises:
         ValueError: a value out of range, named with its value.
@@ -342,6 +345,12 @@ def run(
         f"{processes} process(es) x {workers} threads, seed {seed}"
     )
     print(f"resile demo: {setup}")
+    board = None
+    if dashboard is not None:
+        from resile.web import Background
+
+        board = Background(f"sqlite:///{path}", port=dashboard)
+        print(f"  dashboard: {board.start()}", flush=True)
     print(
         f"  store {path} · backoff Exponential(0.05 s, x2, cap 1 s, full jitter) · "
         f"max_retries {MAX_RETRIES}",
@@ -396,6 +405,8 @@ def run(
     except KeyboardInterrupt:
         display.close()
         print("resile demo: interrupted")
+        if board is not None:
+            board.stop()
         return 130
     finally:
         display.close()
@@ -413,12 +424,20 @@ def run(
     queue.close()
     _print_summary(summary, f"{processes} process(es) x {workers} threads")
     print("(a retry's start - due includes its wait for a free thread)")
-    if tmpdir is None:
+    if board is not None:
+        print(f"the dashboard stays open at {board.url} (Ctrl-C to stop)", flush=True)
+        try:
+            threading.Event().wait()  # until Ctrl-C (SIGINT)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            board.stop()
+    elif tmpdir is None:
         print(f"see it in the dashboard: resile dashboard --db sqlite:///{path}")
     else:
         print(
-            "see it in the dashboard: resile demo --db demo.db, "
-            "then resile dashboard --db sqlite:///demo.db"
+            "see it in the dashboard: resile demo --dashboard "
+            "(or resile demo --db demo.db, then resile dashboard --db sqlite:///demo.db)"
         )
     if tmpdir is not None:
         shutil.rmtree(tmpdir, ignore_errors=True)
@@ -510,6 +529,16 @@ def _parser(prog: str = "python -m resile.demo") -> argparse.ArgumentParser:
         default=None,
         metavar="PATH",
         help="The SQLite file (default: a temporary one; reset at start).",
+    )
+    p.add_argument(
+        "--dashboard",
+        nargs="?",
+        type=_number(int, 0, 65535),
+        const=8080,
+        default=None,
+        metavar="PORT",
+        help="Serve the dashboard on 127.0.0.1:PORT (default 8080; 0: any free port) while the "
+        "demo runs, and keep it open after the summary until Ctrl-C (pip install 'resile[web]').",
     )
     p.add_argument(
         "--retry",

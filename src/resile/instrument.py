@@ -55,6 +55,7 @@ __all__ = [
     "PeriodicEvent",
     "Relay",
     "RetryEvent",
+    "ScheduleEvent",
     "SlotsEvent",
     "SupervisorEvent",
     "TaskEvent",
@@ -99,6 +100,8 @@ class Kind(str, Enum):
     BREAKER_TRANSITION = "breaker.transition"
     BUDGET_REJECTED = "budget.rejected"
     PERIODIC_RUN = "periodic.run"
+    # -- durable schedules (ScheduleEvent) ------------------------------------------------------
+    SCHEDULE_TICK = "schedule.tick"
     SUPERVISOR_RECONNECT = "supervisor.reconnect"
 
     # Every emission looks a kind up in dicts: hash it as its string, in C (Enum's
@@ -223,6 +226,24 @@ class PeriodicEvent:
 
 
 @dataclass(slots=True)
+class ScheduleEvent:
+    """Ticks of a durable schedule handled by a worker: ``count`` ticks had ``outcome``
+    ``fired`` (a task enqueued), ``missed`` (no worker in time; the ``missed=`` policy
+    dropped them) or ``skipped`` (``overlap=`` dropped them). ``last_fire`` is the newest
+    tick handled, ``next_fire`` the next one due (epoch seconds), ``period`` the seconds
+    between ticks there. ``outcome="paused"`` (``count`` 0): a look found it paused."""
+
+    kind: Kind
+    schedule: str
+    queue: str
+    outcome: str
+    count: int
+    last_fire: float | None = None
+    next_fire: float | None = None
+    period: float | None = None
+
+
+@dataclass(slots=True)
 class SupervisorEvent:
     """A supervised connection is being re-established (``attempt`` from 1)."""
 
@@ -273,6 +294,7 @@ Event: TypeAlias = (
     | BreakerEvent
     | BudgetEvent
     | PeriodicEvent
+    | ScheduleEvent
     | SupervisorEvent
 )
 Hook = Callable[[Any], object]

@@ -21,6 +21,11 @@ metric                                     type       labels
 ``resile_budget_rejections_total``         counter    budget
 ``resile_periodic_runs_total``             counter    name, outcome
 ``resile_periodic_run_duration_seconds``   histogram  name, outcome
+``resile_schedule_ticks_total``             counter    schedule, outcome (fired, missed, skipped)
+``resile_schedule_last_fire_timestamp_seconds``  gauge  schedule (the newest tick fired)
+``resile_schedule_next_fire_timestamp_seconds``  gauge  schedule
+``resile_schedule_period_seconds``          gauge      schedule (seconds between two ticks)
+``resile_schedule_paused``                  gauge      schedule (1 while a worker finds it paused)
 ``resile_build_info``                      gauge      version
 =========================================  =========  ==================================
 
@@ -75,6 +80,7 @@ from resile.instrument import (
     Kind,
     PeriodicEvent,
     RetryEvent,
+    ScheduleEvent,
     SlotsEvent,
     TaskEvent,
 )
@@ -249,6 +255,7 @@ class PrometheusHook:
             Kind.BREAKER_TRANSITION,
             Kind.BUDGET_REJECTED,
             Kind.PERIODIC_RUN,
+            Kind.SCHEDULE_TICK,
         }
     )
 
@@ -326,6 +333,31 @@ class PrometheusHook:
             _NO,
             DURATION_BUCKETS,
         )
+        sc = ("schedule",)
+        self.schedule_ticks = m(
+            "resile_schedule_ticks",
+            "counter",
+            "Ticks of durable schedules handled, by outcome (fired, missed, skipped).",
+            ("schedule", "outcome"),
+        )
+        self.schedule_last = m(
+            "resile_schedule_last_fire_timestamp_seconds",
+            "gauge",
+            "The newest tick of a schedule that this worker fired (epoch seconds).",
+            sc,
+        )
+        self.schedule_next = m(
+            "resile_schedule_next_fire_timestamp_seconds",
+            "gauge",
+            "The next tick of a schedule (epoch seconds).",
+            sc,
+        )
+        self.schedule_period = m(
+            "resile_schedule_period_seconds", "gauge", "Seconds between two ticks.", sc
+        )
+        self.schedule_paused = m(
+            "resile_schedule_paused", "gauge", "1 while the schedule is paused.", sc
+        )
         self.build_info = m(
             "resile_build_info", "gauge", "resile's version (always 1).", ("version",)
         )
@@ -344,6 +376,11 @@ class PrometheusHook:
             self.budget_rejections,
             self.periodic_runs,
             self.periodic_duration,
+            self.schedule_ticks,
+            self.schedule_last,
+            self.schedule_next,
+            self.schedule_period,
+            self.schedule_paused,
             self.build_info,
         )
         self.collector = _Families(self.metrics, self._lock)
@@ -359,6 +396,7 @@ class PrometheusHook:
             Kind.BREAKER_TRANSITION: self._breaker,
             Kind.BUDGET_REJECTED: self._budget,
             Kind.PERIODIC_RUN: self._periodic,
+            Kind.SCHEDULE_TICK: self._schedule,
         }
 
     def __call__(self, event: instrument.Event) -> None:
@@ -451,6 +489,22 @@ class PrometheusHook:
             self._add(self.periodic_runs, key)
             self._observe(self.periodic_duration, key, max(0.0, event.duration))
 
+    def _schedule(self, event: ScheduleEvent) -> None:
+        (name,) = self._key(self.schedule_next, event.schedule)
+        with self._lock:
+            self.schedule_paused.series[(name,)] = 1.0 if event.outcome == "paused" else 0.0
+            if event.next_fire is not None:
+                self.schedule_next.series[(name,)] = event.next_fire
+            if event.period is not None:
+                self.schedule_period.series[(name,)] = event.period
+            if event.outcome == "paused":
+                return
+            key = self._key(self.schedule_ticks, event.schedule, event.outcome)
+            self._add(self.schedule_ticks, key, float(event.count))
+            if event.outcome == "fired" and event.last_fire is not None:
+                old = self.schedule_last.series.get((name,), 0.0)
+                self.schedule_last.series[(name,)] = max(old, event.last_fire)
+
     def __repr__(self) -> str:
         return f"PrometheusHook(max_label_values={self.label.limit})"
 
@@ -460,7 +514,7 @@ class QueueCollector:
 
     Args:
         store: the queue's store.
-        queues: the queues to report (default: every queue ``store.queues()`` names,
+        queues: the queues to report (default: every queue ``store.counts()`` names,
             at most ``max_queues`` of them).
         ttl: seconds a reading is reused before the store is asked again.
         clock: a monotonic clock (for the cache; injectable in tests).
@@ -507,13 +561,14 @@ class QueueCollector:
             return list(self._cached)
 
     def _read(self) -> list[Metric]:
-        names = list(self.queues) if self.queues is not None else self.store.queues()
+        kept = self.store.counts()  # one read of the counts the store keeps, not a scan
+        names = list(self.queues) if self.queues is not None else list(kept)
         names = names[: self.max_queues]
         counts: list[tuple[str, dict[TaskStatus, int]]] = []
         ages: list[tuple[str, float]] = []
         wall = self.store.now()
         for queue in names:
-            stats = self.store.stats(queue)
+            stats = kept.get(queue) or dict.fromkeys(TaskStatus, 0)
             counts.append((queue, stats))
             if not stats.get(TaskStatus.PENDING):
                 ages.append((queue, 0.0))

@@ -800,6 +800,12 @@ def repeat_every(
     The arguments are those of ``Periodic`` (see there for each); they are
     checked here, before any function is decorated.
 
+    Warning: this runs in *one process*. Under several worker processes
+    (``uvicorn --workers 4``, gunicorn, several machines) every process runs
+    its own loop and each tick runs once per process. For once per tick
+    across a fleet use a durable schedule, ``@queue.periodic``
+    (``docs/schedules.md``, "From repeat_every").
+
     Raises:
         TypeError, ValueError: a bad argument, named in the message.
     """

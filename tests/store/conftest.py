@@ -14,11 +14,26 @@ from pathlib import Path
 import pytest
 
 from _backends import BACKENDS, SHARED_BACKENDS
+from resile.queue import TaskSpec, TaskStatus
 from resile.queue.store import Store, open_store
 
 __all__ = ["BACKENDS", "SHARED_BACKENDS"]
 
 T0 = 1_700_000_000.0  # the tests' "now", in epoch seconds
+
+
+def fill_to_count(store: Store) -> dict[str, dict[TaskStatus, int]]:
+    """Tasks in two states over three queues; returns what ``counts`` must then say
+    (the migration tests count them again after dropping the counts)."""
+    store.create(TaskSpec(handler="h", queue="q"))
+    store.create_many([TaskSpec(handler="h", queue=f"q{i % 2}") for i in range(5)])
+    store.cancel(store.list(queue="q1")[0].id)
+    zero = dict.fromkeys(TaskStatus, 0)
+    return {
+        "q": {**zero, TaskStatus.PENDING: 1},
+        "q0": {**zero, TaskStatus.PENDING: 3},
+        "q1": {**zero, TaskStatus.PENDING: 1, TaskStatus.CANCELED: 1},
+    }
 
 
 class FakeEpoch:

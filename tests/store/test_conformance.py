@@ -727,6 +727,72 @@ class TestQueries:
         assert store.queues() == ["a", "b"]
 
 
+class TestCounts:
+    @staticmethod
+    def real_counts(store: Store) -> dict[str, dict[TaskStatus, int]]:
+        """Every task listed and counted by hand: what ``counts`` must equal."""
+        out: dict[str, dict[TaskStatus, int]] = {}
+        for t in store.list(limit=100_000):
+            out.setdefault(t.queue, dict.fromkeys(TaskStatus, 0))[t.status] += 1
+        return dict(sorted(out.items()))
+
+    def test_counts_start_empty_and_name_every_status(self, store: Store) -> None:
+        """counts of an empty store is {}; a queue's entry has every status, zeros included."""
+        assert store.counts() == {}
+        store.create(spec(id="a", queue="q"), now=T0)
+        assert store.counts() == {"q": {**dict.fromkeys(TaskStatus, 0), TaskStatus.PENDING: 1}}
+
+    def test_counts_equal_a_real_count_after_random_transitions(self, store: Store) -> None:
+        """After random creates, leases, completions, failures, reclaims, releases, cancels,
+        requeues and purges, counts (and stats, queues) equal a count of the listed tasks."""
+        import random
+
+        rnd = random.Random(11)
+        queues = ["a", "b", "c"]
+        now = T0
+        held: list[tuple[str, str]] = []  # (task id, worker)
+        made = 0
+        for step in range(160):
+            now += rnd.choice([0.0, 0.5, 3.0])
+            op = rnd.random()
+            if op < 0.25:
+                n = rnd.choice([1, 1, 3])
+                q = rnd.choice(queues)
+                specs = [spec(id=f"t{made + i}", queue=q, max_retries=1) for i in range(n)]
+                made += n
+                store.create_many(specs, now=now)
+            elif op < 0.45:
+                worker = rnd.choice([W1, W2])
+                got = store.lease(rnd.sample(queues, 2), worker, limit=2, lease_seconds=2, now=now)
+                held += [(t.id, worker) for t in got]
+            elif op < 0.75 and held:
+                tid, worker = held.pop(rnd.randrange(len(held)))
+                how = rnd.random()
+                if how < 0.4:
+                    store.complete(tid, worker, None, now=now)
+                elif how < 0.75:
+                    store.fail(tid, worker, RuntimeError("x"), permanent=how > 0.65, now=now)
+                else:
+                    store.release(tid, worker, now=now)
+            elif op < 0.85 and made:
+                store.cancel(f"t{rnd.randrange(made)}", now=now)
+            elif op < 0.95 and made:
+                store.requeue(f"t{rnd.randrange(made)}", now=now)
+            else:
+                store.purge(5.0, now=now)
+            if step % 20 == 19:
+                real = self.real_counts(store)
+                assert store.counts() == real, step
+                assert store.queues() == list(real)
+                total = dict.fromkeys(TaskStatus, 0)
+                for per in real.values():
+                    for status, n in per.items():
+                        total[status] += n
+                assert store.stats() == total
+                assert all(store.stats(q) == per for q, per in real.items())
+        assert sum(sum(per.values()) for per in store.counts().values()) > 0
+
+
 class TestRequeue:
     def test_failed_task_runs_again(self, store: Store) -> None:
         """requeue brings a dead task back PENDING with attempts reset and history kept."""
@@ -759,6 +825,76 @@ class TestRequeue:
         store.complete("a", W1, None, now=T0)
         assert store.requeue("a", now=T0) is None
         assert store.requeue("missing", now=T0) is None
+
+
+class TestAttemptWorker:
+    def test_every_history_entry_names_the_worker_that_held_the_attempt(self, store: Store) -> None:
+        """complete, fail, a reclaimed lease and a cancel while running each record the lease
+        holder's id in the attempt's history entry."""
+        store.create_many([spec(id=i, max_retries=5) for i in ("a", "b", "c")], now=T0)
+        store.lease("default", W1, limit=3, lease_seconds=10, now=T0)
+        store.complete("a", W1, None, now=T0 + 1)
+        store.fail("b", W1, RuntimeError("x"), delay=0, now=T0 + 1)
+        store.cancel("c", now=T0 + 1)
+        assert [h.worker for h in store.get("a").history] == [W1]  # type: ignore[union-attr]
+        assert [h.worker for h in store.get("b").history] == [W1]  # type: ignore[union-attr]
+        assert [h.worker for h in store.get("c").history] == [W1]  # type: ignore[union-attr]
+        assert lease_one(store, W2, now=T0 + 2, lease_seconds=5).id == "b"  # then it lapses
+        store.lease("default", W1, now=T0 + 20)  # the reclaim
+        lost = store.get("b")
+        assert lost is not None and lost.history[-1].outcome is Outcome.LOST
+        assert [h.worker for h in lost.history] == [W1, W2]
+
+
+class TestOperatorActions:
+    def test_make_due_makes_a_waiting_retry_due_now(self, store: Store) -> None:
+        """make_due moves a PENDING task's due time to now (attempts and history kept) and
+        lease takes it at once; a task already due, or not PENDING, is left alone."""
+        store.create(spec(id="a", backoff=Constant(60.0)), now=T0)
+        t = lease_one(store)
+        store.fail(t.id, W1, RuntimeError("x"), now=T0 + 1)
+        assert store.lease("default", W1, now=T0 + 2) == []  # waits for its backoff
+        got = store.make_due("a", now=T0 + 2)
+        assert got is not None and got.due_at == T0 + 2 and got.attempts == 1
+        assert got.status is TaskStatus.PENDING and len(got.history) == 1
+        assert store.make_due("a", now=T0 + 3) is None  # due already
+        assert store.next_due_at("default") is not None
+        assert store.next_due_at("default") <= T0 + 2  # type: ignore[operator]
+        again = lease_one(store, now=T0 + 2)
+        assert again.id == "a" and again.attempts == 2
+        assert store.make_due("a", now=T0 + 2) is None  # DOING
+        assert store.make_due("nope", now=T0) is None
+
+    def test_make_due_of_a_delayed_task(self, store: Store) -> None:
+        """A task created with a delay can be made due now; the others keep their order."""
+        store.create(spec(id="later", delay=3600), now=T0)
+        store.create(spec(id="first"), now=T0)
+        assert store.make_due("later", now=T0 + 1) is not None
+        got = store.lease("default", W1, limit=5, now=T0 + 1)
+        assert sorted(t.id for t in got) == ["first", "later"]
+
+    def test_delete_one_task_in_any_state_but_doing(self, store: Store) -> None:
+        """delete removes a PENDING, DONE, FAILED or CANCELED task (get is then None, the
+        counts drop); a DOING one or an unknown id answers False and nothing changes."""
+        store.create_many([spec(id=i) for i in ("d", "f", "c", "p", "r")], now=T0)
+        leased = {t.id: t for t in store.lease("default", W1, limit=3, now=T0)}
+        assert sorted(leased) == ["c", "d", "f"]
+        store.complete("d", W1, None, now=T0)
+        store.fail("f", W1, RuntimeError(), permanent=True, now=T0)
+        store.cancel("c", now=T0)
+        running = lease_one(store, now=T0)
+        assert running.id == "p"
+        assert store.delete("p") is False  # DOING
+        for tid in ("d", "f", "c", "r"):
+            assert store.delete(tid) is True
+            assert store.get(tid) is None
+            assert store.delete(tid) is False
+        assert store.delete("nope") is False
+        assert store.counts() == {"default": {**dict.fromkeys(TaskStatus, 0), "DOING": 1}}
+        assert [t.id for t in store.list()] == ["p"]
+        assert store.lease("default", W2, now=T0 + 1) == []
+        store.create(spec(id="r"), now=T0 + 1)  # the id may be used again
+        assert store.get("r") is not None
 
 
 class TestPurge:
@@ -906,7 +1042,7 @@ class TestAppliesTheStateMachine:
             assert after.status is decision.status
             assert after.last_error == decision.error
             assert after.history[-1] == AttemptRecord(
-                before.attempts, before.started_at, decision.base, Outcome.ERROR, error
+                before.attempts, before.started_at, decision.base, Outcome.ERROR, error, W1
             )
             if decision.dead:
                 assert after.finished_at == now + 0.25
@@ -953,7 +1089,9 @@ class TestAppliesTheStateMachine:
         )
         running = lease_one(store, W1, now=T0 + 2)
         assert store.cancel("a", now=T0 + 3)
-        done = tr.cancel(running.status, attempts=running.attempts, started_at=T0 + 2, now=T0 + 3)
+        done = tr.cancel(
+            running.status, attempts=running.attempts, started_at=T0 + 2, now=T0 + 3, worker=W1
+        )
         canceled = store.get("a")
         assert done is not None and canceled is not None
         assert (canceled.status, canceled.finished_at) == (done.status, done.finished_at)

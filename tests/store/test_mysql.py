@@ -29,6 +29,8 @@ from resile.queue.store import open_store
 from resile.queue.store.mysql import SCHEMA_VERSION, MySQLStore, SchemaError, _dialect, _sql
 from resile.queue.worker import Worker
 
+from .conftest import fill_to_count
+
 T0 = 1_700_000_000.0
 
 
@@ -141,16 +143,22 @@ class TestSchema:
     def test_a_version_1_schema_is_migrated(
         self, url: str, stores: Callable[..., MySQLStore]
     ) -> None:
-        """Tables made before traceparent and the counters get them on open, tasks kept."""
+        """Tables made before traceparent, the counters and the counts get them on open, tasks
+        kept and counted once."""
         first = stores()
-        task = first.create(TaskSpec(handler="h", queue="q"))
+        expected = fill_to_count(first)
+        task = first.list(queue="q")[0]
         first.close()
         with raw(url, urlsplit(url).path[1:]) as c, c.cursor() as cur:
             cur.execute("ALTER TABLE resile_tasks DROP COLUMN traceparent")
             cur.execute("DROP TABLE resile_tallies")
+            for event in ("insert", "update", "delete"):
+                cur.execute(f"DROP TRIGGER resile_counts_{event}")
+            cur.execute("DROP TABLE resile_counts")
             cur.execute(_sql.META_SET, {"key": _sql.VERSION_KEY, "value": "1"})
         s = stores()
-        assert s.schema_version() == SCHEMA_VERSION == 2
+        assert s.schema_version() == SCHEMA_VERSION == 3
+        assert s.counts() == expected
         got = s.get(task.id)
         assert got is not None and got.traceparent is None
         made = s.create(

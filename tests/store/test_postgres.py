@@ -29,6 +29,8 @@ from resile.queue.store.postgres import SCHEMA_VERSION, PostgresStore, SchemaErr
 from resile.queue.store.postgres import _sql as pgsql
 from resile.queue.worker import Worker
 
+from .conftest import fill_to_count
+
 T0 = 1_700_000_000.0
 
 
@@ -70,6 +72,16 @@ def stores(url: str) -> Iterator[Callable[..., PostgresStore]]:
 def raw(url: str) -> psycopg.Connection[Any]:
     """A plain autocommit connection to the server (no resile)."""
     return psycopg.connect(url.split("?")[0], autocommit=True)
+
+
+def vacuum_count(url: str, schema: str) -> int:
+    """How many times the hot table of ``schema`` was vacuumed by hand (not by autovacuum)."""
+    with raw(url) as c:
+        row = c.execute(
+            "SELECT vacuum_count FROM pg_stat_user_tables WHERE schemaname = %s AND relname = %s",
+            (schema, TASKS_TABLE),
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def count(url: str, schema: str, table: str) -> int:
@@ -173,17 +185,23 @@ class TestSchema:
     def test_a_version_1_schema_is_migrated(
         self, url: str, schema: str, stores: Callable[..., PostgresStore]
     ) -> None:
-        """A schema made before traceparent and the counters gets them on open, tasks kept."""
+        """A schema made before traceparent, the counters and the counts gets them on open,
+        tasks kept and counted once."""
         first = stores()
-        task = first.create(TaskSpec(handler="h", queue="q"))
+        expected = fill_to_count(first)
+        task = first.list(queue="q")[0]
         first.close()
         with raw(url) as c:
             for table in (TASKS_TABLE, pgsql.FINISHED_TABLE):
                 c.execute(f"ALTER TABLE {schema}.{table} DROP COLUMN traceparent")
             c.execute(f"DROP TABLE {schema}.resile_tallies")
+            for fn in ("rows", "moved"):  # their triggers go with them
+                c.execute(f"DROP FUNCTION {schema}.resile_counts_{fn}() CASCADE")
+            c.execute(f"DROP TABLE {schema}.resile_counts")
             c.execute(f"UPDATE {schema}.resile_meta SET value = '1' WHERE key = 'schema_version'")
         s = stores()
-        assert s.schema_version() == SCHEMA_VERSION == 2
+        assert s.schema_version() == SCHEMA_VERSION == 3
+        assert s.counts() == expected
         got = s.get(task.id)
         assert got is not None and got.traceparent is None
         made = s.create(
@@ -243,22 +261,79 @@ class TestSchema:
         # Names that are not columns: parameters, the schema ``s.``, and local aliases.
         aliases = {
             "v",
+            "r",
             "t",
             "q",
             "name",
             "ins",
             "moved",
+            "upd",
+            "tal",
+            "note",
             "ord",
             "found",
             "n",
             pgsql.FINISHED_TABLE,
             pgsql.SEQUENCE,
+            # the catalog the live-row estimate is read from
+            "pg_class",
+            "oid",
+            "reltuples",
         }
         for text in texts:
             if text is q.SCHEMA:
                 continue
             bare = re.sub(r"%\(\w+\)s|\bs\.(?=\w)|\bnew_", " ", text)
             assert unknown_fields(sql_columns(bare)) - aliases == set(), text
+
+
+class TestRoundTrips:
+    """The worker's hot calls take as few round trips as they can."""
+
+    def test_a_retry_of_a_task_this_store_leased_is_one_statement(
+        self, stores: Callable[..., PostgresStore], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """fail() of a task leased through this store retries it without a transaction."""
+        s = stores()
+        s.create(spec(max_retries=3))
+        (task,) = s.lease("default", "w")
+
+        def no_transaction(*a: Any, **k: Any) -> Any:
+            raise AssertionError("fail() opened a transaction")
+
+        monkeypatch.setattr(s._db, "tx", no_transaction)
+        after = s.fail(task.id, "w", RuntimeError("boom"), now=T0)
+        assert after is not None and after.status is TaskStatus.PENDING
+        assert after.attempts == 1 and len(after.history) == 1
+        assert after.last_error is not None and "boom" in after.last_error.message
+        monkeypatch.undo()
+        counted = s.tallies(since=T0 - 60, until=T0 + 60)
+        assert sum(c.get(Tally.RETRIED, 0) for c in counted.values()) == 1
+
+    def test_a_task_no_longer_held_takes_the_locked_path(
+        self, stores: Callable[..., PostgresStore]
+    ) -> None:
+        """A lease that lapsed and went to another worker: the old holder's fail is refused."""
+        s = stores()
+        s.create(spec(max_retries=3), now=T0)
+        (task,) = s.lease("default", "w1", lease_seconds=1, now=T0)
+        (again,) = stores().lease("default", "w2", now=T0 + 5)
+        assert again.id == task.id
+        assert s.fail(task.id, "w1", RuntimeError("late"), now=T0 + 6) is None
+        assert s.get(task.id).lease_owner == "w2"  # type: ignore[union-attr]
+
+    def test_next_due_at_needs_no_transaction(
+        self, stores: Callable[..., PostgresStore], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """next_due_at reads without BEGIN / COMMIT (a hint for the worker's timer)."""
+        s = stores()
+        s.create(spec(delay=30), now=T0)
+
+        def no_transaction(*a: Any, **k: Any) -> Any:
+            raise AssertionError("next_due_at opened a transaction")
+
+        monkeypatch.setattr(s._db, "tx", no_transaction)
+        assert s.next_due_at(["default"]) == pytest.approx(T0 + 30)
 
 
 class TestHotTable:
@@ -313,22 +388,31 @@ class TestHotTable:
         s = stores(vacuum_every=0.01)
         s.create_many([spec() for _ in range(400)])
 
-        def vacuums() -> int:
-            with raw(url) as c:
-                row = c.execute(
-                    "SELECT vacuum_count FROM pg_stat_user_tables"
-                    " WHERE schemaname = %s AND relname = %s",
-                    (schema, TASKS_TABLE),
-                ).fetchone()
-            return int(row[0]) if row else 0
-
         def complete_some() -> bool:
             for t in s.lease("default", "w", limit=2):
                 s.complete(t.id, "w")
-            return vacuums() > 0
+            return vacuum_count(url, schema) > 0
 
         wait_for(complete_some, 15, "a vacuum of the hot table", step=0.05)
         assert stores(vacuum_every=None).vacuum_every is None
+
+    def test_churn_makes_a_vacuum_due_before_vacuum_every(
+        self, url: str, schema: str, stores: Callable[..., PostgresStore]
+    ) -> None:
+        """Finishing 200 tasks vacuums the hot table long before vacuum_every has passed."""
+        s = stores(vacuum_every=3600)
+        s.create_many([spec() for _ in range(250)])
+
+        leased = s.lease("default", "w", limit=199)
+        assert all(s.complete_many_flags([(t.id, None) for t in leased], "w"))
+        assert vacuum_count(url, schema) == 0  # 199 finished: not due yet
+        (last,) = s.lease("default", "w", limit=1)
+        assert s.complete(last.id, "w") is not None
+        wait_for(
+            lambda: vacuum_count(url, schema) > 0,
+            15,
+            "a vacuum of the hot table after 200 finished",
+        )
 
     def test_partial_indexes_on_live_states(self, url: str, schema: str) -> None:
         """The hot table's lease indexes are partial on the live states; autovacuum is tuned."""
@@ -487,6 +571,26 @@ class TestWakeUps:
             stores().create(spec())
             assert woke.wait(5)
         finally:
+            stop()
+
+    def test_a_notification_wakes_at_once_not_at_the_end_of_the_listen_wait(
+        self, stores: Callable[..., PostgresStore], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The watcher wakes as a notification arrives, not when its wait for more ends."""
+        from resile.queue.store.postgres._watch import Watcher
+
+        monkeypatch.setattr(Watcher, "TICK", 60.0)
+        s = stores()
+        woke = threading.Event()
+        stop = s.watch(["default"], woke.set)
+        assert stop is not None
+        try:
+            wait_for(lambda: s._watchers[0].listening.is_set(), 5, "listening")
+            woke.clear()
+            stores().create(spec())
+            assert woke.wait(10)  # 60 s (TICK) when the wake waited for the wait's end
+        finally:
+            monkeypatch.setattr(Watcher, "TICK", 0.2)  # stop() joins within 10 TICKs
             stop()
 
     def test_an_idle_worker_wakes_on_another_processes_task(

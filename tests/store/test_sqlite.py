@@ -19,7 +19,7 @@ from resile.queue._names import FIELDS, META_TABLE, TASKS_TABLE
 from resile.queue.store import _sqlite_sql as sql
 from resile.queue.store.sqlite import SQLiteStore
 
-from .conftest import T0
+from .conftest import T0, fill_to_count
 
 
 @pytest.fixture
@@ -290,6 +290,23 @@ class TestAddedColumns:
             made = store.create(TaskSpec("h", traceparent=trace))
             got = store.get(made.id)
         assert got is not None and got.traceparent == trace
+
+    def test_a_file_made_before_the_counts_is_counted_once(self, tmp_path: Path) -> None:
+        """Opening a file without the counts table adds it and its triggers, counting the tasks
+        there once; later changes are counted by the triggers."""
+        path = str(tmp_path / "old.db")
+        with SQLiteStore(path) as store:
+            expected = fill_to_count(store)
+        with sqlite3.connect(path) as old:
+            for event in ("insert", "update", "delete"):
+                old.execute(f"DROP TRIGGER resile_counts_{event}")
+            old.execute("DROP TABLE resile_counts")
+        zero = dict.fromkeys(TaskStatus, 0)
+        with SQLiteStore(path) as store:
+            assert store.counts() == expected
+            store.lease("q0", "w")
+        with SQLiteStore(path) as store:  # opened again: not counted a second time
+            assert store.counts()["q0"] == {**zero, TaskStatus.PENDING: 2, TaskStatus.DOING: 1}
 
 
 class TestOldestDueIndex:

@@ -83,3 +83,25 @@ def test_queue_looking_methods_types() -> None:
         assert tasks == [] and maybe is None and sum(counts.values()) == 0
         with pytest.raises(TypeError):
             same.list(stauts="PENDING")  # type: ignore[call-arg]
+
+
+def test_periodic_types() -> None:
+    """``@queue.periodic`` keeps the function's signature; the schedule API is typed."""
+    from datetime import timedelta
+
+    from resile.queue.schedules import ScheduleRecord
+
+    queue: Queue = resile.connect("sqlite:///:memory:")
+
+    @queue.periodic(every=timedelta(minutes=5), missed="latest", overlap="skip", name="refresh")
+    def refresh(ctx: TaskContext) -> int:
+        when: float | None = ctx.scheduled_for
+        return 0 if when is None else 1
+
+    fn: TaskFunction[[TaskContext], int] = refresh
+    assert fn.name == "refresh"
+    with pytest.raises(ValueError):
+        queue.periodic(every=60, missed="sometimes")  # type: ignore[arg-type]
+    records: list[ScheduleRecord] = queue.list_schedules()
+    assert records == [] and queue.pause_schedule("refresh") is False
+    queue.close()

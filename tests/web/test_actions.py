@@ -45,6 +45,44 @@ class TestOneTask:
         assert response.headers["location"] == "/tasks?notice=not-retried"
         assert _status(store, task_id) is TaskStatus.PENDING
 
+    def test_retry_now_a_pending_task_that_waits(self, store: Store, client: httpx.Client) -> None:
+        """A PENDING task waiting for its due time shows "Retry now"; POST retry makes it due now."""
+        task_id = store.create(TaskSpec("resize", delay=3600)).id
+        page = client.get(f"/tasks/{task_id}").text
+        assert f'action="/tasks/{task_id}/retry"' in page
+        response = post(client, f"/tasks/{task_id}/retry", {"next": f"/tasks/{task_id}"})
+        assert response.headers["location"] == f"/tasks/{task_id}?notice=retried"
+        task = store.get(task_id)
+        assert task is not None and task.status is TaskStatus.PENDING
+        assert task.due_at <= store.now() and task.attempts == 0
+        assert f'action="/tasks/{task_id}/retry"' not in client.get(f"/tasks/{task_id}").text
+
+    def test_delete_a_task(self, store: Store, client: httpx.Client) -> None:
+        """POST /tasks/{id}/delete deletes a finished task and redirects to the list."""
+        task_id = dead_task(store)
+        assert f'action="/tasks/{task_id}/delete"' in client.get(f"/tasks/{task_id}").text
+        response = post(client, f"/tasks/{task_id}/delete", {"next": f"/tasks/{task_id}"})
+        assert response.status_code == 303
+        assert response.headers["location"] == "/tasks?notice=deleted"
+        assert store.get(task_id) is None
+        assert "Task deleted." in client.get(response.headers["location"]).text
+        assert client.get(f"/tasks/{task_id}").status_code == 404
+
+    def test_a_running_task_is_not_deleted(self, store: Store, client: httpx.Client) -> None:
+        """A DOING task draws no Delete button, and a POST deletes nothing and says so."""
+        task_id = store.create(TaskSpec("resize")).id
+        store.lease("default", "w-1")
+        assert f'action="/tasks/{task_id}/delete"' not in client.get(f"/tasks/{task_id}").text
+        response = post(client, f"/tasks/{task_id}/delete", {"next": f"/tasks/{task_id}"})
+        assert response.headers["location"] == f"/tasks/{task_id}?notice=not-deleted"
+        assert _status(store, task_id) is TaskStatus.DOING
+
+    def test_delete_needs_csrf(self, store: Store, client: httpx.Client) -> None:
+        """A delete without the CSRF token is refused and deletes nothing."""
+        task_id = dead_task(store)
+        assert client.post(f"/tasks/{task_id}/delete", data={}).status_code == 403
+        assert store.get(task_id) is not None
+
     def test_next_must_be_local(self, store: Store, client: httpx.Client) -> None:
         """A ``next`` pointing at another site redirects to the overview instead."""
         task_id = store.create(TaskSpec("resize")).id
@@ -163,6 +201,19 @@ class TestBulk:
             assert all(_status(store, i) is TaskStatus.PENDING for i in wanted)
             assert all(_status(store, i) is TaskStatus.FAILED for i in other_error + other_queue)
 
+    def test_bulk_delete_selected(self, store: Store, client: httpx.Client) -> None:
+        """Bulk delete on ticked tasks deletes the ones not running and counts the rest skipped."""
+        dead = [dead_task(store) for _ in range(2)]
+        running = store.create(TaskSpec("resize", queue="busy")).id
+        store.lease("busy", "w-1")
+        assert 'value="delete"' in client.get("/tasks").text
+        form = {"action": "delete", "scope": "selected", "ids": [*dead, running]}
+        response = post(client, "/tasks/bulk", form, page="/tasks")
+        assert "changed=2" in response.headers["location"]
+        assert "skipped=1" in response.headers["location"]
+        assert all(store.get(i) is None for i in dead)
+        assert _status(store, running) is TaskStatus.DOING
+
     def test_bad_bulk_input(self, store: Store, client: httpx.Client) -> None:
         """An unknown action or scope, or no selection, is a 400 naming the field."""
         task_id = dead_task(store)
@@ -242,6 +293,8 @@ class TestReadOnly:
             for path, data in (
                 (f"/tasks/{task_id}/retry", {}),
                 (f"/tasks/{task_id}/cancel", {}),
+                (f"/tasks/{task_id}/delete", {}),
+                ("/tasks/bulk", {"action": "delete", "ids": task_id}),
                 ("/tasks/bulk", {"action": "retry", "ids": task_id}),
                 ("/purge", {"older_than": "0"}),
                 ("/queues/mail/pause", {}),

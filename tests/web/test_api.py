@@ -69,6 +69,20 @@ class TestActions:
         assert response.json()["changed"] is True
         assert response.json()["task"]["status"] == "PENDING"
 
+    def test_delete_and_retry_now(self, store: Store, client: httpx.Client) -> None:
+        """POST /api/tasks/{id}/delete deletes (task null after); retry makes a waiting task due."""
+        task_id = dead_task(store)
+        assert client.post(f"/api/tasks/{task_id}/delete").status_code == 403  # no CSRF header
+        assert _api_post(client, f"/api/tasks/{task_id}/delete").json() == {
+            "changed": True,
+            "task": None,
+        }
+        assert store.get(task_id) is None
+        assert _api_post(client, f"/api/tasks/{task_id}/delete").json()["changed"] is False
+        waiting = store.create(TaskSpec("resize", delay=3600)).id
+        body = _api_post(client, f"/api/tasks/{waiting}/retry").json()
+        assert body["changed"] is True and body["task"]["due_at"] <= store.now()
+
     def test_foreign_origin_refused(self, store: Store, client: httpx.Client) -> None:
         """A POST from a foreign Origin is refused even with the right header."""
         task_id = dead_task(store)
@@ -187,4 +201,4 @@ class TestSchema:
                 )
 
             check()
-        assert operations == 11
+        assert operations == 12

@@ -7,6 +7,7 @@ the tests save a screenshot of each page there (``docs/img/`` in the docs).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -21,6 +22,7 @@ from _browser import browser
 from _waits import wait_for
 from resile.queue._names import TaskStatus
 from resile.queue.registry import WorkerRecord
+from resile.queue.schedules import Rule, Schedule
 from resile.queue.store import Store
 from resile.queue.task import TaskError, TaskSpec
 from web.conftest import dead_task
@@ -54,6 +56,19 @@ def shot(page: Any, name: str) -> None:
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
+
+
+@contextlib.contextmanager
+def working(queue: Any) -> Iterator[None]:
+    """A one-slot worker on ``queue`` running in a thread for the block, stopped after it."""
+    worker = resile.Worker(queue, concurrency=1)
+    runner = threading.Thread(target=worker.run, daemon=True)
+    runner.start()
+    try:
+        yield
+    finally:
+        worker.stop()
+        runner.join(10)
 
 
 def status_of(store: Store, task_id: str) -> TaskStatus:
@@ -159,10 +174,7 @@ class TestActions:
                 raise ConnectionError("service down")
             return "sent"
 
-        worker = resile.Worker(queue, concurrency=1)
-        runner = threading.Thread(target=worker.run, daemon=True)
-        runner.start()
-        try:
+        with working(queue):
             task_id = flaky.enqueue().id
             wait_for(lambda: status_of(sqlite_store, task_id) is TaskStatus.FAILED, 10, "FAILED")
             page.goto(serve_app(sqlite_store) + f"/tasks/{task_id}")
@@ -172,10 +184,53 @@ class TestActions:
             page.locator(".notice").wait_for(timeout=5000)
             page.locator(".head .s-done").wait_for(timeout=5000)
             assert "sent" in page.locator("pre.json").nth(1).inner_text()
-        finally:
-            worker.stop()
-            runner.join(10)
         assert status_of(sqlite_store, task_id) is TaskStatus.DONE
+
+    def test_retry_now_a_task_waiting_for_its_retry(
+        self, page: Any, sqlite_store: Store, serve_app: Callable[..., str]
+    ) -> None:
+        """Retry now on a PENDING task whose retry is an hour away: it runs at once, DONE."""
+        queue = resile.connect(sqlite_store)
+        failed_once = threading.Event()
+
+        @queue.task(name="patient", max_retries=1, backoff=resile.Constant(3600.0))
+        def patient() -> str:
+            if not failed_once.is_set():
+                failed_once.set()
+                raise ConnectionError("service down")
+            return "sent"
+
+        with working(queue):
+            task_id = patient.enqueue().id
+            wait_for(
+                lambda: (
+                    (t := sqlite_store.get(task_id)) is not None
+                    and t.attempts == 1
+                    and t.status is TaskStatus.PENDING
+                ),
+                10,
+                "the retry scheduled an hour ahead",
+            )
+            page.goto(serve_app(sqlite_store) + f"/tasks/{task_id}")
+            assert page.locator(".head .status").inner_text() == "PENDING"
+            shot(page, "task-retry-waiting")
+            page.click("text=Retry now")
+            page.locator(".notice").wait_for(timeout=5000)
+            page.locator(".head .s-done").wait_for(timeout=5000)
+        assert status_of(sqlite_store, task_id) is TaskStatus.DONE
+
+    def test_delete_a_dead_task(
+        self, page: Any, sqlite_store: Store, serve_app: Callable[..., str]
+    ) -> None:
+        """Delete on a FAILED task's page: back on the list with a notice, the task gone."""
+        task_id = dead_task(sqlite_store)
+        page.goto(serve_app(sqlite_store) + f"/tasks/{task_id}")
+        page.click("button:text('Delete')")
+        page.locator(".notice").wait_for(timeout=5000)
+        assert "Task deleted." in page.locator(".notice").inner_text()
+        assert page.url.split("?")[0].endswith("/tasks")
+        assert sqlite_store.get(task_id) is None
+        assert page.console_errors == []
 
     def test_refused_without_the_csrf_token(
         self, page: Any, sqlite_store: Store, serve_app: Callable[..., str]
@@ -224,10 +279,7 @@ class TestActions:
         def send() -> str:
             return "sent"
 
-        worker = resile.Worker(queue, concurrency=1)
-        runner = threading.Thread(target=worker.run, daemon=True)
-        runner.start()
-        try:
+        with working(queue):
             first = send.enqueue().id
             wait_for(lambda: status_of(sqlite_store, first) is TaskStatus.DONE, 10, "a first run")
             page.goto(serve_app(sqlite_store) + "/")
@@ -242,9 +294,27 @@ class TestActions:
             page.get_by_role("button", name="Resume queue mail").click()
             page.locator(".notice", has_text="Queue resumed").wait_for(timeout=5000)
             wait_for(lambda: status_of(sqlite_store, waiting) is TaskStatus.DONE, 5, "resumed run")
-        finally:
-            worker.stop()
-            runner.join(10)
+
+    def test_pause_and_run_a_schedule(
+        self, page: Any, sqlite_store: Store, serve_app: Callable[..., str]
+    ) -> None:
+        """On the schedules page an operator pauses a schedule, sees it paused, runs it now
+        and resumes it; each click lands in the store."""
+        sched = Schedule("nightly", "reports", Rule(cron="0 3 * * *", tz="Europe/Berlin"),
+                         task={"handler": "report", "params": {"full": True}})  # fmt: skip
+        sqlite_store.save_schedule("nightly", "reports", sched.declaration())
+        page.goto(serve_app(sqlite_store) + "/schedules")
+        page.get_by_role("button", name="Pause schedule nightly").click()
+        page.locator(".notice", has_text="Schedule paused").wait_for(timeout=5000)
+        assert page.locator("td.leasing .status").inner_text() == "paused (operator)"
+        shot(page, "schedules-paused")
+        page.get_by_role("button", name="Run schedule nightly now").click()
+        page.locator(".notice", has_text="One run of the schedule").wait_for(timeout=5000)
+        assert [t.handler for t in sqlite_store.list()] == ["report"]
+        page.get_by_role("button", name="Resume schedule nightly").click()
+        page.locator(".notice", has_text="Schedule resumed").wait_for(timeout=5000)
+        assert sqlite_store.get_schedule("nightly").paused == ""  # type: ignore[union-attr]
+        assert page.console_errors == []
 
     def test_read_only_draws_no_button(
         self, page: Any, sqlite_store: Store, serve_app: Callable[..., str]

@@ -16,7 +16,7 @@ from anyio import wait_all_tasks_blocked
 
 from _waits import wait_for
 from resile.queue.store.sqlite import SQLiteStore
-from resile.queue.task import TaskSpec
+from resile.queue.task import TaskSpec, TaskStatus
 from resile.web._live import SharedReads, sse
 
 
@@ -32,9 +32,9 @@ class CountingStore(SQLiteStore):
         with self._count_lock:
             self.calls[name] += 1
 
-    def queues(self) -> list[str]:
-        self._count("queues")
-        return super().queues()
+    def counts(self) -> dict[str, dict[TaskStatus, int]]:
+        self._count("counts")
+        return super().counts()
 
     def list(self, **kwargs: Any) -> list[Any]:  # type: ignore[override]
         self._count("list")
@@ -210,10 +210,10 @@ class TestStreams:
         for t in threads:
             t.start()
         wait_for(lambda: all(n >= 1 for n in seen), 10, "every viewer's first event")
-        before = counting.calls["queues"]
+        before = counting.calls["counts"]
         window = 2.0
         stop.wait(window)  # the measurement window itself, not a wait for readiness
-        reads = counting.calls["queues"] - before
+        reads = counting.calls["counts"] - before
         stop.set()
         for t in threads:
             t.join(5)

@@ -148,6 +148,18 @@ class TestTaskPage:
         ):
             assert expected in page, expected
 
+    def test_attempts_show_their_worker_and_the_task_its_trace_id(
+        self, store: Store, client: httpx.Client
+    ) -> None:
+        """Each attempt row names the worker that ran it; the trace id of the traceparent shows."""
+        trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+        task = store.create(TaskSpec("encode", traceparent=f"00-{trace}-00f067aa0ba902b7-01"))
+        store.lease("default", "worker-7:41")
+        store.fail(task.id, "worker-7:41", TaskError("DiskFull", "no space left"))
+        page = client.get(f"/tasks/{task.id}").text
+        assert "<code>worker-7:41</code>" in page
+        assert f'<code class="trace">{trace}</code>' in page
+
     def test_result_of_a_done_task(self, store: Store, client: httpx.Client) -> None:
         """A DONE task shows its result and a full progress bar."""
         task = store.create(TaskSpec("add", {"a": 1}))

@@ -14,6 +14,7 @@ from typing import Any
 
 __all__ = [
     "ACTIVE_STATUSES",
+    "COUNTS_TABLE",
     "DEFAULT_BACKOFF",
     "DEFAULT_LEASE_SECONDS",
     "DEFAULT_MAX_RETRIES",
@@ -24,6 +25,7 @@ __all__ = [
     "LEASE_EXPIRED_REASON",
     "MAX_ID_LENGTH",
     "META_TABLE",
+    "SCHEDULE_PREFIX",
     "SCHEMA_VERSION",
     "TALLIES_TABLE",
     "TALLY_WINDOW",
@@ -149,7 +151,12 @@ TALLY_WINDOW = 48 * 3600.0
 TASKS_TABLE = "resile_tasks"
 META_TABLE = "resile_meta"
 TALLIES_TABLE = "resile_tallies"
+# Tasks per (queue, status), kept by triggers in the transaction of every change (SQL stores).
+COUNTS_TABLE = "resile_counts"
 SCHEMA_VERSION = 1
+# Schedule records are rows of the meta table (SQL) / fields of one hash (Redis), keyed
+# SCHEDULE_PREFIX + name, beside the paused queues and the worker registry.
+SCHEDULE_PREFIX = "schedule:"
 
 # -- defaults ---------------------------------------------------------------------------------
 DEFAULT_QUEUE = "default"

@@ -180,11 +180,13 @@ class Completed:
     status: TaskStatus = TaskStatus.DONE
 
 
-def complete(attempts: int, started_at: float | None, now: float) -> Completed:
-    """The holder reports success at ``now`` for attempt ``attempts`` leased at ``started_at``."""
-    return Completed(
-        entry=AttemptRecord(int(attempts), started_at, now, Outcome.OK), finished_at=now
-    )
+def complete(
+    attempts: int, started_at: float | None, now: float, worker: str | None = None
+) -> Completed:
+    """The holder (``worker``) reports success at ``now`` for attempt ``attempts`` leased at
+    ``started_at``."""
+    entry = AttemptRecord(int(attempts), started_at, now, Outcome.OK, worker=worker)
+    return Completed(entry=entry, finished_at=now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +204,7 @@ class AfterFailure:
             expired lease's expiry; also the history entry's ``ended_at``.
 
     The failed attempt's history entry is the backend's to write:
-    ``AttemptRecord(attempts, started_at, base, outcome, <the attempt's own error>)``
+    ``AttemptRecord(attempts, started_at, base, outcome, <the attempt's own error>, worker)``
     (``error`` here may be the ``CorruptTask`` replacement; the entry keeps
     what the attempt raised, ``LEASE_EXPIRED_ERROR`` for a reclaim).
     """
@@ -371,18 +373,26 @@ class Canceled:
 
 
 def cancel(
-    status: _Status, *, attempts: int, started_at: float | None, now: float
+    status: _Status,
+    *,
+    attempts: int,
+    started_at: float | None,
+    now: float,
+    worker: str | None = None,
 ) -> Canceled | None:
     """Cancel a task in ``status`` at ``now``; ``None`` when ``status`` may not be canceled.
 
     A ``DOING`` task gets a ``canceled`` history entry (``CANCELED_ERROR``) for
-    its running attempt and keeps its lease owner (its worker finds out on renew).
+    its running attempt (held by ``worker``) and keeps its lease owner (its worker
+    finds out on renew).
     """
     if not can_cancel(status):
         return None
     entry = None
     if _in(status, HELD_FROM):
-        entry = AttemptRecord(int(attempts), started_at, now, Outcome.CANCELED, CANCELED_ERROR)
+        entry = AttemptRecord(
+            int(attempts), started_at, now, Outcome.CANCELED, CANCELED_ERROR, worker
+        )
     return Canceled(finished_at=now, entry=entry)
 
 

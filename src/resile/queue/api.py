@@ -40,6 +40,16 @@ from resile.queue._names import (
     TaskStatus,
 )
 from resile.queue.context import TaskContext, context_parameter
+from resile.queue.schedules import (
+    Missed,
+    Overlap,
+    Rule,
+    Schedule,
+    ScheduleRecord,
+    check_name,
+    tick_id,
+    tick_spec,
+)
 from resile.queue.store import IfExists, Store, open_store
 from resile.queue.task import JSONValue, Task, TaskSpec
 
@@ -432,6 +442,8 @@ class Queue(Closing):
         self.store = store
         self.name = name
         self.handlers: dict[str, TaskFunction[Any, Any]] = {}
+        # Declared schedules (@queue.periodic), by name: what a worker reconciles and fires.
+        self.periodics: dict[str, Schedule] = {}
         self._lock = threading.Lock()
 
     @property
@@ -550,6 +562,126 @@ class Queue(Closing):
         if fn is not None:
             return register(fn)
         return register
+
+    # -- durable schedules ------------------------------------------------------------------------
+
+    def periodic(
+        self,
+        *,
+        every: float | timedelta | None = None,
+        cron: str | None = None,
+        tz: str = "UTC",
+        missed: Missed = "skip",
+        catch_up: int | float | timedelta | None = None,
+        overlap: Overlap = "allow",
+        params: Mapping[str, JSONValue] | None = None,
+        name: str | None = None,
+        backoff: Backoff | Mapping[str, Any] | None = None,
+        max_retries: int | None = None,
+        timeout: float | timedelta | None = None,
+        priority: int = DEFAULT_PRIORITY,
+        queue: str | None = None,
+        resources: Mapping[str, float] | None = None,
+    ) -> Callable[[Callable[P, R]], TaskFunction[P, R]]:
+        """Register a task handler that every ``resile worker`` of its queue fires on a schedule.
+
+        Each tick is an ordinary task (``queue.get``, the CLI, metrics), enqueued once
+        across any number of workers and machines, due at its fire time
+        (``TaskContext.scheduled_for``). See ``docs/schedules.md``.
+
+        Args:
+            every: seconds (>= 1) or a ``timedelta``: ticks at its multiples since the epoch.
+            cron: a cron expression (``"0 3 * * mon-fri"``, cronsim's syntax; needs the
+                ``cron`` extra), in time zone ``tz``.
+            tz: an IANA time zone name for ``cron``.
+            missed: ticks no worker fired in time: ``"skip"``, ``"latest"`` (one run for
+                the newest) or ``"all"`` (limited by ``catch_up``).
+            catch_up: with ``missed="all"``: an int (the newest that many) or a window
+                (``timedelta`` / seconds).
+            overlap: a tick while the previous tick's task is pending or running:
+                ``"allow"``, ``"skip"``, ``"buffer_one"`` or ``"cancel_previous"``.
+            params: the handler's keyword arguments for every tick (plain JSON).
+            name: the schedule's name and the handler's (default: the function's
+                qualified name).
+            backoff, max_retries, timeout, priority, queue, resources: as ``task``.
+
+        Raises:
+            ValueError: a bad rule, policy or option (named, with its value), or a name
+                already declared for another function.
+            ImportError: ``cron=`` without cronsim installed.
+        """
+        rule = Rule(every=every, cron=cron, tz=tz)  # type: ignore[arg-type]
+        window = catch_up.total_seconds() if isinstance(catch_up, timedelta) else catch_up
+        # The policies are checked now, before any function is registered.
+        Schedule("check", self.name, rule, missed=missed, catch_up=window, overlap=overlap)
+        fixed = dict(params or {})
+
+        def declare(fn: Callable[P, R]) -> TaskFunction[P, R]:
+            default = getattr(fn, "__qualname__", "").replace(".<locals>", "")
+            tf = self.task(
+                name=check_name(name if name is not None else default, "periodic"),
+                backoff=backoff,
+                max_retries=max_retries,
+                timeout=timeout,
+                priority=priority,
+                queue=queue,
+                resources=resources,
+            )(fn)
+            tf._params((), fixed)  # the params fit the signature, or TypeError now
+            template = {
+                "handler": tf.name,
+                "params": fixed,
+                "priority": tf.priority,
+                "max_retries": tf.max_retries,
+                "backoff": dict(tf.backoff),
+                "timeout": tf.timeout,
+                "resources": dict(tf.resources),
+            }
+            sched = Schedule(
+                name=tf.name,
+                queue=tf.queue_name,
+                rule=rule,
+                missed=missed,
+                catch_up=window,
+                overlap=overlap,
+                task=template,
+            )
+            tick_spec(sched, 0.0)  # the template makes a valid task, or ValueError now
+            with self._lock:
+                self.periodics[sched.name] = sched
+            return tf
+
+        return declare
+
+    def list_schedules(self) -> builtins.list[ScheduleRecord]:
+        """The stored schedules (every queue), by name, with their last fire time
+        (``last``), ``next_fire()`` and pause state."""
+        return self.store.schedules()
+
+    def pause_schedule(self, name: str) -> bool:
+        """Stop schedule ``name`` firing; ``False`` when unknown or paused already."""
+        return self.store.pause_schedule(name)
+
+    def resume_schedule(self, name: str) -> bool:
+        """Let a paused schedule fire again (``missed=`` decides about the ticks it missed)."""
+        return self.store.resume_schedule(name)
+
+    def delete_schedule(self, name: str) -> bool:
+        """Delete a schedule's record; a worker whose code declares it adds it again at start."""
+        return self.store.delete_schedule(name)
+
+    def trigger_schedule(self, name: str) -> Task:
+        """Enqueue one run of schedule ``name`` now, outside its rule (``scheduled_for`` is now).
+
+        Raises:
+            KeyError: no such schedule is stored.
+        """
+        record = self.store.get_schedule(name)
+        if record is None:
+            raise KeyError(f"no schedule named {name!r}")
+        now = self.store.now()
+        sched = Schedule.from_record(record)
+        return self.store.create(tick_spec(sched, now, task_id=tick_id(name, now, manual=True)))
 
     # -- producing --------------------------------------------------------------------------------
 

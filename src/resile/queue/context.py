@@ -28,6 +28,7 @@ from typing import Any
 
 from resile import _util
 from resile.queue._names import TaskStatus
+from resile.queue.schedules import parse_tick_id
 from resile.queue.store.base import Store
 from resile.queue.task import JSONValue, Task, check_json
 
@@ -104,6 +105,14 @@ class TaskContext:
     def params(self) -> dict[str, JSONValue]:
         """The task's params."""
         return self.task.params
+
+    @property
+    def scheduled_for(self) -> float | None:
+        """A schedule's tick (``@queue.periodic``): its fire time, epoch seconds (the task's
+        first ``due_at``; a run by ``resile schedules trigger``: when it was triggered).
+        ``None`` for a task that is not a tick."""
+        tick = parse_tick_id(self.task.id)
+        return None if tick is None else tick[1]
 
     @property
     def checkpoint(self) -> JSONValue:

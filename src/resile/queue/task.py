@@ -264,6 +264,8 @@ class AttemptRecord:
         ended_at: epoch seconds when its outcome was recorded.
         outcome: ``ok``, ``error``, ``timeout``, ``lost`` or ``canceled``.
         error: what it raised, for every outcome but ``ok``.
+        worker: the id of the worker that held the attempt's lease (``None``:
+            unknown, e.g. an entry written before 0.3).
     """
 
     attempt: int
@@ -271,6 +273,7 @@ class AttemptRecord:
     ended_at: float
     outcome: Outcome
     error: TaskError | None = None
+    worker: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form; ``AttemptRecord.from_dict`` reverses it."""
@@ -280,6 +283,7 @@ class AttemptRecord:
             "ended_at": self.ended_at,
             "outcome": self.outcome.value,
             "error": None if self.error is None else self.error.to_dict(),
+            "worker": self.worker,
         }
 
     @classmethod
@@ -292,6 +296,7 @@ class AttemptRecord:
             ended_at=float(data["ended_at"]),
             outcome=Outcome(data["outcome"]),
             error=TaskError.from_dict(err) if isinstance(err, Mapping) else None,
+            worker=data["worker"] if isinstance(data.get("worker"), str) else None,
         )
 
     @property

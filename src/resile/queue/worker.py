@@ -58,6 +58,7 @@ from resile.queue._executors import (
 from resile.queue._names import DEFAULT_LEASE_SECONDS, DEFAULT_QUEUE, Outcome, TaskStatus
 from resile.queue._probe import Probe, capacity, gpu_probe, no_gpu_probe
 from resile.queue._runner import Result, failure, load_queue
+from resile.queue._scheduler import Scheduler
 from resile.queue.context import context_parameter
 from resile.queue.registry import WorkerRecord
 from resile.queue.store.base import Store, normalize_queues
@@ -156,6 +157,7 @@ class Worker:
         poll_interval: float | None = 0.02,
         kill_grace: float = 2.0,
         import_path: str | None = None,
+        schedules: bool = True,
     ) -> None:
         store = getattr(queue, "store", None)
         if not isinstance(store, Store):
@@ -213,6 +215,8 @@ class Worker:
                     "define the queue at module level or pass import_path='package.module:queue'"
                 )
         self.stats = WorkerStats()
+        self.schedules = bool(schedules)
+        self._scheduler: Scheduler | None = None
 
         self._cond = threading.Condition()
         self._woken = False
@@ -509,8 +513,10 @@ class Worker:
             self._watched = stop_watching is not None
             executor.open()
             self._register()
+            self._start_schedules()
             self._loop(executor, burst, wait)
         finally:
+            self._scheduler = None
             self._unregister()
             remove_listener()
             if stop_watching is not None:
@@ -526,6 +532,34 @@ class Worker:
                     self._report_slots(stopped=True)
         if self._fatal_error is not None:
             raise RuntimeError(f"resile worker {self.worker_id}: {self._fatal_error}")
+
+    def _start_schedules(self) -> None:
+        """Reconcile the declared schedules of our queues; their ticks fire from ``_loop``."""
+        declared = getattr(self.queue, "periodics", None)
+        if not self.schedules or not declared:
+            return
+        scheduler = Scheduler(self.store, declared, self.queues)
+        if not scheduler.schedules:
+            return
+        try:
+            done = scheduler.reconcile(self.store.now())
+        except Exception:
+            logger.exception("resile worker %s: could not reconcile the schedules", self.worker_id)
+        else:
+            logger.info("resile worker %s: schedules %s", self.worker_id, done)
+        self._scheduler = scheduler
+
+    def _schedule(self, timeout: float) -> float:
+        """Fire the ticks due now; ``timeout`` cut to the time until the next one."""
+        scheduler = self._scheduler
+        if scheduler is None or self._stopping:
+            return timeout
+        now = self.store.now()
+        at = scheduler.next_at()
+        if at <= now:
+            at = scheduler.run_due(now)
+            now = self.store.now()
+        return min(timeout, max(0.0, at - now))
 
     def _loop(self, executor: Executor, burst: bool, wait: bool | float) -> None:
         store = self.store
@@ -552,7 +586,7 @@ class Worker:
                     (a.deadline for a in self._running.values() if a.state is RUNNING),
                     default=math.inf,
                 )
-                timeout = min(next_beat, deadline) - mono
+                timeout = self._schedule(min(next_beat, deadline) - mono)
                 if self._stopping:
                     if stop_at is None:
                         stop_at = mono + (0.0 if self._force else self.grace)
@@ -720,12 +754,18 @@ class Worker:
             execution, result = self._done[0]
             self._write(execution, result)
             self._done.popleft()
-            self._running.pop(execution.task.id, None)
+            self._forget(execution.task.id)
         while self._writes:
             execution, outcome = self._writes[0]
             self._write(execution, outcome)
             self._writes.popleft()
-            self._running.pop(execution.task.id, None)
+            self._forget(execution.task.id)
+
+    def _forget(self, task_id: str) -> None:
+        """An attempt's outcome is recorded: drop it; a schedule's tick may free the next one."""
+        self._running.pop(task_id, None)
+        if self._scheduler is not None:
+            self._scheduler.poke(task_id, self.store.now())
 
     def _complete_batch(self) -> bool:
         """Record the first successes with one ``Store.complete_many`` (one round trip
@@ -762,7 +802,7 @@ class Worker:
                 if instrument.hooks:
                     self._gone(execution)
             self._done.popleft()
-            self._running.pop(execution.task.id, None)
+            self._forget(execution.task.id)
 
     def _write(self, execution: Execution, result: Result | None) -> None:
         store, task, wid = self.store, execution.task, self.worker_id

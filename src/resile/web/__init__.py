@@ -8,7 +8,7 @@ Jinja2 pages, assets shipped in the package); ``serve(url)`` runs it with uvicor
 from __future__ import annotations
 
 try:
-    from resile.web._serve import check_bind, serve
+    from resile.web._serve import Background, check_bind, serve
     from resile.web.app import create_app
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installed extras
     if exc.name in ("starlette", "jinja2", "multipart", "python_multipart"):
@@ -18,4 +18,4 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installe
         ) from exc
     raise
 
-__all__ = ["check_bind", "create_app", "serve"]
+__all__ = ["Background", "check_bind", "create_app", "serve"]

@@ -379,7 +379,7 @@ def openapi(root: str = "") -> dict[str, Any]:
                     {
                         "type": "object",
                         "properties": {
-                            "action": {"type": "string", "enum": ["cancel", "retry"]},
+                            "action": {"type": "string", "enum": ["cancel", "retry", "delete"]},
                             "ids": {"type": "array", "items": {"type": "string"}},
                             "filter": {"type": "object", "properties": filters},
                         },
@@ -472,7 +472,7 @@ def openapi(root: str = "") -> dict[str, Any]:
                 },
             }
         }
-    for name in ("cancel", "retry"):
+    for name in ("cancel", "retry", "delete"):
         paths[f"/api/tasks/{{task_id}}/{name}"] = {
             "post": {
                 "summary": f"{name.capitalize()} one task",

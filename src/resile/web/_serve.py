@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
+from typing import Any
 
 from resile.queue.store import Store
 
-__all__ = ["LOOPBACK_NAMES", "check_bind", "is_loopback", "serve"]
+__all__ = ["LOOPBACK_NAMES", "Background", "check_bind", "is_loopback", "serve"]
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
 
@@ -84,3 +86,77 @@ def serve(
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
+
+
+class Background:
+    """The dashboard served by uvicorn in a daemon thread, on a loopback address.
+
+    For programs that show a dashboard beside their own work (``resile demo
+    --dashboard``): ``start()`` returns once it listens; ``url`` is where;
+    ``stop()`` ends it. Loopback only, so no token is needed.
+
+    Args:
+        url_or_store: as ``create_app``.
+        host: a loopback address (127.0.0.1 by default).
+        port: 0 picks a free one.
+
+    Raises:
+        ValueError: ``host`` is not a loopback address.
+    """
+
+    def __init__(
+        self, url_or_store: str | Store, *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        if not is_loopback(host):
+            raise ValueError(f"Background: host must be a loopback address, got {host!r}")
+        self.host, self.port = host, port
+        self.url_or_store = url_or_store
+        self.url = ""
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+
+    def start(self, timeout: float = 20.0) -> str:
+        """Listen, serve in a thread; returns the URL (``http://127.0.0.1:PORT/``).
+
+        Raises:
+            OSError: the address cannot be bound. RuntimeError: uvicorn did not start in time.
+        """
+        import uvicorn
+
+        from resile.web.app import create_app
+
+        app = create_app(self.url_or_store, allowed_hosts=list(LOOPBACK_NAMES))
+        self._sock = sock = _socket(self.host, self.port)
+        port = sock.getsockname()[1]
+        name = f"[{self.host.strip('[]')}]" if ":" in self.host.strip("[]") else self.host
+        self.url = f"http://{name}:{port}/"
+        config = uvicorn.Config(app, log_level="warning", lifespan="on", proxy_headers=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run,
+            kwargs={"sockets": [sock]},
+            name="resile-dashboard",
+            daemon=True,
+        )
+        self._thread.start()
+        pause = threading.Event()
+        for _ in range(max(1, int(timeout / 0.02))):  # uvicorn says when it listens
+            if self._server.started or not self._thread.is_alive():
+                break
+            pause.wait(0.02)
+        if not self._server.started:
+            self.stop()
+            raise RuntimeError(f"the dashboard did not start within {timeout} s")
+        return self.url
+
+    def stop(self) -> None:
+        """Stop serving and wait for the thread (idempotent)."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None

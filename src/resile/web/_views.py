@@ -8,6 +8,7 @@ its live fragment (server-sent events). Nothing here knows HTTP.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -113,8 +114,9 @@ def overview_view(store: Store) -> dict[str, Any]:
     totals = dict.fromkeys(STATUSES, 0)
     paused = store.paused()
     registered = store.workers()
-    for name in sorted(set(store.queues()) | set(paused)):
-        counts = store.stats(name)
+    kept = store.counts()  # what the store keeps: no scan of the tasks
+    for name in sorted(set(kept) | set(paused)):
+        counts = kept.get(name) or dict.fromkeys(TaskStatus, 0)
         rows.append((name, counts))
         for status, n in counts.items():
             totals[status] += n
@@ -154,7 +156,7 @@ def task_view(store: Store, task_id: str) -> dict[str, Any]:
     task = store.get(task_id)
     if task is None:
         raise NotFound(f"no task with id {task_id!r} (it may have been purged)")
-    return {"task": task}
+    return {"task": task, "now": store.now()}
 
 
 def _holders(running: list[Task], now: float) -> list[LeaseHolder]:
@@ -201,3 +203,31 @@ def workers_view(store: Store) -> dict[str, Any]:
         "holders": _holders(running, now),
         "truncated": len(running) == LEASES_READ,
     }
+
+
+def schedules_view(store: Store) -> dict[str, Any]:
+    """The stored schedules: rule, policies, template, last and next fire, pause state."""
+    now = store.now()
+    rows = []
+    for rec in store.schedules():
+        try:
+            rule, next_fire = rec.rule.describe(), rec.next_fire()
+        except (ValueError, ImportError):  # a rule this process cannot read (no cronsim)
+            rule, next_fire = "(unreadable rule)", None
+        task = rec.declaration.get("task") or {}
+        rows.append(
+            {
+                "name": rec.name,
+                "queue": rec.queue,
+                "rule": rule,
+                "missed": rec.declaration.get("missed", ""),
+                "overlap": rec.declaration.get("overlap", ""),
+                "handler": task.get("handler", rec.name),
+                "params": json.dumps(task.get("params") or {}, sort_keys=True),
+                "last": rec.last,
+                "next": None if rec.paused else next_fire,
+                "paused": rec.paused,
+                "task": rec.task,
+            }
+        )
+    return {"schedules": rows, "now": now}

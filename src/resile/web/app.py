@@ -40,6 +40,8 @@ from resile.queue._names import (
     Tally,
     TaskStatus,
 )
+from resile.queue.api import Queue
+from resile.queue.schedules import check_name as check_schedule_name
 from resile.queue.store import Store, open_store
 from resile.web._api import routes as api_routes
 from resile.web._filters import (
@@ -66,6 +68,7 @@ from resile.web._views import (
     STATUSES,
     NotFound,
     overview_view,
+    schedules_view,
     task_view,
     tasks_view,
     workers_view,
@@ -75,27 +78,42 @@ __all__ = ["create_app"]
 
 audit = logging.getLogger("resile.web.audit")
 
+
 # What each action does to one task: True when the store changed it.
+def _retry(store: Store, task_id: str) -> bool:
+    """Retry now: a FAILED or CANCELED task requeued, or a PENDING one that waits made due."""
+    return store.requeue(task_id) is not None or store.make_due(task_id) is not None
+
+
 ACTIONS: dict[str, Callable[[Store, str], bool]] = {
     "cancel": lambda store, task_id: store.cancel(task_id),
-    "retry": lambda store, task_id: store.requeue(task_id) is not None,
+    "retry": _retry,
+    "delete": lambda store, task_id: store.delete(task_id),
 }
-# The states each action applies to (the buttons a task shows).
+# The states each action applies to (the buttons a task shows; "retry" on a PENDING task
+# only while it waits for its due time).
 APPLIES: dict[str, frozenset[TaskStatus]] = {
     "cancel": ACTIVE_STATUSES,
-    "retry": frozenset({TaskStatus.FAILED, TaskStatus.CANCELED}),
+    "retry": frozenset({TaskStatus.FAILED, TaskStatus.CANCELED, TaskStatus.PENDING}),
+    "delete": frozenset(TaskStatus) - {TaskStatus.DOING},
 }
 # Fixed texts for the notice an action redirects to (never text from the request).
 NOTICES = {
     "canceled": "Task canceled.",
     "not-canceled": "Nothing canceled: the task had already finished.",
     "retried": "Task queued to run again now.",
-    "not-retried": "Not retried: only a FAILED or CANCELED task can be.",
+    "not-retried": "Not retried: only a FAILED or CANCELED task, or a PENDING one that waits, can be.",
+    "deleted": "Task deleted.",
+    "not-deleted": "Nothing deleted: the task is running (cancel it first) or gone.",
     "bulk": "{changed} tasks changed, {skipped} skipped (in another state).",
     "purged": "{count} finished tasks deleted.",
     "stopped": "The bulk job stops after its current batch.",
     "paused": "Queue paused: workers take none of its tasks until it is resumed.",
     "resumed": "Queue resumed.",
+    "schedule-paused": "Schedule paused: no worker fires its ticks until it is resumed.",
+    "schedule-resumed": "Schedule resumed: its missed= policy decides about the ticks it missed.",
+    "schedule-triggered": "One run of the schedule enqueued now.",
+    "schedule-unchanged": "Nothing changed: the schedule was already in that state.",
 }
 
 
@@ -400,6 +418,42 @@ class _Dashboard:
         )
         return bool(changed)
 
+    # -- schedules --------------------------------------------------------------------------------
+
+    async def schedules(self, request: Request) -> Response:
+        data = await self.reads.get(("schedules",), lambda: schedules_view(self.store))
+        return self.page(request, "schedules.html", **data)
+
+    def schedule_action(self, action: str) -> Callable[[Request], Awaitable[Response]]:
+        """The POST endpoint that pauses, resumes or triggers one schedule."""
+
+        async def endpoint(request: Request) -> Response:
+            form = await self._form(request)
+            name = request.path_params["name"]
+            try:
+                check_schedule_name(name)
+            except ValueError:
+                raise BadInput("schedule", name, "a schedule name") from None
+            if await run_in_threadpool(self.store.get_schedule, name) is None:
+                raise NotFound(f"no schedule named {name!r}")
+            if action == "trigger":
+                queue = Queue(self.store)
+                await run_in_threadpool(queue.trigger_schedule, name)
+                changed = True
+            else:
+                step = (
+                    self.store.pause_schedule if action == "pause" else self.store.resume_schedule
+                )
+                changed = bool(await run_in_threadpool(step, name))
+            self.reads.clear()
+            audit.info("schedule %s name=%s changed=%s client=%s", action, name, changed,
+                       _client(request))  # fmt: skip
+            past = {"pause": "paused", "resume": "resumed", "trigger": "triggered"}[action]
+            notice = f"schedule-{past}" if changed else "schedule-unchanged"
+            return self._back(request, form, "/schedules", notice=notice)
+
+        return endpoint
+
     # -- form actions -----------------------------------------------------------------------------
 
     def queue_action(self, pause: bool) -> Callable[[Request], Awaitable[Response]]:
@@ -416,8 +470,10 @@ class _Dashboard:
         form = await self._form(request)
         task_id = request.path_params["task_id"]
         changed = await self.apply(request, action, task_id)
-        past = {"cancel": "canceled", "retry": "retried"}[action]
+        past = {"cancel": "canceled", "retry": "retried", "delete": "deleted"}[action]
         notice = past if changed else f"not-{past}"
+        if action == "delete" and changed:  # its page is gone: back to the list
+            return self._back(request, FormData(), "/tasks", notice=notice)
         return self._back(
             request, form, f"/tasks/{self.env.filters['pathquote'](task_id)}", notice=notice
         )
@@ -598,6 +654,10 @@ def create_app(
         Route("/find", dash.find, methods=["GET"], name="find"),
         Route("/purge", dash.purge, methods=["POST"], name="purge"),
         Route("/workers", dash.workers, methods=["GET"], name="workers"),
+        Route("/schedules", dash.schedules, methods=["GET"], name="schedules"),
+        Route("/schedules/{name}/pause", dash.schedule_action("pause"), methods=["POST"]),
+        Route("/schedules/{name}/resume", dash.schedule_action("resume"), methods=["POST"]),
+        Route("/schedules/{name}/trigger", dash.schedule_action("trigger"), methods=["POST"]),
         Route("/queues/{queue:path}/pause", dash.queue_action(True), methods=["POST"]),
         Route("/queues/{queue:path}/resume", dash.queue_action(False), methods=["POST"]),
         Route("/jobs/{job_id}", dash.job, methods=["GET"], name="job"),

@@ -18,15 +18,27 @@ from collections.abc import Collection, Iterable
 from typing import Any
 
 from resile.queue import _transitions as tr
-from resile.queue._names import META_TABLE, TALLIES_TABLE, TASKS_TABLE, TaskStatus
+from resile.queue._names import (
+    COUNTS_TABLE,
+    META_TABLE,
+    SCHEDULE_PREFIX,
+    TALLIES_TABLE,
+    TASKS_TABLE,
+    TaskStatus,
+)
 
 __all__ = [
     "ADDED_COLUMNS",
     "CANCEL",
     "COMPLETE",
+    "COUNTS",
+    "COUNTS_INIT",
+    "COUNTS_SCHEMA",
     "DEAD_LETTER",
+    "DELETE",
     "INSERT",
     "LEASE",
+    "MAKE_DUE",
     "META_GET",
     "META_SET",
     "QUEUES",
@@ -36,6 +48,11 @@ __all__ = [
     "RENEW",
     "REQUEUE",
     "RETRY",
+    "SCHEDULES",
+    "SCHEDULE_ADD",
+    "SCHEDULE_DROP",
+    "SCHEDULE_RANGE",
+    "SCHEDULE_SWAP",
     "SCHEMA",
     "SCHEMA_VERSION_KEY",
     "SELECT_BY_ID",
@@ -44,6 +61,7 @@ __all__ = [
     "STATS",
     "STATS_OF_QUEUE",
     "add_column",
+    "counts_exists",
     "flip_due",
     "in_list",
     "list_tasks",
@@ -187,6 +205,18 @@ def tallies(*, queue: bool) -> str:
     )
 
 
+# -- schedules: rows of the meta table, key SCHEDULE_PREFIX + name, value the record's JSON ------
+# Every change is a compare-and-set on the whole stored text (``:old``).
+
+SCHEDULE_RANGE = {
+    "lo": SCHEDULE_PREFIX,
+    "hi": SCHEDULE_PREFIX[:-1] + chr(ord(SCHEDULE_PREFIX[-1]) + 1),
+}
+SCHEDULES = f"SELECT value FROM {META_TABLE} WHERE key >= :lo AND key < :hi ORDER BY key"
+SCHEDULE_ADD = f"INSERT OR IGNORE INTO {META_TABLE} (key, value) VALUES (:key, :new)"
+SCHEDULE_SWAP = f"UPDATE {META_TABLE} SET value = :new WHERE key = :key AND value = :old"
+SCHEDULE_DROP = f"DELETE FROM {META_TABLE} WHERE key = :key AND value = :old"
+
 # -- the worker registry: rows of the meta table, key WORKER_PREFIX + id, value its JSON ---------
 
 WORKER_PREFIX = "worker:"
@@ -230,9 +260,50 @@ SELECT_BY_ID = f"SELECT * FROM {_T} WHERE id = :id"
 SELECT_CHECKPOINT = f"SELECT checkpoint FROM {_T} WHERE id = :id"
 # The task when ``:worker`` holds its lease.
 SELECT_HELD = f"SELECT * FROM {_T} WHERE id = :id AND status = {_HELD} AND lease_owner = :worker"
-STATS = f"SELECT status, COUNT(*) FROM {_T} GROUP BY status"
-STATS_OF_QUEUE = f"SELECT status, COUNT(*) FROM {_T} WHERE queue = :queue GROUP BY status"
-QUEUES = f"SELECT DISTINCT queue FROM {_T} ORDER BY queue"
+# An operator's actions on one task: delete it (not while it runs), make a waiting one due now.
+DELETE = f"DELETE FROM {_T} WHERE id = :id AND status != {_DOING}"
+MAKE_DUE = (
+    f"UPDATE {_T} SET due_at = :now, ready = 1, updated_at = :now"
+    f" WHERE id = :id AND status = {_PENDING} AND due_at > :now"
+)
+
+# -- counts per (queue, status), kept by triggers --------------------------------------------
+# Every insert, delete and change of status of a task adjusts its (queue, status) row in the
+# same transaction, whatever statement did it: no transition can forget to count. Reads sum
+# the rows (the MySQL table has a shard column per connection; SQLite has one row each).
+
+
+def counts_exists() -> str:
+    """The statement that finds the counts table (no row: a file made before it)."""
+    return f"SELECT 1 FROM pragma_table_info('{COUNTS_TABLE}')"
+
+
+_ADD = (
+    f"INSERT INTO {COUNTS_TABLE} (queue, status, n) VALUES (NEW.queue, NEW.status, 1)"
+    " ON CONFLICT (queue, status) DO UPDATE SET n = n + 1;"
+)
+_SUB = f"UPDATE {COUNTS_TABLE} SET n = n - 1 WHERE queue = OLD.queue AND status = OLD.status;"
+COUNTS_SCHEMA = (
+    f"CREATE TABLE IF NOT EXISTS {COUNTS_TABLE} (queue TEXT NOT NULL, status TEXT NOT NULL,"
+    " n INTEGER NOT NULL, PRIMARY KEY (queue, status)) WITHOUT ROWID",
+    f"CREATE TRIGGER IF NOT EXISTS {COUNTS_TABLE}_insert AFTER INSERT ON {_T} BEGIN {_ADD} END",
+    f"CREATE TRIGGER IF NOT EXISTS {COUNTS_TABLE}_delete AFTER DELETE ON {_T} BEGIN {_SUB} END",
+    f"CREATE TRIGGER IF NOT EXISTS {COUNTS_TABLE}_update AFTER UPDATE OF status, queue ON {_T}"
+    " WHEN OLD.status IS NOT NEW.status OR OLD.queue IS NOT NEW.queue"
+    f" BEGIN {_SUB} {_ADD} END",
+)
+# A database made before the counts existed: counted once, in the transaction that adds them.
+COUNTS_INIT = (
+    f"INSERT INTO {COUNTS_TABLE} (queue, status, n)"
+    f" SELECT queue, status, COUNT(*) FROM {_T} GROUP BY queue, status"
+)
+COUNTS = (
+    f"SELECT queue, status, SUM(n) AS n FROM {COUNTS_TABLE}"
+    " GROUP BY queue, status HAVING SUM(n) > 0 ORDER BY queue"
+)
+STATS = f"SELECT status, SUM(n) FROM {COUNTS_TABLE} GROUP BY status"
+STATS_OF_QUEUE = f"SELECT status, SUM(n) FROM {COUNTS_TABLE} WHERE queue = :queue GROUP BY status"
+QUEUES = f"SELECT queue FROM {COUNTS_TABLE} GROUP BY queue HAVING SUM(n) > 0 ORDER BY queue"
 
 
 def list_tasks(*, queue: bool, statuses: int | None, after: bool) -> str:

@@ -48,6 +48,7 @@ from typing import Any, Literal, NamedTuple
 from resile import instrument
 from resile._aio import run_in_thread
 from resile._closing import Closing
+from resile.errors import StoreConflict
 from resile.queue import _transitions as _tr
 from resile.queue._names import (
     DEFAULT_LEASE_SECONDS,
@@ -58,6 +59,7 @@ from resile.queue._names import (
     TaskStatus,
 )
 from resile.queue.registry import WorkerRecord
+from resile.queue.schedules import ScheduleRecord, check_name
 from resile.queue.task import JSONValue, Task, TaskError, TaskSpec, check_json
 
 __all__ = [
@@ -71,6 +73,7 @@ __all__ = [
     "check_pct",
     "check_queue",
     "check_seconds",
+    "counts_by_queue",
     "dumps",
     "dumps_shared",
     "encode_results",
@@ -102,6 +105,8 @@ class Reclaimed(NamedTuple):
 Listener = Callable[[Sequence[Task]], None]
 
 log_name = "resile.queue"
+# Compare-and-set tries of a schedule change before StoreConflict (each try is one read, one swap).
+_SWAP_TRIES = 50
 
 
 class Store(Closing, ABC):
@@ -595,6 +600,22 @@ class Store(Closing, ABC):
     def queues(self) -> builtins.list[str]:
         """Names of the queues that hold at least one task, sorted."""
 
+    def counts(self) -> dict[str, dict[TaskStatus, int]]:
+        """Tasks per queue and status, read from what the store keeps: never a scan of the tasks.
+
+        Exact on every backend. The SQL stores keep a ``(queue, status) -> n``
+        table that triggers adjust in the transaction of every insert, delete
+        and change of status (so no transition can forget to count); Redis
+        counts the sorted set it keeps per queue and status (``ZCARD``). The
+        cost grows with the number of queues, not of tasks.
+
+        Returns:
+            every queue that holds a task (sorted by name) -> ``{TaskStatus: n}``,
+            every status a key, zeros included. The default asks ``stats`` once
+            per name of ``queues``.
+        """
+        return {name: self.stats(name) for name in self.queues()}
+
     @abstractmethod
     def requeue(self, task_id: str, *, delay: float = 0.0, now: float | None = None) -> Task | None:
         """``FAILED`` or ``CANCELED`` -> ``PENDING`` due at ``now + delay``.
@@ -605,6 +626,27 @@ class Store(Closing, ABC):
         Returns:
             the ``PENDING`` task; ``None`` when it does not exist or is in
             another state.
+        """
+
+    @abstractmethod
+    def make_due(self, task_id: str, *, now: float | None = None) -> Task | None:
+        """A ``PENDING`` task that waits (a retry's backoff, a delay) becomes due at ``now``.
+
+        An operator's "retry now": only ``due_at`` (and ``updated_at``) change, so
+        the attempt count, the backoff and the history stay; workers waiting on
+        the queue are woken as for a new task.
+
+        Returns:
+            the task, due now; ``None`` when it does not exist, is not ``PENDING``
+            or is due already (nothing is written).
+        """
+
+    @abstractmethod
+    def delete(self, task_id: str) -> bool:
+        """Delete one task, whatever its state but ``DOING`` (cancel a running one first).
+
+        Returns:
+            ``True`` when it was deleted now; ``False`` when it does not exist or is ``DOING``.
         """
 
     @abstractmethod
@@ -734,6 +776,164 @@ class Store(Closing, ABC):
     def workers(self) -> builtins.list[WorkerRecord]:
         """Every recorded worker, by id: those beating and those gone (``WorkerRecord.alive``)."""
 
+    # -- durable schedules (resile.queue.schedules) ------------------------------------------------
+    # Written once, here, over three primitives each backend implements: read one record, read
+    # them all, and swap one record for another (compare-and-set on its whole stored text) with
+    # an optional task created in the same atomic step.
+
+    @abstractmethod
+    def _schedule_texts(self) -> builtins.list[str]:
+        """Every stored schedule record (its JSON text), in name order."""
+
+    @abstractmethod
+    def _schedule_text(self, name: str) -> str | None:
+        """The stored text of schedule ``name``, or ``None``."""
+
+    @abstractmethod
+    def _schedule_swap(
+        self, name: str, old: str | None, new: str | None, task: TaskSpec | None, now: float
+    ) -> Task | bool:
+        """One atomic step: when schedule ``name``'s stored text is ``old`` (``None``: there is
+        none), store ``new`` (``None``: delete it) and, with ``task``, create that task
+        unless a task with its id exists.
+
+        Returns:
+            ``False`` when the stored text was not ``old`` (nothing written); else the
+            created task, or ``True`` when no task was created.
+        """
+
+    def schedules(self, queue: str | None = None) -> builtins.list[ScheduleRecord]:
+        """The stored schedules (of ``queue``, or all), by name; unreadable records are left out."""
+        out = []
+        for text in self._schedule_texts():
+            try:
+                record = ScheduleRecord.from_json(text)
+            except ValueError:
+                continue
+            if queue is None or record.queue == queue:
+                out.append(record)
+        return out
+
+    def get_schedule(self, name: str) -> ScheduleRecord | None:
+        """The schedule called ``name``, or ``None``."""
+        text = self._schedule_text(check_name(name))
+        return None if text is None else ScheduleRecord.from_json(text)
+
+    def _change_schedule(
+        self, name: str, change: Callable[[ScheduleRecord | None], ScheduleRecord | bool | None]
+    ) -> ScheduleRecord | bool | None:
+        """Apply ``change`` (record -> new record, ``None`` to delete, ``False``: leave it) with
+        compare-and-set, again while other writers get there first."""
+        check_name(name)
+        for _ in range(_SWAP_TRIES):
+            text = self._schedule_text(name)
+            current = None if text is None else ScheduleRecord.from_json(text)
+            new = change(current)
+            if new is False or (new is None and current is None):
+                return False
+            assert not isinstance(new, bool)
+            if self._schedule_swap(name, text, None if new is None else new.text, None, self.now()):
+                return new if new is not None else True
+        raise StoreConflict(name, "schedule change", _SWAP_TRIES)
+
+    def save_schedule(
+        self, name: str, queue: str, declaration: Mapping[str, Any], *, now: float | None = None
+    ) -> Literal["added", "updated", "unchanged"]:
+        """Declare schedule ``name`` (what a worker does for each ``@queue.periodic`` at start).
+
+        A new schedule is stored with ``last = now`` (no tick before its creation fires);
+        a changed declaration replaces the stored one and keeps the firing state; one
+        paused as ``"undeclared"`` runs again. A schedule paused by an operator stays paused.
+
+        Raises:
+            ValueError: a bad name, or a declaration that is not plain JSON.
+        """
+        at = self.now(now)
+        decl = json.loads(dumps(dict(declaration)))
+        outcome: builtins.list[Literal["added", "updated", "unchanged"]] = ["unchanged"]
+
+        def change(cur: ScheduleRecord | None) -> ScheduleRecord | bool:
+            if cur is None:
+                outcome[0] = "added"
+                fresh = ScheduleRecord(name, queue, decl, last=at, created_at=at)
+                return fresh.changed(at)
+            revive = cur.paused == "undeclared"
+            if cur.declaration == decl and cur.queue == queue and not revive:
+                outcome[0] = "unchanged"
+                return False
+            outcome[0] = "updated"
+            return cur.changed(
+                at,
+                declaration=decl,
+                queue=queue,
+                paused="" if revive else cur.paused,
+                paused_at=None if revive else cur.paused_at,
+            )
+
+        self._change_schedule(name, change)
+        return outcome[0]
+
+    def pause_schedule(
+        self, name: str, *, reason: Literal["operator", "undeclared"] = "operator",
+        now: float | None = None,
+    ) -> bool:  # fmt: skip
+        """Stop ``name`` from firing (its ticks while paused count as missed, ``missed=`` applies
+        on resume). ``False`` when there is no such schedule or it is paused already."""
+        at = self.now(now)
+
+        def change(cur: ScheduleRecord | None) -> ScheduleRecord | bool:
+            if cur is None or cur.paused:
+                return False
+            return cur.changed(at, paused=reason, paused_at=at)
+
+        return bool(self._change_schedule(name, change))
+
+    def resume_schedule(self, name: str, *, now: float | None = None) -> bool:
+        """Let a paused schedule fire again; ``False`` when it is unknown or not paused."""
+        at = self.now(now)
+
+        def change(cur: ScheduleRecord | None) -> ScheduleRecord | bool:
+            if cur is None or not cur.paused:
+                return False
+            return cur.changed(at, paused="", paused_at=None)
+
+        return bool(self._change_schedule(name, change))
+
+    def delete_schedule(self, name: str) -> bool:
+        """Delete a schedule's record (its tick tasks stay); ``False`` when there was none.
+
+        A worker whose code still declares it adds it again when it starts.
+        """
+        return bool(self._change_schedule(name, lambda cur: None if cur is not None else False))
+
+    def fire_tick(
+        self,
+        record: ScheduleRecord,
+        new: ScheduleRecord,
+        task: TaskSpec | None = None,
+        *,
+        now: float | None = None,
+    ) -> Task | bool:
+        """Advance ``record`` to ``new`` and enqueue the tick ``task``, atomically, only while the
+        stored record is still ``record`` (its ``text``) and not paused.
+
+        ``task.id`` is the tick's unique id (``schedules.tick_id``); a task with that id that
+        exists already is kept and not created twice. This compare-and-set is what makes a
+        tick fire once however many workers try it.
+
+        Returns:
+            the created task, ``True`` (advanced, no task created), or ``False``: the record
+            changed meanwhile (another worker fired, a pause, a new declaration): read it again.
+        """
+        if record.paused or not record.text:
+            return False
+        if task is not None:
+            (task,) = with_trace_context([task])
+        result = self._schedule_swap(record.name, record.text, new.text, task, self.now(now))
+        if isinstance(result, Task):
+            self._after_create([result])
+        return result
+
     @abstractmethod
     def close(self) -> None:
         """Release connections; idempotent. The store is unusable afterwards."""
@@ -805,6 +1005,19 @@ def tally_counts(rows: Iterable[tuple[int, str, int]]) -> dict[int, dict[Tally, 
             continue
         counts = out.setdefault(int(minute) * 60, dict.fromkeys(Tally, 0))
         counts[kind] += int(n)
+    return dict(sorted(out.items()))
+
+
+def counts_by_queue(rows: Iterable[tuple[str, str, int]]) -> dict[str, dict[TaskStatus, int]]:
+    """``(queue, status, n)`` rows summed into ``counts``' answer (unknown statuses skipped)."""
+    out: dict[str, dict[TaskStatus, int]] = {}
+    for queue, status, n in rows:
+        try:
+            kind = TaskStatus(status)
+        except ValueError:
+            continue
+        if int(n):
+            out.setdefault(str(queue), dict.fromkeys(TaskStatus, 0))[kind] += int(n)
     return dict(sorted(out.items()))
 
 

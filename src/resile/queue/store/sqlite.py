@@ -44,6 +44,7 @@ from resile.queue import _transitions as tr
 from resile.queue._names import (
     DEFAULT_LEASE_SECONDS,
     HISTORY_LIMIT,
+    SCHEDULE_PREFIX,
     SCHEMA_VERSION,
     TALLY_WINDOW,
     TERMINAL_STATUSES,
@@ -71,6 +72,7 @@ from resile.queue.store.base import (
     check_list_args,
     check_queue,
     check_seconds,
+    counts_by_queue,
     encode_results,
     fail_args,
     lease_call_args,
@@ -262,6 +264,11 @@ class SQLiteStore(Store):
         for name, kind in sql.ADDED_COLUMNS:
             if name not in have:  # a file made before the column existed
                 c.execute(sql.add_column(name, kind))
+        counted = c.execute(sql.counts_exists()).fetchone() is not None
+        for statement in sql.COUNTS_SCHEMA:
+            c.execute(statement)
+        if not counted:  # a file made before the counts: counted once, with the triggers on
+            c.execute(sql.COUNTS_INIT)
         row = c.execute(sql.META_GET, {"key": sql.SCHEMA_VERSION_KEY}).fetchone()
         if row is None:
             c.execute(sql.META_SET, {"key": sql.SCHEMA_VERSION_KEY, "value": str(SCHEMA_VERSION)})
@@ -435,6 +442,7 @@ class SQLiteStore(Store):
                 decision.base,
                 Outcome.LOST,
                 tr.LEASE_EXPIRED_ERROR,
+                row["lease_owner"],
             )
             self._apply_failure(c, row, decision, entry, now)
             out.append(
@@ -655,7 +663,7 @@ class SQLiteStore(Store):
         row = self._held(c, task_id, worker_id)
         if row is None:
             return None
-        done = tr.complete(row["attempts"], row["started_at"], at)
+        done = tr.complete(row["attempts"], row["started_at"], at, worker_id)
         self._tally(c, row["queue"], Tally.DONE, at)
         history = history_with(row["history"], done.entry)
         c.execute(
@@ -748,7 +756,7 @@ class SQLiteStore(Store):
                 permanent=bool(permanent),
                 delay=delay,
             )
-            entry = AttemptRecord(row["attempts"], row["started_at"], at, kind, err)
+            entry = AttemptRecord(row["attempts"], row["started_at"], at, kind, err, worker_id)
             self._apply_failure(c, row, decision, entry, at)
             return self._get(c, task_id)
 
@@ -787,7 +795,11 @@ class SQLiteStore(Store):
             if row is None:
                 return False
             done = tr.cancel(
-                row["status"], attempts=row["attempts"], started_at=row["started_at"], now=at
+                row["status"],
+                attempts=row["attempts"],
+                started_at=row["started_at"],
+                now=at,
+                worker=row["lease_owner"],
             )
             if done is None:
                 return False
@@ -878,6 +890,9 @@ class SQLiteStore(Store):
         rows = self._read(lambda c: c.execute(sql.QUEUES).fetchall())
         return [r[0] for r in rows]
 
+    def counts(self) -> dict[str, dict[TaskStatus, int]]:
+        return counts_by_queue(self._read(lambda c: c.execute(sql.COUNTS).fetchall()))
+
     def requeue(self, task_id: str, *, delay: float = 0.0, now: float | None = None) -> Task | None:
         wait = check_seconds(delay, "requeue: delay")
         at = self.now(now)
@@ -900,6 +915,21 @@ class SQLiteStore(Store):
         if task is not None:
             self._notify([task])
         return task
+
+    def make_due(self, task_id: str, *, now: float | None = None) -> Task | None:
+        params = {"id": task_id, "now": self.now(now)}
+
+        def body(c: sqlite3.Connection) -> Task | None:
+            n = c.execute(sql.MAKE_DUE, params).rowcount
+            return self._get(c, task_id) if n == 1 else None
+
+        task = self._write(body)
+        if task is not None:
+            self._notify([task])
+        return task
+
+    def delete(self, task_id: str) -> bool:
+        return bool(self._write(lambda c: c.execute(sql.DELETE, {"id": task_id}).rowcount == 1))
 
     def purge(
         self,
@@ -956,6 +986,36 @@ class SQLiteStore(Store):
         params: dict[str, Any] = {"lo": lo, "hi": hi, "queue": queue}
         query = sql.tallies(queue=queue is not None)
         return tally_counts(self._read(lambda c: c.execute(query, params).fetchall()))
+
+    # -- schedules: meta rows, changed by compare-and-set (Store.fire_tick and friends) ----------
+
+    def _schedule_texts(self) -> builtins.list[str]:
+        rows = self._read(lambda c: c.execute(sql.SCHEDULES, sql.SCHEDULE_RANGE).fetchall())
+        return [str(r[0]) for r in rows]
+
+    def _schedule_text(self, name: str) -> str | None:
+        key = {"key": SCHEDULE_PREFIX + name}
+        row = self._read(lambda c: c.execute(sql.META_GET, key).fetchone())
+        return None if row is None else str(row[0])
+
+    def _schedule_swap(
+        self, name: str, old: str | None, new: str | None, task: TaskSpec | None, now: float
+    ) -> Task | bool:
+        params = {"key": SCHEDULE_PREFIX + name, "old": old, "new": new}
+        if old is None:
+            statement = sql.SCHEDULE_ADD
+        else:
+            statement = sql.SCHEDULE_SWAP if new is not None else sql.SCHEDULE_DROP
+
+        def body(c: sqlite3.Connection) -> Task | bool:
+            if c.execute(statement, params).rowcount != 1:
+                return False
+            if task is None or (task.id is not None and self._get(c, task.id) is not None):
+                return True
+            return self._insert(c, task, now)
+
+        result: Task | bool = self._write(body)
+        return result
 
     # -- the worker registry ---------------------------------------------------------------------
 

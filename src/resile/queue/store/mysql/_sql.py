@@ -6,10 +6,14 @@ Everything else the store runs is the SQLite store's named SQL rendered by
 
 from __future__ import annotations
 
-from resile.queue._names import META_TABLE, TALLIES_TABLE, TASKS_TABLE
+from resile.queue._names import COUNTS_TABLE, META_TABLE, TALLIES_TABLE, TASKS_TABLE
 
 __all__ = [
     "ADDED_COLUMNS",
+    "COUNTS_INIT",
+    "COUNTS_LOCK",
+    "COUNTS_SCHEMA",
+    "COUNTS_UNLOCK",
     "LOCK",
     "META_GET",
     "META_SET",
@@ -24,7 +28,7 @@ __all__ = [
 ]
 
 #: The version of the MySQL schema this code writes (``resile_meta.schema_version``).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 VERSION_KEY = "schema_version"
 
 _T = TASKS_TABLE
@@ -79,6 +83,44 @@ SCHEMA: tuple[str, ...] = (
     " queue VARCHAR(255) NOT NULL, minute BIGINT NOT NULL, outcome VARCHAR(16) NOT NULL,"
     " n BIGINT NOT NULL, PRIMARY KEY (queue, minute, outcome)"
     ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+)
+
+# Version 3: tasks per (queue, status), kept by triggers in the transaction of every insert,
+# delete and change of status. Each connection adds to its own shard of rows (its id modulo
+# COUNT_SHARDS), so concurrent transitions of one queue seldom wait on one row; reads sum them.
+COUNT_SHARDS = 64
+_SHARD = f"CONNECTION_ID() % {COUNT_SHARDS}"
+
+
+def _bump(row: str, delta: int) -> str:
+    return (
+        f"INSERT INTO {COUNTS_TABLE} (queue, status, shard, n)"
+        f" VALUES ({row}.queue, {row}.status, {_SHARD}, {delta})"
+        f" ON DUPLICATE KEY UPDATE n = n + ({delta})"
+    )
+
+
+COUNTS_SCHEMA: tuple[str, ...] = (
+    f"CREATE TABLE IF NOT EXISTS {COUNTS_TABLE} ("
+    " queue VARCHAR(255) NOT NULL, status VARCHAR(16) NOT NULL, shard SMALLINT NOT NULL,"
+    " n BIGINT NOT NULL, PRIMARY KEY (queue, status, shard)"
+    ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+    f"CREATE TRIGGER IF NOT EXISTS {COUNTS_TABLE}_insert AFTER INSERT ON {_T}"
+    f" FOR EACH ROW {_bump('NEW', 1)}",
+    f"CREATE TRIGGER IF NOT EXISTS {COUNTS_TABLE}_delete AFTER DELETE ON {_T}"
+    f" FOR EACH ROW {_bump('OLD', -1)}",
+    f"CREATE TRIGGER IF NOT EXISTS {COUNTS_TABLE}_update AFTER UPDATE ON {_T} FOR EACH ROW"
+    " BEGIN IF NOT (OLD.status <=> NEW.status AND OLD.queue <=> NEW.queue) THEN"
+    f" {_bump('OLD', -1)}; {_bump('NEW', 1)}; END IF; END",
+)
+# The first count of a table made before version 3, while writers wait (exact: no change
+# lands between the count and the triggers' first deltas).
+COUNTS_LOCK = f"LOCK TABLES {_T} READ, {COUNTS_TABLE} WRITE"
+COUNTS_UNLOCK = "UNLOCK TABLES"
+COUNTS_INIT: tuple[str, ...] = (
+    f"DELETE FROM {COUNTS_TABLE}",
+    f"INSERT INTO {COUNTS_TABLE} (queue, status, shard, n)"
+    f" SELECT queue, status, 0, COUNT(*) FROM {_T} GROUP BY queue, status",
 )
 # Columns added after version 1: (name, type); an older table gets each it lacks.
 ADDED_COLUMNS: tuple[tuple[str, str], ...] = (("traceparent", "TEXT NULL"),)

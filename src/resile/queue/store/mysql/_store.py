@@ -304,6 +304,15 @@ class MySQLStore(SQLiteStore):
                 for name, kind in _sql.ADDED_COLUMNS:
                     if name not in have:  # a table made by an older version
                         cur.execute(_sql.add_column(name, kind))
+                for statement in _sql.COUNTS_SCHEMA:
+                    cur.execute(statement)
+                cur.execute(_sql.COUNTS_LOCK)
+                try:
+                    for statement in _sql.COUNTS_INIT:
+                        cur.execute(statement)
+                    conn.raw.commit()
+                finally:
+                    cur.execute(_sql.COUNTS_UNLOCK)
                 cur.execute(
                     _sql.META_SET, {"key": _sql.VERSION_KEY, "value": str(_sql.SCHEMA_VERSION)}
                 )

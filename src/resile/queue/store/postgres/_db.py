@@ -240,6 +240,21 @@ class Database:
 
         return self._call(once)
 
+    def bare(self, body: Callable[[Cursor], T]) -> T:
+        """Run ``body`` outside a transaction block (the pool's connections autocommit).
+
+        For a body of one statement (atomic by itself) or of reads that need no
+        common snapshot: no ``BEGIN`` and ``COMMIT``, two round trips fewer.
+        Again (with backoff) after a transient failure, as ``tx``.
+        """
+        pool = self._ensure()
+
+        def once() -> T:
+            with pool.connection() as conn, conn.cursor() as cur:
+                return body(cur)
+
+        return self._call(once)
+
     def _call(self, once: Callable[[], T]) -> T:
         try:
             return self._retrying(once)()
@@ -306,6 +321,8 @@ class Database:
             # The schema script is idempotent and migrates: version 2 adds the traceparent
             # column to both task tables (ADD COLUMN IF NOT EXISTS) and the counters' table.
             yield q.SCHEMA, None
+            # Version 3 counts tasks per (queue, status): counted once here, then by triggers.
+            yield q.COUNTS_INIT, None
             yield q.META_SET, {"key": q.VERSION_KEY, "value": str(_sql.SCHEMA_VERSION)}
         return found
 

@@ -24,7 +24,7 @@ import re
 from collections.abc import Collection
 
 from resile.queue import _transitions as tr
-from resile.queue._names import META_TABLE, TALLIES_TABLE, TASKS_TABLE, TaskStatus
+from resile.queue._names import COUNTS_TABLE, META_TABLE, TALLIES_TABLE, TASKS_TABLE, TaskStatus
 
 __all__ = [
     "COLUMNS",
@@ -36,9 +36,11 @@ __all__ = [
 ]
 
 #: The version of the PostgreSQL schema this code writes (``resile_meta.schema_version``).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 FINISHED_TABLE = "resile_finished"
 SEQUENCE = "resile_seq"
+#: Rows per (queue, status) in the counts table: each backend adds to ``pid % COUNT_SHARDS``.
+COUNT_SHARDS = 64
 
 # Every stored column, in table order (``TaskField`` values): the task record, then bookkeeping.
 COLUMNS: tuple[str, ...] = (
@@ -71,6 +73,22 @@ COLUMNS: tuple[str, ...] = (
     "traceparent",
 )
 _COLS = ", ".join(COLUMNS)
+# The columns a new task's row brings (``encode_new``'s fields but status, attempts and
+# the times, which are the same for a whole batch), with the cast from JSON text.
+_INSERT_FIELDS: tuple[tuple[str, str], ...] = (
+    ("id", ""),
+    ("queue", ""),
+    ("handler", ""),
+    ("params", ""),
+    ("priority", "BIGINT"),
+    ("max_retries", "BIGINT"),
+    ("backoff", ""),
+    ("due_at", "FLOAT8"),
+    ("resources", ""),
+    ("has_resources", "BOOL"),
+    ("timeout", "FLOAT8"),
+    ("traceparent", ""),
+)
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,40}")
 
@@ -175,7 +193,58 @@ CREATE TABLE IF NOT EXISTS {tallies} (
     n       bigint NOT NULL,
     PRIMARY KEY (queue, minute, outcome)
 );
+-- Version 3: tasks per (queue, status), kept by triggers on both task tables in the
+-- transaction of every insert, delete (a finishing move is both) and change of status.
+-- Each backend adds to its own shard of rows (its pid modulo {shards}), so concurrent
+-- transitions of one queue seldom wait on one row; reads sum the shards.
+CREATE TABLE IF NOT EXISTS {counts} (
+    queue  text NOT NULL,
+    status text NOT NULL,
+    shard  smallint NOT NULL,
+    n      bigint NOT NULL,
+    PRIMARY KEY (queue, status, shard)
+);
+-- Statement by statement: the rows a statement inserted (TG_ARGV[0] = 1) or deleted (-1).
+CREATE OR REPLACE FUNCTION {s}.{counts_name}_rows() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO {counts} AS c (queue, status, shard, n)
+    SELECT queue, status, pg_backend_pid() % {shards}, TG_ARGV[0]::bigint * COUNT(*)
+    FROM changed_rows GROUP BY queue, status ORDER BY queue, status
+    ON CONFLICT (queue, status, shard) DO UPDATE SET n = c.n + EXCLUDED.n;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE FUNCTION {s}.{counts_name}_moved() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO {counts} AS c (queue, status, shard, n)
+    VALUES (OLD.queue, OLD.status, pg_backend_pid() % {shards}, -1),
+           (NEW.queue, NEW.status, pg_backend_pid() % {shards}, 1)
+    ON CONFLICT (queue, status, shard) DO UPDATE SET n = c.n + EXCLUDED.n;
+    RETURN NULL;
+END $$;
 """
+
+
+def _count_triggers(table: str, counts_fn: str) -> str:
+    """The triggers that keep the counts of ``table`` (a task table), made anew."""
+    name = table.rsplit(".", 1)[-1]
+    out = []
+    for event, rows, sign in (("INSERT", "NEW", 1), ("DELETE", "OLD", -1)):
+        trigger = f"{name}_count_{event.lower()}"
+        out.append(
+            f"DROP TRIGGER IF EXISTS {trigger} ON {table};"
+            f" CREATE TRIGGER {trigger} AFTER {event} ON {table}"
+            f" REFERENCING {rows} TABLE AS changed_rows"
+            f" FOR EACH STATEMENT EXECUTE FUNCTION {counts_fn}_rows('{sign}');"
+        )
+    # Row by row, only when the status changes: renewals and progress cost nothing.
+    trigger = f"{name}_count_update"
+    out.append(
+        f"DROP TRIGGER IF EXISTS {trigger} ON {table};"
+        f" CREATE TRIGGER {trigger} AFTER UPDATE OF status, queue ON {table} FOR EACH ROW"
+        " WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.queue IS DISTINCT FROM NEW.queue)"
+        f" EXECUTE FUNCTION {counts_fn}_moved();"
+    )
+    return "\n".join(out)
 
 
 class Queries:
@@ -204,6 +273,17 @@ class Queries:
             pending=_PENDING,
             doing=_DOING,
             tallies=f"{s}.{TALLIES_TABLE}",
+            counts=f"{s}.{COUNTS_TABLE}",
+            counts_name=COUNTS_TABLE,
+            shards=COUNT_SHARDS,
+        ) + "\n".join(_count_triggers(t, f"{s}.{COUNTS_TABLE}") for t in (hot, fin))
+        counts = f"{s}.{COUNTS_TABLE}"
+        # The first count of a schema made before version 3, in the migration's transaction
+        # (the triggers it made lock out writers until it commits: nothing is counted twice).
+        self.COUNTS_INIT = (
+            f"DELETE FROM {counts}; INSERT INTO {counts} (queue, status, shard, n)"
+            f" SELECT queue, status, 0, COUNT(*) FROM (SELECT queue, status FROM {hot}"
+            f" UNION ALL SELECT queue, status FROM {fin}) AS t GROUP BY queue, status"
         )
         # Whether the schema's tables exist, and its version (no table: NULL).
         self.SCHEMA_EXISTS = "SELECT TO_REGCLASS(%(meta)s) IS NOT NULL AS found"
@@ -223,23 +303,18 @@ class Queries:
             f"SELECT * FROM {hot} WHERE id = ANY(%(ids)s)"
             f" UNION ALL SELECT * FROM {fin} WHERE id = ANY(%(ids)s)"
         )
-        # A batch of new tasks, in the batch's order; seq is taken in that order.
+        # A batch of new tasks, in the batch's order; seq is taken in that order. The rows
+        # come as one JSON array of arrays (``INSERT_FIELDS``, in that order), cast here.
+        self.INSERT_FIELDS = tuple(name for name, _ in _INSERT_FIELDS)
+        picks = ", ".join(
+            f"(v.r->>{i})" + (f"::{cast}" if cast else "")
+            for i, (_, cast) in enumerate(_INSERT_FIELDS)
+        )
         self.INSERT = (
-            f"INSERT INTO {hot} (seq, id, queue, handler, params, priority, status, attempts,"
-            " max_retries, backoff, due_at, resources, has_resources, timeout, created_at,"
-            " updated_at, traceparent)"
-            f" SELECT NEXTVAL('{s}.{SEQUENCE}'), v.id, v.queue, v.handler, v.params, v.priority,"
-            " v.status, v.attempts, v.max_retries, v.backoff, v.due_at, v.resources,"
-            " v.has_resources, v.timeout, v.created_at, v.updated_at, v.traceparent"
-            " FROM UNNEST(%(id)s::TEXT[], %(queue)s::TEXT[], %(handler)s::TEXT[],"
-            " %(params)s::TEXT[], %(priority)s::BIGINT[], %(status)s::TEXT[],"
-            " %(attempts)s::BIGINT[], %(max_retries)s::BIGINT[], %(backoff)s::TEXT[],"
-            " %(due_at)s::FLOAT8[], %(resources)s::TEXT[], %(has_resources)s::BOOL[],"
-            " %(timeout)s::FLOAT8[], %(created_at)s::FLOAT8[], %(updated_at)s::FLOAT8[],"
-            " %(traceparent)s::TEXT[])"
-            " WITH ORDINALITY AS v(id, queue, handler, params, priority, status, attempts,"
-            " max_retries, backoff, due_at, resources, has_resources, timeout, created_at,"
-            " updated_at, traceparent, ord)"
+            f"INSERT INTO {hot} (seq, {', '.join(self.INSERT_FIELDS)}, status, attempts,"
+            " created_at, updated_at)"
+            f" SELECT NEXTVAL('{s}.{SEQUENCE}'), {picks}, %(status)s, 0, %(now)s, %(now)s"
+            " FROM JSONB_ARRAY_ELEMENTS(%(rows)s::JSONB) WITH ORDINALITY AS v(r, ord)"
             " ORDER BY v.ord"
             " ON CONFLICT (id) DO NOTHING RETURNING id, seq"
         )
@@ -266,12 +341,16 @@ class Queries:
             f"SELECT * FROM {hot} WHERE id = ANY(%(ids)s) AND status = {_HELD}"
             " AND lease_owner = %(worker)s ORDER BY seq FOR UPDATE"
         )
+        # Counts: sums of the shards the triggers keep (never a scan of the tasks).
         self.STATS = (
-            f"SELECT status, COUNT(*) AS n FROM {hot} WHERE %(queue)s::TEXT IS NULL OR queue = %(queue)s"
-            f" GROUP BY status UNION ALL SELECT status, COUNT(*) AS n FROM {fin}"
+            f"SELECT status, SUM(n) AS n FROM {counts}"
             " WHERE %(queue)s::TEXT IS NULL OR queue = %(queue)s GROUP BY status"
         )
-        self.QUEUES = f"SELECT queue FROM {hot} UNION SELECT queue FROM {fin} ORDER BY queue"
+        self.QUEUES = f"SELECT queue FROM {counts} GROUP BY queue HAVING SUM(n) > 0 ORDER BY queue"
+        self.COUNTS = (
+            f"SELECT queue, status, SUM(n) AS n FROM {counts}"
+            " GROUP BY queue, status HAVING SUM(n) > 0 ORDER BY queue"
+        )
 
         # -- lease ----------------------------------------------------------------------------
         # Lapsed leases, locked; one whose holder is renewing it right now is waited for
@@ -329,6 +408,21 @@ class Queries:
             " last_error = %(last_error)s, last_delay = %(last_delay)s, due_at = %(due_at)s,"
             " lease_expires_at = NULL, updated_at = %(now)s WHERE seq = %(seq)s RETURNING *"
         )
+        # The same retry as one statement, for a task whose row this store read at its lease:
+        # only while it is still held by :worker at :attempts (else nothing, and the caller
+        # takes the locked path); with its tally and its NOTIFY.
+        self.RETRY_HELD = (
+            f"WITH upd AS (UPDATE {hot} SET status = %(status)s, history = %(history)s,"
+            " last_error = %(last_error)s, last_delay = %(last_delay)s, due_at = %(due_at)s,"
+            " lease_expires_at = NULL, updated_at = %(now)s"
+            f" WHERE seq = %(seq)s AND status = {_HELD} AND lease_owner = %(worker)s"
+            " AND attempts = %(attempts)s RETURNING *),"
+            f" tal AS (INSERT INTO {s}.{TALLIES_TABLE} AS t (queue, minute, outcome, n)"
+            " SELECT queue, %(minute)s, %(outcome)s, 1 FROM upd"
+            " ON CONFLICT (queue, minute, outcome) DO UPDATE SET n = t.n + EXCLUDED.n),"
+            " note AS (SELECT PG_NOTIFY(%(channel)s, %(payload)s) FROM upd)"
+            " SELECT upd.* FROM upd, note"
+        )
         self.RELEASE = (
             f"UPDATE {hot} SET status = %(status)s, due_at = %(due_at)s, attempts = %(attempts)s,"
             " lease_expires_at = NULL, updated_at = %(now)s WHERE seq = %(seq)s RETURNING *"
@@ -344,6 +438,17 @@ class Queries:
             " created_at, %(now)s, started_at, NULL, traceparent FROM moved"
             f" RETURNING {_COLS}"
         )
+        # An operator's actions on one task: delete it (a PENDING or a finished one, never
+        # while it runs), make a waiting PENDING one due now.
+        self.DELETE = (
+            f"WITH ins AS (DELETE FROM {hot} WHERE id = %(id)s AND status = {_PENDING}"
+            f" RETURNING seq), moved AS (DELETE FROM {fin} WHERE id = %(id)s RETURNING seq)"
+            " SELECT seq FROM ins UNION ALL SELECT seq FROM moved"
+        )
+        self.MAKE_DUE = (
+            f"UPDATE {hot} SET due_at = %(now)s, updated_at = %(now)s WHERE id = %(id)s"
+            f" AND status = {_PENDING} AND due_at > %(now)s RETURNING {_COLS}"
+        )
         # progress / checkpoint of a live task (EDIT_FROM), or of one the worker holds.
         self.SET_FIELD = {
             (column, holder): (
@@ -358,8 +463,11 @@ class Queries:
             for holder in (False, True)
         }
 
-        # The hot table's dead rows made reusable (not in a transaction; skipped when locked).
-        self.VACUUM_HOT = f"VACUUM (SKIP_LOCKED) {hot}"
+        # The hot table's dead rows made reusable (not in a transaction; skipped when locked),
+        # its indexes cleaned always (PostgreSQL 14+ may skip them when few pages have dead rows).
+        self.VACUUM_HOT = f"VACUUM (SKIP_LOCKED, INDEX_CLEANUP ON) {hot}"
+        # The hot table's live rows as the last vacuum counted them (no scan).
+        self.LIVE_ROWS = f"SELECT reltuples AS n FROM pg_class WHERE oid = '{hot}'::REGCLASS"
 
         # -- lists, prunes, wake-up times -----------------------------------------------------
         _where_list = (
@@ -420,6 +528,16 @@ class Queries:
             f"DELETE FROM {meta} WHERE LEFT(key, LENGTH(%(prefix)s)) = %(prefix)s"
             " AND (value::JSONB ->> 'expires_at')::FLOAT8 < %(cutoff)s"
         )
+
+        # -- schedules: meta rows SCHEDULE_PREFIX + name, changed by compare-and-set ----------
+        self.SCHEDULE_ADD = (
+            f"INSERT INTO {meta} (key, value) VALUES (%(key)s, %(new)s)"
+            " ON CONFLICT (key) DO NOTHING"
+        )
+        self.SCHEDULE_SWAP = (
+            f"UPDATE {meta} SET value = %(new)s WHERE key = %(key)s AND value = %(old)s"
+        )
+        self.SCHEDULE_DROP = f"DELETE FROM {meta} WHERE key = %(key)s AND value = %(old)s"
 
         # -- per-minute outcome counters (minute = epoch seconds // 60) -----------------------
         tallies = f"{s}.{TALLIES_TABLE}"

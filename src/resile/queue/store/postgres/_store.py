@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import dataclasses
 import json
 import logging
 import threading
@@ -46,6 +47,7 @@ from resile.queue.store.base import (
     check_list_args,
     check_queue,
     check_seconds,
+    counts_by_queue,
     encode_results,
     fail_args,
     lease_call_args,
@@ -68,6 +70,7 @@ from resile.queue.store.postgres._enqueue import (
     in_transaction_async,
     prepare,
 )
+from resile.queue.store.postgres._schedules import Schedules
 from resile.queue.store.postgres._sql import Queries
 from resile.queue.store.postgres._watch import Watcher, payload
 from resile.queue.task import AttemptRecord, JSONValue, Task, TaskError, TaskSpec
@@ -83,6 +86,30 @@ _FINISH_TALLY = {TaskStatus.DONE.value: Tally.DONE, TaskStatus.FAILED.value: Tal
 _MAX_CHUNK = 256
 # Finished tasks one prune statement deletes (short transactions, little WAL at a time).
 _PRUNE_BATCH = 1000
+# A vacuum of the hot table is due after a tenth of its live rows have finished (at least
+# 200): each finished task leaves two dead row versions (its insert and its lease), so
+# the heap stays within about 1.2x its live size plus what churns while the vacuum runs
+# (benchmarks/postgres_bloat.py; docs/postgres.md).
+_VACUUM_CHURN = 0.1
+_VACUUM_MIN_ROWS = 200
+# The most leased rows kept for ``fail`` (the oldest are dropped: that fail reads the row).
+_LEASED_KEPT = 10_000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Leased:
+    """What a lease read of a task it leased: enough for ``fail`` to decide a retry."""
+
+    seq: int
+    queue: str
+    worker: str
+    attempts: int
+    max_retries: Any
+    backoff: Any
+    last_delay: Any
+    history: Any
+    started_at: float
+
 
 # resile's own URL query options (the others go to libpq).
 _OPTIONS = (
@@ -98,7 +125,7 @@ _OPTIONS = (
 )
 
 
-class PostgresStore(Dashboard, Store):
+class PostgresStore(Schedules, Dashboard, Store):
     """A ``Store`` in a PostgreSQL database (psycopg 3).
 
     Args:
@@ -118,9 +145,11 @@ class PostgresStore(Dashboard, Store):
         migrate: create or migrate the schema on open (``False``: refuse a
             missing or older schema with ``SchemaError``).
         vacuum_every: while workers complete tasks, ``VACUUM`` the hot table
-            at most this often (seconds; in a helper thread, skipped when another
-            vacuum holds it), so that its dead rows are reused long before
-            autovacuum's next round; ``None``: leave it to autovacuum.
+            (in a helper thread, skipped when another vacuum holds it) after
+            every tenth of its live rows (at least 200) finished through this
+            store, and at least this often (seconds), so that its dead rows are
+            reused long before autovacuum's next round; ``None``: leave it to
+            autovacuum.
         clock: epoch-time source for ``now=None``.
 
     Raises:
@@ -166,6 +195,11 @@ class PostgresStore(Dashboard, Store):
         # Monotonic time of the next vacuum: the first one once the store has worked a while.
         self._next_vacuum = time.monotonic() + (self.vacuum_every or 0.0)
         self._vacuuming = threading.Lock()
+        # Tasks this store finished since its last vacuum, and how many make the next one due.
+        self._finished_since_vacuum = 0
+        self._vacuum_rows = _VACUUM_MIN_ROWS
+        # What this store's leases read of the tasks they leased, by id (``_retry_held``).
+        self._leased: dict[str, _Leased] = {}
         self._write = self._read = self._db.tx
 
     @classmethod
@@ -377,7 +411,7 @@ class PostgresStore(Dashboard, Store):
             )
             entry = AttemptRecord(
                 row["attempts"], row["started_at"], decision.base, Outcome.LOST,
-                tr.LEASE_EXPIRED_ERROR,
+                tr.LEASE_EXPIRED_ERROR, row["lease_owner"],
             )  # fmt: skip
             self._failure_write(cur, row, decision, entry, now, wake)
             reclaimed.append(
@@ -398,9 +432,10 @@ class PostgresStore(Dashboard, Store):
         at: float,
         wake: builtins.list[tuple[str, float]],
         reclaimed: builtins.list[Reclaimed],
+        held: dict[str, _Leased] | None = None,
     ) -> builtins.list[Task]:
         """The lease's statements in the transaction of ``cur``; the leases it reclaims go
-        to ``reclaimed``."""
+        to ``reclaimed``, what was leased into ``held``."""
         q = self.q
         self._reclaim(cur, names, at, wake, reclaimed)
         open_ = self.unpaused(cur, names)
@@ -415,6 +450,7 @@ class PostgresStore(Dashboard, Store):
             "seq": -1,
         }
         picked: builtins.list[tuple[Task, tr.Leased]] = []
+        raw: dict[int, Mapping[str, Any]] = {}
         corrupt: builtins.list[dict[str, Any]] = []
         while len(picked) < limit:
             cur.execute(q.SELECT_DUE, params)
@@ -434,6 +470,7 @@ class PostgresStore(Dashboard, Store):
                 if not task.fits(capacity):
                     continue
                 picked.append((task, tr.lease(task.attempts, at, lease_seconds)))
+                raw[task.sequence] = row
                 if len(picked) >= limit:
                     break
             if len(rows) < chunk:
@@ -455,6 +492,13 @@ class PostgresStore(Dashboard, Store):
                 "attempts": [leased.attempts for _, leased in picked],
             },
         )
+        if held is not None:
+            for task, leased in picked:
+                read = raw[task.sequence]
+                held[task.id] = _Leased(
+                    task.sequence, task.queue, worker_id, leased.attempts, read["max_retries"],
+                    read["backoff"], read["last_delay"], read["history"], leased.started_at,
+                )  # fmt: skip
         return [
             task.replace(
                 status=leased.status,
@@ -508,31 +552,46 @@ class PostgresStore(Dashboard, Store):
         ) -> tuple[builtins.list[bool], builtins.list[Task]]:
             wake: builtins.list[tuple[str, float]] = []
             reclaimed.clear()  # a transaction run again reclaims afresh
+            held.clear()  # and starts afresh what it leased
             done = self._complete_in(cur, encoded, worker_id, at) if encoded else {}
             flags = [tid in done for tid, _ in encoded]
             leased = self._lease_in(
-                cur, names, worker_id, limit, lease_seconds, capacity, at, wake, reclaimed
+                cur, names, worker_id, limit, lease_seconds, capacity, at, wake, reclaimed, held
             )
             self._wake_others(cur, wake)
             return flags, leased
 
+        held: dict[str, _Leased] = {}
         out = self._write(body)
         self._after_reclaim(reclaimed)
+        self._remember(held, [tid for tid, _ in encoded])
         self._pruner.tick(at)
         if encoded and self.vacuum_every is not None:
-            self._maybe_vacuum()
+            self._maybe_vacuum(sum(out[0]))
         return out
 
-    def _maybe_vacuum(self) -> None:
-        """Start a vacuum of the hot table in a helper thread when one is due."""
-        mono = time.monotonic()
-        if mono < self._next_vacuum or not self._vacuuming.acquire(blocking=False):
+    def _maybe_vacuum(self, finished: int) -> None:
+        """Count ``finished`` tasks; start a vacuum of the hot table when one is due.
+
+        Due once this store has finished ``_vacuum_rows`` tasks since its last
+        vacuum (a tenth of the hot table's live rows, at least ``_VACUUM_MIN_ROWS``),
+        or ``vacuum_every`` seconds after it: the dead row versions between two
+        vacuums stay a bounded fraction of the live ones at any throughput.
+        """
+        self._finished_since_vacuum += finished
+        if self._finished_since_vacuum < self._vacuum_rows and time.monotonic() < self._next_vacuum:
             return
-        self._next_vacuum = mono + (self.vacuum_every or 0.0)
+        if not self._vacuuming.acquire(blocking=False):
+            return
+        self._finished_since_vacuum = 0
+        self._next_vacuum = time.monotonic() + (self.vacuum_every or 0.0)
 
         def run() -> None:
             try:
                 self._db.autocommit(self.q.VACUUM_HOT)
+                rows = self._read(lambda cur: cur.execute(self.q.LIVE_ROWS).fetchall())
+                live = float(rows[0]["n"]) if rows else 0.0
+                self._vacuum_rows = max(_VACUUM_MIN_ROWS, int(live * _VACUUM_CHURN))
             except Exception as exc:  # housekeeping: a worker never fails for it
                 logger.warning("resile: VACUUM of %s failed: %s", self.q.hot, exc)
             finally:
@@ -599,7 +658,7 @@ class PostgresStore(Dashboard, Store):
             if row is None or tid in seen:
                 continue
             seen.add(tid)
-            done = tr.complete(row["attempts"], row["started_at"], at)
+            done = tr.complete(row["attempts"], row["started_at"], at, worker_id)
             items.append(
                 {
                     "seq": row["seq"],
@@ -635,8 +694,9 @@ class PostgresStore(Dashboard, Store):
             return []
         at = self.now(now)
         done = self._write(lambda cur: self._complete_in(cur, encoded, worker_id, at))
+        self._remember({}, [tid for tid, _ in encoded])
         if self.vacuum_every is not None:
-            self._maybe_vacuum()
+            self._maybe_vacuum(len(done))
         answered: set[str] = set()
         out: builtins.list[Task | None] = []
         for tid, _ in encoded:
@@ -658,8 +718,9 @@ class PostgresStore(Dashboard, Store):
             return []
         at = self.now(now)
         done = self._write(lambda cur: self._complete_in(cur, encoded, worker_id, at))
+        self._remember({}, [tid for tid, _ in encoded])
         if self.vacuum_every is not None:
-            self._maybe_vacuum()
+            self._maybe_vacuum(len(done))
         answered: set[str] = set()
         flags: builtins.list[bool] = []
         for tid, _ in encoded:
@@ -680,6 +741,11 @@ class PostgresStore(Dashboard, Store):
     ) -> Task | None:
         err, delay, kind = fail_args(error, delay, outcome)
         at = self.now(now)
+        known = self._leased.pop(task_id, None)
+        if known is not None and known.worker == worker_id:
+            fast = self._retry_held(known, task_id, err, kind, at, bool(permanent), delay)
+            if fast is not None:
+                return fast
 
         def body(cur: Cursor) -> Task | None:
             row = self._held(cur, [task_id], worker_id).get(task_id)
@@ -695,7 +761,7 @@ class PostgresStore(Dashboard, Store):
                 permanent=bool(permanent),
                 delay=delay,
             )
-            entry = AttemptRecord(row["attempts"], row["started_at"], at, kind, err)
+            entry = AttemptRecord(row["attempts"], row["started_at"], at, kind, err, worker_id)
             wake: builtins.list[tuple[str, float]] = []
             after = self._failure_write(cur, row, decision, entry, at, wake)
             self._wake_others(cur, wake)
@@ -703,7 +769,71 @@ class PostgresStore(Dashboard, Store):
 
         return self._write(body)
 
+    def _retry_held(
+        self,
+        known: _Leased,
+        task_id: str,
+        err: TaskError,
+        kind: Outcome,
+        at: float,
+        permanent: bool,
+        delay: float | None,
+    ) -> Task | None:
+        """``fail`` of a task this store leased, when it is retried: one statement, one round
+        trip (no ``BEGIN``, no row read, no ``COMMIT``). ``None``: not decided here (a dead
+        letter, or the task no longer held as leased): the caller takes the locked path."""
+        decision = tr.after_failure(
+            attempts=known.attempts,
+            max_retries=known.max_retries,
+            backoff=known.backoff,
+            last_delay=known.last_delay,
+            error=err,
+            base=at,
+            permanent=permanent,
+            delay=delay,
+        )
+        if decision.dead:
+            return None
+        history = history_with(
+            known.history,
+            AttemptRecord(known.attempts, known.started_at, at, kind, err, known.worker),
+        )
+        params = {
+            "status": decision.status.value,
+            "history": history,
+            "last_error": encode_error(decision.error),
+            "last_delay": decision.delay,
+            "due_at": decision.due_at,
+            "now": at,
+            "seq": known.seq,
+            "worker": known.worker,
+            "attempts": known.attempts,
+            "minute": int(at // 60),
+            "outcome": Tally.RETRIED.value,
+            "channel": self.q.channel,
+            "payload": payload([(known.queue, decision.due_at)]),
+        }
+        if history is None:  # the stored history is unreadable: keep it as it is
+            return None
+
+        def body(cur: Cursor) -> builtins.list[dict[str, Any]]:
+            cur.execute(self.q.RETRY_HELD, params)
+            return cur.fetchall()
+
+        rows = self._db.bare(body)
+        return decode(rows[0], strict=False) if rows else None
+
+    def _remember(self, held: Mapping[str, _Leased], finished: Iterable[str]) -> None:
+        """Keep what a lease read of the tasks it leased (for ``fail``); forget ``finished``."""
+        cache = self._leased
+        for tid in finished:
+            cache.pop(tid, None)
+        cache.update(held)
+        while len(cache) > _LEASED_KEPT:  # leases that lapsed or were completed elsewhere
+            cache.pop(next(iter(cache)), None)
+
     def release(self, task_id: str, worker_id: str, *, now: float | None = None) -> Task | None:
+        self._leased.pop(task_id, None)
         at = self.now(now)
 
         def body(cur: Cursor) -> Task | None:
@@ -739,7 +869,11 @@ class PostgresStore(Dashboard, Store):
             if row is None:
                 return False
             done = tr.cancel(
-                row["status"], attempts=row["attempts"], started_at=row["started_at"], now=at
+                row["status"],
+                attempts=row["attempts"],
+                started_at=row["started_at"],
+                now=at,
+                worker=row["lease_owner"],
             )
             if done is None:
                 return False
@@ -834,6 +968,13 @@ class PostgresStore(Dashboard, Store):
 
         return [r["queue"] for r in self._read(body)]
 
+    def counts(self) -> dict[str, dict[TaskStatus, int]]:
+        def body(cur: Cursor) -> Rows:
+            cur.execute(self.q.COUNTS)
+            return cur.fetchall()
+
+        return counts_by_queue((r["queue"], r["status"], r["n"]) for r in self._read(body))
+
     def requeue(self, task_id: str, *, delay: float = 0.0, now: float | None = None) -> Task | None:
         wait = check_seconds(delay, "requeue: delay")
         at = self.now(now)
@@ -859,6 +1000,29 @@ class PostgresStore(Dashboard, Store):
         if task is not None:
             self._notify([task])
         return task
+
+    def make_due(self, task_id: str, *, now: float | None = None) -> Task | None:
+        at = self.now(now)
+
+        def body(cur: Cursor) -> Task | None:
+            cur.execute(self.q.MAKE_DUE, {"id": task_id, "now": at})
+            row = cur.fetchone()
+            if row is None:
+                return None
+            self._wake_others(cur, [(row["queue"], at)])
+            return decode(row, strict=False)
+
+        task = self._write(body)
+        if task is not None:
+            self._notify([task])
+        return task
+
+    def delete(self, task_id: str) -> bool:
+        def body(cur: Cursor) -> bool:
+            cur.execute(self.q.DELETE, {"id": task_id})
+            return len(cur.fetchall()) == 1
+
+        return bool(self._write(body))
 
     def _purge_batches(
         self, statuses: Sequence[TaskStatus], cutoff: float, queue: str | None
@@ -948,7 +1112,8 @@ class PostgresStore(Dashboard, Store):
                         found.append(float(r["due_at"]))
             return min(found) if found else None
 
-        return self._read(body)
+        # A hint for a timer: its reads need no common snapshot (no BEGIN / COMMIT).
+        return self._db.bare(body)
 
     # -- wake-ups -------------------------------------------------------------------------------
 

@@ -139,11 +139,12 @@ class Watcher:
                 self._stop.wait(min(FALLBACK_POLL, max(0.0, next_try - time.monotonic())))
                 continue
             try:
-                hit = False
+                # Wake as each notification arrives: the generator returns only after TICK
+                # (or its stop_after), so waking after the loop made a new task wait up to
+                # TICK (200 ms) for an idle worker.
                 for note in conn.notifies(timeout=self.TICK, stop_after=64):
-                    hit = hit or self.wanted(note.payload)
-                if hit:
-                    self._wake()
+                    if self.wanted(note.payload):
+                        self._wake()
             except Exception as exc:
                 if self._stop.is_set():
                     break

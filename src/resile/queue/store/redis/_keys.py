@@ -14,6 +14,8 @@ which Python formats and the Lua scripts get as functions (``_scripts``)::
     <root>:queues           hash    queue -> number of stored tasks
     <root>:paused           hash    paused queue -> when it was paused (lease skips it)
     <root>:workers          hash    worker id -> its registry record (JSON)
+    <root>:schedules        hash    schedule name -> its record (JSON; changed by
+                                    compare-and-set in the schedule_swap script)
     <root>:tl:<hour>:<q>    hash    per-minute outcome counters of one hour (epoch hours):
                                     field "<minute>/<tally>" -> count; expires after
                                     TALLY_WINDOW and an hour
@@ -67,6 +69,7 @@ __all__ = [
     "queue_key",
     "queues_key",
     "root",
+    "schedules_key",
     "seq_key",
     "status_key",
     "tally_key",
@@ -120,6 +123,7 @@ SHAPES = {
     "queues": "{root}:queues",
     "paused": "{root}:paused",
     "workers": "{root}:workers",
+    "schedules": "{root}:schedules",
     "tally": "{root}:tl:{hour}:{queue}",
     "task": "{root}:t:{id}",
     "last_lease": "{root}:lop:{worker}",
@@ -177,6 +181,11 @@ def tally_key(root_: str, hour: int, queue: str) -> str:
 def workers_key(root_: str) -> str:
     """The hash of the worker registry (worker id -> record JSON)."""
     return SHAPES["workers"].format(root=root_)
+
+
+def schedules_key(root_: str) -> str:
+    """The hash of schedule records (name -> record JSON)."""
+    return SHAPES["schedules"].format(root=root_)
 
 
 def seq_key(root_: str) -> str:

@@ -199,6 +199,8 @@ SPECS: dict[str, Script] = {
         Script("cancel", ("id", "now_s", "op", "error", *_TTL)),
         Script("setfield", ("id", "field", "value", "worker", "now_s")),
         Script("requeue", ("id", "now_s", "due_s", "op")),
+        Script("make_due", ("id", "now_s")),
+        Script("delete", ("id",)),
         Script("purge", ("cutoff_s", "max", "nq"), rest="nq queues, then the statuses"),
         Script(
             "sweep",
@@ -208,6 +210,12 @@ SPECS: dict[str, Script] = {
         Script("next_due", ("capacity",), rest="the queues"),
         Script("oldest_due", ("queue",)),
         Script("corrupt", ("id", "worker", "now_s", "error", *_TTL)),
+        Script(
+            "schedule_swap",
+            ("name", "has_old", "old", "has_new", "new", "now_s", "op"),
+            rest="one task record, or nothing",
+            group=_TASK,
+        ),
     )
 }
 SCRIPTS = tuple(SPECS)

@@ -29,7 +29,7 @@ from resile.queue._names import (
     TaskStatus,
 )
 from resile.queue.registry import GONE_KEPT, WorkerRecord
-from resile.queue.store._codec import encode_error
+from resile.queue.store._codec import created_task, encode_error
 from resile.queue.store.base import (
     IfExists,
     Reclaimed,
@@ -921,6 +921,51 @@ class RedisStore(Store):
                     rows.append((int(minute), what, int(n)))
         return tally_counts(rows)
 
+    # -- schedules: one hash of records, changed by the schedule_swap script -------------------
+
+    def _schedule_texts(self) -> builtins.list[str]:
+        flat = self._call(lambda: self._command("HGETALL", K.schedules_key(self.root)))
+        records = dict(flat) if isinstance(flat, Mapping) else _pairs(flat)
+        return [str(text) for _, text in sorted(records.items())]
+
+    def _schedule_text(self, name: str) -> str | None:
+        key = K.schedules_key(self.root)
+        text = self._call(lambda: self._command("HGET", key, name))
+        return None if text is None else str(text)
+
+    def _schedule_swap(
+        self, name: str, old: str | None, new: str | None, task: TaskSpec | None, now: float
+    ) -> Task | bool:
+        return self._run(self._swap_op(name, old, new, task, now))
+
+    def _swap_op(
+        self, name: str, old: str | None, new: str | None, task: TaskSpec | None, now: float
+    ) -> Op[Task | bool]:
+        spec = _scripts.SPECS["schedule_swap"]
+        create1 = _scripts.SPECS["create1"].args
+        tail: builtins.list[str] = []
+        op = _scripts.op_id()
+        if task is not None:
+            _, _, cargs = create_args([task], "return", now)
+            op = cargs[create1.index("op")]
+            tail = cargs[len(create1) :]
+        args = spec.argv(
+            name=name,
+            has_old="0" if old is None else "1",
+            old=old or "",
+            has_new="0" if new is None else "1",
+            new=new or "",
+            now_s=_num(now),
+            op=op,
+        )
+        reply = yield Eval("schedule_swap", args + tail)
+        kind = str(reply[0])
+        if kind == "conflict":
+            return False
+        if task is None or kind != "ok" or not isinstance(reply[1], int):
+            return True  # swapped; the task existed already (or this is our own replay)
+        return created_task(task, task.id or "", reply[1], task.due_time(now), now)
+
     # -- the worker registry: one hash of records, written by each worker for itself ------------
 
     def _records(self) -> dict[str, str]:
@@ -967,6 +1012,17 @@ class RedisStore(Store):
         task = _decode(reply[1], strict=False)
         self._notify([task])
         return task
+
+    def make_due(self, task_id: str, *, now: float | None = None) -> Task | None:
+        reply = self._eval("make_due", _S["make_due"].argv(id=task_id, now_s=_num(self.now(now))))
+        if reply[0] != "ok":
+            return None
+        task = _decode(reply[1], strict=False)
+        self._notify([task])
+        return task
+
+    def delete(self, task_id: str) -> bool:
+        return bool(self._eval("delete", _S["delete"].argv(id=task_id)))
 
     def purge(
         self,

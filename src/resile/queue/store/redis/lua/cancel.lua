@@ -5,14 +5,14 @@
 local id, now_s, op = A.id, A.now_s, A.op
 local tk = task_key(id)
 local f = redis.call('HMGET', tk, F.status, F.op, F.queue, F.seq, F.attempts, F.started_at,
-  F.rank, F.history, F.hn)
+  F.rank, F.history, F.hn, F.lease_owner)
 if f[1] ~= S.PENDING and f[1] ~= S.DOING then
   if isset(op) and f[2] == op and f[1] == S.CANCELED then return 1 end
   return 0
 end
 local q = f[3]
 if f[1] == S.DOING then
-  local h, hn = history_with(f[8], f[9], entry(f[5], f[6], now_s, O.CANCELED, A.error))
+  local h, hn = history_with(f[8], f[9], entry(f[5], f[6], now_s, O.CANCELED, A.error, f[10]))
   redis.call('HSET', tk, F.history, h, F.hn, hn)
   zrem_later(index_key(IX.leases, q), id)
 else

@@ -14,7 +14,7 @@ for i = REST, #ARGV, G.SIZE do
   if f[1] == S.DOING and f[2] == worker then
     local q = f[4]
     tally(q, TL.DONE, now_s)
-    local h, hn = history_with(f[8], f[9], entry(f[6], f[7], now_s, O.OK, nil))
+    local h, hn = history_with(f[8], f[9], entry(f[6], f[7], now_s, O.OK, nil, worker))
     redis.call('HSET', tk, F.status, S.DONE, F.result, ARGV[i + G.result - 1], F.progress, '100',
       F.history, h, F.hn, hn, F.lease_expires_at, '', F.finished_at, now_s, F.updated_at, now_s,
       F.op, op)

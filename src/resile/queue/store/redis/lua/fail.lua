@@ -19,7 +19,7 @@ if (f[6] or '') ~= A.attempts or (f[7] or '') ~= A.started_s or (f[12] or '') ~=
   return {'stale'}
 end
 local q, err = f[4], A.error
-local h, hn = history_with(f[10], f[11], entry(f[6], f[7], now_s, A.outcome, err))
+local h, hn = history_with(f[10], f[11], entry(f[6], f[7], now_s, A.outcome, err, A.worker))
 zrem_later(index_key(IX.leases, q), id)
 tally(q, A.dead == '1' and TL.DEAD or TL.RETRIED, now_s)
 if A.dead == '1' then

@@ -49,7 +49,7 @@ for _, q in ipairs(queues) do
     local tk = task_key(id)
     local f = redis.call('HMGET', tk, F.status, F.lease_expires_at, F.attempts, F.max_retries,
       F.backoff, F.last_delay, F.started_at, F.seq, F.rank, F.gated, F.history, F.hn,
-      F.handler, F.traceparent)
+      F.handler, F.traceparent, F.lease_owner)
     local r = rec[id]
     local seen = f[2] or ''
     if f[1] ~= S.DOING then
@@ -57,7 +57,7 @@ for _, q in ipairs(queues) do
     elseif r and r.seen == seen then
       local err = r.error
       local h, hn = history_with(f[11], f[12],
-        entry(f[3] or '0', f[7], isset(seen) and seen or now_s, O.LOST, err))
+        entry(f[3] or '0', f[7], isset(seen) and seen or now_s, O.LOST, err, f[15]))
       redis.call('ZREM', lk, id)
       tally(q, r.dead == '1' and TL.DEAD or TL.RETRIED, now_s)
       if r.dead == '1' then

@@ -51,6 +51,45 @@ local function wake(q)
   end
 end
 
+-- lib: create_one
+-- Create the task whose record starts at ARGV[a + 1] (create1's steps, shared with the
+-- schedule_swap script). policy: the if_exists of an existing id ('error' or 'return').
+-- Returns {'ok', seq} for a new task, {'replay'}, {'dup', id, queue} or {'ok', HGETALL}.
+local function create_one(a, now_s, op, policy)
+  local id, q, due_s = ARGV[a + G.id], ARGV[a + G.queue], ARGV[a + G.due_s]
+  local tk = task_key(id)
+  if redis.call('EXISTS', tk) == 1 then
+    local f = redis.call('HMGET', tk, F.cop, F.queue)
+    if isset(op) and f[1] == op then return {'replay'} end
+    if policy == 'error' then return {'dup', id, f[2]} end
+    return {'ok', redis.call('HGETALL', tk)}
+  end
+  local seq = redis.call('INCR', KEYS[1])
+  local rank = ARGV[a + G.rank_prefix] .. string.format('%016x', seq)
+  local gated = write_new(tk, a, rank, seq, now_s, op)
+  redis.call('ZADD', status_key(S.PENDING, q), seq, id)
+  redis.call('HINCRBY', QUEUES_KEY, q, 1)
+  redis.call('ZADD', index_key(IX.due, q), due_s, id)
+  -- Index it: the library's pending-index steps for one task, inline (cheaper per call).
+  if gated then
+    wake(q)
+    if tonumber(due_s) <= tonumber(now_s) then
+      redis.call('ZADD', index_key(IX.gready, q), 0, rank .. id)
+    else
+      redis.call('ZADD', index_key(IX.gdelayed, q), due_s, id)
+    end
+  elseif tonumber(due_s) <= tonumber(now_s) then
+    local key = index_key(IX.ready, q)
+    if redis.call('ZADD', key, 0, rank .. id) == 1 and redis.call('ZCARD', key) == 1 then wake(q) end
+  else
+    local key = index_key(IX.delayed, q)
+    local head = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    if #head == 0 or tonumber(due_s) < tonumber(head[2]) then wake(q) end
+    redis.call('ZADD', key, due_s, id)
+  end
+  return {'ok', seq}
+end
+
 -- lib: zadd_all, zrem_all
 -- ZADD / ZREM with many members, in chunks that fit Lua's stack.
 local function zadd_all(key, flat)
@@ -86,11 +125,12 @@ end
 
 -- lib: entry
 -- One history entry, as AttemptRecord.to_dict() writes it. `started` and `ended` are
--- stored time strings, `err` a JSON object or nil.
-local function entry(attempt, started, ended, outcome, err)
+-- stored time strings, `err` a JSON object or nil, `worker` the lease holder's id or nil.
+local function entry(attempt, started, ended, outcome, err, worker)
   return '{"attempt":' .. attempt .. ',"started_at":' .. (isset(started) and started or 'null')
     .. ',"ended_at":' .. ended .. ',"outcome":"' .. outcome .. '","error":'
-    .. (isset(err) and err or 'null') .. '}'
+    .. (isset(err) and err or 'null') .. ',"worker":'
+    .. (isset(worker) and cjson.encode(worker) or 'null') .. '}'
 end
 
 -- lib: history_with
