@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import importlib
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -73,3 +78,23 @@ def no_hooks_left() -> Iterator[None]:
     for hook in instrument.installed():
         if hook not in before:
             instrument.uninstall(hook)
+
+
+@pytest.fixture
+def handler_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[str], ModuleType]]:
+    """Write a module of handlers (``source``) that process-mode children can import too;
+    import it. Its queue (``module.queue``) is the test's to close; the module goes after."""
+    names: list[str] = []
+
+    def make(source: str) -> ModuleType:
+        name = f"handlers_{uuid.uuid4().hex[:8]}"
+        (tmp_path / f"{name}.py").write_text(source, encoding="utf-8")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        names.append(name)
+        return importlib.import_module(name)
+
+    yield make
+    for name in names:
+        sys.modules.pop(name, None)

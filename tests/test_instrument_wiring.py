@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
 import logging
-import sys
 import threading
-import uuid
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -279,14 +278,10 @@ def uses_retry() -> str:
 
 class TestProcessMode:
     def test_a_childs_retry_events_reach_the_parents_hooks(
-        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+        self, tmp_path: Path, handler_module: Callable[[str], ModuleType]
     ) -> None:
         """In process mode @retry inside a handler (in a child) is counted by the parent's hooks."""
-        name = f"obs_child_{uuid.uuid4().hex[:8]}"
-        url = f"sqlite:///{tmp_path / 'q.db'}"
-        (tmp_path / f"{name}.py").write_text(CHILD_HANDLERS.format(url=url), encoding="utf-8")
-        monkeypatch.syspath_prepend(str(tmp_path))
-        module = importlib.import_module(name)
+        module = handler_module(CHILD_HANDLERS.format(url=f"sqlite:///{tmp_path / 'q.db'}"))
         try:
             task = module.queue.enqueue("uses_retry", {})
             with instrument.recording(Kind.RETRY_SCHEDULED, Kind.ATTEMPT_FINISHED) as events:
@@ -294,7 +289,6 @@ class TestProcessMode:
             done = module.queue.get(task.id)
         finally:
             module.queue.close()
-            sys.modules.pop(name, None)
         assert done is not None and done.status is TaskStatus.DONE
         assert [e.kind for e in events] == [Kind.RETRY_SCHEDULED, Kind.ATTEMPT_FINISHED]
         assert events[0].error_type == "TimeoutError"  # type: ignore[union-attr]

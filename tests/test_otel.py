@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -222,3 +223,104 @@ class TestThroughTheQueue:
             task = q.enqueue("h", {}, strict=False)
             stored = q.get(task.id)
         assert task.traceparent is None and stored is not None and stored.traceparent is None
+
+
+HANDLERS = """
+import asyncio
+
+from opentelemetry import trace
+
+import resile
+
+queue = resile.connect({url!r})
+
+
+def here():
+    ctx = trace.get_current_span().get_span_context()
+    return {{"trace": format(ctx.trace_id, "032x"), "span": format(ctx.span_id, "016x")}}
+
+
+@queue.task(name="sync_handler", max_retries=0)
+def sync_handler():
+    return here()
+
+
+@queue.task(name="async_handler", max_retries=0)
+async def async_handler():
+    await asyncio.sleep(0)
+    return here()
+"""
+
+
+class TestCurrentSpan:
+    @pytest.mark.parametrize(
+        ("mode", "handler"),
+        [
+            ("thread", "sync_handler"),
+            ("thread", "async_handler"),
+            ("async", "async_handler"),
+            ("async", "sync_handler"),
+            ("process", "sync_handler"),
+        ],
+    )
+    def test_the_attempts_span_is_current_in_its_handler(
+        self,
+        traced: Traced,
+        mode: str,
+        handler: str,
+        tmp_path: Path,
+        handler_module: Callable[[str], ModuleType],
+    ) -> None:
+        """While a handler runs (sync or async, in every mode) its attempt's consumer span is current."""
+        module = handler_module(HANDLERS.format(url=f"sqlite:///{tmp_path / 'q.db'}"))
+        try:
+            task = module.queue.enqueue(handler, {})
+            Worker(module.queue, mode=mode, concurrency=1).run(burst=True)
+            done = module.queue.get(task.id)
+        finally:
+            module.queue.close()
+        (span,) = traced.spans("process default")
+        ctx = span.get_span_context()
+        assert done is not None and done.result == {
+            "trace": f"{ctx.trace_id:032x}",
+            "span": f"{ctx.span_id:016x}",
+        }
+
+    def test_a_span_the_handler_starts_is_a_child_of_the_attempt(self, traced: Traced) -> None:
+        """A span started inside a handler has the attempt's consumer span as its parent."""
+        q = resile.connect("sqlite:///:memory:")
+        tracer = traced.provider.get_tracer("app")
+
+        @q.task(name="calls_out", max_retries=0)
+        def calls_out() -> None:
+            with tracer.start_as_current_span("GET /api"):
+                pass
+
+        try:
+            q.enqueue("calls_out", {})
+            Worker(q, mode="thread", concurrency=1).run(burst=True)
+        finally:
+            q.close()
+        (attempt,) = traced.spans("process default")
+        (call,) = traced.spans("GET /api")
+        assert call.parent is not None
+        assert call.parent.span_id == attempt.get_span_context().span_id
+        assert call.context.trace_id == attempt.get_span_context().trace_id
+
+    def test_without_a_tracing_hook_the_handler_sees_no_span(self, tmp_path: Path) -> None:
+        """No hook installed: the handler runs with no current span (nothing is entered)."""
+        q = resile.connect(f"sqlite:///{tmp_path / 'q.db'}")
+
+        @q.task(name="look", max_retries=0)
+        def look() -> bool:
+            from opentelemetry import trace
+
+            return trace.get_current_span().get_span_context().is_valid
+
+        try:
+            task = q.enqueue("look", {})
+            Worker(q, mode="thread", concurrency=1).run(burst=True)
+            done = q.get(task.id)
+        finally:
+            q.close()
+        assert done is not None and done.result is False

@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeAlias
@@ -59,6 +59,8 @@ __all__ = [
     "SlotsEvent",
     "SupervisorEvent",
     "TaskEvent",
+    "attempt_carrier",
+    "attempt_scope",
     "emit",
     "for_task",
     "hooks",
@@ -66,6 +68,7 @@ __all__ = [
     "installed",
     "produce",
     "recording",
+    "scoped",
     "uninstall",
     "wants",
 ]
@@ -300,6 +303,9 @@ Hook = Callable[[Any], object]
 # event; both names are rebound (never mutated) under the lock, so a reader sees a whole value.
 hooks: tuple[Hook, ...] = ()
 wants: dict[Kind, tuple[Hook, ...]] = dict.fromkeys(Kind, ())
+# The installed hooks with a ``scope`` method (``attempt_scope``): the worker's runner tests
+# it before entering one, so hooks without (metrics, logs) cost an attempt nothing.
+scoped: tuple[Hook, ...] = ()
 # What emit calls per kind: (hook, the hook or its handler for the kind).
 _calls: dict[Kind, tuple[tuple[Hook, Hook], ...]] = dict.fromkeys(Kind, ())
 
@@ -322,7 +328,7 @@ def _kinds_of(hook: Hook) -> frozenset[Kind]:
 
 
 def _rebuild(new: tuple[Hook, ...]) -> None:
-    global hooks, wants, _calls
+    global hooks, wants, scoped, _calls
     table: dict[Kind, list[Hook]] = {k: [] for k in Kind}
     calls: dict[Kind, list[tuple[Hook, Hook]]] = {k: [] for k in Kind}
     for hook in new:
@@ -333,6 +339,7 @@ def _rebuild(new: tuple[Hook, ...]) -> None:
             calls[kind].append((hook, handlers.get(kind, hook)))
     _calls = {k: tuple(v) for k, v in calls.items()}
     wants = {k: tuple(v) for k, v in table.items()}
+    scoped = tuple(h for h in new if callable(getattr(h, "scope", None)))
     hooks = new
 
 
@@ -397,18 +404,56 @@ def produce(queue: str, task: str) -> str | None:
     OpenTelemetry hook starts its producer span there) and returns the first
     string one gives. The queue calls it only when ``hooks`` is not empty.
     """
-    for hook in hooks:
-        method = getattr(hook, "produce", None)
+    return _first_string(hooks, "produce", (queue, task))
+
+
+def _first_string(among: tuple[Hook, ...], name: str, args: tuple[str, Any]) -> str | None:
+    """The first str that a hook's method ``name(*args)`` returns; a failing one is logged once."""
+    for hook in among:
+        method = getattr(hook, name, None)
         if method is None:
             continue
         try:
-            carrier = method(queue, task)
+            value = method(*args)
         except Exception:
-            _failed(hook, (queue, task))
+            _failed(hook, args)
             continue
-        if isinstance(carrier, str):
-            return carrier
+        if isinstance(value, str):
+            return value
     return None
+
+
+@contextmanager
+def attempt_scope(task_id: str, attempt: int) -> Iterator[None]:
+    """The context the handler of a stored task's attempt runs in.
+
+    Enters what each installed hook with a ``scope(task_id, attempt)`` method
+    returns (a context manager, or ``None``): the OpenTelemetry hook makes the
+    attempt's consumer span current, so spans and logs the handler makes
+    belong to it. The worker's runner enters it around the handler call, in
+    the thread or asyncio task that runs it, only when ``scoped`` is not empty.
+    A hook whose ``scope`` fails is logged once and skipped.
+    """
+    with ExitStack() as stack:
+        for hook in scoped:
+            method = hook.scope  # type: ignore[attr-defined]
+            try:
+                entered = method(task_id, attempt)
+                if entered is not None:
+                    stack.enter_context(entered)
+            except Exception:
+                _failed(hook, (task_id, attempt))
+        yield
+
+
+def attempt_carrier(task_id: str, attempt: int) -> str | None:
+    """The trace context of a running attempt, for a handler in another process.
+
+    The first string that a hook's ``carrier(task_id, attempt)`` method gives
+    (the OpenTelemetry hook: the consumer span's ``traceparent``), or ``None``.
+    Asked of the ``scoped`` hooks (a hook with a carrier has a scope too).
+    """
+    return _first_string(scoped, "carrier", (task_id, attempt))
 
 
 class Relay:

@@ -49,6 +49,7 @@ _PHRASES = {
     Kind.ATTEMPT_FINISHED: "attempt finished",
     Kind.LEASE_EXPIRED: "lease expired, reclaimed",
     Kind.LEASE_LOST: "lease lost by its worker",
+    Kind.TASK_CANCELED: "canceled",
 }
 _WARN_OUTCOMES = frozenset({AttemptOutcome.DEAD, AttemptOutcome.EXPIRED})
 

@@ -519,10 +519,9 @@ class QueueCollector:
         ttl: seconds a reading is reused before the store is asked again.
         clock: a monotonic clock (for the cache; injectable in tests).
 
-    The oldest due age is ``now - store.oldest_due_at(queue)`` where the store
-    offers that method; otherwise it is derived from ``store.next_due_at``
-    (which may report a due time later than the oldest one, so the age is a
-    lower bound), and 0 when nothing is due. A store error is logged and the
+    The oldest due age is ``now - store.oldest_due_at(queue)`` (exact: the
+    earliest due time of the queue's PENDING tasks, one indexed lookup per
+    queue), and 0 when nothing is due yet. A store error is logged and the
     previous reading is served.
     """
 
@@ -568,15 +567,14 @@ class QueueCollector:
         counts: list[tuple[str, dict[TaskStatus, int]]] = []
         ages: list[tuple[str, float]] = []
         wall = self.store.now()
-        oldest = getattr(self.store, "oldest_due_at", None)
         for queue in names:
             stats = kept.get(queue) or dict.fromkeys(TaskStatus, 0)
             counts.append((queue, stats))
             if not stats.get(TaskStatus.PENDING):
                 ages.append((queue, 0.0))
                 continue
-            due = oldest(queue) if callable(oldest) else self.store.next_due_at(queue)
-            ages.append((queue, 0.0 if due is None else max(0.0, wall - float(due))))
+            due = self.store.oldest_due_at(queue)
+            ages.append((queue, 0.0 if due is None else max(0.0, wall - due)))
         return self._families(counts, ages)
 
     @staticmethod

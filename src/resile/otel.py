@@ -8,7 +8,9 @@ messaging conventions:
   the task (``instrument.produce``);
 * **each attempt**: a ``CONSUMER`` span ``process <queue>`` *linked* to the
   producer's context, whichever worker, process or machine runs it and
-  however many retries or worker restarts come between; a scheduled retry, a
+  however many retries or worker restarts come between, and *current* while
+  the handler runs (in thread, async and process mode), so the spans and
+  logs a handler makes belong to it; a scheduled retry, a
   timeout and a lost lease are span events on it; a lease reclaimed after its
   worker died is a short span of its own, linked the same way;
 * **``@retry``**: each attempt, scheduled retry and give-up is an event on the
@@ -22,8 +24,11 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -31,7 +36,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from resile import __version__, instrument
 from resile.instrument import AttemptOutcome, Kind, RetryEvent, TaskEvent
 
-__all__ = ["MAX_OPEN_SPANS", "OtelHook", "install", "uninstall"]
+__all__ = ["MAX_OPEN_SPANS", "OtelHook", "install", "remote_scope", "uninstall"]
 
 # Attempts whose end was never reported (a crashed executor) are forgotten past this many.
 MAX_OPEN_SPANS = 10_000
@@ -81,6 +86,28 @@ class OtelHook:
             carrier: dict[str, str] = {}
             _propagator.inject(carrier)
         return carrier.get("traceparent")
+
+    # -- the running attempt ----------------------------------------------------------------------
+
+    def scope(self, task_id: str, attempt: int) -> AbstractContextManager[Span] | None:
+        """Make the attempt's consumer span current while its handler runs (not ending it)."""
+        with self._lock:
+            span = self._open.get((task_id, attempt))
+        if span is None:
+            return None
+        return trace.use_span(
+            span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+        )
+
+    def carrier(self, task_id: str, attempt: int) -> str | None:
+        """The running attempt's consumer span as a ``traceparent`` (for a process-mode child)."""
+        with self._lock:
+            span = self._open.get((task_id, attempt))
+        if span is None:
+            return None
+        out: dict[str, str] = {}
+        _propagator.inject(out, context=trace.set_span_in_context(span))
+        return out.get("traceparent")
 
     # -- events -----------------------------------------------------------------------------------
 
@@ -186,6 +213,20 @@ class OtelHook:
 
     def __repr__(self) -> str:
         return f"OtelHook(open_spans={len(self._open)})"
+
+
+@contextmanager
+def remote_scope(traceparent: str) -> Iterator[None]:
+    """Make the span that ``traceparent`` names (another process's) current while a block runs.
+
+    A process-mode child runs its handler in it, so the spans the handler
+    makes are children of the attempt's consumer span in the worker.
+    """
+    token = otel_context.attach(_propagator.extract({"traceparent": traceparent}))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 _installed: OtelHook | None = None

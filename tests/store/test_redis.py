@@ -219,6 +219,59 @@ class TestKeys:
         assert command_calls(raw, "hget", "hmget", "hgetall", "hset") - before < 20
 
 
+class TestCompleteThenLeaseOrder:
+    def test_a_completion_never_lands_on_a_task_the_same_call_leases(
+        self, rstore: RedisStore, raw: Any
+    ) -> None:
+        """complete_then_lease on a Redis that has the lease script but not the completion's
+        (restarted, then asked for a lease): the completion still counts as sent first, so a
+        task the lease takes is not completed (the model test's minimal failing sequence)."""
+        rstore.create(spec(id="t"), now=T0)
+        raw.script_flush()
+        raw.script_load(redis_scripts.text("lease"))
+        flags, leased = rstore.complete_then_lease([("t", {"r": 1})], "default", W1, now=T0)
+        assert flags == [False] and [t.id for t in leased] == ["t"]
+        got = rstore.get("t")
+        assert got is not None and got.status is TaskStatus.DOING and got.history == ()
+        assert got.lease_owner == W1 and got.result is None
+
+    def test_held_tasks_are_completed_after_such_a_lease(
+        self, rstore: RedisStore, raw: Any
+    ) -> None:
+        """The same fault with a held task: it is completed (once), the lease takes the next."""
+        rstore.create_many([spec(id="a"), spec(id="b")], now=T0)
+        rstore.lease("default", W1, now=T0)  # takes a
+        raw.script_flush()
+        raw.script_load(redis_scripts.text("lease"))
+        flags, leased = rstore.complete_then_lease([("a", 7)], "default", W1, now=T0 + 1)
+        assert flags == [True] and [t.id for t in leased] == ["b"]
+        done = rstore.get("a")
+        assert done is not None and done.status is TaskStatus.DONE and done.result == 7
+
+
+class TestDueIndex:
+    def test_a_store_without_the_due_index_gets_it_built_once(
+        self, rstore: RedisStore, raw: Any, namespace: str
+    ) -> None:
+        """Tasks written before the due index existed: oldest_due_at builds it, then is exact."""
+        rstore.create_many([spec(id=f"t{i}", due_at=T0 + i) for i in range(5)], now=T0)
+        due_key = f"{K.root(namespace)}:due:default"
+        assert raw.zcard(due_key) == 5
+        raw.delete(due_key)  # what a store written by an older resile holds
+        assert rstore.oldest_due_at("default") == T0
+        assert raw.zrange(due_key, 0, -1, withscores=True) == [(f"t{i}", T0 + i) for i in range(5)]
+        rstore.lease("default", W1, now=T0 + 1)  # takes t0: the index follows
+        assert rstore.oldest_due_at("default") == T0 + 1
+
+    def test_reading_it_is_one_lookup(self, rstore: RedisStore, raw: Any) -> None:
+        """oldest_due_at reads the index head, whatever the number of PENDING tasks."""
+        rstore.create_many([spec(delay=i) for i in range(2000)], now=T0)
+        rstore.oldest_due_at("default")  # (builds nothing: the index is complete)
+        before = command_calls(raw, "hget", "zrange", "zcard", "zadd")
+        assert rstore.oldest_due_at("default") == T0
+        assert command_calls(raw, "hget", "zrange", "zcard", "zadd") - before <= 4
+
+
 class TestRetention:
     def test_done_tasks_get_a_ttl_dead_letters_do_not(
         self, make_store: Any, clock: FakeEpoch, raw: Any

@@ -130,7 +130,7 @@ def _rendered_queries() -> list[str]:
         out += [*sql.next_due(n, gated=False), sql.in_list("q", n)]
         out += [sql.purge(statuses=n, queue=q) for q in (True, False)]
         out += [sql.list_tasks(queue=q, statuses=n, after=a) for q in (True, False) for a in (1, 0)]
-    out += [sql.list_tasks(queue=False, statuses=None, after=False)]
+    out += [sql.list_tasks(queue=False, statuses=None, after=False), *sql.OLDEST_DUE]
     out += [sql.set_field(c, holder=h) for c in ("progress", "checkpoint") for h in (True, False)]
     return out
 
@@ -423,3 +423,21 @@ class TestDiskFull:
             assert s.complete(leased.id, "w", "ok", now=T0) is not None
         with raw(path) as c:
             assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+class TestOldestDueIndex:
+    def test_oldest_due_at_reads_two_index_heads(self, tmp_path: Path) -> None:
+        """oldest_due_at searches the ready and delayed due-time indexes; it scans no table."""
+        with SQLiteStore(str(tmp_path / "q.db")) as s:
+            s.create_many([TaskSpec("h", delay=i % 3) for i in range(30)], now=T0)
+            conn = sqlite3.connect(str(tmp_path / "q.db"))
+            try:
+                plan = [
+                    row[3]
+                    for query in sql.OLDEST_DUE
+                    for row in conn.execute(f"EXPLAIN QUERY PLAN {query}", {"queue": "q"})
+                ]
+            finally:
+                conn.close()
+        searches = [p for p in plan if p.startswith("SEARCH")]
+        assert any(f"INDEX {TASKS_TABLE}_ready_due" in p for p in searches), plan
+        assert any(f"INDEX {TASKS_TABLE}_delayed" in p for p in searches), plan
+        assert not any(p.startswith("SCAN") for p in plan), plan

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import math
 import multiprocessing
 import queue as queue_
@@ -233,10 +234,11 @@ class AsyncExecutor(Executor):
         # A daemon thread per call: a hung sync handler must not hold up interpreter exit,
         # as a ThreadPoolExecutor's threads would.
         cf: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        context = contextvars.copy_context()  # the attempt's scope (a current span) goes along
 
         def target() -> None:
             try:
-                cf.set_result(call())
+                cf.set_result(context.run(call))
             except BaseException as exc:
                 cf.set_exception(exc)
 
@@ -376,6 +378,10 @@ class ProcessExecutor(Executor):
             "task": execution.task.to_dict(),
             "worker_id": self.host.worker_id,
             "relay": bool(instrument.hooks),  # the child forwards its events only when heard
+            # The attempt's span, for the child to make current (a tracing hook's carrier).
+            "span": instrument.attempt_carrier(execution.task.id, execution.task.attempts)
+            if instrument.scoped
+            else None,
         }
         with contextlib.suppress(OSError, ValueError):  # a dead child: its reader reports it
             child.conn.send(payload)

@@ -251,6 +251,18 @@ def _success(value: Any) -> Result:
 # -- calling ----------------------------------------------------------------------------------
 
 
+_NO_SCOPE: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+
+
+def _remote_scope(carrier: str) -> contextlib.AbstractContextManager[object]:
+    """The parent's attempt span, current in this process (needs opentelemetry-api)."""
+    try:
+        from resile.otel import remote_scope
+    except ImportError:  # the parent traces; this interpreter cannot: run untraced
+        return _NO_SCOPE
+    return remote_scope(carrier)
+
+
 async def _await(aw: Awaitable[Any]) -> Any:
     return await aw
 
@@ -261,21 +273,32 @@ def run_sync(
     task: Task,
     worker_id: str,
     cancel_event: threading.Event | None = None,
+    carrier: str | None = None,
 ) -> Result:
     """Run ``task``'s handler in this thread and describe the outcome; never raises.
 
-    An async handler runs to completion in a fresh event loop.
+    An async handler runs to completion in a fresh event loop. ``carrier``: the
+    ``traceparent`` of the attempt's span in another process (a process-mode
+    child's parent), current while the handler runs.
     """
     prepared = _prepare(queue, store, task, worker_id, cancel_event)
     if isinstance(prepared, Result):
         return prepared
     fn, kwargs = prepared
-    try:
-        value = fn(**kwargs)
-        if inspect.isawaitable(value):
-            value = asyncio.run(_await(value))
-    except (Exception, SystemExit, asyncio.CancelledError) as exc:
-        return _from_exception(exc)
+    # With a scoped hook installed (tracing), the attempt's span is current around the call.
+    if carrier is not None:
+        scope = _remote_scope(carrier)
+    elif instrument.scoped:
+        scope = instrument.attempt_scope(task.id, task.attempts)
+    else:
+        scope = _NO_SCOPE
+    with scope:
+        try:
+            value = fn(**kwargs)
+            if inspect.isawaitable(value):
+                value = asyncio.run(_await(value))  # the loop's task copies this context
+        except (Exception, SystemExit, asyncio.CancelledError) as exc:
+            return _from_exception(exc)
     return _success(value)
 
 
@@ -296,17 +319,19 @@ async def run_async(
     if isinstance(prepared, Result):
         return prepared
     fn, kwargs = prepared
-    try:
-        if inspect.iscoroutinefunction(fn):
-            value = await fn(**kwargs)
-        else:
-            value = await offload(functools.partial(fn, **kwargs))
-            if inspect.isawaitable(value):
-                value = await value
-    except asyncio.CancelledError:
-        raise
-    except (Exception, SystemExit) as exc:
-        return _from_exception(exc)
+    scope = instrument.attempt_scope(task.id, task.attempts) if instrument.scoped else _NO_SCOPE
+    with scope:  # in this asyncio task's context; ``offload`` carries it to its thread
+        try:
+            if inspect.iscoroutinefunction(fn):
+                value = await fn(**kwargs)
+            else:
+                value = await offload(functools.partial(fn, **kwargs))
+                if inspect.isawaitable(value):
+                    value = await value
+        except asyncio.CancelledError:
+            raise
+        except (Exception, SystemExit) as exc:
+            return _from_exception(exc)
     return _success(value)
 
 
@@ -341,7 +366,8 @@ def child_main(conn: Any, import_path: str) -> None:
 
     Protocol on ``conn`` (a ``multiprocessing`` pipe end): the child sends
     ``("ready", pid)`` or ``("fatal", error_dict)``; then, for each
-    ``{"task": Task.to_dict(), "worker_id": str, "relay": bool}`` received, one
+    ``{"task": Task.to_dict(), "worker_id": str, "relay": bool, "span": str | None}``
+    received (``span``: the attempt's ``traceparent``, made current here), one
     ``("result", Result.to_wire())``, preceded by ``("event", event)`` for each
     instrumentation event the attempt fired (``@retry`` inside the handler)
     when ``relay`` is true (the parent has hooks installed). ``None`` asks it to exit.
@@ -380,7 +406,7 @@ def child_main(conn: Any, import_path: str) -> None:
             instrument.uninstall(relay)
         try:
             task = Task.from_dict(msg["task"])
-            result = run_sync(queue, store, task, msg["worker_id"])
+            result = run_sync(queue, store, task, msg["worker_id"], carrier=msg.get("span"))
         except Exception as exc:  # a task the child cannot even decode
             result = _from_exception(exc)
         with watch.lock:

@@ -981,18 +981,7 @@ class Worker:
     def _started(self, execution: Execution) -> None:
         task, wid = execution.task, self.worker_id
         execution.started = self._clock.monotonic()
-        history = task.history
-        if history and history[-1].outcome is Outcome.LOST:
-            # The previous attempt's lease lapsed (its worker died) and was reclaimed.
-            instrument.emit(
-                instrument.for_task(
-                    Kind.LEASE_EXPIRED,
-                    task,
-                    attempt=task.attempts - 1,
-                    outcome=AttemptOutcome.EXPIRED,
-                    error_type=None,
-                )
-            )
+        # (A lapsed lease's task.lease_expired event is fired by the store that reclaimed it.)
         lateness = None if task.started_at is None else task.started_at - task.due_at
         if instrument.wants[Kind.TASK_LEASED]:  # the metrics hook does not listen to it
             instrument.emit(instrument.for_task(Kind.TASK_LEASED, task, worker_id=wid))
@@ -1194,11 +1183,11 @@ class Worker:
         self._reports.clear()
 
 
-# The task-level event that follows an attempt's end, by outcome.
+# The task-level event that follows an attempt's end, by outcome. (A cancel's task.canceled
+# is fired by the store's cancel, in the canceling process, once.)
 _THEN = {
     AttemptOutcome.RETRYING: Kind.TASK_RETRY_SCHEDULED,
     AttemptOutcome.DEAD: Kind.TASK_DEAD,
-    AttemptOutcome.CANCELED: Kind.TASK_CANCELED,
 }
 
 

@@ -134,6 +134,8 @@ CREATE INDEX IF NOT EXISTS {_T}_ready ON {_T} (queue, priority, seq)
     WHERE status = {_PENDING} AND ready = 1;
 CREATE INDEX IF NOT EXISTS {_T}_delayed ON {_T} (queue, due_at)
     WHERE status = {_PENDING} AND ready = 0;
+CREATE INDEX IF NOT EXISTS {_T}_ready_due ON {_T} (queue, due_at)
+    WHERE status = {_PENDING} AND ready = 1;
 CREATE INDEX IF NOT EXISTS {_T}_leased ON {_T} (queue, lease_expires_at)
     WHERE status = {_DOING};
 CREATE INDEX IF NOT EXISTS {_T}_gated ON {_T} (queue, due_at)
@@ -419,6 +421,16 @@ def purge(*, statuses: int, queue: bool) -> str:
     """Delete tasks in ``statuses`` of them (``:s0`` ...) finished at or before ``:cutoff``."""
     sql = f"DELETE FROM {_T} WHERE status IN {in_list('s', statuses)} AND finished_at <= :cutoff"
     return sql + " AND queue = :queue" if queue else sql
+
+
+# The earliest due time of a queue's PENDING tasks: the earlier of the first entries of the
+# ready rows' and of the delayed rows' due-time indexes (two index lookups; on MySQL its
+# delayed key serves both).
+OLDEST_DUE = tuple(
+    f"SELECT MIN(due_at) FROM {_T} INDEXED BY {_T}_{index}"
+    f" WHERE status = {_PENDING} AND ready = {ready} AND queue = :queue"
+    for index, ready in (("ready_due", 1), ("delayed", 0))
+)
 
 
 def next_due(n_queues: int, *, gated: bool) -> tuple[str, str, str, str]:

@@ -43,12 +43,13 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from resile import instrument
 from resile._aio import run_in_thread
 from resile._closing import Closing
 from resile.errors import StoreConflict
+from resile.queue import _transitions as _tr
 from resile.queue._names import (
     DEFAULT_LEASE_SECONDS,
     MAX_PARAMS_BYTES,
@@ -65,6 +66,7 @@ from resile.queue.task import JSONValue, Task, TaskError, TaskSpec, check_json
 __all__ = [
     "IfExists",
     "Listener",
+    "Reclaimed",
     "Store",
     "check_create_args",
     "check_lease_args",
@@ -88,6 +90,19 @@ __all__ = [
 ]
 
 IfExists = Literal["error", "return"]
+
+
+class Reclaimed(NamedTuple):
+    """A lapsed lease a ``lease`` reclaimed: what its ``task.lease_expired`` event names."""
+
+    queue: str
+    handler: str
+    id: str
+    attempts: int  # the attempt that was lost
+    traceparent: str | None
+    dead: bool  # no retry was left: the task went to FAILED
+
+
 # Called after tasks were created (in the creating process only), with the new tasks.
 Listener = Callable[[Sequence[Task]], None]
 
@@ -161,6 +176,30 @@ class Store(Closing, ABC):
             for task in tasks:
                 instrument.emit(instrument.for_task(instrument.Kind.TASK_CREATED, task))
         self._notify(tasks)
+
+    def _after_reclaim(self, reclaimed: Sequence[Reclaimed]) -> None:
+        """Backends call this after a lease's reclaim of lapsed leases committed.
+
+        With a hook installed, each reclaimed lease is a ``task.lease_expired``
+        event (outcome ``expired``), and a ``task.dead`` one follows when no
+        retry was left: fired here, where the reclaim happened, so a lease that
+        dead-letters its task is counted too (no worker leases that task again).
+        """
+        if not reclaimed or not instrument.hooks:
+            return
+        kind, expired = instrument.Kind, instrument.AttemptOutcome.EXPIRED
+        for r in reclaimed:
+            instrument.emit(
+                instrument.for_task(
+                    kind.LEASE_EXPIRED, r, outcome=expired, error_type=_tr.LEASE_EXPIRED_ERROR.type
+                )
+            )
+            if r.dead:
+                instrument.emit(
+                    instrument.for_task(
+                        kind.TASK_DEAD, r, outcome=expired, error_type=_tr.LEASE_EXPIRED_ERROR.type
+                    )
+                )
 
     def _notify(self, tasks: Sequence[Task]) -> None:
         """Backends call this after a create / requeue committed."""
@@ -442,19 +481,32 @@ class Store(Closing, ABC):
 
     # -- anyone -----------------------------------------------------------------------------------
 
-    @abstractmethod
     def cancel(self, task_id: str, *, now: float | None = None) -> bool:
         """``PENDING`` or ``DOING`` -> ``CANCELED``, ``finished_at=now``.
 
         A ``DOING`` task keeps its ``lease_owner`` and gets an
         ``Outcome.CANCELED`` history entry; its worker finds out through
         ``renew`` (``False``) or ``get``, and its later ``complete``/``fail``
-        write nothing.
+        write nothing. With a hook installed, a ``task.canceled`` event follows
+        (here, in the canceling process, whatever the backend).
 
         Returns:
             ``True`` when the task was canceled now; ``False`` when it does not
             exist or was already terminal.
         """
+        done = self._cancel(task_id, self.now(now))
+        if done and instrument.hooks:
+            self._after_cancel(self.get(task_id))
+        return done
+
+    @abstractmethod
+    def _cancel(self, task_id: str, at: float) -> bool:
+        """The one step behind ``cancel``: ``_transitions.cancel`` applied at ``at``."""
+
+    def _after_cancel(self, task: Task | None) -> None:
+        """The ``task.canceled`` event of a task canceled now (read back after the step)."""
+        if task is not None:
+            instrument.emit(instrument.for_task(instrument.Kind.TASK_CANCELED, task))
 
     def progress(
         self,
@@ -633,6 +685,20 @@ class Store(Closing, ABC):
         may be returned (a backend need not scan the due tasks for the exact
         minimum). A worker sleeps until then, or until ``add_listener`` wakes it.
         A paused queue counts as holding nothing.
+        """
+
+    @abstractmethod
+    def oldest_due_at(self, queue: str) -> float | None:
+        """The earliest ``due_at`` of ``queue``'s ``PENDING`` tasks (due or not yet); ``None``
+        when it holds none.
+
+        Exact, and one indexed lookup (not a scan), so a metrics scrape can ask it of
+        every queue: ``now - oldest_due_at(queue)``, when positive, is how long the
+        oldest due task has waited. A paused queue's tasks count (they wait too);
+        resource needs do not matter.
+
+        Raises:
+            ValueError: ``queue`` is not a non-empty str.
         """
 
     # -- pausing a queue ----------------------------------------------------------------------------

@@ -76,6 +76,7 @@ from resile.queue.store._codec import (
 )
 from resile.queue.store.base import (
     IfExists,
+    Reclaimed,
     Store,
     check_create_args,
     check_lease_args,
@@ -520,10 +521,13 @@ class SQLiteStore(Store):
             },
         )
 
-    def _reclaim(self, c: sqlite3.Connection, queues: Sequence[str], now: float) -> None:
+    def _reclaim(
+        self, c: sqlite3.Connection, queues: Sequence[str], now: float
+    ) -> builtins.list[Reclaimed]:
         rows = c.execute(
             sql.select_expired(len(queues)), {**sql.queue_params(queues), "now": now}
         ).fetchall()
+        out: builtins.list[Reclaimed] = []
         for row in rows:
             decision = tr.lease_expired(
                 attempts=row["attempts"],
@@ -542,6 +546,17 @@ class SQLiteStore(Store):
                 row["lease_owner"],
             )
             self._apply_failure(c, row, decision, entry, now)
+            out.append(
+                Reclaimed(
+                    row["queue"],
+                    row["handler"],
+                    row["id"],
+                    row["attempts"],
+                    row["traceparent"],
+                    decision.dead,
+                )
+            )
+        return out
 
     def _apply_failure(
         self,
@@ -594,7 +609,11 @@ class SQLiteStore(Store):
         now: float | None = None,
     ) -> builtins.list[Task]:
         at = self.now(now)
-        return self._write(self._lease_body(queues, worker_id, limit, lease_seconds, capacity, at))
+        reclaimed: builtins.list[Reclaimed] = []
+        body = self._lease_body(queues, worker_id, limit, lease_seconds, capacity, at, reclaimed)
+        leased = self._write(body)
+        self._after_reclaim(reclaimed)
+        return leased
 
     def complete_then_lease(
         self,
@@ -610,7 +629,8 @@ class SQLiteStore(Store):
         """See ``Store.complete_then_lease``: both in one transaction (one commit)."""
         encoded = encode_results(items)
         at = self.now(now)
-        lease = self._lease_body(queues, worker_id, limit, lease_seconds, capacity, at)
+        reclaimed: builtins.list[Reclaimed] = []
+        lease = self._lease_body(queues, worker_id, limit, lease_seconds, capacity, at, reclaimed)
 
         def body(c: sqlite3.Connection) -> tuple[builtins.list[bool], builtins.list[Task]]:
             flags = [
@@ -618,7 +638,9 @@ class SQLiteStore(Store):
             ]
             return flags, lease(c)
 
-        return self._write(body)
+        out = self._write(body)
+        self._after_reclaim(reclaimed)
+        return out
 
     def _lease_body(
         self,
@@ -628,14 +650,16 @@ class SQLiteStore(Store):
         lease_seconds: float,
         capacity: Mapping[str, float] | None,
         at: float,
+        reclaimed: builtins.list[Reclaimed],
     ) -> Callable[[sqlite3.Connection], builtins.list[Task]]:
-        """The lease as a transaction body (arguments checked here, before any write)."""
+        """The lease as a transaction body (arguments checked here, before any write);
+        ``reclaimed`` receives the leases it reclaims (refilled if the body runs again)."""
         names = lease_call_args(queues, worker_id, limit, lease_seconds)
         flip = sql.flip_due(len(names))
         flip_params = {**sql.queue_params(names), "now": at}
 
         def body(c: sqlite3.Connection) -> builtins.list[Task]:
-            self._reclaim(c, names, at)
+            reclaimed[:] = self._reclaim(c, names, at)
             c.execute(flip, flip_params)
             open_ = self._unpaused(c, names)
             if not open_:
@@ -866,9 +890,7 @@ class SQLiteStore(Store):
 
     # -- anyone ---------------------------------------------------------------------------------
 
-    def cancel(self, task_id: str, *, now: float | None = None) -> bool:
-        at = self.now(now)
-
+    def _cancel(self, task_id: str, at: float) -> bool:
         def body(c: sqlite3.Connection) -> bool:
             row = c.execute(sql.SELECT_BY_ID, {"id": task_id}).fetchone()
             if row is None:
@@ -1121,6 +1143,16 @@ class SQLiteStore(Store):
             except ValueError:  # a record this version cannot read: not shown
                 continue
         return out
+
+    def oldest_due_at(self, queue: str) -> float | None:
+        params = {"queue": check_queue(queue, "oldest_due_at")}
+
+        def body(c: sqlite3.Connection) -> float | None:
+            heads = [c.execute(query, params).fetchone()[0] for query in sql.OLDEST_DUE]
+            found = [float(h) for h in heads if h is not None]
+            return min(found) if found else None
+
+        return self._read(body)
 
     def next_due_at(
         self,

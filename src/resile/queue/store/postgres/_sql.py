@@ -495,6 +495,11 @@ class Queries:
             f"SELECT due_at FROM {hot} WHERE status = {_LEASABLE} AND queue = q.name"
             " AND NOT (%(gated)s AND has_resources) ORDER BY due_at LIMIT 1) AS t) AS due_at"
         )
+        # The earliest due time of one queue's PENDING tasks: the due-time index's first entry.
+        self.OLDEST_DUE = (
+            f"SELECT MIN(due_at) AS due_at FROM {hot} WHERE status = {_PENDING}"
+            " AND queue = %(queue)s"
+        )
         self.GATED_DUE = (
             f"SELECT due_at, resources FROM {hot} WHERE status = {_LEASABLE} AND has_resources"
             " AND queue = ANY(%(queues)s)"

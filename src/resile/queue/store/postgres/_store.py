@@ -41,9 +41,11 @@ from resile.queue.store._sql_options import (
 )
 from resile.queue.store.base import (
     IfExists,
+    Reclaimed,
     Store,
     check_lease_args,
     check_list_args,
+    check_queue,
     check_seconds,
     counts_by_queue,
     encode_results,
@@ -400,6 +402,7 @@ class PostgresStore(Schedules, Dashboard, Store):
         queues: Sequence[str],
         now: float,
         wake: builtins.list[tuple[str, float]],
+        reclaimed: builtins.list[Reclaimed],
     ) -> None:
         cur.execute(self.q.SELECT_EXPIRED, {"queues": builtins.list(queues), "now": now})
         for row in cur.fetchall():
@@ -416,6 +419,12 @@ class PostgresStore(Schedules, Dashboard, Store):
                 tr.LEASE_EXPIRED_ERROR, row["lease_owner"],
             )  # fmt: skip
             self._failure_write(cur, row, decision, entry, now, wake)
+            reclaimed.append(
+                Reclaimed(
+                    row["queue"], row["handler"], row["id"], row["attempts"],
+                    row["traceparent"], decision.dead,
+                )
+            )  # fmt: skip
 
     def _lease_in(
         self,
@@ -427,11 +436,13 @@ class PostgresStore(Schedules, Dashboard, Store):
         capacity: Mapping[str, float] | None,
         at: float,
         wake: builtins.list[tuple[str, float]],
+        reclaimed: builtins.list[Reclaimed],
         held: dict[str, _Leased] | None = None,
     ) -> builtins.list[Task]:
-        """The lease's statements in the transaction of ``cur``; what was leased into ``held``."""
+        """The lease's statements in the transaction of ``cur``; the leases it reclaims go
+        to ``reclaimed``, what was leased into ``held``."""
         q = self.q
-        self._reclaim(cur, names, at, wake)
+        self._reclaim(cur, names, at, wake, reclaimed)
         open_ = self.unpaused(cur, names)
         if not open_:
             return []
@@ -539,22 +550,25 @@ class PostgresStore(Schedules, Dashboard, Store):
         encoded = encode_results(items)
         names = lease_call_args(queues, worker_id, limit, lease_seconds)
         at = self.now(now)
+        reclaimed: builtins.list[Reclaimed] = []
 
         def body(
             cur: Cursor,
         ) -> tuple[builtins.list[bool], builtins.list[Task]]:
             wake: builtins.list[tuple[str, float]] = []
-            held.clear()  # a try run again after a transient failure starts afresh
+            reclaimed.clear()  # a transaction run again reclaims afresh
+            held.clear()  # and starts afresh what it leased
             done = self._complete_in(cur, encoded, worker_id, at) if encoded else {}
             flags = [tid in done for tid, _ in encoded]
             leased = self._lease_in(
-                cur, names, worker_id, limit, lease_seconds, capacity, at, wake, held
+                cur, names, worker_id, limit, lease_seconds, capacity, at, wake, reclaimed, held
             )
             self._wake_others(cur, wake)
             return flags, leased
 
         held: dict[str, _Leased] = {}
         out = self._write(body)
+        self._after_reclaim(reclaimed)
         self._remember(held, [tid for tid, _ in encoded])
         self._pruner.tick(at)
         if encoded and self.vacuum_every is not None:
@@ -853,9 +867,7 @@ class PostgresStore(Schedules, Dashboard, Store):
 
     # -- anyone ---------------------------------------------------------------------------------
 
-    def cancel(self, task_id: str, *, now: float | None = None) -> bool:
-        at = self.now(now)
-
+    def _cancel(self, task_id: str, at: float) -> bool:
         def body(cur: Cursor) -> bool:
             cur.execute(self.q.SELECT_LIVE_FOR_UPDATE, {"id": task_id})
             row = cur.fetchone()
@@ -1065,6 +1077,16 @@ class PostgresStore(Schedules, Dashboard, Store):
             self._purge_batches(statuses, at - kept, None)
             for statuses, kept in retention_classes(self.retention, self.failed_retention)
         )
+
+    def oldest_due_at(self, queue: str) -> float | None:
+        name = check_queue(queue, "oldest_due_at")
+
+        def body(cur: Cursor) -> float | None:
+            cur.execute(self.q.OLDEST_DUE, {"queue": name})
+            row = cur.fetchone()
+            return None if row is None or row["due_at"] is None else float(row["due_at"])
+
+        return self._read(body)
 
     def next_due_at(
         self,

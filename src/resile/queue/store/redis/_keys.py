@@ -28,6 +28,8 @@ which Python formats and the Lua scripts get as functions (``_scripts``)::
     <root>:gready:<q>       zset    the same for tasks with resource needs ("gated")
     <root>:delayed:<q>      zset    tasks not due yet, score due_at, member id
     <root>:gdelayed:<q>     zset    the same for gated tasks
+    <root>:due:<q>          zset    every PENDING task (ready or delayed, gated or not),
+                                    score due_at, member id: oldest_due_at's first entry
     <root>:leases:<q>       zset    DOING tasks, score lease_expires_at, member id
     <root>:s:<STATUS>:<q>   zset    PENDING, DONE, FAILED or CANCELED tasks, score
                                     sequence (list, stats); the DOING ones are
@@ -111,7 +113,8 @@ TASK_FIELDS = tuple(
 # The per-queue indexes (``SHAPES["index"]``'s ``index``); the status and finished
 # indexes are ``SHAPES["status"]`` and ``SHAPES["finished"]``.
 LEASES = "leases"  # the DOING tasks, by lease expiry
-INDEXES = ("ready", "gready", "delayed", "gdelayed", LEASES)
+DUE = "due"  # every PENDING task, by due time (oldest_due_at)
+INDEXES = ("ready", "gready", "delayed", "gdelayed", DUE, LEASES)
 
 # Every key shape: name -> template. ``{root}`` is the store's root; the Lua scripts get
 # each as a function of the other fields (``task(id)``, ``index(index, queue)`` ...).

@@ -208,6 +208,7 @@ SPECS: dict[str, Script] = {
             rest="the queues",
         ),
         Script("next_due", ("capacity",), rest="the queues"),
+        Script("oldest_due", ("queue",)),
         Script("corrupt", ("id", "worker", "now_s", "error", *_TTL)),
         Script(
             "schedule_swap",

@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from redis.connection import URL_QUERY_ARGUMENT_PARSERS
 from redis.exceptions import NoScriptError
 
+from resile import instrument
 from resile._aio import current_async_library
 from resile.errors import StoreConflict
 from resile.queue import _transitions as T
@@ -31,6 +32,7 @@ from resile.queue.registry import GONE_KEPT, WorkerRecord
 from resile.queue.store._codec import created_task, encode_error
 from resile.queue.store.base import (
     IfExists,
+    Reclaimed,
     Store,
     check_create_args,
     check_lease_args,
@@ -268,7 +270,10 @@ class RedisStore(Store):
     async def cancel_async(self, task_id: str) -> bool:
         if not self._native_async():
             return await super().cancel_async(task_id)
-        return await self._arun(self._cancel_op(task_id, self.now()))
+        done = await self._arun(self._cancel_op(task_id, self.now()))
+        if done and instrument.hooks:
+            self._after_cancel(await self.get_async(task_id))
+        return done
 
     async def stats_async(self, queue: str | None = None) -> dict[TaskStatus, int]:
         if not self._native_async():
@@ -334,10 +339,15 @@ class RedisStore(Store):
 
     # -- workers --------------------------------------------------------------------------------
 
-    def _reclaim_plan(self, need: Sequence[Sequence[Any]], now: float) -> builtins.list[str]:
-        """The lease script's reclaim records: ``_transitions.lease_expired`` per expired lease."""
+    def _reclaim_plan(
+        self, need: Sequence[Sequence[Any]], now: float, reclaimed: dict[str, Reclaimed]
+    ) -> builtins.list[str]:
+        """The lease script's reclaim records: ``_transitions.lease_expired`` per expired
+        lease; ``reclaimed`` gets what each record reclaims, by task id."""
         plan: builtins.list[str] = []
-        for task_id, seen, attempts_s, max_retries_s, backoff_s, last_delay_s in need:
+        for item in need:
+            task_id, seen, attempts_s, max_retries_s, backoff_s, last_delay_s = item[:6]
+            queue, handler, traceparent = item[6:9]
             decision = T.lease_expired(
                 attempts=attempts_s,
                 max_retries=max_retries_s,
@@ -353,6 +363,13 @@ class RedisStore(Store):
                 due_s=_num(decision.due_at),
                 delay_s=_num(decision.delay),
                 error=encode_error(decision.error),
+            )
+            try:
+                attempt = int(attempts_s)
+            except ValueError:
+                attempt = 0
+            reclaimed[task_id] = Reclaimed(
+                queue, handler, task_id, attempt, traceparent or None, decision.dead
             )
         return plan
 
@@ -404,13 +421,21 @@ class RedisStore(Store):
     ) -> builtins.list[Task]:
         """Decode a lease script's reply; first run its reclaim round trips when it asks."""
         plan: builtins.list[str] = []
+        # The plans' reclaims, by id; a round's script applies every record of its plan but
+        # those it asks for again. (A lease renewed by its holder between two round trips
+        # is left alone by the script, yet counted here: a rare extra event.)
+        reclaimed: dict[str, Reclaimed] = {}
         for _ in range(10):
             if reply[0] != "need":
                 break
-            plan = self._reclaim_plan(reply[1:], at)
+            plan = self._reclaim_plan(reply[1:], at, reclaimed)
             reply = self._eval("lease", [*head, *plan])
         if reply[0] == "need":  # expired leases keep appearing faster than we reclaim them
+            for item in reply[1:]:
+                reclaimed.pop(item[0], None)
+            self._after_reclaim(builtins.list(reclaimed.values()))
             return []  # lease next time
+        self._after_reclaim(builtins.list(reclaimed.values()))
         out: builtins.list[Task] = []
         snaps = self._snaps
         if len(snaps) > _SNAPS_LIMIT:  # leases never failed nor completed through us
@@ -549,11 +574,18 @@ class RedisStore(Store):
         def both() -> builtins.list[Any]:
             replies = self._pipeline(cmds)
             if any(isinstance(r, NoScriptError) for r in replies):
-                # A restarted Redis without our scripts: load them and send the pair again
-                # (the one that ran repeats nothing: same op ids).
+                # A Redis without our scripts (restarted, or not yet asked for one): load them.
                 for name in ("complete_flags", "lease"):
                     self._command("SCRIPT", "LOAD", _scripts.text(name))
-                replies = self._pipeline(cmds)
+                if isinstance(replies[1], NoScriptError):
+                    # The lease did not run: send the pair again, in order (a completion
+                    # that ran repeats nothing: same op id).
+                    replies = self._pipeline(cmds)
+                else:
+                    # The lease ran but the completions did not: they must not land on a
+                    # task this very lease took (it was not held before it), so those answer
+                    # no, as they would have first; the others are completed now.
+                    replies = [self._late_completions(items, replies[1], worker_id, at), replies[1]]
             for r in replies:
                 if isinstance(r, Exception):
                     raise r
@@ -562,6 +594,20 @@ class RedisStore(Store):
         flags_reply, lease_reply = self._call(both)
         flags = [bool(x) for x in flags_reply]
         return flags, self._leased(lease_reply, head, worker_id, at)
+
+    def _late_completions(
+        self, items: Sequence[tuple[str, JSONValue]], lease_reply: Any, worker_id: str, at: float
+    ) -> builtins.list[int]:
+        """``complete_flags`` of ``items`` sent after a lease that ran first: 0 for the tasks
+        that lease took (``lease_reply``), the script's answer for the others."""
+        if isinstance(lease_reply, Exception) or not lease_reply or lease_reply[0] != "ok":
+            taken: set[str] = set()
+        else:
+            taken = {_pairs(flat).get("id", "") for flat in lease_reply[1:]}
+        kept = [(tid, result) for tid, result in items if tid not in taken]
+        args = self._complete_args(kept, worker_id, at)
+        answers = iter(self._eval("complete_flags", args) if args else [])
+        return [0 if tid in taken else int(next(answers)) for tid, _ in items]
 
     def fail(
         self,
@@ -672,8 +718,8 @@ class RedisStore(Store):
             cutoff_s=self._cutoff(canceled, at),
         )
 
-    def cancel(self, task_id: str, *, now: float | None = None) -> bool:
-        return self._run(self._cancel_op(task_id, self.now(now)))
+    def _cancel(self, task_id: str, at: float) -> bool:
+        return self._run(self._cancel_op(task_id, at))
 
     def _cancel_op(self, task_id: str, at: float) -> Op[bool]:
         return bool((yield Eval("cancel", self._cancel_args(task_id, at))))
@@ -1024,6 +1070,11 @@ class RedisStore(Store):
         names = normalize_queues(queues)
         cap = "" if capacity is None else dumps({str(k): float(v) for k, v in capacity.items()})
         found = self._eval("next_due", [*_S["next_due"].argv(capacity=cap), *names])
+        return None if found is None else float(found)
+
+    def oldest_due_at(self, queue: str) -> float | None:
+        name = check_queue(queue, "oldest_due_at")
+        found = self._eval("oldest_due", _S["oldest_due"].argv(queue=name))
         return None if found is None else float(found)
 
     def _check_eviction(self) -> None:

@@ -7,7 +7,7 @@
 -- names, then one record per reclaim the caller decided (G.*): id, seen (the
 -- lease_expires_at it saw), dead ("1"|"0"), due_s, delay_s, error (JSON).
 -- Returns {"need", {id, lease_expires_at, attempts, max_retries, backoff,
--- last_delay}, ...} when expired leases need the caller's decision (nothing is
+-- last_delay, queue, handler, traceparent}, ...} when expired leases need the caller's decision (nothing is
 -- leased then), else {"ok", HGETALL, ...} of the leased tasks.
 local now_s, exp_s, worker = A.now_s, A.expires_s, A.worker
 local limit, cap, op, op_ttl = tonumber(A.limit), decode_cap(A.capacity), A.op, A.op_ttl_ms
@@ -49,7 +49,7 @@ for _, q in ipairs(queues) do
     local tk = task_key(id)
     local f = redis.call('HMGET', tk, F.status, F.lease_expires_at, F.attempts, F.max_retries,
       F.backoff, F.last_delay, F.started_at, F.seq, F.rank, F.gated, F.history, F.hn,
-      F.lease_owner)
+      F.handler, F.traceparent, F.lease_owner)
     local r = rec[id]
     local seen = f[2] or ''
     if f[1] ~= S.DOING then
@@ -57,7 +57,7 @@ for _, q in ipairs(queues) do
     elseif r and r.seen == seen then
       local err = r.error
       local h, hn = history_with(f[11], f[12],
-        entry(f[3] or '0', f[7], isset(seen) and seen or now_s, O.LOST, err, f[13]))
+        entry(f[3] or '0', f[7], isset(seen) and seen or now_s, O.LOST, err, f[15]))
       redis.call('ZREM', lk, id)
       tally(q, r.dead == '1' and TL.DEAD or TL.RETRIED, now_s)
       if r.dead == '1' then
@@ -71,7 +71,8 @@ for _, q in ipairs(queues) do
         add_pending(id, q, f[9] or '', f[10] == '1', r.due_s, now)
       end
     else
-      need[#need + 1] = {id, seen, f[3] or '0', f[4] or '0', f[5] or '', f[6] or ''}
+      need[#need + 1] = {id, seen, f[3] or '0', f[4] or '0', f[5] or '', f[6] or '', q,
+        f[13] or '', f[14] or ''}
     end
   end
 end
@@ -146,6 +147,7 @@ for i = 1, #cands do
   local id = string.sub(m, RANK_LEN + 1)
   local tk = task_key(id)
   zrem_later(index_key(c[4], q), m)
+  zrem_later(index_key(IX.due, q), id)
   local f = redis.call('HMGET', tk, F.status, F.seq, F.attempts)
   if f[1] == S.PENDING then
     redis.call('HSET', tk, F.status, S.DOING, F.attempts, (tonumber(f[3]) or 0) + 1,

@@ -69,6 +69,7 @@ local function create_one(a, now_s, op, policy)
   local gated = write_new(tk, a, rank, seq, now_s, op)
   redis.call('ZADD', status_key(S.PENDING, q), seq, id)
   redis.call('HINCRBY', QUEUES_KEY, q, 1)
+  redis.call('ZADD', index_key(IX.due, q), due_s, id)
   -- Index it: the library's pending-index steps for one task, inline (cheaper per call).
   if gated then
     wake(q)
@@ -162,9 +163,11 @@ local pend = {}
 local function add_pending(id, q, rank, gated, due_s, now)
   local p = pend[q]
   if not p then
-    p = {ready = {}, gready = {}, delayed = {}, gdelayed = {}, first = nil}
+    p = {ready = {}, gready = {}, delayed = {}, gdelayed = {}, due = {}, first = nil}
     pend[q] = p
   end
+  p.due[#p.due + 1] = due_s
+  p.due[#p.due + 1] = id
   local due = tonumber(due_s)
   if due <= now then
     local t = gated and p.gready or p.ready
@@ -187,6 +190,7 @@ end
 --   * gated (resource needs): always (few, and only some workers can take them).
 local function flush_pending()
   for q, p in pairs(pend) do
+    if #p.due > 0 then zadd_all(index_key(IX.due, q), p.due) end
     if #p.ready > 0 then
       local key = index_key(IX.ready, q)
       if not woken[q] and redis.call('ZCARD', key) == 0 then wake(q) end
@@ -216,6 +220,7 @@ local function unpend(id, q, rank)
   redis.call('ZREM', index_key(IX.gready, q), rank .. id)
   redis.call('ZREM', index_key(IX.delayed, q), id)
   redis.call('ZREM', index_key(IX.gdelayed, q), id)
+  redis.call('ZREM', index_key(IX.due, q), id)
 end
 
 -- lib: drop
