@@ -31,22 +31,14 @@ import chaos
 
 pytestmark = pytest.mark.slow
 
-#: Defect of issue 14 that another change fixes: a worker holding outcomes it cannot write
-#: ignores a second SIGTERM until the store is back (``Worker._loop`` checks the stop flag last).
-SHUTDOWN_IN_OUTAGE = pytest.mark.xfail(
-    reason="issue 14: a worker cannot be stopped while its store refuses writes "
-    "(expected to pass once the worker checks its stop flag during an outage)",
-    strict=False,
-)
-
-QUICK: list[tuple[str, str] | object] = [
+QUICK: list[tuple[str, str]] = [
     ("sqlite", "kill-workers"),
     ("sqlite", "freeze-worker"),
     ("sqlite", "disk-full"),
     ("sqlite", "handler-faults"),
     ("redis-always", "kill-server"),
     ("redis-always", "net-drop"),
-    pytest.param("redis-always", "stop-in-outage", marks=SHUTDOWN_IN_OUTAGE),
+    ("redis-always", "stop-in-outage"),
     ("redis-everysec", "kill-server"),
     ("postgres", "kill-server"),
     ("postgres", "net-drop"),

@@ -423,6 +423,8 @@ class TestDiskFull:
             assert s.complete(leased.id, "w", "ok", now=T0) is not None
         with raw(path) as c:
             assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
 class TestOldestDueIndex:
     def test_oldest_due_at_reads_two_index_heads(self, tmp_path: Path) -> None:
         """oldest_due_at searches the ready and delayed due-time indexes; it scans no table."""
