@@ -30,6 +30,8 @@ from resile.backoff import Exponential
 from resile.queue._names import DEFAULT_LEASE_SECONDS, META_TABLE
 from resile.queue.store._sql_options import (
     DEFAULT_FAILED_RETENTION,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_READ_TIMEOUT,
     DEFAULT_RETENTION,
     PruneTimer,
     read_options,
@@ -53,7 +55,16 @@ _PRUNE_BATCH = 1000
 # Server errors after which the whole transaction runs again: deadlock, lock wait
 # timeout, and the connection errors (gone away, lost, cannot connect, killed).
 _TRANSIENT = frozenset({1213, 1205, 2003, 2006, 2013, 2055, 1927, 1053, 4031})
-_OPTIONS = ("retention", "failed_retention", "pool_size", "connect_timeout", "retry_for", "migrate")
+_OPTIONS = (
+    "retention",
+    "failed_retention",
+    "pool_size",
+    "connect_timeout",
+    "retry_for",
+    "migrate",
+    "read_timeout",
+    "idle_timeout",
+)
 
 
 class SchemaError(RuntimeError):
@@ -190,6 +201,14 @@ class MySQLStore(SQLiteStore):
         retry_for: seconds during which a transaction that met a deadlock, a lock
             wait timeout or a lost connection is run again.
         migrate: create or migrate the schema on open (``False``: refuse).
+        read_timeout: seconds a read or a write on a connection may wait on the
+            server (PyMySQL's ``read_timeout`` / ``write_timeout``); past it the
+            connection is dropped and the transaction run again on a fresh one
+            (``None``: wait for ever).
+        idle_timeout: on MariaDB, the session's ``idle_transaction_timeout``
+            (whole seconds, at least 1): a client frozen inside a transaction
+            loses its session, and its row locks, that soon; keep it shorter
+            than the lease (``None``: the server's; MySQL has no such setting).
         clock: epoch-time source for ``now=None``.
 
     Raises:
@@ -208,6 +227,8 @@ class MySQLStore(SQLiteStore):
         connect_timeout: float = 5.0,
         retry_for: float = 30.0,
         migrate: bool = True,
+        read_timeout: float | None = DEFAULT_READ_TIMEOUT,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         clock: Callable[[], float] = time.time,
     ) -> None:
         # Not SQLiteStore.__init__: no file. The base Store's part is all we keep of it.
@@ -226,6 +247,16 @@ class MySQLStore(SQLiteStore):
             raise ValueError(f"MySQLStore: pool_size must be an int >= 1, got {pool_size!r}")
         self.pool_size = pool_size
         self.connect_timeout = check_seconds(connect_timeout, "MySQLStore: connect_timeout")
+        self.read_timeout = (
+            None
+            if read_timeout is None
+            else check_seconds(read_timeout, "MySQLStore: read_timeout") or None
+        )
+        self.idle_timeout = (
+            None
+            if idle_timeout is None
+            else check_seconds(idle_timeout, "MySQLStore: idle_timeout") or None
+        )
         self._tallies_pruned = -1  # the minute the counters were last pruned
         self._lock = threading.RLock()
         self._idle: builtins.list[_Connection] = []
@@ -250,7 +281,7 @@ class MySQLStore(SQLiteStore):
 
         Query options: ``retention``, ``failed_retention`` (seconds or ``none``),
         ``pool_size``, ``connect_timeout``, ``retry_for``, ``migrate``,
-        ``unix_socket``; keyword ``options`` override them.
+        ``read_timeout``, ``idle_timeout`` (seconds or ``none``), ``unix_socket``; keyword ``options`` override them.
 
         Raises:
             ValueError: not a MySQL URL, or a bad option.
@@ -270,7 +301,18 @@ class MySQLStore(SQLiteStore):
                 connect_timeout=max(1, math.ceil(self.connect_timeout)),
                 client_flag=pymysql.constants.CLIENT.FOUND_ROWS,
                 init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+                read_timeout=self.read_timeout,
+                write_timeout=self.read_timeout,
             )
+            server = str(raw.get_server_info())  # type: ignore[no-untyped-call]
+            if self.idle_timeout is not None and "mariadb" in server.lower():
+                # MariaDB ends a session idle this long inside a transaction (rolled back,
+                # its locks released): a frozen worker cannot hold the others' rows.
+                with raw.cursor() as cur:
+                    cur.execute(
+                        "SET SESSION idle_transaction_timeout = %s",
+                        (max(1, math.ceil(self.idle_timeout)),),
+                    )
         except pymysql.err.OperationalError as exc:
             raise ConnectionError(f"MySQL at {self.url}: cannot connect: {exc.args[-1]}") from None
         return _Connection(raw)

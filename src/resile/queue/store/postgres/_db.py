@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import psycopg
 import psycopg.errors
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -30,6 +31,7 @@ from resile.backoff import Exponential
 from resile.queue.store._sql_options import redact
 from resile.queue.store.base import check_seconds
 from resile.queue.store.postgres import _sql
+from resile.queue.store.postgres._guard import Guard
 from resile.retry import Retrying
 from resile.stop import after_elapsed
 
@@ -65,6 +67,9 @@ RETRYABLE: tuple[type[BaseException], ...] = (
     psycopg.OperationalError,
     psycopg.errors.SerializationFailure,
     psycopg.errors.DeadlockDetected,
+    # The server ended a session left idle in a transaction (idle_timeout: the worker was
+    # frozen): that transaction rolled back; run it again on a fresh connection.
+    psycopg.errors.IdleInTransactionSessionTimeout,
     PoolTimeout,
     Again,
 )
@@ -135,6 +140,12 @@ class Database:
         migrate: create or migrate an older schema (else ``SchemaError``).
         prepare: let psycopg prepare statements it runs often (``False`` behind
             PgBouncer's transaction pooling).
+        read_timeout: seconds one transaction may wait on the server before its
+            connection is dropped and the transaction run again on a fresh one
+            (``None``: no bound); also TCP keepalives and ``tcp_user_timeout``.
+        idle_timeout: the session's ``idle_in_transaction_session_timeout``
+            (seconds, ``None``: the server's): a client frozen inside a
+            transaction loses its session, and its row locks, that soon.
 
     Raises:
         ValueError: a bad option. ConnectionError: no connection can be made.
@@ -151,14 +162,19 @@ class Database:
         retry_for: float,
         migrate: bool,
         prepare: bool = True,
+        read_timeout: float | None = None,
+        idle_timeout: float | None = None,
     ) -> None:
         if not isinstance(conninfo, str) or not conninfo:
             raise ValueError(f"PostgresStore: conninfo must be a non-empty str, got {conninfo!r}")
         if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
             raise ValueError(f"PostgresStore: pool_size must be an int >= 1, got {pool_size!r}")
-        self.conninfo = conninfo
         self.q = queries
         self.url = redact(conninfo)
+        self.read_timeout = seconds_option("read_timeout", read_timeout, none_ok=True) or None
+        self.idle_timeout = seconds_option("idle_timeout", idle_timeout, none_ok=True) or None
+        self.conninfo = self._session_conninfo(conninfo)
+        self.guard = Guard(self.read_timeout, f"PostgreSQL at {self.url}")
         self.pool_size = pool_size
         self.prepare = bool(prepare)
         self.connect_timeout = float(
@@ -177,6 +193,29 @@ class Database:
         with self.connect(dict_rows=True) as conn, conn.transaction(), conn.cursor() as cur:
             drive(cur, self.schema_steps(bool_option("migrate", migrate)))
         self._pool = self._open_pool()
+
+    def _session_conninfo(self, conninfo: str) -> str:
+        """``conninfo`` with keepalives, ``tcp_user_timeout`` and the idle-in-transaction
+        timeout added (what the caller set stays)."""
+        try:
+            given = conninfo_to_dict(conninfo)
+        except psycopg.ProgrammingError as exc:
+            raise ValueError(f"PostgresStore: bad conninfo {self.url!r}: {exc}") from None
+        extra: dict[str, Any] = {}
+        if self.read_timeout is not None:
+            extra = {
+                "keepalives": 1,
+                "keepalives_idle": max(1, math.ceil(self.read_timeout / 2)),
+                "keepalives_interval": max(1, math.ceil(self.read_timeout / 6)),
+                "keepalives_count": 3,
+                "tcp_user_timeout": math.ceil(self.read_timeout * 1000),
+            }
+        extra = {k: v for k, v in extra.items() if k not in given}
+        if self.idle_timeout is not None:
+            ms = max(1, math.ceil(self.idle_timeout * 1000))
+            setting = f"-c idle_in_transaction_session_timeout={ms}"
+            extra["options"] = f"{given['options']} {setting}" if given.get("options") else setting
+        return make_conninfo(conninfo, **extra) if extra else conninfo
 
     def connect(
         self, *, dict_rows: bool = True, timeout: float | None = None
@@ -235,7 +274,12 @@ class Database:
         pool = self._ensure()
 
         def once() -> T:
-            with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            with (
+                pool.connection() as conn,
+                self.guard.watch(conn),
+                conn.transaction(),
+                conn.cursor() as cur,
+            ):
                 return body(cur)
 
         return self._call(once)
@@ -261,7 +305,7 @@ class Database:
             nonlocal tries
             tries += 1
             first = tries == 1
-            with pool.connection() as conn:
+            with pool.connection() as conn, self.guard.watch(conn):
                 if single_first and first:
                     with conn.cursor() as cur:
                         return drive(cur, steps(True))

@@ -32,6 +32,8 @@ from resile.queue._names import (
 from resile.queue.store._codec import CorruptField, decode, encode_error, history_with
 from resile.queue.store._sql_options import (
     DEFAULT_FAILED_RETENTION,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_READ_TIMEOUT,
     DEFAULT_RETENTION,
     PruneTimer,
     read_options,
@@ -93,6 +95,8 @@ _OPTIONS = (
     "retry_for",
     "migrate",
     "vacuum_every",
+    "read_timeout",
+    "idle_timeout",
 )
 
 
@@ -119,6 +123,14 @@ class PostgresStore(Dashboard, Store):
             at most this often (seconds; in a helper thread, skipped when another
             vacuum holds it), so that its dead rows are reused long before
             autovacuum's next round; ``None``: leave it to autovacuum.
+        read_timeout: seconds one transaction may wait on a silent server
+            before the store drops its connection and runs it again on a fresh
+            one (``None``: wait for ever); TCP keepalives and
+            ``tcp_user_timeout`` follow it.
+        idle_timeout: seconds the server lets a session sit idle inside a
+            transaction (``idle_in_transaction_session_timeout``) before it ends
+            it: a worker frozen mid-transaction holds its row locks no longer;
+            keep it shorter than the lease (``None``: the server's setting).
         clock: epoch-time source for ``now=None``.
 
     Raises:
@@ -140,6 +152,8 @@ class PostgresStore(Dashboard, Store):
         retry_for: float = 30.0,
         migrate: bool = True,
         vacuum_every: float | None = 1.0,
+        read_timeout: float | None = DEFAULT_READ_TIMEOUT,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(clock=clock)
@@ -156,6 +170,8 @@ class PostgresStore(Dashboard, Store):
             retry_for=retry_for,
             migrate=migrate,
             prepare=self.listen,
+            read_timeout=read_timeout,
+            idle_timeout=idle_timeout,
         )
         self.url = self._db.url
         self._watchers: builtins.list[Watcher] = []
@@ -172,7 +188,8 @@ class PostgresStore(Dashboard, Store):
 
         resile's query options: ``schema``, ``listen``, ``retention`` and
         ``failed_retention`` (seconds or ``none``), ``pool_size``,
-        ``connect_timeout``, ``retry_for``, ``migrate``; every other query
+        ``connect_timeout``, ``retry_for``, ``migrate``, ``vacuum_every``,
+        ``read_timeout``, ``idle_timeout`` (seconds or ``none``); every other query
         option goes to libpq (``sslmode``, ``application_name`` ...).
         Keyword ``options`` override them.
 
