@@ -399,6 +399,12 @@ class MySQLStore(SQLiteStore):
                 )
                 if lost:
                     _close_quietly(conn)
+                    # The idle ones met the same reset, restart or silent path, most
+                    # likely: each would cost a try (a silent one read_timeout seconds).
+                    with self._lock:
+                        idle, self._idle = self._idle, []
+                    for other in idle:
+                        _close_quietly(other)
                 else:
                     try:
                         conn.raw.rollback()

@@ -15,10 +15,11 @@ on the store's pool and on a caller's own sync or async connection.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from typing import Any, TypeVar
 
 import psycopg
@@ -174,7 +175,7 @@ class Database:
         self.read_timeout = seconds_option("read_timeout", read_timeout, none_ok=True) or None
         self.idle_timeout = seconds_option("idle_timeout", idle_timeout, none_ok=True) or None
         self.conninfo = self._session_conninfo(conninfo)
-        self.guard = Guard(self.read_timeout, f"PostgreSQL at {self.url}")
+        self.guard = Guard(self.read_timeout, f"PostgreSQL at {self.url}", self._drain)
         self.pool_size = pool_size
         self.prepare = bool(prepare)
         self.connect_timeout = float(
@@ -253,6 +254,11 @@ class Database:
         pool.open(wait=False)
         return pool
 
+    def _drain(self) -> None:
+        """Replace every pooled connection (the guard found one silent: the others may be)."""
+        if self._pid == os.getpid() and not self.closed:
+            self._pool.drain()
+
     def _ensure(self) -> ConnectionPool[psycopg.Connection[dict[str, Any]]]:
         """The pool; refuses a closed store; a forked child opens its own."""
         if self.closed:
@@ -272,17 +278,43 @@ class Database:
     def tx(self, body: Callable[[Cursor], T]) -> T:
         """Run ``body`` in one transaction, again (with backoff) after a transient failure."""
         pool = self._ensure()
+        lost: list[bool] = []
 
         def once() -> T:
-            with (
-                pool.connection() as conn,
-                self.guard.watch(conn),
-                conn.transaction(),
-                conn.cursor() as cur,
-            ):
+            with self._lend(pool, lost) as conn, conn.transaction(), conn.cursor() as cur:
                 return body(cur)
 
         return self._call(once)
+
+    @contextlib.contextmanager
+    def _lend(
+        self, pool: ConnectionPool[psycopg.Connection[dict[str, Any]]], lost: list[bool]
+    ) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+        """The connection for one try of a transaction, watched by ``guard``: the pool's;
+        after a try lost its connection (``lost`` not empty), one made now for this try.
+
+        The pool refills in the background, and after a failed connection attempt it
+        waits 1 s, then 2, 4 ... before the next one (psycopg_pool's reconnect backoff),
+        while ``getconn`` waits up to ``connect_timeout``: under repeated resets a retry
+        that waited on the pool could not write for longer than a lease.
+        """
+        try:
+            if not lost:
+                with pool.connection() as conn, self.guard.watch(conn):
+                    yield conn
+                return
+            own = psycopg.connect(
+                self.conninfo,
+                autocommit=True,
+                row_factory=dict_row,
+                connect_timeout=max(1, math.ceil(self.connect_timeout)),
+                prepare_threshold=None,
+            )
+            with own, self.guard.watch(own):
+                yield own
+        except (psycopg.OperationalError, PoolTimeout):
+            lost.append(True)
+            raise
 
     def _call(self, once: Callable[[], T]) -> T:
         try:
@@ -300,12 +332,13 @@ class Database:
         """
         pool = self._ensure()
         tries = 0
+        lost: list[bool] = []
 
         def once() -> T:
             nonlocal tries
             tries += 1
             first = tries == 1
-            with pool.connection() as conn, self.guard.watch(conn):
+            with self._lend(pool, lost) as conn:
                 if single_first and first:
                     with conn.cursor() as cur:
                         return drive(cur, steps(True))

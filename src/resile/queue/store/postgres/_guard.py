@@ -9,7 +9,9 @@ each transaction instead: one daemon thread per store shuts down the socket
 of a connection whose transaction outlasted ``timeout`` seconds, so that
 libpq sees the connection end, psycopg raises ``OperationalError`` (the
 store's "transient, run it again on a fresh connection") and the pool drops
-the connection.
+the connection. The other pooled connections, idle since before, likely went
+silent with it: ``on_end`` (the store drains its pool) replaces them before
+each costs another ``timeout``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -35,11 +37,15 @@ class Guard:
     Args:
         timeout: seconds one transaction may wait on the server (``None``: no bound).
         name: the store, for the log line.
+        on_end: called (in the guard's thread) after it ended connections.
     """
 
-    def __init__(self, timeout: float | None, name: str) -> None:
+    def __init__(
+        self, timeout: float | None, name: str, on_end: Callable[[], None] = lambda: None
+    ) -> None:
         self.timeout = timeout
         self.name = name
+        self.on_end = on_end
         self._lock = threading.Lock()
         self._watched: dict[int, tuple[float, psycopg.Connection[Any]]] = {}
         self._wake = threading.Event()
@@ -79,6 +85,13 @@ class Guard:
                     # longer ours to end (the pool may have lent it to someone else).
                     del self._watched[key]
                     self._end(conn)
+            if late:
+                try:
+                    self.on_end()
+                except Exception:
+                    logger.exception(
+                        "resile: %s: replacing the pooled connections failed", self.name
+                    )
 
     def _end(self, conn: psycopg.Connection[Any]) -> None:
         try:
