@@ -379,10 +379,15 @@ class MySQLStore(SQLiteStore):
     def _tx(self, body: Callable[[Any], T]) -> T:
         """Run ``body`` in one transaction; run it again after a transient error."""
         self._ensure()
+        lost: list[bool] = []
 
         def once() -> T:
-            with self._lock:
-                conn = self._idle.pop() if self._idle else None
+            conn = None
+            if not lost:
+                # After a lost connection, a new one: an idle one another thread gave back
+                # may have met the same fault (a silent one costs read_timeout again).
+                with self._lock:
+                    conn = self._idle.pop() if self._idle else None
             if conn is None:
                 try:
                     conn = self._new_connection()
@@ -394,10 +399,11 @@ class MySQLStore(SQLiteStore):
                 conn.raw.commit()
             except BaseException as exc:
                 code = _code(exc)
-                lost = isinstance(exc, pymysql.err.InterfaceError) or (
+                lost_now = isinstance(exc, pymysql.err.InterfaceError) or (
                     code in _TRANSIENT and code not in _LOCK_ERRORS
                 )
-                if lost:
+                if lost_now:
+                    lost.append(True)
                     _close_quietly(conn)
                     # The idle ones met the same reset, restart or silent path, most
                     # likely: each would cost a try (a silent one read_timeout seconds).
@@ -411,7 +417,7 @@ class MySQLStore(SQLiteStore):
                         self._give_back(conn)
                     except Exception:
                         _close_quietly(conn)
-                if lost or code in _TRANSIENT:
+                if lost_now or code in _TRANSIENT:
                     raise _Transient(exc) from exc
                 raise
             self._give_back(conn)
