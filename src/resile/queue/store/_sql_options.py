@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_READ_TIMEOUT",
     "DEFAULT_RETENTION",
     "RETENTION_OPTIONS",
+    "SERVER_OPTIONS",
     "PruneTimer",
     "read_options",
     "redact",
@@ -38,6 +39,16 @@ DEFAULT_READ_TIMEOUT: float | None = 10.0
 #: and rolls back (a frozen worker's row locks last no longer); shorter than any lease.
 DEFAULT_IDLE_TIMEOUT: float | None = 1.0
 RETENTION_OPTIONS = ("retention", "failed_retention")
+#: The URL options both SQL server stores take.
+SERVER_OPTIONS = (
+    *RETENTION_OPTIONS,
+    "pool_size",
+    "connect_timeout",
+    "retry_for",
+    "migrate",
+    "read_timeout",
+    "idle_timeout",
+)
 # Options that also take "none".
 _NULLABLE = (*RETENTION_OPTIONS, "vacuum_every", "read_timeout", "idle_timeout")
 _SECONDS = (*_NULLABLE, "connect_timeout", "retry_for")

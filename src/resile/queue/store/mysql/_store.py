@@ -33,6 +33,7 @@ from resile.queue.store._sql_options import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_READ_TIMEOUT,
     DEFAULT_RETENTION,
+    SERVER_OPTIONS,
     PruneTimer,
     read_options,
     redact,
@@ -55,16 +56,7 @@ _PRUNE_BATCH = 1000
 # Server errors after which the whole transaction runs again: deadlock, lock wait
 # timeout, and the connection errors (gone away, lost, cannot connect, killed).
 _TRANSIENT = frozenset({1213, 1205, 2003, 2006, 2013, 2055, 1927, 1053, 4031})
-_OPTIONS = (
-    "retention",
-    "failed_retention",
-    "pool_size",
-    "connect_timeout",
-    "retry_for",
-    "migrate",
-    "read_timeout",
-    "idle_timeout",
-)
+_OPTIONS = SERVER_OPTIONS
 
 
 class SchemaError(RuntimeError):

@@ -35,6 +35,7 @@ from resile.queue.store._sql_options import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_READ_TIMEOUT,
     DEFAULT_RETENTION,
+    SERVER_OPTIONS,
     PruneTimer,
     read_options,
     redact,
@@ -85,19 +86,7 @@ _MAX_CHUNK = 256
 _PRUNE_BATCH = 1000
 
 # resile's own URL query options (the others go to libpq).
-_OPTIONS = (
-    "schema",
-    "listen",
-    "retention",
-    "failed_retention",
-    "pool_size",
-    "connect_timeout",
-    "retry_for",
-    "migrate",
-    "vacuum_every",
-    "read_timeout",
-    "idle_timeout",
-)
+_OPTIONS = ("schema", "listen", "vacuum_every", *SERVER_OPTIONS)
 
 
 class PostgresStore(Dashboard, Store):
