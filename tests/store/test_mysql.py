@@ -21,7 +21,8 @@ import resile
 from _mysql_server import create_database, drop_database
 from _names_check import python_strings, spelled_states
 from _postgres_server import free_port
-from _waits import wait_for
+from _proxy import Proxy, through
+from _waits import returns_within, wait_for
 from resile.queue import TaskSpec, TaskStatus
 from resile.queue._names import Tally
 from resile.queue.store import _sqlite_sql as lite
@@ -275,3 +276,55 @@ class TestFaults:
             worker.stop()
             thread.join(10)
             queue.close()
+
+
+class TestSilentAndFrozen:
+    """A connection that goes silent, a client frozen inside a transaction (issue 14)."""
+
+    def test_a_silent_connection_is_dropped_and_the_call_run_again(
+        self, url: str, stores: Callable[..., MySQLStore]
+    ) -> None:
+        """A pooled connection open but silent (a black-holed path): after read_timeout the store drops it and the call succeeds on a fresh one."""
+        port = urlsplit(url).port
+        assert port is not None
+        proxy = Proxy(port)
+        try:
+            s = open_store(through(url, proxy), read_timeout=0.5, pool_size=1)
+            s.create(spec(id="a"), now=T0)
+            assert proxy.silence() >= 1
+            start = time.monotonic()
+            task = returns_within(lambda: s.get("a"), 10, "get on a silent connection")
+            assert task is not None and task.id == "a"
+            assert time.monotonic() - start >= 0.4  # it waited for the timeout, then retried
+            s.close()
+        finally:
+            proxy.close()
+
+    def test_a_frozen_transaction_loses_its_locks_and_cannot_commit(
+        self, stores: Callable[..., MySQLStore]
+    ) -> None:
+        """MariaDB ends a session idle in a transaction holding a task's row lock after idle_timeout: the others' writes go on, and it cannot commit after."""
+        s = stores(idle_timeout=1)
+        s.create(spec(id="a"), now=T0)
+        (task,) = s.lease("default", "w", now=T0)
+        frozen = s._new_connection().raw  # a session with the store's own settings
+        if "mariadb" not in frozen.get_server_info().lower():
+            pytest.skip("MySQL has no idle_transaction_timeout (MariaDB's)")
+        cur = frozen.cursor()
+        cur.execute("BEGIN")
+        cur.execute("SELECT seq FROM resile_tasks WHERE id = 'a' FOR UPDATE")
+        done = returns_within(lambda: s.complete("a", "w", now=T0 + 1), 10, "complete")
+        assert done is not None and done.status is TaskStatus.DONE
+        with pytest.raises((pymysql.err.OperationalError, pymysql.err.InterfaceError)):
+            cur.execute("UPDATE resile_tasks SET attempts = 99")
+            frozen.commit()
+        got = s.get("a")
+        assert got is not None and got.attempts == task.attempts
+
+    def test_bad_timeouts_are_refused_by_name(self, url: str) -> None:
+        """read_timeout and idle_timeout must be seconds >= 0 or none; a bad value is named."""
+        with pytest.raises(ValueError, match="read_timeout must be seconds"):
+            open_store(url + "?read_timeout=soon")
+        with pytest.raises(ValueError, match="idle_timeout"):
+            open_store(url, idle_timeout=-1)
+        open_store(url + "?read_timeout=none&idle_timeout=none").close()

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -21,7 +22,8 @@ import pytest
 import resile
 from _names_check import python_strings, spelled_states, sql_columns, unknown_fields
 from _postgres_server import PostgresServer, drop_schema, free_port
-from _waits import wait_for
+from _proxy import Proxy, through
+from _waits import returns_within, wait_for
 from resile.errors import StoreUnavailable
 from resile.queue import TaskSpec, TaskStatus
 from resile.queue._names import FIELDS, TASKS_TABLE, Tally
@@ -689,3 +691,55 @@ class TestFaults:
             producer.close()
             queue.close()
             drop_schema(postgres_server.url, url.split("schema=")[1])
+
+
+class TestSilentAndFrozen:
+    """A connection that goes silent, a client frozen inside a transaction (issue 14)."""
+
+    def test_a_silent_connection_is_dropped_and_the_call_run_again(
+        self, postgres_url: str, schema: str
+    ) -> None:
+        """A pooled connection open but silent (a black-holed path): after read_timeout the store drops it and the call succeeds on a fresh one."""
+        port = urlsplit(postgres_url).port
+        assert port is not None
+        proxy = Proxy(port)
+        url = through(postgres_url, proxy) + f"?schema={schema}&read_timeout=0.5&pool_size=1"
+        s = open_store(url, listen=False)
+        try:
+            s.create(spec(id="a"), now=T0)
+            assert proxy.silence() >= 1
+            start = time.monotonic()
+            task = returns_within(lambda: s.get("a"), 10, "get on a silent connection")
+            assert task is not None and task.id == "a"
+            assert time.monotonic() - start >= 0.4  # it waited for the timeout, then retried
+        finally:
+            s.close()
+            proxy.close()
+
+    def test_a_frozen_transaction_loses_its_locks_and_cannot_commit(
+        self, stores: Callable[..., PostgresStore], schema: str
+    ) -> None:
+        """A session idle in a transaction holding a task's row lock is ended after idle_timeout: the others' writes go on, and it cannot commit after."""
+        s = stores(idle_timeout=0.5)
+        s.create(spec(id="a"), now=T0)
+        (task,) = s.lease("default", "w", now=T0)
+        frozen = s._db.connect()  # a session with the store's own settings
+        frozen.execute("BEGIN")
+        frozen.execute(f"SELECT 1 FROM {schema}.{TASKS_TABLE} WHERE id = 'a' FOR UPDATE")
+        done = returns_within(lambda: s.complete("a", "w", now=T0 + 1), 10, "complete")
+        assert done is not None and done.status is TaskStatus.DONE
+        ended = (psycopg.OperationalError, psycopg.errors.IdleInTransactionSessionTimeout)
+        with pytest.raises(ended):
+            frozen.execute(f"UPDATE {schema}.{TASKS_TABLE} SET attempts = 99")
+            frozen.execute("COMMIT")
+        frozen.close()
+        got = s.get("a")
+        assert got is not None and got.attempts == task.attempts
+
+    def test_bad_timeouts_are_refused_by_name(self, url: str) -> None:
+        """read_timeout and idle_timeout must be seconds >= 0 or none; a bad value is named."""
+        with pytest.raises(ValueError, match="read_timeout must be seconds"):
+            open_store(url + "&read_timeout=soon")
+        with pytest.raises(ValueError, match="idle_timeout"):
+            open_store(url, idle_timeout=-1)
+        open_store(url + "&read_timeout=none&idle_timeout=none").close()

@@ -17,8 +17,11 @@ from resile.queue._names import TaskStatus
 
 __all__ = [
     "DEFAULT_FAILED_RETENTION",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_READ_TIMEOUT",
     "DEFAULT_RETENTION",
     "RETENTION_OPTIONS",
+    "SERVER_OPTIONS",
     "PruneTimer",
     "read_options",
     "redact",
@@ -29,9 +32,25 @@ __all__ = [
 DEFAULT_RETENTION: float | None = 7 * 24 * 3600.0
 #: Seconds dead letters (``FAILED``) are kept; ``None``: until purged.
 DEFAULT_FAILED_RETENTION: float | None = None
+#: Seconds a store call waits on a silent server before it drops the connection and retries
+#: on a fresh one (as the Redis store's socket timeout).
+DEFAULT_READ_TIMEOUT: float | None = 10.0
+#: Seconds the server lets a session sit idle inside a transaction before it ends the session
+#: and rolls back (a frozen worker's row locks last no longer); shorter than any lease.
+DEFAULT_IDLE_TIMEOUT: float | None = 1.0
 RETENTION_OPTIONS = ("retention", "failed_retention")
+#: The URL options both SQL server stores take.
+SERVER_OPTIONS = (
+    *RETENTION_OPTIONS,
+    "pool_size",
+    "connect_timeout",
+    "retry_for",
+    "migrate",
+    "read_timeout",
+    "idle_timeout",
+)
 # Options that also take "none".
-_NULLABLE = (*RETENTION_OPTIONS, "vacuum_every")
+_NULLABLE = (*RETENTION_OPTIONS, "vacuum_every", "read_timeout", "idle_timeout")
 _SECONDS = (*_NULLABLE, "connect_timeout", "retry_for")
 _INTS = ("pool_size",)
 _BOOLS = {"1": True, "true": True, "yes": True, "on": True}
@@ -60,7 +79,8 @@ def read_options(
     """resile's options in ``url``'s query, and the other ``(key, value)`` pairs in order.
 
     Seconds options (``retention``, ``failed_retention``, ``connect_timeout``,
-    ``retry_for``; the retention ones also ``none``), int ones (``pool_size``)
+    ``retry_for``, ``read_timeout``, ``idle_timeout``; all but ``connect_timeout``
+    and ``retry_for`` also ``none``), int ones (``pool_size``)
     and booleans (``listen``, ``migrate``: true/false, 1/0, yes/no, on/off) are
     converted; other ``known`` options stay text.
 

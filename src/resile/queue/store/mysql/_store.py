@@ -31,7 +31,10 @@ from resile.errors import StoreUnavailable
 from resile.queue._names import DEFAULT_LEASE_SECONDS, META_TABLE
 from resile.queue.store._sql_options import (
     DEFAULT_FAILED_RETENTION,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_READ_TIMEOUT,
     DEFAULT_RETENTION,
+    SERVER_OPTIONS,
     PruneTimer,
     read_options,
     redact,
@@ -54,7 +57,7 @@ _PRUNE_BATCH = 1000
 # Server errors after which the whole transaction runs again: deadlock, lock wait
 # timeout, and the connection errors (gone away, lost, cannot connect, killed).
 _TRANSIENT = frozenset({1213, 1205, 2003, 2006, 2013, 2055, 1927, 1053, 4031})
-_OPTIONS = ("retention", "failed_retention", "pool_size", "connect_timeout", "retry_for", "migrate")
+_OPTIONS = SERVER_OPTIONS
 
 
 class SchemaError(RuntimeError):
@@ -191,6 +194,14 @@ class MySQLStore(SQLiteStore):
         retry_for: seconds during which a transaction that met a deadlock, a lock
             wait timeout or a lost connection is run again.
         migrate: create or migrate the schema on open (``False``: refuse).
+        read_timeout: seconds a read or a write on a connection may wait on the
+            server (PyMySQL's ``read_timeout`` / ``write_timeout``); past it the
+            connection is dropped and the transaction run again on a fresh one
+            (``None``: wait for ever).
+        idle_timeout: on MariaDB, the session's ``idle_transaction_timeout``
+            (whole seconds, at least 1): a client frozen inside a transaction
+            loses its session, and its row locks, that soon; keep it shorter
+            than the lease (``None``: the server's; MySQL has no such setting).
         clock: epoch-time source for ``now=None``.
 
     Raises:
@@ -209,6 +220,8 @@ class MySQLStore(SQLiteStore):
         connect_timeout: float = 5.0,
         retry_for: float = 30.0,
         migrate: bool = True,
+        read_timeout: float | None = DEFAULT_READ_TIMEOUT,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         clock: Callable[[], float] = time.time,
     ) -> None:
         # Not SQLiteStore.__init__: no file. The base Store's part is all we keep of it.
@@ -227,6 +240,16 @@ class MySQLStore(SQLiteStore):
             raise ValueError(f"MySQLStore: pool_size must be an int >= 1, got {pool_size!r}")
         self.pool_size = pool_size
         self.connect_timeout = check_seconds(connect_timeout, "MySQLStore: connect_timeout")
+        self.read_timeout = (
+            None
+            if read_timeout is None
+            else check_seconds(read_timeout, "MySQLStore: read_timeout") or None
+        )
+        self.idle_timeout = (
+            None
+            if idle_timeout is None
+            else check_seconds(idle_timeout, "MySQLStore: idle_timeout") or None
+        )
         self._tallies_pruned = -1  # the minute the counters were last pruned
         self._lock = threading.RLock()
         self._idle: builtins.list[_Connection] = []
@@ -252,7 +275,7 @@ class MySQLStore(SQLiteStore):
 
         Query options: ``retention``, ``failed_retention`` (seconds or ``none``),
         ``pool_size``, ``connect_timeout``, ``retry_for``, ``migrate``,
-        ``unix_socket``; keyword ``options`` override them.
+        ``read_timeout``, ``idle_timeout`` (seconds or ``none``), ``unix_socket``; keyword ``options`` override them.
 
         Raises:
             ValueError: not a MySQL URL, or a bad option.
@@ -272,7 +295,18 @@ class MySQLStore(SQLiteStore):
                 connect_timeout=max(1, math.ceil(self.connect_timeout)),
                 client_flag=pymysql.constants.CLIENT.FOUND_ROWS,
                 init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+                read_timeout=self.read_timeout,
+                write_timeout=self.read_timeout,
             )
+            server = str(raw.get_server_info())  # type: ignore[no-untyped-call]
+            if self.idle_timeout is not None and "mariadb" in server.lower():
+                # MariaDB ends a session idle this long inside a transaction (rolled back,
+                # its locks released): a frozen worker cannot hold the others' rows.
+                with raw.cursor() as cur:
+                    cur.execute(
+                        "SET SESSION idle_transaction_timeout = %s",
+                        (max(1, math.ceil(self.idle_timeout)),),
+                    )
         except pymysql.err.OperationalError as exc:
             raise StoreUnavailable.server_down(self.url, f"cannot connect: {exc.args[-1]}") from exc
         return _Connection(raw)
@@ -348,10 +382,15 @@ class MySQLStore(SQLiteStore):
     def _tx(self, body: Callable[[Any], T]) -> T:
         """Run ``body`` in one transaction; run it again after a transient error."""
         self._ensure()
+        lost: list[bool] = []
 
         def once() -> T:
-            with self._lock:
-                conn = self._idle.pop() if self._idle else None
+            conn = None
+            if not lost:
+                # After a lost connection, a new one: an idle one another thread gave back
+                # may have met the same fault (a silent one costs read_timeout again).
+                with self._lock:
+                    conn = self._idle.pop() if self._idle else None
             if conn is None:
                 try:
                     conn = self._new_connection()
@@ -363,18 +402,25 @@ class MySQLStore(SQLiteStore):
                 conn.raw.commit()
             except BaseException as exc:
                 code = _code(exc)
-                lost = isinstance(exc, pymysql.err.InterfaceError) or (
+                lost_now = isinstance(exc, pymysql.err.InterfaceError) or (
                     code in _TRANSIENT and code not in _LOCK_ERRORS
                 )
-                if lost:
+                if lost_now:
+                    lost.append(True)
                     _close_quietly(conn)
+                    # The idle ones met the same reset, restart or silent path, most
+                    # likely: each would cost a try (a silent one read_timeout seconds).
+                    with self._lock:
+                        idle, self._idle = self._idle, []
+                    for other in idle:
+                        _close_quietly(other)
                 else:
                     try:
                         conn.raw.rollback()
                         self._give_back(conn)
                     except Exception:
                         _close_quietly(conn)
-                if lost or code in _TRANSIENT:
+                if lost_now or code in _TRANSIENT:
                     raise _Transient(exc) from exc
                 raise
             self._give_back(conn)

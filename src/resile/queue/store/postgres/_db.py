@@ -15,14 +15,16 @@ on the store's pool and on a caller's own sync or async connection.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from typing import Any, TypeVar
 
 import psycopg
 import psycopg.errors
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -31,6 +33,7 @@ from resile.errors import StoreUnavailable
 from resile.queue.store._sql_options import redact
 from resile.queue.store.base import check_seconds
 from resile.queue.store.postgres import _sql
+from resile.queue.store.postgres._guard import Guard
 from resile.retry import Retrying
 from resile.stop import after_elapsed
 
@@ -66,6 +69,9 @@ RETRYABLE: tuple[type[BaseException], ...] = (
     psycopg.OperationalError,
     psycopg.errors.SerializationFailure,
     psycopg.errors.DeadlockDetected,
+    # The server ended a session left idle in a transaction (idle_timeout: the worker was
+    # frozen): that transaction rolled back; run it again on a fresh connection.
+    psycopg.errors.IdleInTransactionSessionTimeout,
     PoolTimeout,
     Again,
 )
@@ -136,6 +142,12 @@ class Database:
         migrate: create or migrate an older schema (else ``SchemaError``).
         prepare: let psycopg prepare statements it runs often (``False`` behind
             PgBouncer's transaction pooling).
+        read_timeout: seconds one transaction may wait on the server before its
+            connection is dropped and the transaction run again on a fresh one
+            (``None``: no bound); also TCP keepalives and ``tcp_user_timeout``.
+        idle_timeout: the session's ``idle_in_transaction_session_timeout``
+            (seconds, ``None``: the server's): a client frozen inside a
+            transaction loses its session, and its row locks, that soon.
 
     Raises:
         ValueError: a bad option. ConnectionError: no connection can be made.
@@ -152,14 +164,19 @@ class Database:
         retry_for: float,
         migrate: bool,
         prepare: bool = True,
+        read_timeout: float | None = None,
+        idle_timeout: float | None = None,
     ) -> None:
         if not isinstance(conninfo, str) or not conninfo:
             raise ValueError(f"PostgresStore: conninfo must be a non-empty str, got {conninfo!r}")
         if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
             raise ValueError(f"PostgresStore: pool_size must be an int >= 1, got {pool_size!r}")
-        self.conninfo = conninfo
         self.q = queries
         self.url = redact(conninfo)
+        self.read_timeout = seconds_option("read_timeout", read_timeout, none_ok=True) or None
+        self.idle_timeout = seconds_option("idle_timeout", idle_timeout, none_ok=True) or None
+        self.conninfo = self._session_conninfo(conninfo)
+        self.guard = Guard(self.read_timeout, f"PostgreSQL at {self.url}", self._drain)
         self.pool_size = pool_size
         self.prepare = bool(prepare)
         self.connect_timeout = float(
@@ -179,6 +196,29 @@ class Database:
         with self.connect(dict_rows=True) as conn, conn.transaction(), conn.cursor() as cur:
             drive(cur, self.schema_steps(bool_option("migrate", migrate)))
         self._pool = self._open_pool()
+
+    def _session_conninfo(self, conninfo: str) -> str:
+        """``conninfo`` with keepalives, ``tcp_user_timeout`` and the idle-in-transaction
+        timeout added (what the caller set stays)."""
+        try:
+            given = conninfo_to_dict(conninfo)
+        except psycopg.ProgrammingError as exc:
+            raise ValueError(f"PostgresStore: bad conninfo {self.url!r}: {exc}") from None
+        extra: dict[str, Any] = {}
+        if self.read_timeout is not None:
+            extra = {
+                "keepalives": 1,
+                "keepalives_idle": max(1, math.ceil(self.read_timeout / 2)),
+                "keepalives_interval": max(1, math.ceil(self.read_timeout / 6)),
+                "keepalives_count": 3,
+                "tcp_user_timeout": math.ceil(self.read_timeout * 1000),
+            }
+        extra = {k: v for k, v in extra.items() if k not in given}
+        if self.idle_timeout is not None:
+            ms = max(1, math.ceil(self.idle_timeout * 1000))
+            setting = f"-c idle_in_transaction_session_timeout={ms}"
+            extra["options"] = f"{given['options']} {setting}" if given.get("options") else setting
+        return make_conninfo(conninfo, **extra) if extra else conninfo
 
     def connect(
         self, *, dict_rows: bool = True, timeout: float | None = None
@@ -214,6 +254,11 @@ class Database:
         pool.open(wait=False)
         return pool
 
+    def _drain(self) -> None:
+        """Replace every pooled connection (the guard found one silent: the others may be)."""
+        if self._pid == os.getpid() and not self.closed:
+            self._pool.drain()
+
     def _ensure(self) -> ConnectionPool[psycopg.Connection[dict[str, Any]]]:
         """The pool; refuses a closed store; a forked child opens its own."""
         if self.closed:
@@ -233,9 +278,10 @@ class Database:
     def tx(self, body: Callable[[Cursor], T]) -> T:
         """Run ``body`` in one transaction, again (with backoff) after a transient failure."""
         pool = self._ensure()
+        lost: list[bool] = []
 
         def once() -> T:
-            with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            with self._lend(pool, lost) as conn, conn.transaction(), conn.cursor() as cur:
                 return body(cur)
 
         return self._call(once)
@@ -248,12 +294,43 @@ class Database:
         Again (with backoff) after a transient failure, as ``tx``.
         """
         pool = self._ensure()
+        lost: list[bool] = []
 
         def once() -> T:
-            with pool.connection() as conn, conn.cursor() as cur:
+            with self._lend(pool, lost) as conn, conn.cursor() as cur:
                 return body(cur)
 
         return self._call(once)
+
+    @contextlib.contextmanager
+    def _lend(
+        self, pool: ConnectionPool[psycopg.Connection[dict[str, Any]]], lost: list[bool]
+    ) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+        """The connection for one try of a transaction, watched by ``guard``: the pool's;
+        after a try lost its connection (``lost`` not empty), one made now for this try.
+
+        The pool refills in the background, and after a failed connection attempt it
+        waits 1 s, then 2, 4 ... before the next one (psycopg_pool's reconnect backoff),
+        while ``getconn`` waits up to ``connect_timeout``: under repeated resets a retry
+        that waited on the pool could not write for longer than a lease.
+        """
+        try:
+            if not lost:
+                with pool.connection() as conn, self.guard.watch(conn):
+                    yield conn
+                return
+            own = psycopg.connect(
+                self.conninfo,
+                autocommit=True,
+                row_factory=dict_row,
+                connect_timeout=max(1, math.ceil(self.connect_timeout)),
+                prepare_threshold=None,
+            )
+            with own, self.guard.watch(own):
+                yield own
+        except (psycopg.OperationalError, PoolTimeout):
+            lost.append(True)
+            raise
 
     def _call(self, once: Callable[[], T]) -> T:
         try:
@@ -287,12 +364,13 @@ class Database:
         """
         pool = self._ensure()
         tries = 0
+        lost: list[bool] = []
 
         def once() -> T:
             nonlocal tries
             tries += 1
             first = tries == 1
-            with pool.connection() as conn:
+            with self._lend(pool, lost) as conn:
                 if single_first and first:
                     with conn.cursor() as cur:
                         return drive(cur, steps(True))

@@ -33,7 +33,10 @@ from resile.queue._names import (
 from resile.queue.store._codec import CorruptField, decode, encode_error, history_with
 from resile.queue.store._sql_options import (
     DEFAULT_FAILED_RETENTION,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_READ_TIMEOUT,
     DEFAULT_RETENTION,
+    SERVER_OPTIONS,
     PruneTimer,
     read_options,
     redact,
@@ -112,17 +115,7 @@ class _Leased:
 
 
 # resile's own URL query options (the others go to libpq).
-_OPTIONS = (
-    "schema",
-    "listen",
-    "retention",
-    "failed_retention",
-    "pool_size",
-    "connect_timeout",
-    "retry_for",
-    "migrate",
-    "vacuum_every",
-)
+_OPTIONS = ("schema", "listen", "vacuum_every", *SERVER_OPTIONS)
 
 
 class PostgresStore(Schedules, Dashboard, Store):
@@ -150,6 +143,14 @@ class PostgresStore(Schedules, Dashboard, Store):
             store, and at least this often (seconds), so that its dead rows are
             reused long before autovacuum's next round; ``None``: leave it to
             autovacuum.
+        read_timeout: seconds one transaction may wait on a silent server
+            before the store drops its connection and runs it again on a fresh
+            one (``None``: wait for ever); TCP keepalives and
+            ``tcp_user_timeout`` follow it.
+        idle_timeout: seconds the server lets a session sit idle inside a
+            transaction (``idle_in_transaction_session_timeout``) before it ends
+            it: a worker frozen mid-transaction holds its row locks no longer;
+            keep it shorter than the lease (``None``: the server's setting).
         clock: epoch-time source for ``now=None``.
 
     Raises:
@@ -171,6 +172,8 @@ class PostgresStore(Schedules, Dashboard, Store):
         retry_for: float = 30.0,
         migrate: bool = True,
         vacuum_every: float | None = 1.0,
+        read_timeout: float | None = DEFAULT_READ_TIMEOUT,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(clock=clock)
@@ -187,6 +190,8 @@ class PostgresStore(Schedules, Dashboard, Store):
             retry_for=retry_for,
             migrate=migrate,
             prepare=self.listen,
+            read_timeout=read_timeout,
+            idle_timeout=idle_timeout,
         )
         self.url = self._db.url
         self._watchers: builtins.list[Watcher] = []
@@ -208,7 +213,8 @@ class PostgresStore(Schedules, Dashboard, Store):
 
         resile's query options: ``schema``, ``listen``, ``retention`` and
         ``failed_retention`` (seconds or ``none``), ``pool_size``,
-        ``connect_timeout``, ``retry_for``, ``migrate``; every other query
+        ``connect_timeout``, ``retry_for``, ``migrate``, ``vacuum_every``,
+        ``read_timeout``, ``idle_timeout`` (seconds or ``none``); every other query
         option goes to libpq (``sslmode``, ``application_name`` ...).
         Keyword ``options`` override them.
 
