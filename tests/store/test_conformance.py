@@ -20,6 +20,7 @@ from resile.backoff import Backoff
 from resile.queue import AttemptRecord, Outcome, Store, Task, TaskError, TaskSpec, TaskStatus
 from resile.queue import _transitions as tr
 from resile.queue._names import LEASE_EXPIRED_REASON
+from resile.queue.store.base import list_key
 
 from .conftest import SHARED_BACKENDS, T0, FakeEpoch
 
@@ -705,6 +706,54 @@ class TestQueries:
             store.list(limit=0)
         with pytest.raises(ValueError, match="offset"):
             store.list(offset=-1)
+
+    def test_list_sorts_by_due_updated_and_creation_with_keyset_pages(self, store: Store) -> None:
+        """list sorts by due, updated or creation time, either way, ties by sequence, and its
+        (key, sequence) cursor walks every page in the same order as one call."""
+        dues = [30.0, 10.0, 20.0, 10.0, 40.0, 20.0, 5.0]  # ties on 10 and 20
+        for i, due in enumerate(dues):
+            store.create(spec(id=f"t{i}", queue="a" if i % 3 else "b", due_at=T0 + due), now=T0)
+        held = store.lease("b", W1, limit=1, now=T0 + 35)  # t0 (due 30) or t3 ... DOING now
+        store.complete(held[0].id, W1, None, now=T0 + 50)  # DONE, updated last
+        store.lease("a", W1, limit=1, now=T0 + 40)  # DOING, updated at T0 + 40
+        store.make_due("t4", now=T0 + 3)  # PENDING, due and updated at T0 + 3
+        everything = store.list(limit=100)
+        assert len(everything) == len(dues)
+        for order in ("created", "due", "updated"):
+            for descending in (False, True):
+                want = sorted(everything, key=lambda t: list_key(t, order), reverse=descending)
+                got = store.list(order=order, descending=descending)
+                assert [t.id for t in got] == [t.id for t in want], (order, descending)
+                paged: list[Task] = []
+                cursor: dict[str, Any] = {}
+                while page := store.list(order=order, descending=descending, limit=2, **cursor):
+                    paged += page
+                    key, seq = list_key(page[-1], order)
+                    cursor = (
+                        {"after": seq} if order == "created" else {"after": seq, "after_key": key}
+                    )
+                assert [t.id for t in paged] == [t.id for t in want], (order, descending)
+        in_a = store.list(queue="a", status="PENDING", order="due", descending=True)
+        assert [t.id for t in in_a] == [
+            t.id
+            for t in sorted(everything, key=lambda t: list_key(t, "due"), reverse=True)
+            if t.queue == "a" and t.status is TaskStatus.PENDING
+        ]
+
+    def test_list_bad_order_arguments(self, store: Store) -> None:
+        """An unknown order, or a keyed cursor missing half of itself, is refused by name."""
+        with pytest.raises(
+            ValueError, match="order must be one of created, due, updated, got 'size'"
+        ):
+            store.list(order="size")
+        with pytest.raises(ValueError, match="after and after_key go together"):
+            store.list(order="due", after=3)
+        with pytest.raises(ValueError, match="after and after_key go together"):
+            store.list(order="updated", after_key=T0)
+        with pytest.raises(ValueError, match="after_key applies to order due or updated"):
+            store.list(after=3, after_key=T0)
+        with pytest.raises(ValueError, match="after_key must be finite"):
+            store.list(order="due", after=3, after_key=float("nan"))
 
     def test_stats_and_queues(self, store: Store) -> None:
         """stats counts every state (zeros included), per queue or overall; queues lists names."""

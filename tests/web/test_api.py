@@ -42,6 +42,45 @@ class TestReads:
                 break
         assert seen == ids
 
+    def test_tasks_sorted_by_updated_time_page_by_key_and_sequence(
+        self, store: Store, client: httpx.Client
+    ) -> None:
+        """/api/tasks?sort=updated&order=desc lists the latest changed first, its ``next`` cursor
+        carrying the updated time, until it is null."""
+        ids = [store.create(TaskSpec("a", id=f"t{i}", delay=60)).id for i in range(5)]
+        store.make_due("t1")  # changed last: first of the list
+        want = [t.id for t in store.list(order="updated", descending=True)]
+        assert want[0] == "t1" and sorted(want) == ids
+        seen, cursor = [], None
+        while True:
+            params = {"limit": "2", "sort": "updated", "order": "desc"}
+            body = client.get(
+                "/api/tasks", params={**params, **({"cursor": cursor} if cursor else {})}
+            ).json()
+            seen += [t["id"] for t in body["tasks"]]
+            cursor = body["next"]
+            if cursor is None:
+                break
+            assert ":" in cursor
+        assert seen == want
+
+    @pytest.mark.parametrize(
+        ("params", "error"),
+        [
+            ({"sort": "size"}, "sort: expected one of created, due, updated, got 'size'"),
+            ({"order": "sideways"}, "order: expected asc or desc, got 'sideways'"),
+            ({"sort": "due", "cursor": "42"}, "cursor: expected KEY:SEQUENCE"),
+            ({"cursor": "1.5:42"}, "cursor: expected a non-negative integer"),
+        ],
+    )
+    def test_bad_sort_is_a_json_400(
+        self, client: httpx.Client, params: dict[str, str], error: str
+    ) -> None:
+        """A bad sort, order or cursor of another sort is a 400 naming the field and the value."""
+        response = client.get("/api/tasks", params=params)
+        assert response.status_code == 400
+        assert response.json()["error"].startswith(error)
+
     def test_task_and_unknown_id(self, store: Store, client: httpx.Client) -> None:
         """/api/tasks/{id} gives the whole task; an unknown id is a JSON 404 naming it."""
         task = store.create(TaskSpec("a", {"x": "<b>"}))

@@ -16,6 +16,15 @@ def _count_link(queue: str, status: str, n: int) -> str:
     return f'href="/tasks?queue={queue}&amp;status={status}">{n}</a>'
 
 
+def _next_link(text: str) -> str | None:
+    """The href of the page's "Next page" link, or None when it has none."""
+    marker = text.find('rel="next"')
+    if marker == -1:
+        return None
+    start = text.rfind('href="', 0, marker) + len('href="')
+    return html.unescape(text[start : text.index('"', start)])
+
+
 class TestOverview:
     def test_counts_per_queue_and_state(self, store: Store, client: httpx.Client) -> None:
         """Each queue's row shows its count in each state, linked to the filtered list."""
@@ -102,14 +111,31 @@ class TestTaskList:
             text = client.get(url).text
             pages += 1
             seen += [i for i in ids if f'title="{i}"' in text]
-            marker = text.find('rel="next"')
-            if marker == -1:
-                url = None
-            else:
-                start = text.rfind('href="', 0, marker) + len('href="')
-                url = html.unescape(text[start : text.index('"', start)])
+            url = _next_link(text)
         assert pages == 3
         assert seen == ids
+
+    def test_sort_by_due_time_newest_first_pages_in_order(
+        self, store: Store, client: httpx.Client
+    ) -> None:
+        """sort=due&order=desc lists by due time, latest first, and its next links keep the sort
+        and go on after the last row's due time; the form shows the sort chosen."""
+        for i, delay in enumerate([30, 10, 50, 20, 40]):
+            store.create(TaskSpec("resize", id=f"task-{i}", delay=delay))
+        want = ["task-2", "task-4", "task-0", "task-3", "task-1"]
+        seen: list[str] = []
+        url: str | None = "/tasks?limit=2&sort=due&order=desc"
+        while url is not None:
+            text = client.get(url).text
+            assert '<option value="due" selected>' in text
+            assert '<option value="desc" selected>' in text
+            on_page = sorted(
+                (text.index(f'title="{i}"'), i) for i in want if f'title="{i}"' in text
+            )
+            seen += [i for _, i in on_page]
+            url = _next_link(text)
+            assert url is None or ("sort=due" in url and "order=desc" in url and "%3A" in url)
+        assert seen == want
 
     def test_bad_input_is_a_4xx_naming_the_field(self, client: httpx.Client) -> None:
         """A bad status, cursor, limit or date is a 400 that names the field and the value."""
@@ -118,6 +144,8 @@ class TestTaskList:
             "cursor": ("abc", "cursor"),
             "limit": ("100000", "limit"),
             "since": ("yesterday", "since"),
+            "sort": ("size", "sort"),
+            "order": ("sideways", "order"),
         }
         for field, (value, name) in cases.items():
             response = client.get("/tasks", params={field: value})

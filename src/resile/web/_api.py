@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from resile.queue._names import TERMINAL_STATUSES, TaskStatus
 from resile.queue.store import Store
+from resile.queue.store.base import LIST_ORDERS
 from resile.queue.task import Task
 from resile.web._filters import MAX_LIMIT, BadInput, TaskFilter, parse_age
 from resile.web._jobs import Job, Jobs
@@ -337,10 +338,27 @@ def openapi(root: str = "") -> dict[str, Any]:
                 ]
                 + [
                     {
+                        "name": "sort",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "enum": list(LIST_ORDERS)},
+                    },
+                    {
+                        "name": "order",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "enum": ["asc", "desc"]},
+                    },
+                    {
                         "name": "cursor",
                         "in": "query",
                         "required": False,
-                        "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                        "description": "a page's `next`: SEQUENCE, or KEY:SEQUENCE when sorted by"
+                        " due or updated time",
+                        "schema": {
+                            "type": "string",
+                            "pattern": "^([0-9]{1,18}|-?[0-9][0-9.e+-]{0,30}:[0-9]{1,18})$",
+                        },
                     },
                     {
                         "name": "limit",

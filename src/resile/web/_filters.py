@@ -1,7 +1,8 @@
 """What the task list shows: its filters, read from a query string, and the bounded scan behind it.
 
-``Store.list`` filters by queue and status and pages by ``sequence`` (keyset,
-oldest first). The other filters (task name, error type, id prefix, time
+``Store.list`` filters by queue and status, sorts by creation (``sequence``),
+due or updated time either way, and pages by keyset: the cursor is the last
+row's sort key and ``sequence`` (``Cursor``). The other filters (task name, error type, id prefix, time
 range) are applied here to the rows ``list`` returns, reading at most
 ``scan_budget`` rows per page, so a page costs the same at a million tasks.
 When the budget runs out before the page is full, the page ends early and
@@ -10,6 +11,7 @@ its cursor continues where the scan stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -18,11 +20,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 from resile.queue._names import MAX_ID_LENGTH, TaskStatus
-from resile.queue.store.base import Store
+from resile.queue.store.base import LIST_ORDERS, Store, list_key
 from resile.queue.task import Task
 
 __all__ = [
     "BadInput",
+    "Cursor",
     "Page",
     "TaskFilter",
     "parse_age",
@@ -81,17 +84,41 @@ def _instant(params: Mapping[str, str], name: str) -> float | None:
     return seconds
 
 
-def parse_cursor(value: str | None, field: str = "cursor") -> int | None:
-    """A page cursor (the ``sequence`` of the last task seen), or ``None`` for the first page.
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where a page of the task list ends: the last row's ``sequence`` and, when the list is
+    sorted by due or updated time, that row's sort key. Written ``SEQ`` or ``KEY:SEQ``."""
+
+    seq: int
+    key: float | None = None
+
+    def __str__(self) -> str:
+        return str(self.seq) if self.key is None else f"{self.key!r}:{self.seq}"
+
+
+def parse_cursor(value: str | None, field: str = "cursor", *, keyed: bool = False) -> Cursor | None:
+    """A page cursor (``Cursor``, as a previous page wrote it), or ``None`` for the first page.
+
+    ``keyed``: the list is sorted by due or updated time, so the cursor carries the key.
 
     Raises:
-        BadInput: not a non-negative integer.
+        BadInput: not the cursor of a previous page of this sort.
     """
     if value is None or value == "":
         return None
-    if not value.isdigit() or len(value) > 19:
-        raise BadInput(field, value, "a non-negative integer (the cursor of a previous page)")
-    return int(value)
+    key_text, sep, seq = value.rpartition(":")
+    if not seq.isdigit() or len(seq) > 19 or keyed != bool(sep):
+        expected = "KEY:SEQUENCE" if keyed else "a non-negative integer"
+        raise BadInput(field, value, f"{expected} (the cursor of a previous page of this sort)")
+    if not keyed:
+        return Cursor(int(seq))
+    try:
+        key = float(key_text)
+    except ValueError:
+        key = math.nan
+    if not math.isfinite(key):
+        raise BadInput(field, value, "KEY:SEQUENCE with KEY finite epoch seconds")
+    return Cursor(int(seq), key)
 
 
 def parse_limit(value: str | None) -> int:
@@ -127,7 +154,9 @@ def parse_age(value: str | None, field: str = "older_than") -> float:
 class TaskFilter:
     """The task list's filters; every field optional. ``matches`` is the whole rule.
 
-    ``since`` and ``until`` bound ``updated_at`` (epoch seconds, inclusive).
+    ``since`` and ``until`` bound ``updated_at`` (epoch seconds, inclusive). ``sort``
+    (a ``Store.list`` order: created, due or updated) and ``descending`` choose the
+    order of the list; they select nothing.
     """
 
     queue: str | None = None
@@ -137,6 +166,8 @@ class TaskFilter:
     prefix: str | None = None
     since: float | None = None
     until: float | None = None
+    sort: str = "created"
+    descending: bool = False
 
     @classmethod
     def from_params(cls, params: Mapping[str, str]) -> TaskFilter:
@@ -157,7 +188,15 @@ class TaskFilter:
         since, until = _instant(params, "since"), _instant(params, "until")
         if since is not None and until is not None and since > until:
             raise BadInput("until", params.get("until"), "a time after since")
+        sort = params.get("sort", "").strip().lower() or "created"
+        if sort not in LIST_ORDERS:
+            raise BadInput("sort", params.get("sort"), "one of " + ", ".join(LIST_ORDERS))
+        direction = params.get("order", "").strip().lower() or "asc"
+        if direction not in ("asc", "desc"):
+            raise BadInput("order", params.get("order"), "asc or desc")
         return cls(
+            sort=sort,
+            descending=direction == "desc",
             queue=_text(params, "queue"),
             status=status,
             task=_text(params, "task"),
@@ -176,8 +215,13 @@ class TaskFilter:
 
     @property
     def empty(self) -> bool:
-        """True when no filter is set."""
-        return all(getattr(self, f.name) is None for f in fields(self))
+        """True when no filter is set and the list is in its default order."""
+        return all(getattr(self, f.name) in (None, False, "created") for f in fields(self))
+
+    @property
+    def keyed(self) -> bool:
+        """True when the list is sorted by a time, so its cursor carries that time."""
+        return self.sort != "created"
 
     def matches(self, task: Task) -> bool:
         """True when ``task`` passes every filter that is set."""
@@ -202,9 +246,11 @@ class TaskFilter:
         out: dict[str, str] = {}
         for f in fields(self):
             value: Any = getattr(self, f.name)
-            if value is None:
+            if value is None or value is False or (f.name == "sort" and value == "created"):
                 continue
-            if isinstance(value, TaskStatus):
+            if f.name == "descending":
+                out["order"] = "desc"
+            elif isinstance(value, TaskStatus):
                 out[f.name] = value.value
             elif isinstance(value, float):
                 out[f.name] = datetime.fromtimestamp(value, timezone.utc).strftime(
@@ -220,35 +266,52 @@ class Page:
     """One page of the task list.
 
     Attributes:
-        tasks: the matching tasks, in ``sequence`` order.
+        tasks: the matching tasks, in the filter's order.
         next: the cursor of the next page; ``None`` when the scan reached the end.
         scanned: rows read to fill this page.
     """
 
     tasks: tuple[Task, ...]
-    next: int | None
+    next: Cursor | None
     scanned: int
 
 
-def _rows(store: Store, flt: TaskFilter, after: int | None, chunk: int) -> Iterator[Task]:
-    """Every task passing ``flt``'s queue and status, from ``after`` on, ``chunk`` rows a call."""
+def _cursor(task: Task, flt: TaskFilter) -> Cursor:
+    """The cursor of a page that ends at ``task``."""
+    key, seq = list_key(task, flt.sort)
+    return Cursor(seq, key if flt.keyed else None)
+
+
+def _rows(store: Store, flt: TaskFilter, after: Cursor | None, chunk: int) -> Iterator[Task]:
+    """Every task passing ``flt``'s queue and status in its order, from ``after`` on, ``chunk``
+    rows a call."""
     while True:
-        batch = store.list(queue=flt.queue, status=flt.status, after=after, limit=chunk)
+        batch = store.list(
+            queue=flt.queue,
+            status=flt.status,
+            order=flt.sort,
+            descending=flt.descending,
+            after=None if after is None else after.seq,
+            after_key=None if after is None else after.key,
+            limit=chunk,
+        )
         yield from batch
         if len(batch) < chunk:
             return
-        after = batch[-1].sequence
+        after = _cursor(batch[-1], flt)
 
 
 def scan(
     store: Store,
     flt: TaskFilter,
     *,
-    cursor: int | None = None,
+    cursor: Cursor | None = None,
     limit: int = DEFAULT_LIMIT,
     budget: int = SCAN_BUDGET,
 ) -> Page:
     """Up to ``limit`` tasks matching ``flt`` after ``cursor``, reading at most ``budget`` rows."""
+    if cursor is not None and (cursor.key is not None) != flt.keyed:
+        raise BadInput("cursor", str(cursor), "the cursor of a previous page of this sort")
     chunk = min(_CHUNK, budget) if flt.narrowing else limit + 1
     found: list[Task] = []
     scanned = 0
@@ -259,7 +322,7 @@ def scan(
         if scanned == budget:
             return Page(tuple(found), last, scanned)
         scanned += 1
-        last = task.sequence
+        last = _cursor(task, flt)
         if flt.matches(task):
             found.append(task)
     return Page(tuple(found), None, scanned)
@@ -274,9 +337,12 @@ def scan_all(
 ) -> Iterator[list[Task]]:
     """Every task matching ``flt``, in batches of at most ``batch``, one bounded scan per batch.
 
-    Stops early when ``stop()`` turns true between batches.
+    Stops early when ``stop()`` turns true between batches. Always in creation order: an
+    action changes ``updated_at`` (and may change ``due_at``), which would move a task
+    ahead of the cursor of a list sorted by them.
     """
-    cursor: int | None = None
+    flt = dataclasses.replace(flt, sort="created", descending=False)
+    cursor: Cursor | None = None
     while not stop():
         page = scan(store, flt, cursor=cursor, limit=batch, budget=max(batch, SCAN_BUDGET))
         if page.tasks:

@@ -17,7 +17,7 @@ from resile.queue._names import Tally, TaskStatus
 from resile.queue.registry import WorkerRecord
 from resile.queue.store.base import Store
 from resile.queue.task import Task
-from resile.web._filters import TaskFilter, scan
+from resile.web._filters import Cursor, TaskFilter, scan
 
 __all__ = [
     "STATUSES",
@@ -141,7 +141,7 @@ def _charts(store: Store) -> tuple[Chart, Chart]:
     )
 
 
-def tasks_view(store: Store, flt: TaskFilter, cursor: int | None, limit: int) -> dict[str, Any]:
+def tasks_view(store: Store, flt: TaskFilter, cursor: Cursor | None, limit: int) -> dict[str, Any]:
     """One page of the task list under ``flt``."""
     page = scan(store, flt, cursor=cursor, limit=limit)
     return {"page": page, "filter": flt, "cursor": cursor, "limit": limit}

@@ -209,7 +209,7 @@ class _Dashboard:
     def tasks_read(self, request: Request) -> tuple[Any, Callable[[], dict[str, Any]]]:
         params = request.query_params
         flt = TaskFilter.from_params(params)
-        cursor = parse_cursor(params.get("cursor"))
+        cursor = parse_cursor(params.get("cursor"), keyed=flt.keyed)
         limit = parse_limit(params.get("limit"))
         return ("tasks", flt, cursor, limit), lambda: tasks_view(self.store, flt, cursor, limit)
 

@@ -306,20 +306,37 @@ STATS_OF_QUEUE = f"SELECT status, SUM(n) FROM {COUNTS_TABLE} WHERE queue = :queu
 QUEUES = f"SELECT queue FROM {COUNTS_TABLE} GROUP BY queue HAVING SUM(n) > 0 ORDER BY queue"
 
 
-def list_tasks(*, queue: bool, statuses: int | None, after: bool) -> str:
-    """``list``: by queue, by ``statuses`` of them (``:s0`` ...; ``None``: any), after a
-    sequence; paged (``:limit``, ``:offset``)."""
+# ``Store.list``'s orders -> the column each sorts by (ties by ``seq``).
+LIST_COLUMNS = {"created": "seq", "due": "due_at", "updated": "updated_at"}
+
+
+def list_tasks(
+    *,
+    queue: bool,
+    statuses: int | None,
+    after: bool,
+    order: str = "created",
+    descending: bool = False,
+) -> str:
+    """``list``: by queue, by ``statuses`` of them (``:s0`` ...; ``None``: any), sorted by
+    ``order``'s column then ``seq``, after a cursor (``:after``, and ``:after_key`` for a
+    keyed order); paged (``:limit``, ``:offset``)."""
+    column = LIST_COLUMNS[order]
+    cmp, direction = ("<", " DESC") if descending else (">", "")
     where: list[str] = []
     if queue:
         where.append("queue = :queue")
     if statuses is not None:
         where.append(f"status IN {in_list('s', statuses)}")
-    if after:
-        where.append("seq > :after")
+    if after and column == "seq":
+        where.append(f"seq {cmp} :after")
+    elif after:
+        where.append(f"({column} {cmp} :after_key OR ({column} = :after_key AND seq {cmp} :after))")
     sql = f"SELECT * FROM {_T}"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    return sql + " ORDER BY seq LIMIT :limit OFFSET :offset"
+    by = f"seq{direction}" if column == "seq" else f"{column}{direction}, seq{direction}"
+    return sql + f" ORDER BY {by} LIMIT :limit OFFSET :offset"
 
 
 # -- lease --------------------------------------------------------------------------------------

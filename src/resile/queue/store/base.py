@@ -64,6 +64,7 @@ from resile.queue.schedules import ScheduleRecord, check_name
 from resile.queue.task import JSONValue, Task, TaskError, TaskSpec, check_json
 
 __all__ = [
+    "LIST_ORDERS",
     "IfExists",
     "Listener",
     "Reclaimed",
@@ -71,6 +72,7 @@ __all__ = [
     "check_create_args",
     "check_lease_args",
     "check_list_args",
+    "check_list_order",
     "check_pct",
     "check_queue",
     "check_seconds",
@@ -81,6 +83,7 @@ __all__ = [
     "encode_results",
     "fail_args",
     "lease_call_args",
+    "list_key",
     "normalize_queues",
     "normalize_statuses",
     "purge_statuses",
@@ -579,19 +582,31 @@ class Store(Closing, ABC):
         limit: int = 100,
         offset: int = 0,
         after: int | None = None,
+        order: str = "created",
+        descending: bool = False,
+        after_key: float | None = None,
     ) -> list[Task]:
-        """Tasks in ``sequence`` order (oldest first), filtered and paginated.
+        """Tasks sorted by ``order`` (ties by ``sequence``), filtered and keyset-paginated.
 
         Args:
             queue: only this queue.
             status: one status or several.
             limit: at most this many (>= 1).
             offset: skip this many matches (simple paging).
-            after: only tasks with ``sequence > after``; pass the last
-                ``sequence`` seen for stable cursor paging while tasks change.
+            after: the ``sequence`` of the last task seen: only tasks that sort
+                after it come (stable cursor paging while tasks change).
+            order: ``"created"`` (``sequence``, the default), ``"due"``
+                (``due_at``) or ``"updated"`` (``updated_at``); ``LIST_ORDERS``.
+            descending: newest / latest first.
+            after_key: with ``order`` ``"due"`` or ``"updated"``, the sort key
+                (``due_at`` / ``updated_at``) of that last task; given together
+                with ``after``. The page holds the tasks whose ``(key, sequence)``
+                comes after ``(after_key, after)`` in the chosen direction.
 
         Raises:
-            ValueError: a status that does not exist, ``limit < 1``, ``offset < 0``.
+            ValueError: a status that does not exist, ``limit < 1``, ``offset < 0``,
+                an unknown ``order``, ``after_key`` without ``after`` (or the
+                other way round for a keyed order), ``after_key`` with ``"created"``.
         """
 
     @abstractmethod
@@ -1244,6 +1259,48 @@ def check_list_args(
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise ValueError(f"list: offset must be an int >= 0, got {offset!r}")
     return statuses
+
+
+# ``Store.list``'s orders -> the ``Task`` attribute (and column) each sorts by.
+LIST_ORDERS: dict[str, str] = {"created": "sequence", "due": "due_at", "updated": "updated_at"}
+
+
+def check_list_order(
+    order: str, descending: bool, after: int | None, after_key: float | None
+) -> str:
+    """Validate ``list``'s sort and keyset cursor; returns the ``Task`` attribute sorted by.
+
+    Raises:
+        ValueError: naming the argument and its value.
+    """
+    if not isinstance(order, str) or order not in LIST_ORDERS:
+        raise ValueError(f"list: order must be one of {', '.join(LIST_ORDERS)}, got {order!r}")
+    if not isinstance(descending, bool):
+        raise ValueError(f"list: descending must be a bool, got {descending!r}")
+    if after is not None and (isinstance(after, bool) or not isinstance(after, int)):
+        raise ValueError(f"list: after must be an int (a sequence), got {after!r}")
+    if order == "created":
+        if after_key is not None:
+            raise ValueError(f"list: after_key applies to order due or updated, got {after_key!r}")
+    elif (after is None) != (after_key is None):
+        raise ValueError(
+            f"list: after and after_key go together with order {order!r},"
+            f" got after={after!r}, after_key={after_key!r}"
+        )
+    elif after_key is not None and (
+        isinstance(after_key, bool)
+        or not isinstance(after_key, (int, float))
+        or not math.isfinite(after_key)
+    ):
+        raise ValueError(f"list: after_key must be finite epoch seconds, got {after_key!r}")
+    return LIST_ORDERS[order]
+
+
+def list_key(task: Task, order: str) -> tuple[float, int]:
+    """The ``(key, sequence)`` a task sorts by in ``list`` under ``order`` (a ``LIST_ORDERS`` key)."""
+    if order == "created":
+        return (float(task.sequence), task.sequence)
+    return (float(getattr(task, LIST_ORDERS[order])), task.sequence)
 
 
 def purge_statuses(statuses: Collection[TaskStatus | str]) -> tuple[TaskStatus, ...]:

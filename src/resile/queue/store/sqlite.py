@@ -81,6 +81,7 @@ from resile.queue.store.base import (
     check_create_args,
     check_lease_args,
     check_list_args,
+    check_list_order,
     check_queue,
     check_seconds,
     counts_by_queue,
@@ -951,16 +952,23 @@ class SQLiteStore(Store):
         limit: int = 100,
         offset: int = 0,
         after: int | None = None,
+        order: str = "created",
+        descending: bool = False,
+        after_key: float | None = None,
     ) -> builtins.list[Task]:
         statuses = check_list_args(status, limit, offset)
+        check_list_order(order, descending, after, after_key)
         query = sql.list_tasks(
             queue=queue is not None,
             statuses=None if statuses is None else len(statuses),
             after=after is not None,
+            order=order,
+            descending=descending,
         )
         params: dict[str, Any] = {
             "queue": queue,
             "after": None if after is None else int(after),
+            "after_key": None if after_key is None else float(after_key),
             "limit": limit,
             "offset": offset,
             **sql.queue_params((s.value for s in statuses or ()), "s"),

@@ -470,15 +470,30 @@ class Queries:
         self.LIVE_ROWS = f"SELECT reltuples AS n FROM pg_class WHERE oid = '{hot}'::REGCLASS"
 
         # -- lists, prunes, wake-up times -----------------------------------------------------
-        _where_list = (
-            " WHERE (%(queue)s::TEXT IS NULL OR queue = %(queue)s)"
-            " AND (%(statuses)s::TEXT[] IS NULL OR status = ANY(%(statuses)s))"
-            " AND (%(after)s::BIGINT IS NULL OR seq > %(after)s)"
-        )
-        self.LIST = (
-            f"SELECT * FROM {hot}{_where_list} UNION ALL SELECT * FROM {fin}{_where_list}"
-            " ORDER BY seq LIMIT %(limit)s OFFSET %(offset)s"
-        )
+        # One statement per (order, descending) of ``Store.list``: sorted by the order's column
+        # then ``seq``, after the cursor ``(:after_key, :after)`` (``:after`` alone by ``seq``).
+        self.LIST: dict[tuple[str, bool], str] = {}
+        for order, column in (("created", "seq"), ("due", "due_at"), ("updated", "updated_at")):
+            for descending in (False, True):
+                cmp, direction = ("<", " DESC") if descending else (">", "")
+                if column == "seq":
+                    cursor = f"seq {cmp} %(after)s"
+                    by = f"seq{direction}"
+                else:
+                    cursor = (
+                        f"({column} {cmp} %(after_key)s::DOUBLE PRECISION OR ({column} ="
+                        f" %(after_key)s::DOUBLE PRECISION AND seq {cmp} %(after)s))"
+                    )
+                    by = f"{column}{direction}, seq{direction}"
+                where = (
+                    " WHERE (%(queue)s::TEXT IS NULL OR queue = %(queue)s)"
+                    " AND (%(statuses)s::TEXT[] IS NULL OR status = ANY(%(statuses)s))"
+                    f" AND (%(after)s::BIGINT IS NULL OR {cursor})"
+                )
+                self.LIST[order, descending] = (
+                    f"SELECT * FROM {hot}{where} UNION ALL SELECT * FROM {fin}{where}"
+                    f" ORDER BY {by} LIMIT %(limit)s OFFSET %(offset)s"
+                )
         # Finished tasks of ``:statuses`` finished at or before ``:cutoff``, at most ``:batch``.
         self.PURGE_BATCH = (
             f"DELETE FROM {fin} WHERE seq IN (SELECT seq FROM {fin}"

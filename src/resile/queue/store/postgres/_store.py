@@ -48,6 +48,7 @@ from resile.queue.store.base import (
     Store,
     check_lease_args,
     check_list_args,
+    check_list_order,
     check_queue,
     check_seconds,
     counts_by_queue,
@@ -937,18 +938,24 @@ class PostgresStore(Schedules, Dashboard, Store):
         limit: int = 100,
         offset: int = 0,
         after: int | None = None,
+        order: str = "created",
+        descending: bool = False,
+        after_key: float | None = None,
     ) -> builtins.list[Task]:
         statuses = check_list_args(status, limit, offset)
+        check_list_order(order, descending, after, after_key)
+        statement = self.q.LIST[order, descending]
         params: dict[str, Any] = {
             "queue": queue,
             "statuses": None if statuses is None else [s.value for s in statuses],
             "after": None if after is None else int(after),
+            "after_key": None if after_key is None else float(after_key),
             "limit": limit,
             "offset": offset,
         }
 
         def body(cur: Cursor) -> Rows:
-            cur.execute(self.q.LIST, params)
+            cur.execute(statement, params)
             return cur.fetchall()
 
         out: builtins.list[Task] = []

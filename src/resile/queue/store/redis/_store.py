@@ -37,6 +37,7 @@ from resile.queue.store.base import (
     check_create_args,
     check_lease_args,
     check_list_args,
+    check_list_order,
     check_queue,
     check_seconds,
     dumps,
@@ -777,41 +778,20 @@ class RedisStore(Store):
         limit: int = 100,
         offset: int = 0,
         after: int | None = None,
+        order: str = "created",
+        descending: bool = False,
+        after_key: float | None = None,
     ) -> builtins.list[Task]:
         statuses = check_list_args(status, limit, offset) or tuple(TaskStatus)
+        check_list_order(order, descending, after, after_key)
         names = [queue] if queue is not None else self.queues()
         self._sweep(names)
-        low = "-inf" if after is None else f"({int(after)}"
-        want = offset + limit
         pairs = [(q, s) for q in names for s in statuses]
-
-        commands: builtins.list[tuple[Any, ...]] = []
-        for q, s in pairs:
-            if s is TaskStatus.DOING:  # the leases set holds exactly the DOING tasks
-                commands.append(("ZRANGE", K.queue_key(self.root, K.LEASES, q), 0, -1))
-            else:
-                key = K.status_key(self.root, s, q)
-                commands.append(("ZRANGEBYSCORE", key, low, "+inf", "WITHSCORES", "LIMIT", 0, want))
-        found: builtins.list[builtins.list[tuple[str, float]]] = []
-        doing: builtins.list[str] = []
-        replies = self._call(lambda: self._pipeline(commands)) if commands else []
-        for (_, s), got in zip(pairs, replies, strict=True):
-            if isinstance(got, Exception):
-                raise got
-            if s is TaskStatus.DOING:
-                doing.extend(got)
-            else:
-                found.append([(got[i], float(got[i + 1])) for i in range(0, len(got), 2)])
-        if doing:
-            seqs = self._call(
-                lambda: self._pipeline([("HGET", self._tk(t), _F.SEQ.value) for t in doing])
-            )
-            held = [(tid, float(n)) for tid, n in zip(doing, seqs, strict=True) if n]
-            if after is not None:
-                held = [(tid, n) for tid, n in held if n > after]
-            found.append(sorted(held, key=lambda pair: pair[1])[:want])
-        merged = heapq.merge(*found, key=lambda pair: pair[1])
-        ids = builtins.list(dict.fromkeys(tid for tid, _ in merged))[offset:want]
+        if order == "created":
+            ids = self._ids_by_sequence(pairs, offset + limit, after, descending)[offset:]
+        else:
+            ids = self._ids_by_field(pairs, order, descending, after, after_key)
+            ids = ids[offset : offset + limit]
         if not ids:
             return []
 
@@ -829,6 +809,99 @@ class RedisStore(Store):
             if task.status in statuses:  # not moved on since we read the index
                 out.append(task)
         return out
+
+    def _index_members(
+        self, pairs: Sequence[tuple[str, TaskStatus]], command: Callable[[str], tuple[Any, ...]]
+    ) -> tuple[builtins.list[builtins.list[tuple[str, float]]], builtins.list[str]]:
+        """Per (queue, status) the (id, sequence) pairs ``command(key)`` reads from its
+        sequence-scored set, and the ids of the ``DOING`` tasks (their leases set)."""
+        commands: builtins.list[tuple[Any, ...]] = []
+        for q, s in pairs:
+            if s is TaskStatus.DOING:  # the leases set holds exactly the DOING tasks
+                commands.append(("ZRANGE", K.queue_key(self.root, K.LEASES, q), 0, -1))
+            else:
+                commands.append(command(K.status_key(self.root, s, q)))
+        found: builtins.list[builtins.list[tuple[str, float]]] = []
+        doing: builtins.list[str] = []
+        replies = self._call(lambda: self._pipeline(commands)) if commands else []
+        for (_, s), got in zip(pairs, replies, strict=True):
+            if isinstance(got, Exception):
+                raise got
+            if s is TaskStatus.DOING:
+                doing.extend(got)
+            else:
+                found.append([(got[i], float(got[i + 1])) for i in range(0, len(got), 2)])
+        return found, doing
+
+    def _ids_by_sequence(
+        self,
+        pairs: Sequence[tuple[str, TaskStatus]],
+        want: int,
+        after: int | None,
+        descending: bool,
+    ) -> builtins.list[str]:
+        """The first ``want`` ids in ``sequence`` order past ``after``: ``want`` per set, merged."""
+        if descending:
+            high = "+inf" if after is None else f"({int(after)}"
+            found, doing = self._index_members(
+                pairs,
+                lambda key: ("ZREVRANGEBYSCORE", key, high, "-inf", "WITHSCORES", "LIMIT", 0, want),
+            )
+        else:
+            low = "-inf" if after is None else f"({int(after)}"
+            found, doing = self._index_members(
+                pairs,
+                lambda key: ("ZRANGEBYSCORE", key, low, "+inf", "WITHSCORES", "LIMIT", 0, want),
+            )
+        if doing:
+            seqs = self._call(
+                lambda: self._pipeline([("HGET", self._tk(t), _F.SEQ.value) for t in doing])
+            )
+            held = [(tid, float(n)) for tid, n in zip(doing, seqs, strict=True) if n]
+            if after is not None:
+                held = [(tid, n) for tid, n in held if (n < after if descending else n > after)]
+            found.append(sorted(held, key=lambda pair: pair[1], reverse=descending)[:want])
+        merged = heapq.merge(*found, key=lambda pair: pair[1], reverse=descending)
+        return builtins.list(dict.fromkeys(tid for tid, _ in merged))[:want]
+
+    def _ids_by_field(
+        self,
+        pairs: Sequence[tuple[str, TaskStatus]],
+        order: str,
+        descending: bool,
+        after: int | None,
+        after_key: float | None,
+    ) -> builtins.list[str]:
+        """Every matching id sorted by ``order``'s field then sequence, past the cursor.
+
+        No index is kept per due or updated time: this reads every member of the
+        matching sets and one ``HMGET`` per task, so its cost grows with the
+        matching tasks (docs/dashboard.md).
+        """
+        found, doing = self._index_members(pairs, lambda key: ("ZRANGE", key, 0, -1, "WITHSCORES"))
+        ids = [tid for members in found for tid, _ in members] + doing
+        field = _F.DUE_AT.value if order == "due" else _F.UPDATED_AT.value
+        values = (
+            self._call(
+                lambda: self._pipeline(
+                    [("HMGET", self._tk(tid), field, _F.SEQ.value) for tid in ids]
+                )
+            )
+            if ids
+            else []
+        )
+        keyed: builtins.list[tuple[float, int, str]] = []
+        for tid, got in zip(ids, values, strict=True):
+            if isinstance(got, Exception) or got[0] is None or got[1] is None:
+                continue  # gone (retention) since we read the index
+            keyed.append((float(got[0]), int(got[1]), tid))
+        if after is not None and after_key is not None:
+            mark = (float(after_key), int(after))
+            keyed = [
+                k for k in keyed if ((k[0], k[1]) < mark if descending else (k[0], k[1]) > mark)
+            ]
+        keyed.sort(reverse=descending)
+        return builtins.list(dict.fromkeys(tid for _, _, tid in keyed))
 
     def _stats_keys(self, names: Sequence[str]) -> builtins.list[tuple[TaskStatus, str]]:
         """(status, the key whose size counts it) per queue and status."""
