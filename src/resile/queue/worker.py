@@ -88,8 +88,16 @@ _STORE_BACKOFF = Exponential(0.05, max_delay=2.0, jitter="full")
 # it looks at the stop flag, logs the outage once and tries again after _STORE_BACKOFF. So
 # a signal is noticed within about this long whatever the store does.
 _STORE_PATIENCE = 1.0
+
+
+# The same after a second signal: one try of each write, bounded so the exit is at once.
+_FORCED_PATIENCE = 0.5
 # At most this many task ids are named in the log line of outcomes left unwritten at exit.
 _NAMED = 20
+
+
+class _ForcedStop(BaseException):
+    """Raised by a second SIGINT / SIGTERM in the loop, to leave a blocked store call."""
 
 
 @dataclass
@@ -233,6 +241,8 @@ class Worker:
         self._woken = False
         self._stopping = False
         self._force = False
+        # Whether the main thread is in ``_loop`` (a second signal then leaves it at once).
+        self._in_loop = False
         self._running_flag = False
         self._fatal_error: str | None = None
         self._reports: deque[tuple[Execution, Result]] = deque()
@@ -398,7 +408,14 @@ class Worker:
                 self.worker_id,
                 signal.Signals(signum).name,
             )
-            self.stop(force=self._stopping)
+            second = self._stopping
+            self.stop(force=second)
+            if second and self._in_loop:
+                # The loop may be blocked in one store call (a connect, a pool waiting
+                # for its connect_timeout) that no flag reaches: leave it at once. The
+                # exit's hand-back still runs, bounded (``_at_exit``).
+                self._in_loop = False
+                raise _ForcedStop
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(ValueError, OSError):
@@ -533,7 +550,13 @@ class Worker:
             with self._bounded():
                 self._register()
             self._start_schedules()
-            self._loop(executor, burst, wait)
+            self._in_loop = True
+            try:
+                self._loop(executor, burst, wait)
+            except _ForcedStop:
+                logger.info("resile worker %s: second signal, leaving at once", self.worker_id)
+            finally:
+                self._in_loop = False
         finally:
             self._scheduler = None
             remove_listener()
@@ -541,9 +564,10 @@ class Worker:
                 stop_watching()
             self._watched = False
             try:
-                self._hand_back(executor)
-                with self._bounded():
-                    self._unregister()
+                if self._hand_back(executor):
+                    # Not after an outage the hand-back met: the record expires by itself.
+                    with contextlib.suppress(TimeoutError):
+                        self._at_exit(self._unregister, _FORCED_PATIENCE)
             finally:
                 executor.close(max(self.kill_grace, 1.0) + 1.0)
                 self._executor = None
@@ -694,6 +718,36 @@ class Worker:
                 if self._stop_at is not None:
                     pause = min(pause, max(0.0, self._stop_at - clock.monotonic()))
                 self._wait(pause)
+
+    def _at_exit(self, call: Callable[[], object], patience: float) -> None:
+        """``call`` (store calls at exit) within about ``patience`` seconds, whatever the
+        store does.
+
+        A deadline bounds the store's retrying but not one blocking call (a connect
+        or a pool waiting for its ``connect_timeout``), so the call runs in a daemon
+        thread that the exit does not wait for past the bound.
+
+        Raises:
+            TimeoutError: the call had not returned by then (it is left behind).
+            Exception: what ``call`` raised.
+        """
+        failed: list[BaseException] = []
+        end = self._clock.monotonic() + patience
+
+        def run() -> None:
+            try:
+                with deadline(at=end):
+                    call()
+            except BaseException as exc:  # handed to the exiting thread
+                failed.append(exc)
+
+        helper = threading.Thread(target=run, name="resile-exit-write", daemon=True)
+        helper.start()
+        helper.join(patience + 0.25)
+        if helper.is_alive():
+            raise TimeoutError(f"the store did not answer within {patience:g} s")
+        if failed:
+            raise failed[0]
 
     def _bounded(self) -> deadline:
         """The deadline of the store calls of one round: they ride through an outage for at
@@ -1147,24 +1201,24 @@ class Worker:
                     )
                 )
 
-    def _hand_back(self, executor: Executor) -> None:
+    def _hand_back(self, executor: Executor) -> bool:
         """At exit: abort what still runs and give it back to the queue; write what is
         pending. One pass that rides through an outage for at most ``_STORE_PATIENCE``
         (not at all after a second signal); what the store refuses is logged, naming
-        the tasks."""
+        the tasks. Whether the store took everything."""
         self._collect()
         for execution in list(self._running.values()):
             if execution.state is RUNNING:
                 execution.state = ABORTED
                 executor.abort(execution)
                 self._writes.append((execution, None))
+        took = True
         try:
             # The hand-back rides through an outage for a second, but not after a second
             # signal (stop(force=True)): then each write is tried once.
-            patience = 0.0 if self._force else _STORE_PATIENCE
-            with deadline(at=self._clock.monotonic() + patience):
-                self._flush()
+            self._at_exit(self._flush, _FORCED_PATIENCE if self._force else _STORE_PATIENCE)
         except Exception as exc:
+            took = False
             left = [e.task.id for e, _ in self._done] + [e.task.id for e, _ in self._writes]
             named = ", ".join(left[:_NAMED]) + (", ..." if len(left) > _NAMED else "")
             logger.warning(
@@ -1181,6 +1235,7 @@ class Worker:
         self._done.clear()
         self._writes.clear()
         self._reports.clear()
+        return took
 
 
 # The task-level event that follows an attempt's end, by outcome. (A cancel's task.canceled
