@@ -320,11 +320,3 @@ class TestSilentAndFrozen:
             frozen.commit()
         got = s.get("a")
         assert got is not None and got.attempts == task.attempts
-
-    def test_bad_timeouts_are_refused_by_name(self, url: str) -> None:
-        """read_timeout and idle_timeout must be seconds >= 0 or none; a bad value is named."""
-        with pytest.raises(ValueError, match="read_timeout must be seconds"):
-            open_store(url + "?read_timeout=soon")
-        with pytest.raises(ValueError, match="idle_timeout"):
-            open_store(url, idle_timeout=-1)
-        open_store(url + "?read_timeout=none&idle_timeout=none").close()
