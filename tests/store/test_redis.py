@@ -342,6 +342,22 @@ class TestIdempotentRetries:
         t = rstore.get("a")
         assert t is not None and len(t.history) == 1
 
+    def test_delete_and_make_due(self, rstore: RedisStore) -> None:
+        """A replayed delete or make_due answers yes again (its first run did it); a new op
+        finds nothing to do."""
+        rstore.create_many([spec(id="d"), spec(id="m", delay=60)], now=T0)
+        delete = SPECS["delete"].argv(id="d", op="op-d")
+        assert rstore._eval("delete", delete) == 1
+        assert rstore._eval("delete", delete) == 1
+        assert rstore._eval("delete", SPECS["delete"].argv(id="d", op="op-e")) == 0
+        due = SPECS["make_due"].argv(id="m", now_s=repr(T0 + 1), op="op-m")
+        assert rstore._eval("make_due", due)[0] == "ok"
+        assert rstore._eval("make_due", due)[0] == "ok"
+        other = SPECS["make_due"].argv(id="m", now_s=repr(T0 + 1), op="op-n")
+        assert rstore._eval("make_due", other) == ["no"]
+        got = rstore.get("m")
+        assert got is not None and got.due_at == T0 + 1 and rstore.get("d") is None
+
     @pytest.mark.parametrize("script", ["create", "create1"])
     def test_create(self, rstore: RedisStore, script: str) -> None:
         """A replayed create is recognised (no DuplicateTask), and nothing is stored twice

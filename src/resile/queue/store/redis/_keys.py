@@ -22,6 +22,8 @@ which Python formats and the Lua scripts get as functions (``_scripts``)::
     <root>:t:<id>           hash    one task (fields: ``TASK_FIELDS``, from TaskField)
     <root>:lop:<worker>     string  the last lease of a worker (a retried lease
                                     returns the same tasks), expires with the lease
+    <root>:del:<op>         string  the id a delete call removed (a retried delete
+                                    answers yes again), expires after a minute
     <root>:ready:<q>        zset    due tasks without resource needs; score 0,
                                     member rank + id: lexicographic order is
                                     (priority, sequence)
@@ -127,6 +129,7 @@ SHAPES = {
     "tally": "{root}:tl:{hour}:{queue}",
     "task": "{root}:t:{id}",
     "last_lease": "{root}:lop:{worker}",
+    "deleted": "{root}:del:{op}",
     "index": "{root}:{index}:{queue}",
     "status": "{root}:s:{status}:{queue}",
     "finished": "{root}:f:{status}:{queue}",

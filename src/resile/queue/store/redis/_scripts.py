@@ -199,8 +199,8 @@ SPECS: dict[str, Script] = {
         Script("cancel", ("id", "now_s", "op", "error", *_TTL)),
         Script("setfield", ("id", "field", "value", "worker", "now_s")),
         Script("requeue", ("id", "now_s", "due_s", "op")),
-        Script("make_due", ("id", "now_s")),
-        Script("delete", ("id",)),
+        Script("make_due", ("id", "now_s", "op")),
+        Script("delete", ("id", "op")),
         Script("purge", ("cutoff_s", "max", "nq"), rest="nq queues, then the statuses"),
         Script(
             "sweep",

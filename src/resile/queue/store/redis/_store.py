@@ -1087,7 +1087,8 @@ class RedisStore(Store):
         return task
 
     def make_due(self, task_id: str, *, now: float | None = None) -> Task | None:
-        reply = self._eval("make_due", _S["make_due"].argv(id=task_id, now_s=_num(self.now(now))))
+        args = _S["make_due"].argv(id=task_id, now_s=_num(self.now(now)), op=_scripts.op_id())
+        reply = self._eval("make_due", args)
         if reply[0] != "ok":
             return None
         task = _decode(reply[1], strict=False)
@@ -1095,7 +1096,8 @@ class RedisStore(Store):
         return task
 
     def delete(self, task_id: str) -> bool:
-        return bool(self._eval("delete", _S["delete"].argv(id=task_id)))
+        args = _S["delete"].argv(id=task_id, op=_scripts.op_id())
+        return bool(self._eval("delete", args))
 
     def purge(
         self,

@@ -52,7 +52,7 @@ class Watcher:
         self._thread.start()
 
     def _subscribe(self) -> None:
-        ps = self.io.client.pubsub()  # type: ignore[no-untyped-call]
+        ps = self.io.client.pubsub()  # type: ignore[no-untyped-call,unused-ignore]
         try:
             ps.subscribe(*self.channels)
             confirmed = 0

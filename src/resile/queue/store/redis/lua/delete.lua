@@ -1,9 +1,14 @@
 -- delete: one task that is not DOING (a running one is canceled first), with its index
--- entries. Returns 1 when deleted now, else 0.
-local id = A.id
+-- entries. Returns 1 when deleted now, else 0. A call retried after its reply was lost
+-- (the same A.op) finds the tombstone the first one left and answers 1 again.
+local id, op = A.id, A.op
 local tk = task_key(id)
 local f = redis.call('HMGET', tk, F.status, F.queue, F.rank)
-if not f[1] or f[1] == S.DOING then return 0 end
+if not f[1] then
+  if isset(op) and redis.call('GET', deleted_key(op)) == id then return 1 end
+  return 0
+end
+if f[1] == S.DOING then return 0 end
 local q = f[2]
 if f[1] == S.PENDING then
   unpend(id, q, f[3] or '')
@@ -13,4 +18,5 @@ if f[1] == S.PENDING then
 else
   drop(id, q, f[1])
 end
+if isset(op) then redis.call('SET', deleted_key(op), id, 'PX', 60000) end
 return 1

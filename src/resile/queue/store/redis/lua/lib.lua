@@ -4,7 +4,7 @@
 -- The header before the blocks defines R (the key root, ARGV[1]), the limits
 -- (HISTORY_LIMIT, MIGRATE_LIMIT, ...) and the key functions (task_key(id),
 -- index_key(index, q), status_key(status, q), finished_key(status, q),
--- channel_key(q), last_lease_key(worker), QUEUES_KEY). State, field, outcome and
+-- channel_key(q), last_lease_key(worker), deleted_key(op), QUEUES_KEY). State, field, outcome and
 -- index names are written S.DOING, F.status, O.LOST, IX.ready: resile injects them.
 --
 -- Conventions: KEYS[1] is the store's sequence key (it carries the hash tag, so
