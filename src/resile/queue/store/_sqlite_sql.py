@@ -205,6 +205,14 @@ def tallies(*, queue: bool) -> str:
     )
 
 
+def timing_counters(*, queue: bool) -> str:
+    """The counters per queue and name in ``[:lo, :hi]`` (``Store.timings``' histograms)."""
+    where = "minute >= :lo AND minute <= :hi" + (" AND queue = :queue" if queue else "")
+    return (
+        f"SELECT queue, outcome, SUM(n) FROM {TALLIES_TABLE} WHERE {where} GROUP BY queue, outcome"
+    )
+
+
 # -- schedules: rows of the meta table, key SCHEDULE_PREFIX + name, value the record's JSON ------
 # Every change is a compare-and-set on the whole stored text (``:old``).
 

@@ -569,3 +569,9 @@ class Queries:
             " AND (%(queue)s::TEXT IS NULL OR queue = %(queue)s)"
             " GROUP BY minute, outcome ORDER BY minute"
         )
+        self.TIMING_COUNTERS = (
+            f"SELECT queue, outcome, SUM(n) AS n FROM {tallies}"
+            " WHERE minute >= %(lo)s AND minute <= %(hi)s"
+            " AND (%(queue)s::TEXT IS NULL OR queue = %(queue)s)"
+            " GROUP BY queue, outcome"
+        )

@@ -975,24 +975,33 @@ class RedisStore(Store):
         self, *, since: float, until: float | None = None, queue: str | None = None
     ) -> dict[int, dict[Tally, int]]:
         lo, hi = tally_range(since, until, self.now())
+        return tally_counts((m, what, n) for _, m, what, n in self._counters(lo, hi, queue))
+
+    def _timing_rows(self, lo: int, hi: int, queue: str | None) -> Iterable[tuple[str, str, int]]:
+        return ((q, what, n) for q, _, what, n in self._counters(lo, hi, queue))
+
+    def _counters(
+        self, lo: int, hi: int, queue: str | None
+    ) -> builtins.list[tuple[str, int, str, int]]:
+        """``(queue, minute, counter, n)`` of minutes ``lo`` .. ``hi``: one HGETALL per queue and hour."""
         if queue is not None:
             names = [queue]
         else:
             reply = self._call(lambda: self._command("HKEYS", K.queues_key(self.root)))
             names = sorted(str(q) for q in reply)
         hours = range(lo // 60, hi // 60 + 1)
-        keys = [K.tally_key(self.root, h, q) for q in names for h in hours]
+        keys = [(q, K.tally_key(self.root, h, q)) for q in names for h in hours]
         if not keys:
-            return {}
-        replies = self._call(lambda: self._pipeline([("HGETALL", k) for k in keys]))
+            return []
+        replies = self._call(lambda: self._pipeline([("HGETALL", k) for _, k in keys]))
         rows = []
-        for reply in replies:
+        for (q, _), reply in zip(keys, replies, strict=True):
             fields = reply if isinstance(reply, Mapping) else _pairs(reply)
             for name, n in fields.items():
                 minute, _, what = str(name).partition(K.TALLY_FIELD[len("{minute}")])
                 if minute.lstrip("-").isdigit() and lo <= int(minute) <= hi:
-                    rows.append((int(minute), what, int(n)))
-        return tally_counts(rows)
+                    rows.append((q, int(minute), what, int(n)))
+        return rows
 
     # -- schedules: one hash of records, changed by the schedule_swap script -------------------
 

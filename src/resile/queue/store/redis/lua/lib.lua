@@ -288,3 +288,23 @@ local function tally(q, what, now_s)
   redis.call('HINCRBY', key, minute .. '/' .. what, 1)
   redis.call('EXPIRE', key, TALLY_KEEP_S)
 end
+
+-- lib: timed
+-- The counter an attempt that ends at now_s adds to (base.timed_tally, the same rule):
+-- "<tally>:<run bucket>", and ":<lateness bucket>" for a retry attempt (attempts >= 2);
+-- bucket i: the first i with seconds <= TIMING_EDGES[i] (0-based), #TIMING_EDGES above them.
+local function timed(what, started_s, due_s, attempts, now_s)
+  if not isset(started_s) then return what end
+  local function bucket(seconds)
+    for i, edge in ipairs(TIMING_EDGES) do
+      if seconds <= edge then return i - 1 end
+    end
+    return #TIMING_EDGES
+  end
+  local started = tonumber(started_s)
+  local key = what .. TIMING_SEP .. bucket(tonumber(now_s) - started)
+  if (tonumber(attempts) or 0) >= 2 and isset(due_s) then
+    key = key .. TIMING_SEP .. bucket(started - tonumber(due_s))
+  end
+  return key
+end
