@@ -73,7 +73,7 @@ def _timings_json(windows: Mapping[str, Timings] | None) -> dict[str, Any]:
     for window, _ in TIMING_WINDOWS:
         got = (windows or {}).get(window) or Timings(Quantiles(), Quantiles())
         for kind, q in (("run", got.run), ("late", got.late)):
-            out[kind][window] = {"n": q.n, "p50": q.p50, "p95": q.p95}
+            out[kind][window] = q.to_dict()
     return out
 
 

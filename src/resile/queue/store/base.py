@@ -1106,6 +1106,10 @@ class Quantiles:
             return cls()
         return cls(n, _quantile(histogram, n, 0.5), _quantile(histogram, n, 0.95))
 
+    def to_dict(self) -> dict[str, int | float | None]:
+        """``{"n", "p50", "p95"}`` (JSON: the API and the CLI)."""
+        return {"n": self.n, "p50": self.p50, "p95": self.p95}
+
 
 def _quantile(histogram: Mapping[int, int], n: int, q: float) -> float:
     rank, below = q * n, 0
