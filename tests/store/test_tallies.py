@@ -99,6 +99,8 @@ class TestTimings:
         got = store.timings(since=M0, until=M0 + 59)
         assert got == {"mail": timing({2: 2, 11: 1}), "sms": timing({8: 1})}
         assert store.timings(since=M0, until=M0 + 59, queue="sms") == {"sms": timing({8: 1})}
+        around = store.timings(since=M0 - 3 * 3600, until=M0 + 3 * 3600)  # whole hours
+        assert around == got
         assert store.timings(since=M0 + 60, until=M0 + 600) == {}
         assert store.tallies(since=M0, until=M0 + 59) == {M0: counts(done=2, dead=2)}
 

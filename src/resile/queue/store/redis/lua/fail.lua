@@ -22,7 +22,8 @@ end
 local q, err = f[4], A.error
 local h, hn = history_with(f[10], f[11], entry(f[6], f[7], now_s, A.outcome, err, A.worker))
 zrem_later(index_key(IX.leases, q), id)
-tally(q, timed(A.dead == '1' and TL.DEAD or TL.RETRIED, f[7], f[15], f[6], now_s), now_s)
+local outcome = A.dead == '1' and TL.DEAD or TL.RETRIED
+tally(q, outcome, now_s, timed(outcome, f[7], f[15], f[6], now_s))
 if A.dead == '1' then
   redis.call('HSET', tk, F.status, S.FAILED, F.last_error, err, F.history, h, F.hn, hn,
     F.lease_expires_at, '', F.finished_at, now_s, F.updated_at, now_s, F.op, op)
