@@ -199,9 +199,10 @@ PRUNE_TALLIES = f"DELETE FROM {TALLIES_TABLE} WHERE minute < :cutoff"
 
 # A counter's tally: its name up to the first TIMING_SEP (the buckets summed away in SQL, so
 # a day of counters reaches Python as at most three rows a minute). SQLite and MySQL alike.
+_SEP = f"'{TIMING_SEP}'"
 _TALLY_OF = (
-    f"CASE WHEN INSTR(outcome, '{TIMING_SEP}') > 0"
-    f" THEN SUBSTR(outcome, 1, INSTR(outcome, '{TIMING_SEP}') - 1) ELSE outcome END"
+    f"CASE WHEN INSTR(outcome, {_SEP}) > 0"
+    f" THEN SUBSTR(outcome, 1, INSTR(outcome, {_SEP}) - 1) ELSE outcome END"
 )
 
 
