@@ -343,6 +343,19 @@ class TestStats:
         r = run("stats", "--db", db)
         assert r.exit_code == 0 and "other" in r.stdout and "CANCELED" in r.stdout
 
+    def test_run_time_last_hour(self, db: str, queue: Queue) -> None:
+        """stats adds the last hour's run time and retry lateness per queue (table and JSON)."""
+        make_task(queue, "a")
+        now = time.time()
+        queue.store.lease("default", "w", now=now)
+        queue.store.complete("a", "w", None, now=now + 0.003)
+        data = json.loads(run("stats", "--json", "--db", db).stdout)
+        run_time = data["timings_last_hour"]["default"]["run"]
+        assert run_time["n"] == 1 and 0.002 < run_time["p50"] <= 0.005
+        assert data["timings_last_hour"]["default"]["late"] == {"n": 0, "p50": None, "p95": None}
+        out = run("stats", "--db", db).stdout
+        assert "retry lateness" in out and "3.2 ms / 4.8 ms (1)" in out
+
 
 class TestCancelRetryPurge:
     def test_cancel(self, db: str, queue: Queue) -> None:

@@ -35,7 +35,7 @@ import logging
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar, cast
 from urllib.parse import parse_qsl, urlsplit
 
@@ -48,6 +48,7 @@ from resile.errors import DuplicateTask
 from resile.queue._names import DEFAULT_QUEUE, TaskStatus
 from resile.queue.api import DEFAULT_URL, Queue, connect
 from resile.queue.schedules import ScheduleRecord
+from resile.queue.store.base import Quantiles, Timings
 from resile.queue.task import Task
 
 __all__ = ["cli", "main"]
@@ -585,6 +586,7 @@ def stats(queue: str | None, as_json: bool, db: str) -> None:
         per_queue = {name: q.stats(name) for name in names}
         total = q.stats(queue)
         paused = q.store.paused()
+        timed = q.store.timings(since=q.store.now() - 3600 + 1, queue=queue)
     finally:
         q.close()
     if as_json:
@@ -594,6 +596,10 @@ def stats(queue: str | None, as_json: bool, db: str) -> None:
                     "queues": {n: {s.value: c for s, c in v.items()} for n, v in per_queue.items()},
                     "total": {s.value: c for s, c in total.items()},
                     "paused": paused,
+                    "timings_last_hour": {
+                        n: {"run": t.run.to_dict(), "late": t.late.to_dict()}
+                        for n, t in timed.items()
+                    },
                 }
             )
         )
@@ -612,6 +618,31 @@ def stats(queue: str | None, as_json: bool, db: str) -> None:
         f"[bold]{sum(total.values())}[/]",
     )
     _console().print(table)
+    if timed:
+        _console().print(_timings_table(timed))
+
+
+def _timings_table(timed: Mapping[str, Timings]) -> Table:
+    """Run time and retry lateness per queue, last hour: p50 / p95 (n)."""
+    table = Table(title="last hour: run time and retry lateness, p50 / p95", title_justify="left")
+    table.add_column("queue")
+    table.add_column("run time", justify="right")
+    table.add_column("retry lateness", justify="right")
+
+    def cell(q: Quantiles) -> str:
+        if not q.n:
+            return "—"
+        return f"{_duration(q.p50)} / {_duration(q.p95)} ({q.n})"
+
+    for name, t in timed.items():
+        table.add_row(escape(name), cell(t.run), cell(t.late))
+    return table
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
 # -- managing ---------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ import pytest
 
 from resile import Constant
 from resile.queue import Store, TaskError, TaskSpec
-from resile.queue._names import Tally
+from resile.queue._names import TIMING_EDGES, Tally
+from resile.queue.store.base import Quantiles, Timings, timing_bucket
 
 from .conftest import T0
 
@@ -72,3 +73,79 @@ class TestTallies:
         """A bound that is not epoch seconds is a ValueError naming it."""
         with pytest.raises(ValueError, match="tallies: since must be epoch seconds"):
             store.tallies(since=bad)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="tallies: since must be epoch seconds"):
+            store.timings(since=bad)  # type: ignore[arg-type]
+
+
+def timing(run: dict[int, int], late: dict[int, int] | None = None) -> Timings:
+    return Timings(Quantiles.of(run), Quantiles.of(late or {}))
+
+
+class TestTimings:
+    def test_run_times_by_queue(self, store: Store) -> None:
+        """complete and fail count end - start in its bucket, per queue; none: no entry."""
+        ends = {"mail": (0.003, 0.004, 3.0), "sms": (0.3,)}
+        tasks = []
+        for queue, runs in ends.items():
+            for run in runs:
+                tasks.append((store.create(spec(queue, max_retries=0), now=T0), queue, run))
+        store.lease("mail", W1, limit=3, now=T0)
+        store.lease("sms", W1, now=T0)
+        for i, (task, _, run) in enumerate(tasks):
+            if i % 2:
+                store.fail(task.id, W1, TaskError("E", "x"), now=T0 + run)
+            else:
+                store.complete(task.id, W1, None, now=T0 + run)
+        got = store.timings(since=M0, until=M0 + 59)
+        assert got == {"mail": timing({2: 2, 11: 1}), "sms": timing({8: 1})}
+        assert store.timings(since=M0, until=M0 + 59, queue="sms") == {"sms": timing({8: 1})}
+        around = store.timings(since=M0 - 3 * 3600, until=M0 + 3 * 3600)  # whole hours
+        assert around == got
+        assert store.timings(since=M0 + 60, until=M0 + 600) == {}
+        assert store.tallies(since=M0, until=M0 + 59) == {M0: counts(done=2, dead=2)}
+
+    def test_retry_lateness(self, store: Store) -> None:
+        """A retry attempt counts how late after its due time it started; a lapsed lease nothing."""
+        task = store.create(spec(max_retries=2), now=T0)
+        store.lease("default", W1, now=T0)
+        store.fail(task.id, W1, TaskError("E", "x"), now=T0 + 0.9)  # run 0.9 s; due at T0 + 5.9
+        store.lease("default", W1, now=T0 + 10, lease_seconds=5)  # 4.1 s late, then it lapses
+        assert store.lease("default", "worker-2", now=T0 + 16) == []  # not timed; due T0 + 20
+        store.lease("default", "worker-2", now=T0 + 21.3)  # 1.3 s late
+        store.complete(task.id, "worker-2", None, now=T0 + 21.7)  # run 0.4 s
+        assert store.timings(since=M0, until=M0 + 59) == {"default": timing({9: 1, 8: 1}, {10: 1})}
+
+    def test_later_retries(self, store: Store) -> None:
+        """Retries leased after their due time count how late, whether they fail or complete."""
+        task = store.create(spec(max_retries=2), now=T0)
+        store.lease("default", W1, now=T0)
+        store.fail(task.id, W1, TaskError("E", "x"), now=T0 + 0.4)  # due at T0 + 5.4
+        store.lease("default", W1, now=T0 + 20.4)  # 15 s late
+        store.fail(task.id, W1, TaskError("E", "x"), now=T0 + 20.8)  # due at T0 + 25.8
+        store.lease("default", W1, now=T0 + 30)  # 4.2 s late
+        store.complete(task.id, W1, None, now=T0 + 30.3)
+        got = store.timings(since=M0, until=M0 + 59)["default"]
+        assert got == timing({8: 3}, {13: 1, 11: 1})
+        assert got.late.n == 2 and got.late.p50 == pytest.approx(5.0)
+        assert got.late.p95 == pytest.approx(10 * 2**0.9)
+
+
+class TestQuantiles:
+    def test_buckets(self) -> None:
+        """A duration goes to the first edge it does not pass; above the last, one more."""
+        assert timing_bucket(-1.0) == timing_bucket(0.0) == timing_bucket(0.001) == 0
+        assert timing_bucket(0.0011) == 1
+        assert timing_bucket(1.0) == TIMING_EDGES.index(1.0)
+        assert timing_bucket(1e9) == len(TIMING_EDGES)
+
+    def test_interpolated_in_the_bucket(self) -> None:
+        """The rank falls in a bucket: geometric inside it, linear in the first, edge above."""
+        assert Quantiles.of({}) == Quantiles(0, None, None)
+        one = Quantiles.of({TIMING_EDGES.index(2.0): 2})  # (1, 2]: p50 at sqrt(2)
+        assert one.n == 2 and one.p50 == pytest.approx(2**0.5)
+        assert one.p95 == pytest.approx(2**0.95)
+        assert Quantiles.of({0: 4}).p50 == pytest.approx(0.0005)
+        assert Quantiles.of({len(TIMING_EDGES): 1}).p95 == TIMING_EDGES[-1]
+        split = Quantiles.of({0: 50, 9: 50})  # p50 at the top of the first; p95 in (0.5, 1]
+        assert split.p50 == pytest.approx(0.001)
+        assert 0.5 < (split.p95 or 0) <= 1.0

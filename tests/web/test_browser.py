@@ -20,6 +20,7 @@ import pytest
 import resile
 from _browser import browser
 from _waits import wait_for
+from resile import Constant
 from resile.queue._names import TaskStatus
 from resile.queue.registry import WorkerRecord
 from resile.queue.schedules import Rule, Schedule
@@ -85,10 +86,21 @@ def sample(store: Store) -> str:
     for i in range(4):
         store.create(TaskSpec("resize_image", {"size": 256 * (i + 1)}, queue="images"))
     store.create(TaskSpec("send_mail", {"to": "ops@example.com"}, queue="mail"))
-    for i in range(3):
-        done = store.create(TaskSpec("render_report", {"month": i + 1}, queue="reports"))
-        store.lease("reports", "worker-a:4711")
-        store.complete(done.id, "worker-a:4711", {"pages": 12 + i})
+    t = time.time()
+    for i in range(3):  # run 1.2 s, 2.2 s, 3.2 s in the last minutes (the run time table)
+        at = t - 90 + 20 * i
+        spec = TaskSpec("render_report", {"month": i + 1}, queue="reports")
+        done = store.create(spec, now=at)
+        store.lease("reports", "worker-a:4711", now=at)
+        store.complete(done.id, "worker-a:4711", {"pages": 12 + i}, now=at + 1.2 + i)
+    flaky = store.create(  # a retry that a worker took 1.4 s after it was due
+        TaskSpec("send_mail", {"to": "ops@example.com"}, queue="mail", backoff=Constant(2.0)),
+        now=t - 30,
+    )
+    store.lease("mail", "worker-a:4711", now=t - 30)
+    store.fail(flaky.id, "worker-a:4711", TaskError("ConnectionError", "refused"), now=t - 29.9)
+    store.lease("mail", "worker-a:4711", now=t - 26.5)
+    store.complete(flaky.id, "worker-a:4711", None, now=t - 26.3)
     running = store.create(
         TaskSpec("encode_video", {"file": "intro.mp4"}, queue="media", id="encode-intro")
     )

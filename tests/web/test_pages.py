@@ -6,7 +6,9 @@ import html
 import time
 
 import httpx
+import pytest
 
+from resile import Constant
 from resile.queue.store import Store
 from resile.queue.task import TaskError, TaskSpec
 from web.conftest import dead_task
@@ -59,6 +61,26 @@ class TestOverview:
         assert "Last hour, per minute: 2 done, 1 retried, 1 dead" in page
         assert "Last day, per hour: 2 done, 1 retried, 1 dead" in page
         assert page.count('class="bar-done"') == 2  # this minute's bar, in each chart
+
+    def test_run_time_and_lateness(self, store: Store, client: httpx.Client) -> None:
+        """Each queue's run time and retry lateness p50 / p95 (with n) per window; none: "—"."""
+        t = time.time()
+        task = store.create(TaskSpec("add", max_retries=1, backoff=Constant(5.0)), now=t - 30)
+        store.lease("default", "w", now=t - 20)
+        store.fail(task.id, "w", TaskError("E", "x"), now=t - 19.7)  # run 0.3 s; due t - 14.7
+        store.lease("default", "w", now=t - 10)  # 4.7 s late
+        store.complete(task.id, "w", None, now=t - 7)  # run 3 s
+        store.create(TaskSpec("add", queue="idle"))
+        page = client.get("/").text
+        row = page[page.index('<th scope="row">default</th>') :].split("</tr>")[0]
+        assert row.count("500 ms / 4.6 s") == 2  # last hour, last day
+        assert row.count("3.2 s / 4.8 s") == 2
+        assert row.count("(n 2)") == 2 and row.count("(n 1)") == 2
+        idle = page[page.index('<th scope="row">idle</th>', page.index("Run time")) :]
+        assert idle.split("</tr>")[0].count("—") == 4
+        (default, _) = sorted(client.get("/api/queues").json()["queues"], key=lambda q: q["name"])
+        assert default["timings"]["run"]["day"]["n"] == 2
+        assert default["timings"]["late"]["hour"]["p50"] == pytest.approx(2 * 2.5**0.5)
 
     def test_empty_store(self, client: httpx.Client) -> None:
         """An empty store renders an overview that says so."""

@@ -32,6 +32,8 @@ __all__ = [
     "TALLY_WINDOW",
     "TASKS_TABLE",
     "TERMINAL_STATUSES",
+    "TIMING_EDGES",
+    "TIMING_SEP",
     "TRACEBACK_LIMIT",
     "Outcome",
     "Tally",
@@ -147,6 +149,23 @@ class Tally(str, Enum):
 
 # Seconds of per-minute outcome counters a store keeps (older ones are dropped).
 TALLY_WINDOW = 48 * 3600.0
+
+# The histograms of run time and retry lateness ride in the same counters: an attempt that
+# ends by complete or fail counts under "<tally>:<run bucket>" (a retry attempt, attempts >= 2:
+# "<tally>:<run bucket>:<lateness bucket>"), so the counters write no more rows than before.
+# Bucket i holds the durations in (TIMING_EDGES[i - 1], TIMING_EDGES[i]] seconds (bucket 0:
+# up to 1 ms, negative ones included); bucket len(TIMING_EDGES) the ones above the last edge.
+# 1-2-5 in each decade, 1 ms .. 1000 s (the Redis scripts get the same list injected).
+TIMING_SEP = ":"
+TIMING_EDGES: tuple[float, ...] = (
+    0.001, 0.002, 0.005,
+    0.01, 0.02, 0.05,
+    0.1, 0.2, 0.5,
+    1.0, 2.0, 5.0,
+    10.0, 20.0, 50.0,
+    100.0, 200.0, 500.0,
+    1000.0,
+)  # fmt: skip
 
 # -- storage names (SQLite tables; the Redis store keeps its key prefixes beside these) -----
 TASKS_TABLE = "resile_tasks"

@@ -22,12 +22,13 @@ from starlette.routing import Route
 
 from resile.queue._names import TERMINAL_STATUSES, TaskStatus
 from resile.queue.store import Store
-from resile.queue.store.base import LIST_ORDERS
+from resile.queue.store.base import LIST_ORDERS, Quantiles, Timings
 from resile.queue.task import Task
 from resile.web._filters import MAX_LIMIT, BadInput, TaskFilter, parse_age
 from resile.web._jobs import Job, Jobs
 from resile.web._live import SharedReads
 from resile.web._security import check_post
+from resile.web._views import TIMING_WINDOWS
 
 __all__ = ["Dashboard", "openapi", "routes"]
 
@@ -64,6 +65,16 @@ class Dashboard(Protocol):
 
 def _task_json(task: Task) -> dict[str, Any]:
     return task.to_dict()
+
+
+def _timings_json(windows: Mapping[str, Timings] | None) -> dict[str, Any]:
+    """``{"run"|"late": {"hour"|"day": {"n", "p50", "p95"}}}`` (seconds; null when n is 0)."""
+    out: dict[str, Any] = {"run": {}, "late": {}}
+    for window, _ in TIMING_WINDOWS:
+        got = (windows or {}).get(window) or Timings(Quantiles(), Quantiles())
+        for kind, q in (("run", got.run), ("late", got.late)):
+            out[kind][window] = q.to_dict()
+    return out
 
 
 async def _body(request: Request) -> dict[str, Any]:
@@ -111,6 +122,7 @@ def routes(dash: Dashboard) -> list[Route]:
                         "name": name,
                         "counts": {s.value: n for s, n in counts.items()},
                         "paused_at": data["paused"].get(name),
+                        "timings": _timings_json(data["timings"].get(name)),
                     }
                     for name, counts in data["rows"]
                 ],
@@ -288,6 +300,26 @@ def openapi(root: str = "") -> dict[str, Any]:
     statuses = [s.value for s in TaskStatus]
     task = {"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]}
     counts = {"type": "object", "additionalProperties": {"type": "integer"}}
+    spread = {
+        "type": "object",
+        "properties": {
+            "n": {"type": "integer"},
+            "p50": {"type": "number", "nullable": True},
+            "p95": {"type": "number", "nullable": True},
+        },
+        "required": ["n", "p50", "p95"],
+    }
+    windows = {
+        "type": "object",
+        "properties": {window: spread for window, _ in TIMING_WINDOWS},
+        "required": [window for window, _ in TIMING_WINDOWS],
+    }
+    timings = {
+        "type": "object",
+        "description": "run time and retry lateness, seconds, estimated p50 / p95",
+        "properties": {"run": windows, "late": windows},
+        "required": ["run", "late"],
+    }
     filters = {
         name: {"type": "string"} for name in ("queue", "task", "error", "prefix", "since", "until")
     } | {"status": {"type": "string", "enum": statuses}}
@@ -317,6 +349,7 @@ def openapi(root: str = "") -> dict[str, Any]:
                                             "name": {"type": "string"},
                                             "counts": counts,
                                             "paused_at": {"type": "number", "nullable": True},
+                                            "timings": timings,
                                         },
                                     },
                                 },

@@ -35,6 +35,8 @@ def _seconds(value: float | None) -> str:
     """A duration: ``850 ms``, ``12.3 s``, ``4 min 10 s``."""
     if value is None:
         return "—"
+    if value < 0.01:
+        return f"{value * 1000:.1f} ms"
     if value < 1:
         return f"{value * 1000:.0f} ms"
     if value < 60:

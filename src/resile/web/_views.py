@@ -15,12 +15,13 @@ from typing import Any
 
 from resile.queue._names import Tally, TaskStatus
 from resile.queue.registry import WorkerRecord
-from resile.queue.store.base import Store
+from resile.queue.store.base import Quantiles, Store, Timings
 from resile.queue.task import Task
 from resile.web._filters import Cursor, TaskFilter, scan
 
 __all__ = [
     "STATUSES",
+    "TIMING_WINDOWS",
     "Bar",
     "Chart",
     "LeaseHolder",
@@ -129,6 +130,7 @@ def overview_view(store: Store) -> dict[str, Any]:
         "paused": paused,
         "slots": slots(registered, store.now()),
         "charts": _charts(store),
+        "timings": _timings(store, [name for name, _ in rows]),
     }
 
 
@@ -139,6 +141,19 @@ def _charts(store: Store) -> tuple[Chart, Chart]:
         chart("Last hour, per minute", tallies, now, 60, 60),
         chart("Last day, per hour", tallies, now, 3600, 24),
     )
+
+
+# The windows the overview's run time and lateness cover: (key, seconds).
+TIMING_WINDOWS = (("hour", 3600), ("day", 86_400))
+_NONE = Timings(Quantiles(), Quantiles())
+
+
+def _timings(store: Store, queues: list[str]) -> dict[str, dict[str, Timings]]:
+    """Per queue shown: window -> its ``Timings`` (none counted: n = 0, no percentiles)."""
+    now = store.now()
+    read = {key: store.timings(since=now - span + 1) for key, span in TIMING_WINDOWS}
+    names = sorted(set(queues).union(*read.values()))
+    return {q: {key: got.get(q, _NONE) for key, got in read.items()} for q in names}
 
 
 def tasks_view(store: Store, flt: TaskFilter, cursor: Cursor | None, limit: int) -> dict[str, Any]:

@@ -34,6 +34,7 @@ routine one; ``due_at`` only decides *whether* a task may run, not its rank.
 
 from __future__ import annotations
 
+import bisect
 import builtins
 import contextlib
 import dataclasses
@@ -54,6 +55,8 @@ from resile.queue._names import (
     DEFAULT_LEASE_SECONDS,
     MAX_PARAMS_BYTES,
     TERMINAL_STATUSES,
+    TIMING_EDGES,
+    TIMING_SEP,
     Outcome,
     Tally,
     TaskField,
@@ -67,8 +70,10 @@ __all__ = [
     "LIST_ORDERS",
     "IfExists",
     "Listener",
+    "Quantiles",
     "Reclaimed",
     "Store",
+    "Timings",
     "check_create_args",
     "check_lease_args",
     "check_list_args",
@@ -89,6 +94,9 @@ __all__ = [
     "purge_statuses",
     "tally_counts",
     "tally_range",
+    "timed_tally",
+    "timing_bucket",
+    "timing_counts",
     "with_trace_context",
 ]
 
@@ -774,6 +782,40 @@ class Store(Closing, ABC):
             ValueError: a time that is not a finite number.
         """
 
+    def timings(
+        self, *, since: float, until: float | None = None, queue: str | None = None
+    ) -> dict[str, Timings]:
+        """Run time and retry lateness per queue: p50, p95 and how many, over some minutes.
+
+        Kept in the per-minute counters of ``tallies`` (same step, same window):
+        an attempt that ends by ``complete`` or ``fail`` at ``now`` counts its
+        run time ``now - started_at``; a retry attempt (attempts >= 2) also its
+        lateness ``started_at - due_at`` (how long after the time its retry was
+        due a worker took it), both in log-spaced buckets (``TIMING_EDGES``).
+        A lapsed lease or a corrupt task counts neither. The percentiles are
+        estimates: interpolated inside the bucket where the rank falls
+        (``Quantiles.of``), within a factor of 2.5 of the truth.
+
+        Args:
+            since, until: epoch seconds; the minutes that start in ``[since, until]``
+                (``until=None``: now), as in ``tallies``.
+            queue: one queue, or ``None`` for each queue that counted something.
+
+        Returns:
+            queue -> ``Timings`` (``run`` and ``late``, each a ``Quantiles``), only
+            the queues that counted a run time in the range.
+
+        Raises:
+            ValueError: a time that is not a finite number.
+        """
+        lo, hi = tally_range(since, until, self.now())
+        return timing_counts(self._timing_rows(lo, hi, queue))
+
+    @abstractmethod
+    def _timing_rows(self, lo: int, hi: int, queue: str | None) -> Iterable[tuple[str, str, int]]:
+        """``(queue, counter name, n)`` of the counters with a bucket, minutes ``lo`` .. ``hi``
+        (minute numbers), summed over the minutes or not; plain counters may be left out."""
+
     # -- the worker registry ------------------------------------------------------------------------
 
     @abstractmethod
@@ -1013,16 +1055,104 @@ def tally_range(since: object, until: object, now: float) -> tuple[int, int]:
 
 
 def tally_counts(rows: Iterable[tuple[int, str, int]]) -> dict[int, dict[Tally, int]]:
-    """``(minute, tally, n)`` rows summed into ``tallies``' answer (unknown tallies skipped)."""
+    """``(minute, counter, n)`` rows summed into ``tallies``' answer: a counter
+    ``<tally>[:<bucket>...]`` (``timed_tally``) counts for its tally; unknown ones are skipped."""
     out: dict[int, dict[Tally, int]] = {}
     for minute, what, n in rows:
         try:
-            kind = Tally(what)
+            kind = Tally(what.partition(TIMING_SEP)[0])
         except ValueError:
             continue
         counts = out.setdefault(int(minute) * 60, dict.fromkeys(Tally, 0))
         counts[kind] += int(n)
     return dict(sorted(out.items()))
+
+
+def timing_bucket(seconds: float) -> int:
+    """The histogram bucket of a duration: the first ``i`` with ``seconds <= TIMING_EDGES[i]``
+    (``len(TIMING_EDGES)`` above the last edge)."""
+    return bisect.bisect_left(TIMING_EDGES, seconds)
+
+
+def timed_tally(
+    what: Tally, *, started_at: float | None, due_at: float | None, attempts: int, now: float
+) -> str:
+    """The counter an attempt that ends at ``now`` adds one to: ``<tally>:<run bucket>``, and
+    ``:<lateness bucket>`` for a retry attempt (``attempts >= 2``); just ``<tally>`` without a
+    start. The SQL stores call it in Python; the Redis scripts do the same in ``lib.lua``."""
+    if started_at is None:
+        return what.value
+    key = f"{what.value}{TIMING_SEP}{timing_bucket(now - started_at)}"
+    if attempts >= 2 and due_at is not None:
+        key += f"{TIMING_SEP}{timing_bucket(started_at - due_at)}"
+    return key
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Quantiles:
+    """The median and 95th percentile (seconds, estimated) of ``n`` durations; ``None`` if none."""
+
+    n: int = 0
+    p50: float | None = None
+    p95: float | None = None
+
+    @classmethod
+    def of(cls, histogram: Mapping[int, int]) -> Quantiles:
+        """Estimated from bucket -> count (``timing_bucket``): the rank ``q * n`` falls in a
+        bucket; the value is interpolated in it, geometrically (linearly in the first, from 0).
+        Above the last edge the estimate is that edge (a lower bound)."""
+        n = sum(histogram.values())
+        if n <= 0:
+            return cls()
+        return cls(n, _quantile(histogram, n, 0.5), _quantile(histogram, n, 0.95))
+
+    def to_dict(self) -> dict[str, int | float | None]:
+        """``{"n", "p50", "p95"}`` (JSON: the API and the CLI)."""
+        return {"n": self.n, "p50": self.p50, "p95": self.p95}
+
+
+def _quantile(histogram: Mapping[int, int], n: int, q: float) -> float:
+    rank, below = q * n, 0
+    top = len(TIMING_EDGES)
+    for bucket in sorted(histogram):
+        k = histogram[bucket]
+        if k <= 0 or below + k < rank:
+            below += max(k, 0)
+            continue
+        if bucket >= top:
+            return TIMING_EDGES[-1]
+        hi = TIMING_EDGES[bucket]
+        share = (rank - below) / k
+        if bucket == 0:
+            return hi * share
+        lo = TIMING_EDGES[bucket - 1]
+        return float(lo * (hi / lo) ** share)
+    return TIMING_EDGES[-1]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Timings:
+    """A queue's run time (attempts that ended by complete or fail) and retry lateness."""
+
+    run: Quantiles
+    late: Quantiles
+
+
+def timing_counts(rows: Iterable[tuple[str, str, int]]) -> dict[str, Timings]:
+    """``(queue, counter, n)`` rows into ``timings``' answer (counters without a bucket, or
+    not parsed, skipped)."""
+    runs: dict[str, dict[int, int]] = {}
+    lates: dict[str, dict[int, int]] = {}
+    for queue, what, n in rows:
+        parts = what.split(TIMING_SEP)
+        if len(parts) < 2 or not all(p.isdigit() for p in parts[1:3]):
+            continue
+        run = runs.setdefault(queue, {})
+        run[int(parts[1])] = run.get(int(parts[1]), 0) + int(n)
+        if len(parts) >= 3:
+            late = lates.setdefault(queue, {})
+            late[int(parts[2])] = late.get(int(parts[2]), 0) + int(n)
+    return {q: Timings(Quantiles.of(runs[q]), Quantiles.of(lates.get(q, {}))) for q in sorted(runs)}
 
 
 def counts_by_queue(rows: Iterable[tuple[str, str, int]]) -> dict[str, dict[TaskStatus, int]]:

@@ -92,6 +92,7 @@ from resile.queue.store.base import (
     purge_statuses,
     tally_counts,
     tally_range,
+    timed_tally,
     with_trace_context,
 )
 from resile.queue.task import (
@@ -500,16 +501,30 @@ class SQLiteStore(Store):
 
     # -- workers --------------------------------------------------------------------------------
 
-    def _tally(self, c: sqlite3.Connection, queue: str, what: Tally, now: float) -> None:
-        """Count one outcome in the per-minute counters, in the caller's transaction."""
+    def _tally(
+        self, c: sqlite3.Connection, row: sqlite3.Row, what: Tally, now: float, *, timed: bool
+    ) -> None:
+        """Count one outcome of the attempt in ``row`` in the per-minute counters, with its run
+        time and lateness when ``timed`` (``timed_tally``), in the caller's transaction."""
         minute = int(now // 60)
-        c.execute(sql.TALLY, {"queue": queue, "minute": minute, "outcome": what.value})
+        key = (
+            timed_tally(
+                what,
+                started_at=row["started_at"],
+                due_at=row["due_at"],
+                attempts=row["attempts"],
+                now=now,
+            )
+            if timed
+            else what.value
+        )
+        c.execute(sql.TALLY, {"queue": row["queue"], "minute": minute, "outcome": key})
         if minute != self._tallies_pruned:  # once a minute: drop what left the window
             self._tallies_pruned = minute
             c.execute(sql.PRUNE_TALLIES, {"cutoff": minute - int(TALLY_WINDOW // 60)})
 
     def _mark_corrupt(self, c: sqlite3.Connection, row: sqlite3.Row, why: str, now: float) -> None:
-        self._tally(c, row["queue"], Tally.DEAD, now)
+        self._tally(c, row, Tally.DEAD, now, timed=False)
         dead = tr.corrupt(why, now)
         c.execute(
             sql.DEAD_LETTER,
@@ -546,7 +561,7 @@ class SQLiteStore(Store):
                 tr.LEASE_EXPIRED_ERROR,
                 row["lease_owner"],
             )
-            self._apply_failure(c, row, decision, entry, now)
+            self._apply_failure(c, row, decision, entry, now, timed=False)
             out.append(
                 Reclaimed(
                     row["queue"],
@@ -566,8 +581,11 @@ class SQLiteStore(Store):
         decision: tr.AfterFailure,
         entry: AttemptRecord,
         now: float,
+        *,
+        timed: bool = True,
     ) -> None:
-        """Write ``decision`` for the failed attempt in ``row``, with its history ``entry``."""
+        """Write ``decision`` for the failed attempt in ``row``, with its history ``entry``
+        (its run time counted when ``timed``: not for a lapsed lease)."""
         params = {
             "status": decision.status.value,
             "history": history_with(row["history"], entry),
@@ -575,7 +593,7 @@ class SQLiteStore(Store):
             "now": now,
             "seq": row["seq"],
         }
-        self._tally(c, row["queue"], Tally.DEAD if decision.dead else Tally.RETRIED, now)
+        self._tally(c, row, Tally.DEAD if decision.dead else Tally.RETRIED, now, timed=timed)
         if decision.dead:
             c.execute(sql.DEAD_LETTER, params)
             return
@@ -766,7 +784,7 @@ class SQLiteStore(Store):
         if row is None:
             return None
         done = tr.complete(row["attempts"], row["started_at"], at, worker_id)
-        self._tally(c, row["queue"], Tally.DONE, at)
+        self._tally(c, row, Tally.DONE, at, timed=True)
         history = history_with(row["history"], done.entry)
         c.execute(
             sql.COMPLETE,
@@ -1095,6 +1113,11 @@ class SQLiteStore(Store):
         params: dict[str, Any] = {"lo": lo, "hi": hi, "queue": queue}
         query = sql.tallies(queue=queue is not None)
         return tally_counts(self._read(lambda c: c.execute(query, params).fetchall()))
+
+    def _timing_rows(self, lo: int, hi: int, queue: str | None) -> Iterable[tuple[str, str, int]]:
+        params: dict[str, Any] = {"lo": lo, "hi": hi, "queue": queue}
+        query = sql.timing_counters(queue=queue is not None)
+        return self._read(lambda c: c.execute(query, params).fetchall())
 
     # -- schedules: meta rows, changed by compare-and-set (Store.fire_tick and friends) ----------
 

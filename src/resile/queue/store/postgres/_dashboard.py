@@ -37,19 +37,20 @@ class Dashboard:
 
     # -- counters -----------------------------------------------------------------------------
 
-    def tally(self, cur: Cursor, counts: Iterable[tuple[str, Tally]], now: float) -> None:
-        """Count the ``(queue, outcome)`` pairs at ``now``'s minute, in ``cur``'s transaction."""
+    def tally(self, cur: Cursor, counts: Iterable[tuple[str, Tally | str]], now: float) -> None:
+        """Count the ``(queue, counter)`` pairs at ``now``'s minute, in ``cur``'s transaction
+        (a counter: a ``Tally`` or a name from ``timed_tally``)."""
         summed = Counter(counts)
         if not summed:
             return
         minute = int(now // 60)
-        keys = sorted(summed, key=lambda k: (k[0], k[1].value))  # one lock order: no deadlock
+        keys = sorted(summed, key=lambda k: (k[0], str(k[1])))  # one lock order: no deadlock
         cur.execute(
             self.q.TALLY,
             {
                 "queue": [k[0] for k in keys],
                 "minute": [minute] * len(keys),
-                "outcome": [k[1].value for k in keys],
+                "outcome": [str(k[1]) for k in keys],
                 "n": [summed[k] for k in keys],
             },
         )
@@ -68,6 +69,15 @@ class Dashboard:
             return [(int(r["minute"]), str(r["outcome"]), int(r["n"])) for r in cur.fetchall()]
 
         return tally_counts(self._db.tx(body))
+
+    def _timing_rows(self, lo: int, hi: int, queue: str | None) -> Iterable[tuple[str, str, int]]:
+        params = {"lo": lo, "hi": hi, "queue": queue}
+
+        def body(cur: Cursor) -> builtins.list[tuple[str, str, int]]:
+            cur.execute(self.q.TIMING_COUNTERS, params)
+            return [(str(r["queue"]), str(r["outcome"]), int(r["n"])) for r in cur.fetchall()]
+
+        return self._db.tx(body)
 
     # -- paused queues --------------------------------------------------------------------------
 

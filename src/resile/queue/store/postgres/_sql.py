@@ -24,7 +24,14 @@ import re
 from collections.abc import Collection
 
 from resile.queue import _transitions as tr
-from resile.queue._names import COUNTS_TABLE, META_TABLE, TALLIES_TABLE, TASKS_TABLE, TaskStatus
+from resile.queue._names import (
+    COUNTS_TABLE,
+    META_TABLE,
+    TALLIES_TABLE,
+    TASKS_TABLE,
+    TIMING_SEP,
+    TaskStatus,
+)
 
 __all__ = [
     "COLUMNS",
@@ -564,8 +571,14 @@ class Queries:
         )
         self.PRUNE_TALLIES = f"DELETE FROM {tallies} WHERE minute < %(cutoff)s"
         self.TALLIES = (
-            f"SELECT minute, outcome, SUM(n) AS n FROM {tallies}"
+            f"SELECT minute, SPLIT_PART(outcome, '{TIMING_SEP}', 1) AS outcome, SUM(n) AS n"
+            f" FROM {tallies} WHERE minute >= %(lo)s AND minute <= %(hi)s"
+            " AND (%(queue)s::TEXT IS NULL OR queue = %(queue)s)"
+            " GROUP BY minute, 2 ORDER BY minute"
+        )
+        self.TIMING_COUNTERS = (
+            f"SELECT queue, outcome, SUM(n) AS n FROM {tallies}"
             " WHERE minute >= %(lo)s AND minute <= %(hi)s"
             " AND (%(queue)s::TEXT IS NULL OR queue = %(queue)s)"
-            " GROUP BY minute, outcome ORDER BY minute"
+            " GROUP BY queue, outcome"
         )

@@ -57,6 +57,7 @@ from resile.queue.store.base import (
     lease_call_args,
     normalize_queues,
     purge_statuses,
+    timed_tally,
 )
 from resile.queue.store.postgres._dashboard import Dashboard
 from resile.queue.store.postgres._db import (
@@ -86,6 +87,16 @@ logger = logging.getLogger("resile.queue")
 # What finishing a task in a status counts (a cancel counts nothing).
 _FINISH_TALLY = {TaskStatus.DONE.value: Tally.DONE, TaskStatus.FAILED.value: Tally.DEAD}
 
+
+def _counter(row: Mapping[str, Any], what: Tally, now: float, timed: bool) -> str:
+    """The counter the attempt in ``row`` adds to: with its run time and lateness when ``timed``."""
+    if not timed:
+        return what.value
+    return timed_tally(
+        what, started_at=row["started_at"], due_at=row["due_at"], attempts=row["attempts"], now=now
+    )
+
+
 # The most due rows one query of ``lease`` reads.
 _MAX_CHUNK = 256
 # Finished tasks one prune statement deletes (short transactions, little WAL at a time).
@@ -113,6 +124,7 @@ class _Leased:
     last_delay: Any
     history: Any
     started_at: float
+    due_at: float
 
 
 # resile's own URL query options (the others go to libpq).
@@ -336,11 +348,14 @@ class PostgresStore(Schedules, Dashboard, Store):
         cur: Cursor,
         items: Sequence[Mapping[str, Any]],
         now: float,
+        *,
+        timed: bool = False,
     ) -> dict[int, dict[str, Any]]:
         """Move live tasks to the finished table (one statement); their rows by seq.
 
         Each item: ``seq``, ``status`` and the new ``result``, ``progress``,
-        ``history``, ``last_error`` (``None``: keep the stored one).
+        ``history``, ``last_error`` (``None``: keep the stored one). ``timed``: the
+        attempts ended by complete or fail (their run time and lateness are counted).
         """
         if not items:
             return {}
@@ -352,7 +367,7 @@ class PostgresStore(Schedules, Dashboard, Store):
         self.tally(
             cur,
             (
-                (r["queue"], _FINISH_TALLY[r["status"]])
+                (r["queue"], _counter(r, _FINISH_TALLY[r["status"]], now, timed))
                 for r in rows.values()
                 if r["status"] in _FINISH_TALLY
             ),
@@ -368,8 +383,11 @@ class PostgresStore(Schedules, Dashboard, Store):
         entry: AttemptRecord,
         now: float,
         wake: builtins.list[tuple[str, float]],
+        *,
+        timed: bool,
     ) -> dict[str, Any] | None:
-        """Write ``decision`` for the failed attempt in ``row``; the row after, if it stayed live."""
+        """Write ``decision`` for the failed attempt in ``row``; the row after, if it stayed live
+        (``timed``: the attempt ended by fail, not by a lapsed lease)."""
         history = history_with(row["history"], entry)
         error = encode_error(decision.error)
         if decision.dead:
@@ -384,6 +402,7 @@ class PostgresStore(Schedules, Dashboard, Store):
                     }
                 ],
                 now,
+                timed=timed,
             )
             return None
         cur.execute(
@@ -399,7 +418,7 @@ class PostgresStore(Schedules, Dashboard, Store):
             },
         )
         after = cur.fetchone()
-        self.tally(cur, [(row["queue"], Tally.RETRIED)], now)
+        self.tally(cur, [(row["queue"], _counter(row, Tally.RETRIED, now, timed))], now)
         wake.append((row["queue"], decision.due_at))
         return after
 
@@ -425,7 +444,7 @@ class PostgresStore(Schedules, Dashboard, Store):
                 row["attempts"], row["started_at"], decision.base, Outcome.LOST,
                 tr.LEASE_EXPIRED_ERROR, row["lease_owner"],
             )  # fmt: skip
-            self._failure_write(cur, row, decision, entry, now, wake)
+            self._failure_write(cur, row, decision, entry, now, wake, timed=False)
             reclaimed.append(
                 Reclaimed(
                     row["queue"], row["handler"], row["id"], row["attempts"],
@@ -510,6 +529,7 @@ class PostgresStore(Schedules, Dashboard, Store):
                 held[task.id] = _Leased(
                     task.sequence, task.queue, worker_id, leased.attempts, read["max_retries"],
                     read["backoff"], read["last_delay"], read["history"], leased.started_at,
+                    read["due_at"],
                 )  # fmt: skip
         return [
             task.replace(
@@ -680,7 +700,7 @@ class PostgresStore(Schedules, Dashboard, Store):
                     "history": history_with(row["history"], done.entry),
                 }
             )
-        rows = self._finish(cur, items, at)
+        rows = self._finish(cur, items, at, timed=True)
         return {r["id"]: r for r in rows.values()}
 
     def complete(
@@ -775,7 +795,7 @@ class PostgresStore(Schedules, Dashboard, Store):
             )
             entry = AttemptRecord(row["attempts"], row["started_at"], at, kind, err, worker_id)
             wake: builtins.list[tuple[str, float]] = []
-            after = self._failure_write(cur, row, decision, entry, at, wake)
+            after = self._failure_write(cur, row, decision, entry, at, wake, timed=True)
             self._wake_others(cur, wake)
             return self._get(cur, task_id) if after is None else decode(after, strict=False)
 
@@ -821,7 +841,13 @@ class PostgresStore(Schedules, Dashboard, Store):
             "worker": known.worker,
             "attempts": known.attempts,
             "minute": int(at // 60),
-            "outcome": Tally.RETRIED.value,
+            "outcome": timed_tally(
+                Tally.RETRIED,
+                started_at=known.started_at,
+                due_at=known.due_at,
+                attempts=known.attempts,
+                now=at,
+            ),
             "channel": self.q.channel,
             "payload": payload([(known.queue, decision.due_at)]),
         }

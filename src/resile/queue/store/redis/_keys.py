@@ -19,6 +19,11 @@ which Python formats and the Lua scripts get as functions (``_scripts``)::
     <root>:tl:<hour>:<q>    hash    per-minute outcome counters of one hour (epoch hours):
                                     field "<minute>/<tally>" -> count; expires after
                                     TALLY_WINDOW and an hour
+    <root>:tm:<hour>:<q>    hash    run time / lateness buckets of one hour, per minute:
+                                    field "<minute>/<tally>:<run>[:<late>]" -> count
+    <root>:th:<day>:<q>     hash    the same buckets of one day (epoch days), per hour:
+                                    field "<hour>/<tally>:<run>[:<late>]" (a day of
+                                    ``timings`` reads whole hours here, not 1,440 minutes)
     <root>:t:<id>           hash    one task (fields: ``TASK_FIELDS``, from TaskField)
     <root>:lop:<worker>     string  the last lease of a worker (a retried lease
                                     returns the same tasks), expires with the lease
@@ -76,6 +81,8 @@ __all__ = [
     "status_key",
     "tally_key",
     "task_key",
+    "timing_hours_key",
+    "timing_key",
     "workers_key",
 ]
 
@@ -127,6 +134,8 @@ SHAPES = {
     "workers": "{root}:workers",
     "schedules": "{root}:schedules",
     "tally": "{root}:tl:{hour}:{queue}",
+    "timing": "{root}:tm:{hour}:{queue}",
+    "timing_hours": "{root}:th:{day}:{queue}",
     "task": "{root}:t:{id}",
     "last_lease": "{root}:lop:{worker}",
     "deleted": "{root}:del:{op}",
@@ -179,6 +188,17 @@ TALLY_FIELD = "{minute}/{tally}"
 def tally_key(root_: str, hour: int, queue: str) -> str:
     """The counters of ``queue`` for one hour (``epoch seconds // 3600``)."""
     return SHAPES["tally"].format(root=root_, hour=hour, queue=queue)
+
+
+def timing_key(root_: str, hour: int, queue: str) -> str:
+    """The run time / lateness buckets of ``queue`` for one hour, per minute."""
+    return SHAPES["timing"].format(root=root_, hour=hour, queue=queue)
+
+
+def timing_hours_key(root_: str, day: int, queue: str) -> str:
+    """The run time / lateness buckets of ``queue`` for one day (``epoch seconds // 86400``),
+    per hour."""
+    return SHAPES["timing_hours"].format(root=root_, day=day, queue=queue)
 
 
 def workers_key(root_: str) -> str:

@@ -37,7 +37,15 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
 
-from resile.queue._names import HISTORY_LIMIT, TALLY_WINDOW, Outcome, Tally, TaskStatus
+from resile.queue._names import (
+    HISTORY_LIMIT,
+    TALLY_WINDOW,
+    TIMING_EDGES,
+    TIMING_SEP,
+    Outcome,
+    Tally,
+    TaskStatus,
+)
 from resile.queue.store.redis import _keys as K
 
 __all__ = [
@@ -229,7 +237,12 @@ _LIMITS = {
     "RANK_LEN": 2 * K.RANK_WIDTH,
     "TALLY_KEEP_S": int(TALLY_WINDOW) + 3600,
 }
-_HEADER = "local R = ARGV[1]\n" + "".join(f"local {k} = {v}\n" for k, v in _LIMITS.items())
+_HEADER = (
+    "local R = ARGV[1]\n"
+    + "".join(f"local {k} = {v}\n" for k, v in _LIMITS.items())
+    + f"local TIMING_SEP = '{TIMING_SEP}'\n"
+    + f"local TIMING_EDGES = {{{', '.join(repr(e) for e in TIMING_EDGES)}}}\n"
+)
 
 
 def lua_names() -> dict[str, dict[str, str]]:

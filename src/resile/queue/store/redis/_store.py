@@ -975,24 +975,50 @@ class RedisStore(Store):
         self, *, since: float, until: float | None = None, queue: str | None = None
     ) -> dict[int, dict[Tally, int]]:
         lo, hi = tally_range(since, until, self.now())
-        if queue is not None:
-            names = [queue]
-        else:
-            reply = self._call(lambda: self._command("HKEYS", K.queues_key(self.root)))
-            names = sorted(str(q) for q in reply)
+        names = self._tally_queues(queue)
         hours = range(lo // 60, hi // 60 + 1)
-        keys = [K.tally_key(self.root, h, q) for q in names for h in hours]
+        keys = [(q, K.tally_key(self.root, h, q)) for q in names for h in hours]
+        rows = [(m, what, n) for _, m, what, n in self._fields(keys, lo, hi)]
+        return tally_counts(rows)
+
+    def _timing_rows(self, lo: int, hi: int, queue: str | None) -> Iterable[tuple[str, str, int]]:
+        # Whole hours of the range from the per-hour hash of their day, the hours it cuts
+        # from their per-minute hash: a day is 2 + 2 small hashes per queue, not 24 big ones.
+        names = self._tally_queues(queue)
+        whole = [h for h in range(lo // 60, hi // 60 + 1) if lo <= h * 60 and h * 60 + 59 <= hi]
+        cut = [h for h in (lo // 60, hi // 60) if h not in whole]
+        days = sorted({h // 24 for h in whole})
+        keys = [(q, K.timing_key(self.root, h, q)) for q in names for h in sorted(set(cut))]
+        rows = [(q, what, n) for q, _, what, n in self._fields(keys, lo, hi)]
+        if whole:
+            keys = [(q, K.timing_hours_key(self.root, d, q)) for q in names for d in days]
+            got = self._fields(keys, whole[0], whole[-1])
+            rows += [(q, what, n) for q, _, what, n in got]
+        return rows
+
+    def _tally_queues(self, queue: str | None) -> builtins.list[str]:
+        if queue is not None:
+            return [queue]
+        reply = self._call(lambda: self._command("HKEYS", K.queues_key(self.root)))
+        return sorted(str(q) for q in reply)
+
+    def _fields(
+        self, keys: Sequence[tuple[str, str]], lo: int, hi: int
+    ) -> builtins.list[tuple[str, int, str, int]]:
+        """``(queue, slot, counter, n)`` of the counter hashes ``keys`` (``(queue, key)``),
+        fields ``"<slot>/<counter>"`` with ``lo <= slot <= hi``: one pipelined HGETALL each."""
         if not keys:
-            return {}
-        replies = self._call(lambda: self._pipeline([("HGETALL", k) for k in keys]))
+            return []
+        replies = self._call(lambda: self._pipeline([("HGETALL", k) for _, k in keys]))
+        sep = K.TALLY_FIELD[len("{minute}")]
         rows = []
-        for reply in replies:
+        for (q, _), reply in zip(keys, replies, strict=True):
             fields = reply if isinstance(reply, Mapping) else _pairs(reply)
             for name, n in fields.items():
-                minute, _, what = str(name).partition(K.TALLY_FIELD[len("{minute}")])
-                if minute.lstrip("-").isdigit() and lo <= int(minute) <= hi:
-                    rows.append((int(minute), what, int(n)))
-        return tally_counts(rows)
+                slot, _, what = str(name).partition(sep)
+                if slot.lstrip("-").isdigit() and lo <= int(slot) <= hi:
+                    rows.append((q, int(slot), what, int(n)))
+        return rows
 
     # -- schedules: one hash of records, changed by the schedule_swap script -------------------
 

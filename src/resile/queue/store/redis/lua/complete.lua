@@ -10,10 +10,10 @@ for i = REST, #ARGV, G.SIZE do
   local id = ARGV[i + G.id - 1]
   local tk = task_key(id)
   local f = redis.call('HMGET', tk, F.status, F.lease_owner, F.op, F.queue, F.seq, F.attempts,
-    F.started_at, F.history, F.hn)
+    F.started_at, F.history, F.hn, F.due_at)
   if f[1] == S.DOING and f[2] == worker then
     local q = f[4]
-    tally(q, TL.DONE, now_s)
+    tally(q, TL.DONE, now_s, timed(TL.DONE, f[7], f[10], f[6], now_s))
     local h, hn = history_with(f[8], f[9], entry(f[6], f[7], now_s, O.OK, nil, worker))
     redis.call('HSET', tk, F.status, S.DONE, F.result, ARGV[i + G.result - 1], F.progress, '100',
       F.history, h, F.hn, hn, F.lease_expires_at, '', F.finished_at, now_s, F.updated_at, now_s,

@@ -8,7 +8,8 @@
 local id, now_s, op = A.id, A.now_s, A.op
 local tk = task_key(id)
 local f = redis.call('HMGET', tk, F.status, F.lease_owner, F.op, F.queue, F.seq, F.attempts,
-  F.started_at, F.rank, F.gated, F.history, F.hn, F.max_retries, F.backoff, F.last_delay)
+  F.started_at, F.rank, F.gated, F.history, F.hn, F.max_retries, F.backoff, F.last_delay,
+  F.due_at)
 if f[1] ~= S.DOING or f[2] ~= A.worker then
   if isset(op) and f[3] == op then return {'ok', redis.call('HGETALL', tk)} end
   return {'no'}
@@ -21,7 +22,8 @@ end
 local q, err = f[4], A.error
 local h, hn = history_with(f[10], f[11], entry(f[6], f[7], now_s, A.outcome, err, A.worker))
 zrem_later(index_key(IX.leases, q), id)
-tally(q, A.dead == '1' and TL.DEAD or TL.RETRIED, now_s)
+local outcome = A.dead == '1' and TL.DEAD or TL.RETRIED
+tally(q, outcome, now_s, timed(outcome, f[7], f[15], f[6], now_s))
 if A.dead == '1' then
   redis.call('HSET', tk, F.status, S.FAILED, F.last_error, err, F.history, h, F.hn, hn,
     F.lease_expires_at, '', F.finished_at, now_s, F.updated_at, now_s, F.op, op)

@@ -279,12 +279,45 @@ local function decode_cap(s)
   return cjson.decode(s)
 end
 
+-- lib: timed
+-- The bucket counter of an attempt that ends at now_s (base.timed_tally, the same rule):
+-- "<tally>:<run bucket>", and ":<lateness bucket>" for a retry attempt (attempts >= 2);
+-- nil without a start. Bucket i: the first i with seconds <= TIMING_EDGES[i] (0-based),
+-- #TIMING_EDGES above them.
+local function timed(what, started_s, due_s, attempts, now_s)
+  if not isset(started_s) then return nil end
+  local function bucket(seconds)
+    for i, edge in ipairs(TIMING_EDGES) do
+      if seconds <= edge then return i - 1 end
+    end
+    return #TIMING_EDGES
+  end
+  local started = tonumber(started_s)
+  local key = what .. TIMING_SEP .. bucket(tonumber(now_s) - started)
+  if (tonumber(attempts) or 0) >= 2 and isset(due_s) then
+    key = key .. TIMING_SEP .. bucket(started - tonumber(due_s))
+  end
+  return key
+end
+
 -- lib: tally
 -- Count one outcome (TL.*) of queue q in the per-minute counters: a hash per queue and
--- hour, field "<minute>/<tally>" (_keys.TALLY_FIELD), kept TALLY_KEEP_S seconds.
-local function tally(q, what, now_s)
+-- hour, field "<minute>/<tally>" (_keys.TALLY_FIELD), kept TALLY_KEEP_S seconds. With a
+-- bucket counter (timed), also in that hour's per-minute bucket hash and that day's
+-- per-hour one (their TTL set when a field is new: each minute / hour makes new fields).
+local function tally(q, what, now_s, counter)
   local minute = math.floor(tonumber(now_s) / 60)
-  local key = tally_key(math.floor(minute / 60), q)
+  local hour = math.floor(minute / 60)
+  local key = tally_key(hour, q)
   redis.call('HINCRBY', key, minute .. '/' .. what, 1)
   redis.call('EXPIRE', key, TALLY_KEEP_S)
+  if counter then
+    local tm, th = timing_key(hour, q), timing_hours_key(math.floor(hour / 24), q)
+    if redis.call('HINCRBY', tm, minute .. '/' .. counter, 1) == 1 then
+      redis.call('EXPIRE', tm, TALLY_KEEP_S)
+    end
+    if redis.call('HINCRBY', th, hour .. '/' .. counter, 1) == 1 then
+      redis.call('EXPIRE', th, TALLY_KEEP_S)
+    end
+  end
 end
