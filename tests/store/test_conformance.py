@@ -740,6 +740,33 @@ class TestQueries:
             if t.queue == "a" and t.status is TaskStatus.PENDING
         ]
 
+    def test_list_by_time_pages_through_many_ties(self, store: Store) -> None:
+        """Sorted by due or updated time with batches sharing one time (more than a read
+        chunk of the Redis store), each page is in (time, sequence) order and the pages
+        walk every task once, filtered by status or not."""
+        store.create_many(
+            [spec(id=f"t{999 - i}", queue="a", due_at=T0 + (i >= 190)) for i in range(220)], now=T0
+        )
+        held = store.lease("a", W1, limit=100, now=T0 + 5)
+        store.complete_many([(t.id, None) for t in held[:70]], W1, now=T0 + 6)
+        store.complete_many([(t.id, None) for t in held[70:]], W1, now=T0 + 7)
+        everything = store.list(limit=500)
+        for order, status in (("due", "PENDING"), ("updated", "DONE"), ("updated", None)):
+            for descending in (False, True):
+                want = sorted(
+                    (t for t in everything if status is None or t.status.value == status),
+                    key=lambda t: list_key(t, order),
+                    reverse=descending,
+                )
+                paged: list[Task] = []
+                cursor: dict[str, Any] = {}
+                kw: dict[str, Any] = {"order": order, "descending": descending, "limit": 20}
+                while page := store.list(status=status, **kw, **cursor):
+                    paged += page
+                    key, seq = list_key(page[-1], order)
+                    cursor = {"after": seq, "after_key": key}
+                assert [t.id for t in paged] == [t.id for t in want], (order, status, descending)
+
     def test_list_bad_order_arguments(self, store: Store) -> None:
         """An unknown order, or a keyed cursor missing half of itself, is refused by name."""
         with pytest.raises(
