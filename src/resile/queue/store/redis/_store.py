@@ -936,6 +936,45 @@ class RedisStore(Store):
         out.sort(reverse=descending)
         return out[:want]
 
+    # Members a whole-set read of ``_by_field_whole`` holds at a time.
+    WHOLE_CHUNK = 2_000
+
+    def _by_field_whole(
+        self,
+        pairs: Sequence[tuple[str, TaskStatus]],
+        field: str,
+        want: int,
+        descending: bool,
+        mark: tuple[float, int] | None,
+    ) -> builtins.list[tuple[float, int, str]]:
+        """The first ``want`` ``(field's value, sequence, id)`` past ``mark`` of every task of
+        ``pairs``, in order: each set read whole, ``WHOLE_CHUNK`` members at a time, keeping
+        only the best ``want`` (memory bounded by the two, whatever the sets hold)."""
+        pick = heapq.nlargest if descending else heapq.nsmallest
+        best: builtins.list[tuple[float, int, str]] = []
+        for q, s in pairs:
+            key = (
+                K.queue_key(self.root, K.LEASES, q)  # the leases set holds the DOING tasks
+                if s is TaskStatus.DOING
+                else K.status_key(self.root, s, q)
+            )
+            start = 0
+            while True:
+                args = ("ZRANGE", key, start, start + self.WHOLE_CHUNK - 1)
+                ids = self._call(functools.partial(self._command, *args))
+                rows = self._keyed(ids, field)
+                if mark is not None:
+                    rows = [
+                        r
+                        for r in rows
+                        if ((r[0], r[1]) < mark if descending else (r[0], r[1]) > mark)
+                    ]
+                best = pick(want, [*best, *rows])
+                if len(ids) < self.WHOLE_CHUNK:
+                    break
+                start += self.WHOLE_CHUNK
+        return best
+
     def _ids_by_field(
         self,
         pairs: Sequence[tuple[str, TaskStatus]],
@@ -952,7 +991,8 @@ class RedisStore(Store):
         due time, finished ones by updated time) is read from the cursor on, a page's
         worth; the others (DOING: the leases set, as many as the worker slots; PENDING by
         updated time; finished ones by due time) are read whole, one ``HMGET`` per
-        task, so their cost grows with the matching tasks (docs/dashboard.md).
+        task, ``_by_field_whole``: their time grows with the matching tasks, their memory
+        does not (docs/dashboard.md).
         """
         field = _F.DUE_AT.value if order == "due" else _F.UPDATED_AT.value
         mark = None if after is None or after_key is None else (float(after_key), int(after))
@@ -965,16 +1005,7 @@ class RedisStore(Store):
             else:
                 streams.append(self._by_score(key, field, want, descending, mark))
         if whole:
-            found, doing = self._index_members(
-                whole, lambda key: ("ZRANGE", key, 0, -1, "WITHSCORES")
-            )
-            keyed = self._keyed([tid for members in found for tid, _ in members] + doing, field)
-            if mark is not None:
-                keyed = [
-                    k for k in keyed if ((k[0], k[1]) < mark if descending else (k[0], k[1]) > mark)
-                ]
-            keyed.sort(reverse=descending)
-            streams.append(keyed)
+            streams.append(self._by_field_whole(whole, field, want, descending, mark))
         merged = heapq.merge(*streams, reverse=descending)
         return builtins.list(dict.fromkeys(tid for _, _, tid in merged))[:want]
 
