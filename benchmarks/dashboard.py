@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/dashboard.py [--backend sqlite|redis|postgres]
         [--tasks 1000000] [--requests 40] [--keep /tmp/resile-bench]
 
-The store looks like a busy one: 80 % DONE, 4 % FAILED (half of them
-``ConnectionError``), 1 % CANCELED, the rest PENDING, over four queues. It is
+The store looks like a busy one: 80 % DONE, 4 % FAILED (half of each queue's
+``ConnectionError``), 1 % CANCELED, the rest PENDING, over four queues; task
+``i`` (sequence ``i + 1``) is in queue ``i % 4``. It is
 built once and kept under ``--keep``; a later run that finds it whole reuses it
 (building is the CPU-heavy part on a shared machine):
 
@@ -108,7 +109,7 @@ def build_redis(store: Store, n: int) -> None:
                 if state is TaskStatus.DONE:
                     done.append((task.id, 1))
                 elif state is TaskStatus.FAILED:
-                    store.fail(task.id, "bench-worker", errors[i % 2], permanent=True)
+                    store.fail(task.id, "bench-worker", errors[i // 4 % 2], permanent=True)
                 else:
                     store.cancel(task.id)
             store.complete_many(done, "bench-worker")
@@ -155,7 +156,7 @@ def build(path: Path, n: int) -> None:
         )
         db.execute(
             f"UPDATE {TASKS_TABLE} SET status = ?, ready = 0, attempts = 4, last_error ="
-            f" CASE WHEN seq % 2 = 0 THEN ? ELSE ? END, finished_at = {at}, updated_at = {at}"
+            f" CASE WHEN (seq - 1) / 4 % 2 = 0 THEN ? ELSE ? END, finished_at = {at}, updated_at = {at}"
             " WHERE seq % 100 BETWEEN 80 AND 83",
             (TaskStatus.FAILED.value, error, other),
         )
@@ -188,7 +189,7 @@ def build_postgres(url: str, n: int) -> None:
         ("seq %% 100 < 80", {"status": "'DONE'", "attempts": "1", "progress": "100",
                             "result": "'1'"}),
         ("seq %% 100 BETWEEN 80 AND 83", {"status": "'FAILED'", "attempts": "4",
-            "last_error": "CASE WHEN seq %% 2 = 0 THEN %(error)s ELSE %(other)s END"}),
+            "last_error": "CASE WHEN (seq - 1) / 4 %% 2 = 0 THEN %(error)s ELSE %(other)s END"}),
         ("seq %% 100 = 84", {"status": "'CANCELED'"}),
     )  # fmt: skip
     started = time.perf_counter()
