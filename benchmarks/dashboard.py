@@ -289,18 +289,6 @@ class KeptRedis(RedisServer):
         home.mkdir(parents=True, exist_ok=True)
         self.dir = home
 
-    def start(self) -> KeptRedis:
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-                "--save", "", "--appendonly", "no", "--daemonize", "no",
-                "--logfile", str(self.dir / "redis.log")]  # fmt: skip
-        self.process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-        )
-        if not wait_for(self._ping, 300.0, 0.1):  # loading a dump of a million tasks
-            self.stop()
-            raise RuntimeError(f"redis-server on port {self.port} did not start")
-        return self
-
     def save(self) -> None:
         """``SAVE`` the data set to ``dump.rdb`` in ``home`` (blocking; this server is ours)."""
         import socket
@@ -505,7 +493,8 @@ def main() -> int:
             # A file made before a migration is migrated once here.
             print(f"opened {path} in {time.perf_counter() - opened:.2f} s")
         elif args.backend == "redis":
-            redis = KeptRedis(args.keep / "redis").start()
+            redis = KeptRedis(args.keep / "redis")
+            redis.start(timeout=300.0)  # loading a dump of a million tasks
             stack.callback(redis.stop)
             url = redis.url()
             store = open_store(url)
