@@ -740,6 +740,23 @@ class TestQueries:
             if t.queue == "a" and t.status is TaskStatus.PENDING
         ]
 
+    def test_finished_task_updated_at_is_finished_at(self, store: Store) -> None:
+        """Every way to finish writes updated_at = finished_at (the list sorted by updated
+        time reads the finish-time indexes for finished tasks), and a lapsed lease that
+        dead-letters too."""
+        for i in range(5):
+            store.create(spec(id=f"t{i}", max_retries=0), now=T0)
+        held = store.lease("default", W1, limit=4, lease_seconds=5, now=T0 + 1)
+        store.complete(held[0].id, W1, None, now=T0 + 2)
+        store.fail(held[1].id, W1, TaskError("E", "m"), permanent=True, now=T0 + 3)
+        store.cancel(held[2].id, now=T0 + 4)
+        store.cancel("t4", now=T0 + 5)  # PENDING
+        store.lease("default", W2, now=T0 + 60)  # reclaims held[3]: no retry left
+        finished = store.list(status=["DONE", "FAILED", "CANCELED"])
+        assert len(finished) == 5
+        for t in finished:
+            assert t.finished_at is not None and t.updated_at == t.finished_at, t
+
     def test_list_by_time_pages_through_many_ties(
         self, store: Store, monkeypatch: pytest.MonkeyPatch
     ) -> None:
