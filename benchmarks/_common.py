@@ -205,14 +205,15 @@ class RedisServer:
                 best = max(best, n / (time.perf_counter() - t0))
         return best
 
-    def start(self) -> RedisServer:
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        """Start it and wait (``timeout`` seconds at most) until it answers PING."""
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
                 "--save", "", "--appendonly", "no", "--daemonize", "no",
                 "--logfile", str(self.dir / "redis.log")]  # fmt: skip
         self.process = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
-        if not wait_for(self._ping, 10.0, 0.02):
+        if not wait_for(self._ping, timeout, 0.02):
             self.stop()
             raise RuntimeError(f"redis-server on port {self.port} did not start")
         return self

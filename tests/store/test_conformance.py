@@ -740,6 +740,54 @@ class TestQueries:
             if t.queue == "a" and t.status is TaskStatus.PENDING
         ]
 
+    def test_finished_task_updated_at_is_finished_at(self, store: Store) -> None:
+        """Every way to finish writes updated_at = finished_at (the list sorted by updated
+        time reads the finish-time indexes for finished tasks), and a lapsed lease that
+        dead-letters too."""
+        for i in range(5):
+            store.create(spec(id=f"t{i}", max_retries=0), now=T0)
+        held = store.lease("default", W1, limit=4, lease_seconds=5, now=T0 + 1)
+        store.complete(held[0].id, W1, None, now=T0 + 2)
+        store.fail(held[1].id, W1, TaskError("E", "m"), permanent=True, now=T0 + 3)
+        store.cancel(held[2].id, now=T0 + 4)
+        store.cancel("t4", now=T0 + 5)  # PENDING
+        store.lease("default", W2, now=T0 + 60)  # reclaims held[3]: no retry left
+        finished = store.list(status=["DONE", "FAILED", "CANCELED"])
+        assert len(finished) == 5
+        for t in finished:
+            assert t.finished_at is not None and t.updated_at == t.finished_at, t
+
+    def test_list_by_time_pages_through_many_ties(
+        self, store: Store, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Sorted by due or updated time with batches sharing one time (more than a read
+        chunk of the Redis store), each page is in (time, sequence) order and the pages
+        walk every task once, filtered by status or not."""
+        if hasattr(store, "WHOLE_CHUNK"):  # Redis: sets without a time index read in chunks
+            monkeypatch.setattr(store, "WHOLE_CHUNK", 16)
+        store.create_many(
+            [spec(id=f"t{999 - i}", queue="a", due_at=T0 + (i >= 190)) for i in range(220)], now=T0
+        )
+        held = store.lease("a", W1, limit=100, now=T0 + 5)
+        store.complete_many([(t.id, None) for t in held[:70]], W1, now=T0 + 6)
+        store.complete_many([(t.id, None) for t in held[70:]], W1, now=T0 + 7)
+        everything = store.list(limit=500)
+        for order, status in (("due", "PENDING"), ("updated", "DONE"), ("updated", None)):
+            for descending in (False, True):
+                want = sorted(
+                    (t for t in everything if status is None or t.status.value == status),
+                    key=lambda t: list_key(t, order),
+                    reverse=descending,
+                )
+                paged: list[Task] = []
+                cursor: dict[str, Any] = {}
+                kw: dict[str, Any] = {"order": order, "descending": descending, "limit": 20}
+                while page := store.list(status=status, **kw, **cursor):
+                    paged += page
+                    key, seq = list_key(page[-1], order)
+                    cursor = {"after": seq, "after_key": key}
+                assert [t.id for t in paged] == [t.id for t in want], (order, status, descending)
+
     def test_list_bad_order_arguments(self, store: Store) -> None:
         """An unknown order, or a keyed cursor missing half of itself, is refused by name."""
         with pytest.raises(

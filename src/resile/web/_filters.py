@@ -40,7 +40,7 @@ MAX_LIMIT = 500
 # Rows one list page reads at most when filters beyond queue / status are set (about 50 ms
 # of decoding on SQLite; benchmarks/dashboard.py).
 SCAN_BUDGET = 1_000
-# Rows one ``Store.list`` call returns at most while scanning.
+# Rows one ``Store.list`` call returns at most while scanning (the first asks for a page).
 _CHUNK = 500
 
 
@@ -282,9 +282,12 @@ def _cursor(task: Task, flt: TaskFilter) -> Cursor:
     return Cursor(seq, key if flt.keyed else None)
 
 
-def _rows(store: Store, flt: TaskFilter, after: Cursor | None, chunk: int) -> Iterator[Task]:
-    """Every task passing ``flt``'s queue and status in its order, from ``after`` on, ``chunk``
-    rows a call."""
+def _rows(
+    store: Store, flt: TaskFilter, after: Cursor | None, chunk: int, most: int
+) -> Iterator[Task]:
+    """Every task passing ``flt``'s queue and status in its order, from ``after`` on: ``chunk``
+    rows the first call, twice as many each next one, ``most`` at most (a filter that
+    matches often fills its page from the first rows, without decoding ``most``)."""
     while True:
         batch = store.list(
             queue=flt.queue,
@@ -299,6 +302,7 @@ def _rows(store: Store, flt: TaskFilter, after: Cursor | None, chunk: int) -> It
         if len(batch) < chunk:
             return
         after = _cursor(batch[-1], flt)
+        chunk = min(most, 2 * chunk)
 
 
 def scan(
@@ -312,11 +316,11 @@ def scan(
     """Up to ``limit`` tasks matching ``flt`` after ``cursor``, reading at most ``budget`` rows."""
     if cursor is not None and (cursor.key is not None) != flt.keyed:
         raise BadInput("cursor", str(cursor), "the cursor of a previous page of this sort")
-    chunk = min(_CHUNK, budget) if flt.narrowing else limit + 1
+    most = min(_CHUNK, budget) if flt.narrowing else limit + 1
     found: list[Task] = []
     scanned = 0
     last = cursor
-    for task in _rows(store, flt, cursor, chunk):
+    for task in _rows(store, flt, cursor, min(most, limit + 1), most):
         if len(found) == limit:  # one more row exists: there is a next page
             return Page(tuple(found), last, scanned)
         if scanned == budget:

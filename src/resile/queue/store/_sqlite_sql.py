@@ -65,6 +65,7 @@ __all__ = [
     "counts_exists",
     "flip_due",
     "in_list",
+    "list_by_time",
     "list_tasks",
     "next_due",
     "purge",
@@ -355,6 +356,62 @@ def list_tasks(
         sql += " WHERE " + " AND ".join(where)
     by = f"seq{direction}" if column == "seq" else f"{column}{direction}, seq{direction}"
     return sql + f" ORDER BY {by} LIMIT :limit OFFSET :offset"
+
+
+def list_by_time(
+    order: str,
+    descending: bool,
+    *,
+    queue: bool,
+    statuses: Collection[TaskStatus] | None,
+    after: bool,
+) -> str:
+    """``list`` sorted by due or updated time: a ``UNION ALL`` branch per status, each with its
+    own ``ORDER BY`` and ``LIMIT`` (a page), then the outer sort of at most a page a branch.
+
+    A branch an index serves in its order reads a page's worth of rows instead of every
+    match: PENDING by due time, with a queue, the two partial due-time indexes (delayed and
+    ready); finished ones by updated time the ``(status, finished_at)`` index, whose
+    implicit last column is ``seq`` (a finished row's ``updated_at`` is its
+    ``finished_at``: the finishing step writes both from one clock reading, and nothing
+    writes a finished row but requeue, which makes it PENDING). Other branches sort their
+    matches. Parameters as ``list_tasks``: ``:queue``, ``:after``, ``:after_key``,
+    ``:limit``, ``:offset``, and ``:window`` (``limit + offset``).
+    """
+    cmp, direction = ("<", " DESC") if descending else (">", "")
+    chosen = TaskStatus if statuses is None else sorted(set(statuses), key=lambda s: s.value)
+    branches: list[str] = []
+    shapes: list[tuple[str | None, str | None]]  # (index, extra condition) per branch
+    for status in chosen:
+        if order == "due" and status is TaskStatus.PENDING:
+            shapes = [(f"{_T}_delayed", "ready = 0"), (f"{_T}_ready_due", "ready = 1")]
+            column = "due_at"
+        elif order == "updated" and status.terminal:
+            shapes, column = [(f"{_T}_finished", None)], "finished_at"
+        else:
+            shapes, column = [(None, None)], LIST_COLUMNS[order]
+        for index, extra in shapes:
+            where = [f"status = {_lit(status)}"]
+            if extra:
+                where.append(extra)
+            if queue:
+                where.append("queue = :queue")
+            elif index is not None and index != f"{_T}_finished":
+                index = None  # the due-time indexes lead with the queue
+            if after:
+                where.append(
+                    f"{column} {cmp}= :after_key AND ({column} {cmp} :after_key OR seq {cmp} :after)"
+                )
+            hint = f" INDEXED BY {index}" if index else ""
+            branches.append(
+                f"SELECT * FROM (SELECT *, {column} AS list_key FROM {_T}{hint}"
+                f" WHERE {' AND '.join(where)}"
+                f" ORDER BY {column}{direction}, seq{direction} LIMIT :window) AS b{len(branches)}"
+            )
+    return (
+        " UNION ALL ".join(branches)
+        + f" ORDER BY list_key{direction}, seq{direction} LIMIT :limit OFFSET :offset"
+    )
 
 
 # -- lease --------------------------------------------------------------------------------------

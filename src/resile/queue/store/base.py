@@ -596,6 +596,12 @@ class Store(Closing, ABC):
     ) -> list[Task]:
         """Tasks sorted by ``order`` (ties by ``sequence``), filtered and keyset-paginated.
 
+        A page costs about a page of reads on every backend in creation order, for
+        PENDING tasks by due time and for finished ones by updated time (a finished
+        task's ``updated_at`` is its ``finished_at``: backends write both from one clock
+        reading, and the finish-time indexes serve the order); other states sorted by
+        a time sort every match (docs/dashboard.md).
+
         Args:
             queue: only this queue.
             status: one status or several.

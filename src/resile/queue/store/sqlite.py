@@ -976,19 +976,28 @@ class SQLiteStore(Store):
     ) -> builtins.list[Task]:
         statuses = check_list_args(status, limit, offset)
         check_list_order(order, descending, after, after_key)
-        query = sql.list_tasks(
-            queue=queue is not None,
-            statuses=None if statuses is None else len(statuses),
-            after=after is not None,
-            order=order,
-            descending=descending,
-        )
+        if order == "created":
+            query = sql.list_tasks(
+                queue=queue is not None,
+                statuses=None if statuses is None else len(statuses),
+                after=after is not None,
+                descending=descending,
+            )
+        else:
+            query = sql.list_by_time(
+                order,
+                descending,
+                queue=queue is not None,
+                statuses=statuses,
+                after=after is not None,
+            )
         params: dict[str, Any] = {
             "queue": queue,
             "after": None if after is None else int(after),
             "after_key": None if after_key is None else float(after_key),
             "limit": limit,
             "offset": offset,
+            "window": limit + offset,
             **sql.queue_params((s.value for s in statuses or ()), "s"),
         }
         rows = self._read(lambda c: c.execute(query, params).fetchall())

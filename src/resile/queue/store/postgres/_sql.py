@@ -29,6 +29,7 @@ from resile.queue._names import (
     META_TABLE,
     TALLIES_TABLE,
     TASKS_TABLE,
+    TERMINAL_STATUSES,
     TIMING_SEP,
     TaskStatus,
 )
@@ -123,6 +124,7 @@ def _arr(statuses: Collection[TaskStatus]) -> str:
 
 
 _PENDING = _lit(TaskStatus.PENDING)
+_FINISHED = sorted(TERMINAL_STATUSES, key=lambda s: s.value)
 _DOING = _lit(TaskStatus.DOING)
 (_HELD,) = (_lit(s) for s in tr.HELD_FROM)
 (_LEASABLE,) = (_lit(s) for s in tr.LEASE_FROM)
@@ -477,30 +479,8 @@ class Queries:
         self.LIVE_ROWS = f"SELECT reltuples AS n FROM pg_class WHERE oid = '{hot}'::REGCLASS"
 
         # -- lists, prunes, wake-up times -----------------------------------------------------
-        # One statement per (order, descending) of ``Store.list``: sorted by the order's column
-        # then ``seq``, after the cursor ``(:after_key, :after)`` (``:after`` alone by ``seq``).
-        self.LIST: dict[tuple[str, bool], str] = {}
-        for order, column in (("created", "seq"), ("due", "due_at"), ("updated", "updated_at")):
-            for descending in (False, True):
-                cmp, direction = ("<", " DESC") if descending else (">", "")
-                if column == "seq":
-                    cursor = f"seq {cmp} %(after)s"
-                    by = f"seq{direction}"
-                else:
-                    cursor = (
-                        f"({column} {cmp} %(after_key)s::DOUBLE PRECISION OR ({column} ="
-                        f" %(after_key)s::DOUBLE PRECISION AND seq {cmp} %(after)s))"
-                    )
-                    by = f"{column}{direction}, seq{direction}"
-                where = (
-                    " WHERE (%(queue)s::TEXT IS NULL OR queue = %(queue)s)"
-                    " AND (%(statuses)s::TEXT[] IS NULL OR status = ANY(%(statuses)s))"
-                    f" AND (%(after)s::BIGINT IS NULL OR {cursor})"
-                )
-                self.LIST[order, descending] = (
-                    f"SELECT * FROM {hot}{where} UNION ALL SELECT * FROM {fin}{where}"
-                    f" ORDER BY {by} LIMIT %(limit)s OFFSET %(offset)s"
-                )
+        # ``Store.list``'s statements, one per shape (``list_statement``), made on first use.
+        self._lists: dict[tuple[str, bool, bool, tuple[TaskStatus, ...] | None, bool], str] = {}
         # Finished tasks of ``:statuses`` finished at or before ``:cutoff``, at most ``:batch``.
         self.PURGE_BATCH = (
             f"DELETE FROM {fin} WHERE seq IN (SELECT seq FROM {fin}"
@@ -581,4 +561,94 @@ class Queries:
             " WHERE minute >= %(lo)s AND minute <= %(hi)s"
             " AND (%(queue)s::TEXT IS NULL OR queue = %(queue)s)"
             " GROUP BY queue, outcome"
+        )
+
+    def list_statement(
+        self,
+        order: str,
+        descending: bool,
+        *,
+        queue: bool,
+        statuses: Collection[TaskStatus] | None,
+        after: bool,
+    ) -> str:
+        """``Store.list``'s statement for one shape of its arguments (made once, then kept).
+
+        Parameters: ``%(queue)s`` (with ``queue``), ``%(after)s`` and, for a keyed order,
+        ``%(after_key)s`` (with ``after``), ``%(limit)s``, ``%(offset)s``.
+
+        Each table holds its own statuses (PENDING and DOING the hot one, the finished
+        ones the finished table), so a status filter reads only the table that holds it,
+        one ``UNION ALL`` branch per status. Each branch has its own ``ORDER BY`` (the
+        order's column, then ``seq``) and ``LIMIT`` (a page), so a branch an index serves
+        in that order reads a page's worth of rows, not every match, and the outer sort
+        gets at most a page per branch (PostgreSQL merges the branches of a ``UNION ALL``
+        in order only when they have no ``WHERE``). In the finished table ``updated_at``
+        is ``finished_at`` (the finishing move writes both from one clock reading, and a
+        finished row is never updated), so there the updated order reads the
+        ``(status, finished_at)`` index. A predicate written for every shape
+        (``%(queue)s IS NULL OR ...``) would keep the planner from using any of them.
+        """
+        shape = (
+            order,
+            descending,
+            queue,
+            None if statuses is None else tuple(sorted(set(statuses), key=lambda s: s.value)),
+            after,
+        )
+        found = self._lists.get(shape)
+        if found is None:
+            found = self._lists[shape] = self._list_statement(*shape)
+        return found
+
+    def _list_statement(
+        self,
+        order: str,
+        descending: bool,
+        queue: bool,
+        statuses: tuple[TaskStatus, ...] | None,
+        after: bool,
+    ) -> str:
+        cmp, direction = ("<", " DESC") if descending else (">", "")
+        branches: list[str] = []
+        for table, finished in ((self.hot, False), (self.fin, True)):
+            if statuses is not None:
+                mine: list[TaskStatus | None] = [s for s in statuses if s.terminal == finished]
+                if not mine:
+                    continue
+            elif finished and order == "updated":
+                mine = [*_FINISHED]  # one index range each
+            else:
+                mine = [None]
+            column = {"created": "seq", "due": "due_at"}.get(
+                order, "finished_at" if finished else "updated_at"
+            )
+            for status in mine:
+                where = []
+                if queue:
+                    where.append("queue = %(queue)s")
+                if status is not None:
+                    where.append(f"status = {_lit(status)}")
+                if after and column == "seq":
+                    where.append(f"seq {cmp} %(after)s")
+                elif after:
+                    key = "%(after_key)s::DOUBLE PRECISION"
+                    where.append(
+                        f"{column} {cmp}= {key} AND ({column} {cmp} {key} OR seq {cmp} %(after)s)"
+                    )
+                key_column = "" if column == "seq" else f", {column} AS list_key"
+                by = (
+                    f"seq{direction}" if column == "seq" else f"{column}{direction}, seq{direction}"
+                )
+                branches.append(
+                    f"(SELECT *{key_column} FROM {table}"
+                    + (" WHERE " + " AND ".join(where) if where else "")
+                    + f" ORDER BY {by} LIMIT %(limit)s::BIGINT + %(offset)s::BIGINT)"
+                )
+        if not branches:  # no status of either table (cannot happen with TaskStatus)
+            return f"SELECT * FROM {self.hot} WHERE FALSE"
+        by = f"seq{direction}" if order == "created" else f"list_key{direction}, seq{direction}"
+        return (
+            f"SELECT * FROM ({' UNION ALL '.join(branches)}) AS page"
+            f" ORDER BY {by} LIMIT %(limit)s OFFSET %(offset)s"
         )

@@ -970,10 +970,11 @@ class PostgresStore(Schedules, Dashboard, Store):
     ) -> builtins.list[Task]:
         statuses = check_list_args(status, limit, offset)
         check_list_order(order, descending, after, after_key)
-        statement = self.q.LIST[order, descending]
+        statement = self.q.list_statement(
+            order, descending, queue=queue is not None, statuses=statuses, after=after is not None
+        )
         params: dict[str, Any] = {
             "queue": queue,
-            "statuses": None if statuses is None else [s.value for s in statuses],
             "after": None if after is None else int(after),
             "after_key": None if after_key is None else float(after_key),
             "limit": limit,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
 import heapq
 import json
 import logging
@@ -790,8 +791,8 @@ class RedisStore(Store):
         if order == "created":
             ids = self._ids_by_sequence(pairs, offset + limit, after, descending)[offset:]
         else:
-            ids = self._ids_by_field(pairs, order, descending, after, after_key)
-            ids = ids[offset : offset + limit]
+            ids = self._ids_by_field(pairs, order, descending, after, after_key, offset + limit)
+            ids = ids[offset:]
         if not ids:
             return []
 
@@ -864,6 +865,116 @@ class RedisStore(Store):
         merged = heapq.merge(*found, key=lambda pair: pair[1], reverse=descending)
         return builtins.list(dict.fromkeys(tid for tid, _ in merged))[:want]
 
+    def _time_index(self, queue: str, status: TaskStatus, order: str) -> str | None:
+        """The sorted set of ``queue``'s ``status`` tasks scored by ``order``'s field, if any.
+
+        ``due:<q>`` holds every PENDING task by ``due_at``; ``f:<STATUS>:<q>`` every
+        finished one by ``finished_at``, which is its ``updated_at`` (a finished task
+        changes no more: the finishing step writes both from one clock reading).
+        """
+        if order == "due" and status is TaskStatus.PENDING:
+            return K.queue_key(self.root, K.DUE, queue)
+        if order == "updated" and status in TERMINAL_STATUSES:
+            return K.SHAPES["finished"].format(root=self.root, status=status.value, queue=queue)
+        return None
+
+    def _keyed(self, ids: Sequence[str], field: str) -> builtins.list[tuple[float, int, str]]:
+        """``(field's value, sequence, id)`` of each task of ``ids`` still stored."""
+        if not ids:
+            return []
+        values = self._call(
+            lambda: self._pipeline([("HMGET", self._tk(tid), field, _F.SEQ.value) for tid in ids])
+        )
+        out: builtins.list[tuple[float, int, str]] = []
+        for tid, got in zip(ids, values, strict=True):
+            if isinstance(got, Exception) or got[0] is None or got[1] is None:
+                continue  # gone (retention) since we read the index
+            out.append((float(got[0]), int(got[1]), tid))
+        return out
+
+    def _by_score(
+        self,
+        key: str,
+        field: str,
+        want: int,
+        descending: bool,
+        mark: tuple[float, int] | None,
+    ) -> builtins.list[tuple[float, int, str]]:
+        """The first ``want`` ``(key, sequence, id)`` past ``mark`` of a set scored by ``field``.
+
+        Reads the set in chunks from the cursor's score on, until ``want`` rows are
+        found and every member sharing the last one's score is read too (members of
+        one score come in id order, not in sequence order), so a page costs its rows
+        plus the ties at its two ends, not the size of the set.
+        """
+        chunk = max(want, 64)
+        if descending:
+            command = "ZREVRANGEBYSCORE"
+            bounds = ("+inf" if mark is None else repr(mark[0]), "-inf")
+        else:
+            command = "ZRANGEBYSCORE"
+            bounds = ("-inf" if mark is None else repr(mark[0]), "+inf")
+        out: builtins.list[tuple[float, int, str]] = []
+        offset = 0
+        while True:
+            args = (command, key, *bounds, "WITHSCORES", "LIMIT", offset, chunk)
+            got = self._call(functools.partial(self._command, *args))
+            members = [got[i] for i in range(0, len(got), 2)]
+            for row in self._keyed(members, field):
+                if mark is None or (
+                    (row[0], row[1]) < mark if descending else (row[0], row[1]) > mark
+                ):
+                    out.append(row)
+            offset += len(members)
+            if len(members) < chunk:
+                break
+            out.sort(reverse=descending)
+            if len(out) >= want:
+                edge, last = out[want - 1][0], float(got[-1])
+                if (last < edge) if descending else (last > edge):
+                    break
+        out.sort(reverse=descending)
+        return out[:want]
+
+    # Members a whole-set read of ``_by_field_whole`` holds at a time.
+    WHOLE_CHUNK = 2_000
+
+    def _by_field_whole(
+        self,
+        pairs: Sequence[tuple[str, TaskStatus]],
+        field: str,
+        want: int,
+        descending: bool,
+        mark: tuple[float, int] | None,
+    ) -> builtins.list[tuple[float, int, str]]:
+        """The first ``want`` ``(field's value, sequence, id)`` past ``mark`` of every task of
+        ``pairs``, in order: each set read whole, ``WHOLE_CHUNK`` members at a time, keeping
+        only the best ``want`` (memory bounded by the two, whatever the sets hold)."""
+        pick = heapq.nlargest if descending else heapq.nsmallest
+        best: builtins.list[tuple[float, int, str]] = []
+        for q, s in pairs:
+            key = (
+                K.queue_key(self.root, K.LEASES, q)  # the leases set holds the DOING tasks
+                if s is TaskStatus.DOING
+                else K.status_key(self.root, s, q)
+            )
+            start = 0
+            while True:
+                args = ("ZRANGE", key, start, start + self.WHOLE_CHUNK - 1)
+                ids = self._call(functools.partial(self._command, *args))
+                rows = self._keyed(ids, field)
+                if mark is not None:
+                    rows = [
+                        r
+                        for r in rows
+                        if ((r[0], r[1]) < mark if descending else (r[0], r[1]) > mark)
+                    ]
+                best = pick(want, [*best, *rows])
+                if len(ids) < self.WHOLE_CHUNK:
+                    break
+                start += self.WHOLE_CHUNK
+        return best
+
     def _ids_by_field(
         self,
         pairs: Sequence[tuple[str, TaskStatus]],
@@ -871,37 +982,32 @@ class RedisStore(Store):
         descending: bool,
         after: int | None,
         after_key: float | None,
+        want: int,
     ) -> builtins.list[str]:
-        """Every matching id sorted by ``order``'s field then sequence, past the cursor.
+        """The first ``want`` matching ids sorted by ``order``'s field then sequence, past
+        the cursor.
 
-        No index is kept per due or updated time: this reads every member of the
-        matching sets and one ``HMGET`` per task, so its cost grows with the
-        matching tasks (docs/dashboard.md).
+        A (queue, status) with a set scored by that field (``_time_index``: PENDING by
+        due time, finished ones by updated time) is read from the cursor on, a page's
+        worth; the others (DOING: the leases set, as many as the worker slots; PENDING by
+        updated time; finished ones by due time) are read whole, one ``HMGET`` per
+        task, ``_by_field_whole``: their time grows with the matching tasks, their memory
+        does not (docs/dashboard.md).
         """
-        found, doing = self._index_members(pairs, lambda key: ("ZRANGE", key, 0, -1, "WITHSCORES"))
-        ids = [tid for members in found for tid, _ in members] + doing
         field = _F.DUE_AT.value if order == "due" else _F.UPDATED_AT.value
-        values = (
-            self._call(
-                lambda: self._pipeline(
-                    [("HMGET", self._tk(tid), field, _F.SEQ.value) for tid in ids]
-                )
-            )
-            if ids
-            else []
-        )
-        keyed: builtins.list[tuple[float, int, str]] = []
-        for tid, got in zip(ids, values, strict=True):
-            if isinstance(got, Exception) or got[0] is None or got[1] is None:
-                continue  # gone (retention) since we read the index
-            keyed.append((float(got[0]), int(got[1]), tid))
-        if after is not None and after_key is not None:
-            mark = (float(after_key), int(after))
-            keyed = [
-                k for k in keyed if ((k[0], k[1]) < mark if descending else (k[0], k[1]) > mark)
-            ]
-        keyed.sort(reverse=descending)
-        return builtins.list(dict.fromkeys(tid for _, _, tid in keyed))
+        mark = None if after is None or after_key is None else (float(after_key), int(after))
+        streams: builtins.list[builtins.list[tuple[float, int, str]]] = []
+        whole: builtins.list[tuple[str, TaskStatus]] = []
+        for q, s in pairs:
+            key = self._time_index(q, s, order)
+            if key is None:
+                whole.append((q, s))
+            else:
+                streams.append(self._by_score(key, field, want, descending, mark))
+        if whole:
+            streams.append(self._by_field_whole(whole, field, want, descending, mark))
+        merged = heapq.merge(*streams, reverse=descending)
+        return builtins.list(dict.fromkeys(tid for _, _, tid in merged))[:want]
 
     def _stats_keys(self, names: Sequence[str]) -> builtins.list[tuple[TaskStatus, str]]:
         """(status, the key whose size counts it) per queue and status."""
