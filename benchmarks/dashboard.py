@@ -119,6 +119,68 @@ def build_redis(store: Store, n: int) -> None:
     )
 
 
+# Per minute and queue, the attempts that write the overview's counters (fill_counters).
+PER_MINUTE = 16
+_FILLER_PRIORITY = -(2**62)  # leased before the store's own PENDING tasks
+
+
+def fill_counters(store: Store, now: float) -> None:
+    """A day of per-minute counters and timings up to ``now``, written by real transitions.
+
+    For each minute (from the last one that already counted something, at most 24 h
+    back) and queue, ``PER_MINUTE`` tasks are created, leased and ended through the
+    contract with ``now=`` in that minute: run times spread log-uniformly over 1 ms ..
+    10 s, a quarter fail once and are leased again 1 ms .. 2 s after their retry was
+    due, then complete. That gives each minute and queue about as many distinct
+    counters (outcome x run bucket x lateness bucket) as a busy queue writes. The tasks
+    are deleted afterwards: the counters stay, the store's tasks are as built.
+    """
+    import random
+
+    from resile.backoff import Constant
+
+    rng = random.Random(11)
+    day = now - 86_400.0
+    have = store.tallies(since=day, until=now)
+    first = max(day, max(have) + 60.0) if have else day
+    minutes = int((now - first) // 60)
+    if minutes <= 0:
+        print("the per-minute counters are up to date")
+        return
+    started = time.perf_counter()
+    error = TaskError("ConnectionError", "refused")
+    for m in range(minutes):
+        t0 = first + 60.0 * m
+        for queue in QUEUES:
+            ids = [f"fill-{queue}-{int(t0)}-{i}" for i in range(PER_MINUTE)]
+            store.create_many(
+                [
+                    TaskSpec(HANDLERS[queue], id=tid, queue=queue, max_retries=3,
+                             backoff=Constant(1.0), priority=_FILLER_PRIORITY)
+                    for tid in ids
+                ],
+                now=t0,
+            )  # fmt: skip
+            at = t0 + 0.5
+            for k, task in enumerate(store.lease(queue, "filler", limit=PER_MINUTE, now=at)):
+                end = at + 10 ** rng.uniform(-3, 1)
+                if k % 4 == 0:
+                    store.fail(task.id, "filler", error, now=end)
+                    again = end + 1.0 + 10 ** rng.uniform(-3, 0.3)
+                    for retry in store.lease(queue, "filler", limit=1, now=again):
+                        store.complete(
+                            retry.id, "filler", None, now=again + 10 ** rng.uniform(-3, 1)
+                        )
+                else:
+                    store.complete(task.id, "filler", None, now=end)
+            for tid in ids:
+                store.delete(tid)
+    print(
+        f"wrote {minutes:,} minutes of counters ({minutes * len(QUEUES) * PER_MINUTE:,} tasks,"
+        f" deleted after) in {time.perf_counter() - started:.1f} s"
+    )
+
+
 def build(path: Path, n: int) -> None:
     """Fill ``path`` with ``n`` tasks unless it already holds them."""
     if path.exists():
@@ -475,6 +537,11 @@ def main() -> int:
     parser.add_argument("--page-seconds", type=float, default=20.0)
     parser.add_argument("--keep", type=Path, default=Path("/tmp/resile-bench"))
     parser.add_argument("--build-only", action="store_true", help="build (or check) the store")
+    parser.add_argument(
+        "--counters",
+        action="store_true",
+        help="first write a day of per-minute counters and timings (fill_counters)",
+    )
     parser.add_argument("--serve", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -521,6 +588,8 @@ def main() -> int:
             else:
                 print(f"reusing the PostgreSQL cluster in {pg.dir} ({args.tasks:,} tasks)")  # type: ignore[attr-defined]
         stack.callback(store.close)
+        if args.counters:
+            fill_counters(store, time.time())
         if not args.build_only:
             measure(url, store, args)
     print(f"python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}")

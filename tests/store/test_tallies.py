@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+from typing import Any
+
 import pytest
 
 from resile import Constant
@@ -149,3 +152,54 @@ class TestQuantiles:
         split = Quantiles.of({0: 50, 9: 50})  # p50 at the top of the first; p95 in (0.5, 1]
         assert split.p50 == pytest.approx(0.001)
         assert 0.5 < (split.p95 or 0) <= 1.0
+
+
+class TestOverviewCounters:
+    """The dashboard's ``Counters`` reads past minutes once and answers as the store does."""
+
+    def test_agrees_with_the_store_as_time_moves(self, store: Store) -> None:
+        """Attempts over 27 hours (some retried late, one after each read by a clock two
+        minutes behind), read at moments 1 minute to 3 hours apart: the cached day of
+        tallies and the hour's and day's timings equal what the store answers directly,
+        and a read after the first asks only for recent minutes."""
+        from resile.web._counters import DAY, FRESH, Counters
+
+        rng = random.Random(5)
+        start = M0 - 27 * 3600
+        starts = sorted(start + rng.uniform(0, 27 * 3600) for _ in range(36))
+        asked: list[tuple[int, int]] = []
+        rows = store._timing_rows
+
+        def counted(lo: int, hi: int, queue: str | None) -> Any:
+            asked.append((lo, hi))
+            return rows(lo, hi, queue)
+
+        store._timing_rows = counted  # type: ignore[method-assign]
+        counters = Counters()
+        now, done, reads = start + 600, 0, 0
+        while now < M0 + 3600:
+            while done < len(starts) and starts[done] + 20 <= now:  # an attempt's whole life
+                at, queue = starts[done], f"q{done % 2}"
+                task = store.create(spec(queue, max_retries=1), now=at)
+                store.lease(queue, W1, now=at)
+                if done % 3 == 0:
+                    store.fail(task.id, W1, TaskError("E", "x"), now=at + 0.01 * done)
+                    at += 5.0 + 0.01 * done + rng.uniform(0.0, 4.0)  # a late retry
+                    store.lease(queue, W1, now=at)
+                store.complete(task.id, W1, None, now=at + rng.uniform(0.001, 9.0))
+                done += 1
+            asked.clear()
+            got = [counters.tallies(store, now)]
+            got += [counters.timings(store, now, span) for span in (3600, DAY)]
+            mine = list(asked)
+            assert got[0] == store.tallies(since=now - DAY + 1, until=now)
+            for span, answer in zip((3600, DAY), got[1:], strict=True):
+                assert answer == store.timings(since=now - span + 1, until=now), (now, span)
+            if reads:  # the day's whole settled hours come from what was read before
+                assert all(hi - lo < 2 * 60 + FRESH // 60 for lo, hi in mine), mine
+            late = store.create(spec("q1"), now=now - 120)  # a clock 2 minutes behind
+            store.lease("q1", W1, now=now - 120)
+            store.complete(late.id, W1, None, now=now - 119)
+            reads += 1
+            now += rng.choice((60.0, 600.0, 3600.0, 3 * 3600.0))
+        assert done == len(starts) and reads > 5

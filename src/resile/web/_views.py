@@ -17,6 +17,7 @@ from resile.queue._names import Tally, TaskStatus
 from resile.queue.registry import WorkerRecord
 from resile.queue.store.base import Quantiles, Store, Timings
 from resile.queue.task import Task
+from resile.web._counters import Counters
 from resile.web._filters import Cursor, TaskFilter, scan
 
 __all__ = [
@@ -109,8 +110,10 @@ def chart(
     return Chart(title, step, tuple(bars), totals, peak, width, height)
 
 
-def overview_view(store: Store) -> dict[str, Any]:
-    """Counts per queue and status, totals, the first dead letters, the paused queues."""
+def overview_view(store: Store, counters: Counters | None = None) -> dict[str, Any]:
+    """Counts per queue and status, totals, the first dead letters, the paused queues, and
+    the day's counters (through ``counters``, which keeps what it read of past minutes)."""
+    counters = Counters() if counters is None else counters
     rows: list[tuple[str, Mapping[TaskStatus, int]]] = []
     totals = dict.fromkeys(STATUSES, 0)
     paused = store.paused()
@@ -129,14 +132,14 @@ def overview_view(store: Store) -> dict[str, Any]:
         "dead": dead,
         "paused": paused,
         "slots": slots(registered, store.now()),
-        "charts": _charts(store),
-        "timings": _timings(store, [name for name, _ in rows]),
+        "charts": _charts(store, counters),
+        "timings": _timings(store, counters, [name for name, _ in rows]),
     }
 
 
-def _charts(store: Store) -> tuple[Chart, Chart]:
+def _charts(store: Store, counters: Counters) -> tuple[Chart, Chart]:
     now = store.now()
-    tallies = store.tallies(since=now - 86_400 + 1)
+    tallies = counters.tallies(store, now)
     return (
         chart("Last hour, per minute", tallies, now, 60, 60),
         chart("Last day, per hour", tallies, now, 3600, 24),
@@ -148,10 +151,10 @@ TIMING_WINDOWS = (("hour", 3600), ("day", 86_400))
 _NONE = Timings(Quantiles(), Quantiles())
 
 
-def _timings(store: Store, queues: list[str]) -> dict[str, dict[str, Timings]]:
+def _timings(store: Store, counters: Counters, queues: list[str]) -> dict[str, dict[str, Timings]]:
     """Per queue shown: window -> its ``Timings`` (none counted: n = 0, no percentiles)."""
     now = store.now()
-    read = {key: store.timings(since=now - span + 1) for key, span in TIMING_WINDOWS}
+    read = {key: counters.timings(store, now, span) for key, span in TIMING_WINDOWS}
     names = sorted(set(queues).union(*read.values()))
     return {q: {key: got.get(q, _NONE) for key, got in read.items()} for q in names}
 

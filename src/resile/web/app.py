@@ -44,6 +44,7 @@ from resile.queue.api import Queue
 from resile.queue.schedules import check_name as check_schedule_name
 from resile.queue.store import Store, open_store
 from resile.web._api import routes as api_routes
+from resile.web._counters import Counters
 from resile.web._filters import (
     MAX_LIMIT,
     BadInput,
@@ -135,6 +136,7 @@ class _Dashboard:
         self.read_only = read_only
         self.token = token
         self.reads = SharedReads(refresh)
+        self.counters = Counters()  # the overview's past minutes, read once
         self.jobs = Jobs(store, batch=batch)
         self.env = environment()
         self.actions = ACTIONS
@@ -204,7 +206,7 @@ class _Dashboard:
     # -- pages ------------------------------------------------------------------------------------
 
     def overview_read(self) -> tuple[Any, Callable[[], dict[str, Any]]]:
-        return ("overview",), lambda: overview_view(self.store)
+        return ("overview",), lambda: overview_view(self.store, self.counters)
 
     def tasks_read(self, request: Request) -> tuple[Any, Callable[[], dict[str, Any]]]:
         params = request.query_params

@@ -207,20 +207,40 @@ _TALLY_OF = (
 )
 
 
+# The queues that have counters, found by a skip scan of the primary key (queue, minute,
+# outcome): one index probe per queue, so a range of minutes over every queue reads that
+# range of each queue instead of the whole table (a day of busy counters: 74 ms -> a few).
+_COUNTED_QUEUES = (
+    f"WITH RECURSIVE counted(q) AS (SELECT MIN(queue) FROM {TALLIES_TABLE}"
+    f" UNION ALL SELECT (SELECT MIN(queue) FROM {TALLIES_TABLE} WHERE queue > q)"
+    " FROM counted WHERE q IS NOT NULL) "
+)
+
+
+def _in_range(queue: bool) -> tuple[str, str]:
+    """The ``WITH`` prefix and the ``WHERE`` of a range of minutes of one queue or all."""
+    if queue:
+        return "", "queue = :queue AND minute >= :lo AND minute <= :hi"
+    return _COUNTED_QUEUES, (
+        "queue IN (SELECT q FROM counted WHERE q IS NOT NULL) AND minute >= :lo AND minute <= :hi"
+    )
+
+
 def tallies(*, queue: bool) -> str:
     """The counts per minute and tally in ``[:lo, :hi]``, of one queue (``:queue``) or all."""
-    where = "minute >= :lo AND minute <= :hi" + (" AND queue = :queue" if queue else "")
+    with_, where = _in_range(queue)
     return (
-        f"SELECT minute, {_TALLY_OF} AS tally, SUM(n) FROM {TALLIES_TABLE} WHERE {where}"
+        f"{with_}SELECT minute, {_TALLY_OF} AS tally, SUM(n) FROM {TALLIES_TABLE} WHERE {where}"
         " GROUP BY minute, tally ORDER BY minute"
     )
 
 
 def timing_counters(*, queue: bool) -> str:
     """The counters per queue and name in ``[:lo, :hi]`` (``Store.timings``' histograms)."""
-    where = "minute >= :lo AND minute <= :hi" + (" AND queue = :queue" if queue else "")
+    with_, where = _in_range(queue)
     return (
-        f"SELECT queue, outcome, SUM(n) FROM {TALLIES_TABLE} WHERE {where} GROUP BY queue, outcome"
+        f"{with_}SELECT queue, outcome, SUM(n) FROM {TALLIES_TABLE} WHERE {where}"
+        " GROUP BY queue, outcome"
     )
 
 
