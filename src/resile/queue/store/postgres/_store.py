@@ -116,6 +116,18 @@ class _Leased:
     started_at: float
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _LeaseAsk:
+    """What one ``complete_then_lease`` asks to lease, checked, at ``at``."""
+
+    names: Sequence[str]
+    worker: str
+    limit: int
+    lease_seconds: float
+    capacity: Mapping[str, float] | None
+    at: float
+
+
 # resile's own URL query options (the others go to libpq).
 _OPTIONS = ("schema", "listen", "vacuum_every", *SERVER_OPTIONS)
 
@@ -577,12 +589,11 @@ class PostgresStore(Schedules, Dashboard, Store):
         names = lease_call_args(queues, worker_id, limit, lease_seconds)
         at = self.now(now)
         finishing = self._held_items(encoded, worker_id, at)
+        ask = _LeaseAsk(names, worker_id, limit, lease_seconds, capacity, at)
         if finishing is None:
-            out = self._locked(encoded, names, worker_id, limit, lease_seconds, capacity, at)
+            out = self._locked(encoded, ask)
         else:
-            out = self._pipelined(
-                encoded, finishing, names, worker_id, limit, lease_seconds, capacity, at
-            )
+            out = self._pipelined(encoded, finishing, ask)
         self._pruner.tick(at)
         if encoded and self.vacuum_every is not None:
             self._maybe_vacuum(sum(out[0]))
@@ -621,24 +632,20 @@ class PostgresStore(Schedules, Dashboard, Store):
         self,
         encoded: Sequence[tuple[str, str]],
         finishing: Sequence[Mapping[str, Any]],
-        names: Sequence[str],
-        worker_id: str,
-        limit: int,
-        lease_seconds: float,
-        capacity: Mapping[str, float] | None,
-        at: float,
+        ask: _LeaseAsk,
     ) -> tuple[builtins.list[bool], builtins.list[Task]]:
-        """``complete_then_lease`` in one round trip: ``FINISH`` (held by ``worker_id``
+        """``complete_then_lease`` in one round trip: ``FINISH`` (held by the worker
         at the attempts leased), ``LEASE_CHECKS`` and ``LEASE_DUE`` in one pipeline;
         then the locked path for what the checks found (``_after_checks``)."""
-        q = self.q
-        how = tr.lease(0, at, lease_seconds)  # the status and times of every lease of this call
+        q, at, worker_id = self.q, ask.at, ask.worker
+        # The status and times of every lease of this call.
+        how = tr.lease(0, at, ask.lease_seconds)
         lease = {
-            "queues": builtins.list(names),
+            "queues": builtins.list(ask.names),
             "now": at,
-            "gated": capacity is not None,
+            "gated": ask.capacity is not None,
             "paused_prefix": q.PAUSED_PREFIX,
-            "limit": limit,
+            "limit": ask.limit,
             "status": how.status.value,
             "worker": worker_id,
             "lease_expires_at": how.lease_expires_at,
@@ -689,10 +696,8 @@ class PostgresStore(Schedules, Dashboard, Store):
             )  # fmt: skip
         more = bool(found.get("expired") or found.get("gated"))
         if corrupt or more:
-            leased += self._after_checks(
-                corrupt, more, names, worker_id, limit - len(leased), lease_seconds,
-                capacity, at, held,
-            )  # fmt: skip
+            rest = dataclasses.replace(ask, limit=ask.limit - len(leased))
+            leased += self._after_checks(corrupt, more, rest, held)
         self._remember(held, [tid for tid, _ in encoded])
         return flags, leased
 
@@ -700,18 +705,14 @@ class PostgresStore(Schedules, Dashboard, Store):
         self,
         corrupt: Sequence[tuple[Mapping[str, Any], str]],
         more: bool,
-        names: Sequence[str],
-        worker_id: str,
-        limit: int,
-        lease_seconds: float,
-        capacity: Mapping[str, float] | None,
-        at: float,
+        ask: _LeaseAsk,
         held: dict[str, _Leased],
     ) -> builtins.list[Task]:
         """The locked path after a pipelined lease: dead-letter the ``corrupt`` tasks it
         took (as the locked lease does, from what they held before it), and when
-        ``more``, reclaim lapsed leases and lease up to ``limit`` more (capacities
+        ``more``, reclaim lapsed leases and lease up to ``ask.limit`` more (capacities
         checked). The tasks leased here are added to ``held``."""
+        at, worker_id = ask.at, ask.worker
         reclaimed: builtins.list[Reclaimed] = []
         extra: dict[str, _Leased] = {}
 
@@ -747,8 +748,8 @@ class PostgresStore(Schedules, Dashboard, Store):
                 return []
             wake: builtins.list[tuple[str, float]] = []
             got = self._lease_in(
-                cur, names, worker_id, max(0, limit), lease_seconds, capacity, at, wake,
-                reclaimed, extra,
+                cur, ask.names, worker_id, max(0, ask.limit), ask.lease_seconds, ask.capacity,
+                at, wake, reclaimed, extra,
             )  # fmt: skip
             self._wake_others(cur, wake)
             return got
@@ -761,14 +762,10 @@ class PostgresStore(Schedules, Dashboard, Store):
     def _locked(
         self,
         encoded: Sequence[tuple[str, str]],
-        names: Sequence[str],
-        worker_id: str,
-        limit: int,
-        lease_seconds: float,
-        capacity: Mapping[str, float] | None,
-        at: float,
+        ask: _LeaseAsk,
     ) -> tuple[builtins.list[bool], builtins.list[Task]]:
         """``complete_then_lease`` in one transaction that reads and locks the rows first."""
+        worker_id, at = ask.worker, ask.at
         reclaimed: builtins.list[Reclaimed] = []
         held: dict[str, _Leased] = {}
 
@@ -779,8 +776,9 @@ class PostgresStore(Schedules, Dashboard, Store):
             done = self._complete_in(cur, encoded, worker_id, at) if encoded else {}
             flags = [tid in done for tid, _ in encoded]
             leased = self._lease_in(
-                cur, names, worker_id, limit, lease_seconds, capacity, at, wake, reclaimed, held
-            )
+                cur, ask.names, worker_id, ask.limit, ask.lease_seconds, ask.capacity, at, wake,
+                reclaimed, held,
+            )  # fmt: skip
             self._wake_others(cur, wake)
             return flags, leased
 
