@@ -421,14 +421,17 @@ class Queries:
         # The lease as one statement: up to :limit due tasks of the queues that are not
         # paused, in (priority, seq) order, others' locked rows skipped, set to the values
         # ``_transitions.lease`` gave (its count rule, ``attempts + 1``, spelled here as in
-        # the Redis script); none when ``:gated`` and a due task has needs (the locked
-        # path checks them). Returns the leased rows, and what they held before the lease.
+        # the Redis script); none when a ``LEASE_CHECKS`` check holds (the locked path
+        # reclaims first, or checks the needs, and leases in order). Returns the leased
+        # rows, and what they held before the lease.
         self.LEASE_DUE = (
             f"WITH open AS (SELECT q.name FROM UNNEST(%(queues)s::TEXT[]) AS q(name)"
             f" WHERE NOT EXISTS (SELECT 1 FROM {s}.{META_TABLE}"
             " WHERE key = %(paused_prefix)s || q.name)"
             f" AND NOT (%(gated)s AND EXISTS (SELECT 1 FROM {hot} WHERE status = {_LEASABLE}"
-            " AND has_resources AND queue = ANY(%(queues)s) AND due_at <= %(now)s))),"
+            " AND has_resources AND queue = ANY(%(queues)s) AND due_at <= %(now)s))"
+            f" AND NOT EXISTS (SELECT 1 FROM {hot} WHERE status = {_HELD}"
+            " AND queue = ANY(%(queues)s) AND lease_expires_at < %(now)s)),"
             " pick AS (SELECT t.seq, t.attempts, t.lease_owner, t.started_at, t.updated_at"
             f" FROM open, LATERAL (SELECT seq, priority, attempts, lease_owner, started_at,"
             f" updated_at FROM {hot} WHERE status = {_LEASABLE} AND queue = open.name"
