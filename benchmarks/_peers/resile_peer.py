@@ -1,8 +1,10 @@
 """resile's runner (project ``.venv``): ``@queue.task`` handlers, ``enqueue``, ``Worker``.
 
 Store: ``$BENCH_URL`` (``sqlite:////tmp/...db`` or ``redis://127.0.0.1:PORT/DB``).
-Workers: ``resile_peer.py worker --procs P --concurrency C`` starts P worker
-processes, each ``resile.Worker(queue, concurrency=C, mode="thread").run()``.
+Workers: ``resile_peer.py worker P C MODE`` starts P worker processes, each
+``resile.Worker(queue, concurrency=C, mode=MODE).run()``: thread mode, but on
+PostgreSQL the no-op task is an ``async def`` run by the async mode, 100 at once,
+as pgqueuer (the peer there) runs its ``async def`` handlers, uncapped.
 """
 
 from __future__ import annotations
@@ -21,11 +23,20 @@ import resile
 
 URL = os.environ.get(C.ENV_URL, "sqlite:///:memory:")
 queue = resile.connect(URL)
+# The no-op task's form and worker: as the peers of this store run theirs.
+ASYNC_NOOP = URL.startswith(("postgresql:", "postgres:"))
 
+if ASYNC_NOOP:
 
-@queue.task(name="noop", max_retries=0)
-def noop() -> None:
-    C.mark_done()
+    @queue.task(name="noop", max_retries=0)
+    async def noop() -> None:
+        C.mark_done()
+
+else:
+
+    @queue.task(name="noop", max_retries=0)
+    def noop() -> None:
+        C.mark_done()
 
 
 @queue.task(name="flaky", backoff=resile.Constant(1.0), max_retries=1)
@@ -43,7 +54,11 @@ def sleep2(i: int) -> None:
     C.mark_event("D", i)
 
 
-CONCURRENCY = {"e2e": 10, "lateness": 10, "kill": 20}
+CONCURRENCY = {"e2e": 100 if ASYNC_NOOP else 10, "lateness": 10, "kill": 20}
+
+
+def _mode(kind: str) -> str:
+    return "async" if ASYNC_NOOP and kind == "e2e" else "thread"
 
 
 class ResilePeer(C.Peer):
@@ -65,31 +80,32 @@ class ResilePeer(C.Peer):
         sleep2.enqueue_many([{"i": i} for i in range(n)])
 
     def worker_cmd(self, kind: str, procs: int) -> list[str]:
-        return [sys.executable, __file__, "worker", str(procs), str(CONCURRENCY[kind])]
+        return [sys.executable, __file__, "worker", str(procs), str(CONCURRENCY[kind]), _mode(kind)]
 
     def settings(self, kind: str, procs: int) -> str:
-        return f"{procs} worker process(es) × {CONCURRENCY[kind]} threads, defaults otherwise"
+        slots = "async tasks" if _mode(kind) == "async" else "threads"
+        return f"{procs} worker process(es) × {CONCURRENCY[kind]} {slots}, defaults otherwise"
 
     def inspect(self, n: int) -> dict[str, int]:
         stats = queue.stats()
         return {"stuck": stats[resile.TaskStatus.PENDING] + stats[resile.TaskStatus.DOING]}
 
 
-def _worker(procs: int, concurrency: int) -> None:
+def _worker(procs: int, concurrency: int, mode: str) -> None:
     if procs > 1:  # one process per worker: the others are children in our process group
         kids = [
-            subprocess.Popen([sys.executable, __file__, "worker", "1", str(concurrency)])
+            subprocess.Popen([sys.executable, __file__, "worker", "1", str(concurrency), mode])
             for _ in range(procs - 1)
         ]
     else:
         kids = []
-    resile.Worker(queue, concurrency=concurrency).run()
+    resile.Worker(queue, concurrency=concurrency, mode=mode).run()  # type: ignore[arg-type]
     for k in kids:
         k.wait()
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["worker"]:
-        _worker(int(sys.argv[2]), int(sys.argv[3]))
+        _worker(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] if len(sys.argv) > 4 else "thread")
     else:
         C.main(ResilePeer())

@@ -26,7 +26,7 @@ from _proxy import Proxy, through
 from _waits import returns_within, wait_for
 from resile.errors import StoreUnavailable
 from resile.queue import TaskSpec, TaskStatus
-from resile.queue._names import FIELDS, TASKS_TABLE, Tally
+from resile.queue._names import FIELDS, TASKS_TABLE, Outcome, Tally
 from resile.queue.store import open_store
 from resile.queue.store.postgres import SCHEMA_VERSION, PostgresStore, SchemaError
 from resile.queue.store.postgres import _sql as pgsql
@@ -198,12 +198,10 @@ class TestSchema:
             for table in (TASKS_TABLE, pgsql.FINISHED_TABLE):
                 c.execute(f"ALTER TABLE {schema}.{table} DROP COLUMN traceparent")
             c.execute(f"DROP TABLE {schema}.resile_tallies")
-            for fn in ("rows", "moved"):  # their triggers go with them
-                c.execute(f"DROP FUNCTION {schema}.resile_counts_{fn}() CASCADE")
             c.execute(f"DROP TABLE {schema}.resile_counts")
             c.execute(f"UPDATE {schema}.resile_meta SET value = '1' WHERE key = 'schema_version'")
         s = stores()
-        assert s.schema_version() == SCHEMA_VERSION == 3
+        assert s.schema_version() == SCHEMA_VERSION == 4
         assert s.counts() == expected
         got = s.get(task.id)
         assert got is not None and got.traceparent is None
@@ -214,6 +212,36 @@ class TestSchema:
         (leased,) = s.lease("q", "w", now=time.time() + 1)
         assert s.complete(leased.id, "w") is not None
         assert sum(c[Tally.DONE] for c in s.tallies(since=0).values()) == 1
+
+    def test_a_version_3_schema_loses_its_count_triggers_and_is_counted_again(
+        self, url: str, schema: str, stores: Callable[..., PostgresStore]
+    ) -> None:
+        """Version 3 counted through triggers: the migration drops them (the statements
+        count now, and a trigger would count twice) and counts the tasks afresh."""
+        first = stores()
+        expected = fill_to_count(first)
+        first.close()
+        with raw(url) as c:
+            c.execute(
+                f"CREATE FUNCTION {schema}.resile_counts_moved() RETURNS trigger"
+                " LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$"
+            )
+            c.execute(
+                f"CREATE TRIGGER resile_tasks_count_update AFTER UPDATE ON {schema}.resile_tasks"
+                f" FOR EACH ROW EXECUTE FUNCTION {schema}.resile_counts_moved()"
+            )
+            c.execute(f"UPDATE {schema}.resile_counts SET n = n + 5")  # drifted
+            c.execute(f"UPDATE {schema}.resile_meta SET value = '3' WHERE key = 'schema_version'")
+        s = stores()
+        assert s.schema_version() == 4
+        assert s.counts() == expected
+        with raw(url) as c:
+            found = c.execute(
+                "SELECT COUNT(*) FROM pg_trigger WHERE NOT tgisinternal"
+                " AND tgrelid = ANY(ARRAY[%s::REGCLASS, %s::REGCLASS])",
+                (f"{schema}.resile_tasks", f"{schema}.resile_finished"),
+            ).fetchone()
+        assert found is not None and found[0] == 0
 
     def test_concurrent_opens_create_it_once(self, url: str) -> None:
         """Several processes' first opens at once: the advisory lock lets one create it."""
@@ -276,6 +304,18 @@ class TestSchema:
             "ord",
             "found",
             "n",
+            # the pipelined lease's checks and steps, the counters' rows
+            "expired",
+            "gated",
+            "open",
+            "pick",
+            "leased",
+            "k",
+            "c",
+            "cnt",
+            "d",
+            "gone",
+            "shard",
             pgsql.FINISHED_TABLE,
             pgsql.SEQUENCE,
             # the catalog the live-row estimate is read from
@@ -286,7 +326,7 @@ class TestSchema:
         for text in texts:
             if text is q.SCHEMA:
                 continue
-            bare = re.sub(r"%\(\w+\)s|\bs\.(?=\w)|\bnew_", " ", text)
+            bare = re.sub(r"%\(\w+\)s|\bs\.(?=\w)|\bnew_|\bwas_", " ", text)
             assert unknown_fields(sql_columns(bare)) - aliases == set(), text
 
 
@@ -324,6 +364,67 @@ class TestRoundTrips:
         assert again.id == task.id
         assert s.fail(task.id, "w1", RuntimeError("late"), now=T0 + 6) is None
         assert s.get(task.id).lease_owner == "w2"  # type: ignore[union-attr]
+
+    def test_complete_then_lease_of_tasks_this_store_leased_is_one_pipeline(
+        self, stores: Callable[..., PostgresStore], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The worker's call goes without a locked transaction, and counts what it did."""
+        s = stores()
+        s.create_many([spec() for _ in range(4)], now=T0)
+        first = s.lease("default", "w", limit=2, now=T0)
+
+        def no_transaction(*a: Any, **k: Any) -> Any:
+            raise AssertionError("complete_then_lease opened a transaction")
+
+        monkeypatch.setattr(s._db, "tx", no_transaction)
+        items = [(t.id, {"n": 1}) for t in first] + [(first[0].id, None)]  # a repeat: once
+        flags, more = s.complete_then_lease(items, "default", "w", limit=5, now=T0 + 1)
+        monkeypatch.undo()
+        assert flags == [True, True, False] and len(more) == 2
+        assert all(t.attempts == 1 and t.lease_owner == "w" for t in more)
+        done = s.get(first[0].id)
+        assert done is not None and done.status is TaskStatus.DONE and done.result == {"n": 1}
+        assert len(done.history) == 1 and done.history[0].outcome is Outcome.OK
+        assert s.stats()[TaskStatus.DONE] == 2 and s.stats()[TaskStatus.DOING] == 2
+        counted = s.tallies(since=T0 - 60, until=T0 + 60)
+        assert sum(c.get(Tally.DONE, 0) for c in counted.values()) == 2
+
+    def test_a_completion_of_a_task_no_longer_held_is_refused_in_the_pipeline(
+        self, stores: Callable[..., PostgresStore]
+    ) -> None:
+        """The lease lapsed and went to another worker: the old holder's completion is not
+        written, and the lapsed lease's reclaim goes through the locked path."""
+        s = stores()
+        s.create(spec(max_retries=3), now=T0)
+        (task,) = s.lease("default", "w1", lease_seconds=1, now=T0)
+        (again,) = stores().lease("default", "w2", now=T0 + 5)
+        assert again.id == task.id
+        flags, _ = s.complete_then_lease([(task.id, None)], "default", "w1", now=T0 + 6)
+        assert flags == [False]
+        got = s.get(task.id)
+        assert got is not None and got.lease_owner == "w2" and got.status is TaskStatus.DOING
+
+    def test_a_corrupt_task_the_pipelined_lease_took_is_dead_lettered_unleased(
+        self, url: str, schema: str, stores: Callable[..., PostgresStore]
+    ) -> None:
+        """A row that cannot be decoded goes to FAILED with the reason, as it was before the
+        lease (attempts, owner), and nothing stored is thrown away; the next one is leased."""
+        s = stores()
+        s.create(TaskSpec("h", {"a": 1}, id="bad"), now=T0)
+        s.create(TaskSpec("h", {"a": 2}, id="good"), now=T0)
+        with raw(url) as c:
+            c.execute(f"UPDATE {schema}.resile_tasks SET params = '{{not json' WHERE id = 'bad'")
+        got = s.lease("default", "w", limit=5, now=T0)
+        assert [t.id for t in got] == ["good"]
+        bad = s.get("bad")
+        assert bad is not None and bad.status is TaskStatus.FAILED
+        assert bad.attempts == 0 and bad.lease_owner is None and bad.started_at is None
+        assert bad.last_error is not None and bad.last_error.type == "CorruptTask"
+        assert "'params'" in bad.last_error.message
+        with raw(url) as c:
+            kept = c.execute(f"SELECT params FROM {schema}.resile_finished WHERE id = 'bad'")
+            assert kept.fetchone() == ("{not json",)
+        assert s.stats()[TaskStatus.FAILED] == 1 and s.stats()[TaskStatus.DOING] == 1
 
     def test_next_due_at_needs_no_transaction(
         self, stores: Callable[..., PostgresStore], monkeypatch: pytest.MonkeyPatch

@@ -10,9 +10,9 @@ watching workers look again at once.
 from __future__ import annotations
 
 import builtins
-from collections import Counter
+import json
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from resile.queue._names import TALLY_WINDOW, Tally
 from resile.queue.registry import GONE_KEPT, WorkerRecord
@@ -37,26 +37,42 @@ class Dashboard:
 
     # -- counters -----------------------------------------------------------------------------
 
+    def tally_rows(
+        self, changes: Iterable[tuple[int, str, Tally | str]], now: float
+    ) -> dict[str, Any]:
+        """What transitions count: one row of the per-minute counters at ``now``'s minute
+        for each ``(seq, queue, outcome)`` of a task that changed, as the ``minute`` and
+        ``tallies`` (JSON rows of ``TALLY_FIELDS``) parameters of ``TALLY`` and of the
+        transitions' statements (which count only the rows they changed, summed and
+        sorted: one lock order, no deadlock).
+
+        The one place where the counter rows of a transition are made.
+        """
+        rows = [[seq, queue, str(outcome), 1] for seq, queue, outcome in changes]
+        return {"minute": int(now // 60), "tallies": json.dumps(rows) if rows else None}
+
     def tally(self, cur: Cursor, counts: Iterable[tuple[str, Tally | str]], now: float) -> None:
         """Count the ``(queue, counter)`` pairs at ``now``'s minute, in ``cur``'s transaction
         (a counter: a ``Tally`` or a name from ``timed_tally``)."""
-        summed = Counter(counts)
-        if not summed:
+        params = self.tally_rows(((0, queue, outcome) for queue, outcome in counts), now)
+        if params["tallies"] is None:
             return
+        cur.execute(self.q.TALLY, params)
+        if self.tallies_prune_due(now):
+            cur.execute(self.q.PRUNE_TALLIES, self.tallies_cutoff(now))
+
+    def tallies_prune_due(self, now: float) -> bool:
+        """Whether the counters are due a prune at ``now`` (once a minute); marks it done."""
         minute = int(now // 60)
-        keys = sorted(summed, key=lambda k: (k[0], str(k[1])))  # one lock order: no deadlock
-        cur.execute(
-            self.q.TALLY,
-            {
-                "queue": [k[0] for k in keys],
-                "minute": [minute] * len(keys),
-                "outcome": [str(k[1]) for k in keys],
-                "n": [summed[k] for k in keys],
-            },
-        )
-        if minute != self._tallies_pruned:  # once a minute: drop what left the window
-            self._tallies_pruned = minute
-            cur.execute(self.q.PRUNE_TALLIES, {"cutoff": minute - int(TALLY_WINDOW // 60)})
+        if minute == self._tallies_pruned:
+            return False
+        self._tallies_pruned = minute
+        return True
+
+    @staticmethod
+    def tallies_cutoff(now: float) -> dict[str, int]:
+        """``PRUNE_TALLIES``' parameters at ``now``: drop what left the window."""
+        return {"cutoff": int(now // 60) - int(TALLY_WINDOW // 60)}
 
     def tallies(
         self, *, since: float, until: float | None = None, queue: str | None = None

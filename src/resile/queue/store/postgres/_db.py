@@ -40,6 +40,7 @@ from resile.stop import after_elapsed
 __all__ = [
     "RETRYABLE",
     "Again",
+    "Connection",
     "Cursor",
     "Database",
     "Rows",
@@ -55,6 +56,7 @@ T = TypeVar("T")
 Step = tuple[str, Mapping[str, Any] | None]
 Rows = list[dict[str, Any]]
 Cursor = psycopg.Cursor[dict[str, Any]]
+Connection = psycopg.Connection[dict[str, Any]]
 
 
 class SchemaError(RuntimeError):
@@ -299,6 +301,27 @@ class Database:
         def once() -> T:
             with self._lend(pool, lost) as conn, conn.cursor() as cur:
                 return body(cur)
+
+        return self._call(once)
+
+    def pipeline(self, body: Callable[[Connection], Callable[[], T]]) -> T:
+        """Run the statements ``body(conn)`` sends in one pipeline, then its reader.
+
+        ``body`` executes its statements on cursors of ``conn`` without reading them
+        and returns a function that reads them; that runs once the server answered.
+        The statements go in one round trip (psycopg's pipeline mode, one ``Sync``)
+        and run in one implicit transaction: all of them commit, or none (no ``BEGIN``
+        and ``COMMIT`` of their own). Again (with backoff) after a transient failure,
+        as ``tx``.
+        """
+        pool = self._ensure()
+        lost: list[bool] = []
+
+        def once() -> T:
+            with self._lend(pool, lost) as conn:
+                with conn.pipeline():
+                    read = body(conn)
+                return read()
 
         return self._call(once)
 

@@ -37,14 +37,16 @@ from resile.queue._names import (
 __all__ = [
     "COLUMNS",
     "FINISHED_TABLE",
+    "FINISH_FIELDS",
     "SCHEMA_VERSION",
     "SEQUENCE",
+    "TALLY_FIELDS",
     "Queries",
     "check_schema_name",
 ]
 
 #: The version of the PostgreSQL schema this code writes (``resile_meta.schema_version``).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 FINISHED_TABLE = "resile_finished"
 SEQUENCE = "resile_seq"
 #: Rows per (queue, status) in the counts table: each backend adds to ``pid % COUNT_SHARDS``.
@@ -96,6 +98,19 @@ _INSERT_FIELDS: tuple[tuple[str, str], ...] = (
     ("has_resources", "BOOL"),
     ("timeout", "FLOAT8"),
     ("traceparent", ""),
+)
+
+#: A finishing task's fields in ``FINISH``'s rows (``%(items)s``), in that order.
+FINISH_FIELDS = ("seq", "attempts", "status", "result", "progress", "history", "last_error")
+_FINISH_FIELDS: tuple[tuple[str, str], ...] = tuple(
+    zip(FINISH_FIELDS, ("BIGINT", "BIGINT", "", "", "FLOAT8", "", ""), strict=True)
+)
+#: A counter row's fields in the tally rows (``%(tallies)s``), in that order.
+TALLY_FIELDS: tuple[tuple[str, str], ...] = (
+    ("seq", "BIGINT"),
+    ("queue", ""),
+    ("outcome", ""),
+    ("n", "BIGINT"),
 )
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,40}")
@@ -202,10 +217,9 @@ CREATE TABLE IF NOT EXISTS {tallies} (
     n       bigint NOT NULL,
     PRIMARY KEY (queue, minute, outcome)
 );
--- Version 3: tasks per (queue, status), kept by triggers on both task tables in the
--- transaction of every insert, delete (a finishing move is both) and change of status.
--- Each backend adds to its own shard of rows (its pid modulo {shards}), so concurrent
--- transitions of one queue seldom wait on one row; reads sum the shards.
+-- Version 3: tasks per (queue, status). Each backend adds to its own shard of rows (its
+-- pid modulo {shards}), so concurrent transitions of one queue seldom wait on one row;
+-- reads sum the shards.
 CREATE TABLE IF NOT EXISTS {counts} (
     queue  text NOT NULL,
     status text NOT NULL,
@@ -213,47 +227,60 @@ CREATE TABLE IF NOT EXISTS {counts} (
     n      bigint NOT NULL,
     PRIMARY KEY (queue, status, shard)
 );
--- Statement by statement: the rows a statement inserted (TG_ARGV[0] = 1) or deleted (-1).
-CREATE OR REPLACE FUNCTION {s}.{counts_name}_rows() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO {counts} AS c (queue, status, shard, n)
-    SELECT queue, status, pg_backend_pid() % {shards}, TG_ARGV[0]::bigint * COUNT(*)
-    FROM changed_rows GROUP BY queue, status ORDER BY queue, status
-    ON CONFLICT (queue, status, shard) DO UPDATE SET n = c.n + EXCLUDED.n;
-    RETURN NULL;
-END $$;
-CREATE OR REPLACE FUNCTION {s}.{counts_name}_moved() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO {counts} AS c (queue, status, shard, n)
-    VALUES (OLD.queue, OLD.status, pg_backend_pid() % {shards}, -1),
-           (NEW.queue, NEW.status, pg_backend_pid() % {shards}, 1)
-    ON CONFLICT (queue, status, shard) DO UPDATE SET n = c.n + EXCLUDED.n;
-    RETURN NULL;
-END $$;
+-- Version 4: the statements that change tasks keep the counts themselves (a ``cnt`` step
+-- of each); version 3's triggers, which cost more than the rest of a lease, are dropped.
+DROP TRIGGER IF EXISTS {hot_name}_count_insert ON {hot};
+DROP TRIGGER IF EXISTS {hot_name}_count_delete ON {hot};
+DROP TRIGGER IF EXISTS {hot_name}_count_update ON {hot};
+DROP TRIGGER IF EXISTS {fin_name}_count_insert ON {fin};
+DROP TRIGGER IF EXISTS {fin_name}_count_delete ON {fin};
+DROP TRIGGER IF EXISTS {fin_name}_count_update ON {fin};
+DROP FUNCTION IF EXISTS {s}.{counts_name}_rows();
+DROP FUNCTION IF EXISTS {s}.{counts_name}_moved();
 """
 
 
-def _count_triggers(table: str, counts_fn: str) -> str:
-    """The triggers that keep the counts of ``table`` (a task table), made anew."""
-    name = table.rsplit(".", 1)[-1]
-    out = []
-    for event, rows, sign in (("INSERT", "NEW", 1), ("DELETE", "OLD", -1)):
-        trigger = f"{name}_count_{event.lower()}"
-        out.append(
-            f"DROP TRIGGER IF EXISTS {trigger} ON {table};"
-            f" CREATE TRIGGER {trigger} AFTER {event} ON {table}"
-            f" REFERENCING {rows} TABLE AS changed_rows"
-            f" FOR EACH STATEMENT EXECUTE FUNCTION {counts_fn}_rows('{sign}');"
-        )
-    # Row by row, only when the status changes: renewals and progress cost nothing.
-    trigger = f"{name}_count_update"
-    out.append(
-        f"DROP TRIGGER IF EXISTS {trigger} ON {table};"
-        f" CREATE TRIGGER {trigger} AFTER UPDATE OF status, queue ON {table} FOR EACH ROW"
-        " WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.queue IS DISTINCT FROM NEW.queue)"
-        f" EXECUTE FUNCTION {counts_fn}_moved();"
+def _counted(counts: str, deltas: str) -> str:
+    """The counts' upsert of a statement (its one ``cnt`` step: two upserts of one row in one
+    statement would fail): ``deltas`` selects ``(queue, status, n)`` rows, summed here into
+    this backend's shard, in one lock order (no deadlock)."""
+    return (
+        f"INSERT INTO {counts} AS c (queue, status, shard, n)"
+        f" SELECT d.queue, d.status, MOD(PG_BACKEND_PID(), {COUNT_SHARDS}), SUM(d.n)"
+        f" FROM ({deltas}) AS d(queue, status, n) GROUP BY d.queue, d.status"
+        " HAVING SUM(d.n) <> 0 ORDER BY d.queue, d.status"
+        " ON CONFLICT (queue, status, shard) DO UPDATE SET n = c.n + EXCLUDED.n"
     )
-    return "\n".join(out)
+
+
+def _moved(source: str, old: str, target: str, new: str) -> str:
+    """Deltas of rows leaving ``(queue, old)`` of ``source`` for ``(queue, new)`` of
+    ``target`` (CTE names; ``old`` / ``new``: a column or a status literal)."""
+    return f"SELECT queue, {old}, -1 FROM {source} UNION ALL SELECT queue, {new}, 1 FROM {target}"
+
+
+def _json_rows(param: str, fields: tuple[tuple[str, str], ...]) -> str:
+    """The rows of parameter ``param``, a JSON array of arrays of ``fields`` (name, cast) in
+    that order: one text parameter (psycopg dumps a list of values slowly, array by array)."""
+    picks = ", ".join(
+        f"(r->>{i})" + (f"::{cast}" if cast else "") + f" AS {name}"
+        for i, (name, cast) in enumerate(fields)
+    )
+    return f"SELECT {picks} FROM JSONB_ARRAY_ELEMENTS(%({param})s::JSONB) AS r"
+
+
+def _tally_of(changed: str, tallies: str) -> str:
+    """The counters' upsert of a statement's CTE: the tally rows (``%(tallies)s``, rows of
+    ``TALLY_FIELDS``, at ``%(minute)s``) of the tasks whose rows the CTE ``changed``
+    returned, summed, in one lock order."""
+    return (
+        f"INSERT INTO {tallies} AS c (queue, minute, outcome, n)"
+        " SELECT k.queue, %(minute)s, k.outcome, SUM(k.n)"
+        f" FROM ({_json_rows('tallies', TALLY_FIELDS)}) AS k"
+        f" JOIN {changed} ON {changed}.seq = k.seq"
+        " GROUP BY k.queue, k.outcome ORDER BY k.queue, k.outcome"
+        " ON CONFLICT (queue, minute, outcome) DO UPDATE SET n = c.n + EXCLUDED.n"
+    )
 
 
 class Queries:
@@ -266,6 +293,7 @@ class Queries:
     def __init__(self, schema: str) -> None:
         s = check_schema_name(schema)
         hot, fin = f"{s}.{TASKS_TABLE}", f"{s}.{FINISHED_TABLE}"
+        tallies = f"{s}.{TALLIES_TABLE}"
         self.schema = s
         self.hot, self.fin = hot, fin
         #: The NOTIFY channel of this schema's wake-ups (payload: JSON ``{"q": queue, "due": t}``).
@@ -285,10 +313,11 @@ class Queries:
             counts=f"{s}.{COUNTS_TABLE}",
             counts_name=COUNTS_TABLE,
             shards=COUNT_SHARDS,
-        ) + "\n".join(_count_triggers(t, f"{s}.{COUNTS_TABLE}") for t in (hot, fin))
+        )
         counts = f"{s}.{COUNTS_TABLE}"
-        # The first count of a schema made before version 3, in the migration's transaction
-        # (the triggers it made lock out writers until it commits: nothing is counted twice).
+        # The count of a schema made before version 4, in the migration's transaction (the
+        # advisory lock keeps other stores of this version from writing until it commits;
+        # stop the workers of older versions first: they counted through triggers).
         self.COUNTS_INIT = (
             f"DELETE FROM {counts}; INSERT INTO {counts} (queue, status, shard, n)"
             f" SELECT queue, status, 0, COUNT(*) FROM (SELECT queue, status FROM {hot}"
@@ -319,17 +348,19 @@ class Queries:
             f"(v.r->>{i})" + (f"::{cast}" if cast else "")
             for i, (_, cast) in enumerate(_INSERT_FIELDS)
         )
-        self.INSERT = (
-            f"INSERT INTO {hot} (seq, {', '.join(self.INSERT_FIELDS)}, status, attempts,"
-            " created_at, updated_at)"
+        insert = (
+            f"WITH ins AS (INSERT INTO {hot} (seq, {', '.join(self.INSERT_FIELDS)}, status,"
+            " attempts, created_at, updated_at)"
             f" SELECT NEXTVAL('{s}.{SEQUENCE}'), {picks}, %(status)s, 0, %(now)s, %(now)s"
             " FROM JSONB_ARRAY_ELEMENTS(%(rows)s::JSONB) WITH ORDINALITY AS v(r, ord)"
             " ORDER BY v.ord"
-            " ON CONFLICT (id) DO NOTHING RETURNING id, seq"
+            " ON CONFLICT (id) DO NOTHING RETURNING id, seq, queue, status),"
+            f" cnt AS ({_counted(counts, 'SELECT queue, status, 1 FROM ins')})"
         )
+        self.INSERT = f"{insert} SELECT id, seq FROM ins"
         # New tasks whose ids cannot exist (generated), and the NOTIFY, in one statement.
         self.INSERT_NOTIFY = (
-            f"WITH ins AS ({self.INSERT}) SELECT ins.id, ins.seq FROM ins,"
+            f"{insert} SELECT ins.id, ins.seq FROM ins,"
             " (SELECT PG_NOTIFY(%(channel)s, %(payload)s)) AS n"
         )
         # Ids just inserted live that a concurrent finish had moved to the finished table.
@@ -378,12 +409,58 @@ class Queries:
             " ORDER BY priority, seq LIMIT %(chunk)s FOR UPDATE SKIP LOCKED) AS t"
             " ORDER BY t.priority, t.seq LIMIT %(chunk)s"
         )
+        # The due tasks ``SELECT_DUE`` locked (so still leasable), leased.
         self.LEASE = (
-            f"UPDATE {hot} AS t SET status = %(status)s, attempts = v.attempts,"
+            f"WITH upd AS (UPDATE {hot} AS t SET status = %(status)s, attempts = v.attempts,"
             " lease_owner = %(worker)s, lease_expires_at = %(lease_expires_at)s,"
             " started_at = %(started_at)s, updated_at = %(now)s"
             " FROM UNNEST(%(seqs)s::BIGINT[], %(attempts)s::BIGINT[]) AS v(seq, attempts)"
-            " WHERE t.seq = v.seq"
+            " WHERE t.seq = v.seq RETURNING t.queue, t.status),"
+            f" cnt AS ({_counted(counts, _moved('upd', _LEASABLE, 'upd', 'status'))})"
+            " SELECT COUNT(*) AS n FROM upd"
+        )
+        # What sends a lease to the locked path (``SELECT_EXPIRED`` ... in a transaction):
+        # lapsed leases to reclaim, or (``:gated``: a capacity to check) due tasks with needs.
+        self.LEASE_CHECKS = (
+            f"SELECT EXISTS (SELECT 1 FROM {hot} WHERE status = {_HELD}"
+            " AND queue = ANY(%(queues)s) AND lease_expires_at < %(now)s) AS expired,"
+            f" %(gated)s AND EXISTS (SELECT 1 FROM {hot} WHERE status = {_LEASABLE}"
+            " AND has_resources AND queue = ANY(%(queues)s) AND due_at <= %(now)s) AS gated"
+        )
+        # The lease as one statement: up to :limit due tasks of the queues that are not
+        # paused, in (priority, seq) order, others' locked rows skipped, set to the values
+        # ``_transitions.lease`` gave (its count rule, ``attempts + 1``, spelled here as in
+        # the Redis script); none when a ``LEASE_CHECKS`` check holds (the locked path
+        # reclaims first, or checks the needs, and leases in order). Returns the leased
+        # rows, and what they held before the lease.
+        self.LEASE_DUE = (
+            f"WITH open AS (SELECT q.name FROM UNNEST(%(queues)s::TEXT[]) AS q(name)"
+            f" WHERE NOT EXISTS (SELECT 1 FROM {s}.{META_TABLE}"
+            " WHERE key = %(paused_prefix)s || q.name)"
+            f" AND NOT (%(gated)s AND EXISTS (SELECT 1 FROM {hot} WHERE status = {_LEASABLE}"
+            " AND has_resources AND queue = ANY(%(queues)s) AND due_at <= %(now)s))"
+            f" AND NOT EXISTS (SELECT 1 FROM {hot} WHERE status = {_HELD}"
+            " AND queue = ANY(%(queues)s) AND lease_expires_at < %(now)s)),"
+            " pick AS (SELECT t.seq, t.attempts, t.lease_owner, t.started_at, t.updated_at"
+            f" FROM open, LATERAL (SELECT seq, priority, attempts, lease_owner, started_at,"
+            f" updated_at FROM {hot} WHERE status = {_LEASABLE} AND queue = open.name"
+            " AND due_at <= %(now)s ORDER BY priority, seq LIMIT %(limit)s"
+            " FOR UPDATE SKIP LOCKED) AS t ORDER BY t.priority, t.seq LIMIT %(limit)s),"
+            f" leased AS (UPDATE {hot} AS t SET status = %(status)s, attempts = t.attempts + 1,"
+            " lease_owner = %(worker)s, lease_expires_at = %(lease_expires_at)s,"
+            " started_at = %(started_at)s, updated_at = %(now)s FROM pick"
+            " WHERE t.seq = pick.seq RETURNING t.*, pick.attempts AS was_attempts,"
+            " pick.lease_owner AS was_lease_owner, pick.started_at AS was_started_at,"
+            " pick.updated_at AS was_updated_at),"
+            f" cnt AS ({_counted(counts, _moved('leased', _LEASABLE, 'leased', 'status'))})"
+            " SELECT * FROM leased ORDER BY priority, seq"
+        )
+        # A task ``LEASE_DUE`` took that turned out unusable, back to what it held before
+        # (then dead-lettered in the same transaction, as the locked path does unleased).
+        self.UNLEASE = (
+            f"UPDATE {hot} SET attempts = %(attempts)s, lease_owner = %(lease_owner)s,"
+            " started_at = %(started_at)s, updated_at = %(updated_at)s, lease_expires_at = NULL"
+            f" WHERE seq = %(seq)s AND status = {_HELD} AND lease_owner = %(worker)s"
         )
         self.RENEW = (
             f"UPDATE {hot} SET lease_expires_at = %(lease_expires_at)s, updated_at = %(now)s"
@@ -393,29 +470,40 @@ class Queries:
 
         # -- transitions of tasks read (and locked) in the same transaction ------------------
         # Live tasks (by seq) that finish: moved to the finished table with the new values;
-        # a NULL keeps the stored value (result, progress, history, last_error).
+        # a NULL keeps the stored value (result, progress, history, last_error). With
+        # ``:worker``, only those still held by it at ``:attempts`` move (the values were
+        # decided from what this store's lease read of them: nobody else writes a held
+        # task's history); without, every one (their rows were read, locked, in this
+        # transaction). The per-minute counters (``TALLY_ROWS``: seq, queue, outcome, n)
+        # count only the tasks that moved.
         self.FINISH = (
-            f"WITH v AS (SELECT * FROM UNNEST(%(seqs)s::BIGINT[], %(status)s::TEXT[],"
-            " %(result)s::TEXT[], %(progress)s::FLOAT8[], %(history)s::TEXT[],"
-            " %(last_error)s::TEXT[]) AS v(seq, status, result, progress, history, last_error)),"
+            f"WITH v AS ({_json_rows('items', _FINISH_FIELDS)}),"
             f" moved AS (DELETE FROM {hot} AS t USING v WHERE t.seq = v.seq"
+            f" AND (%(worker)s::TEXT IS NULL OR (t.status = {_HELD}"
+            " AND t.lease_owner = %(worker)s AND t.attempts = v.attempts))"
             " RETURNING t.*, v.status AS new_status, v.result AS new_result,"
             " v.progress AS new_progress, v.history AS new_history,"
-            " v.last_error AS new_last_error)"
-            f" INSERT INTO {fin} ({_COLS})"
+            " v.last_error AS new_last_error),"
+            f" ins AS (INSERT INTO {fin} ({_COLS})"
             " SELECT seq, id, queue, handler, params, priority, new_status, attempts,"
             " max_retries, backoff, last_delay, due_at, lease_owner, NULL,"
             " COALESCE(new_progress, progress), checkpoint, COALESCE(new_result, result),"
             " COALESCE(new_last_error, last_error), COALESCE(new_history, history), timeout,"
             " resources, has_resources, created_at, %(now)s, started_at, %(now)s, traceparent"
-            " FROM moved"
-            f" RETURNING {_COLS}"
+            f" FROM moved RETURNING {_COLS}),"
+            f" tal AS ({_tally_of('ins', tallies)}),"
+            f" cnt AS ({_counted(counts, _moved('moved', 'status', 'ins', 'status'))})"
+            " SELECT * FROM ins"
         )
         # A failed attempt, retried: PENDING again, due at :due_at.
+        # (The task's row was read and locked held, in this transaction.)
         self.RETRY = (
-            f"UPDATE {hot} SET status = %(status)s, history = COALESCE(%(history)s, history),"
+            f"WITH upd AS (UPDATE {hot} SET status = %(status)s,"
+            " history = COALESCE(%(history)s, history),"
             " last_error = %(last_error)s, last_delay = %(last_delay)s, due_at = %(due_at)s,"
-            " lease_expires_at = NULL, updated_at = %(now)s WHERE seq = %(seq)s RETURNING *"
+            " lease_expires_at = NULL, updated_at = %(now)s WHERE seq = %(seq)s RETURNING *),"
+            f" cnt AS ({_counted(counts, _moved('upd', _HELD, 'upd', 'status'))})"
+            " SELECT * FROM upd"
         )
         # The same retry as one statement, for a task whose row this store read at its lease:
         # only while it is still held by :worker at :attempts (else nothing, and the caller
@@ -426,33 +514,41 @@ class Queries:
             " lease_expires_at = NULL, updated_at = %(now)s"
             f" WHERE seq = %(seq)s AND status = {_HELD} AND lease_owner = %(worker)s"
             " AND attempts = %(attempts)s RETURNING *),"
-            f" tal AS (INSERT INTO {s}.{TALLIES_TABLE} AS t (queue, minute, outcome, n)"
-            " SELECT queue, %(minute)s, %(outcome)s, 1 FROM upd"
-            " ON CONFLICT (queue, minute, outcome) DO UPDATE SET n = t.n + EXCLUDED.n),"
+            f" tal AS ({_tally_of('upd', tallies)}),"
+            f" cnt AS ({_counted(counts, _moved('upd', _HELD, 'upd', 'status'))}),"
             " note AS (SELECT PG_NOTIFY(%(channel)s, %(payload)s) FROM upd)"
             " SELECT upd.* FROM upd, note"
         )
+        # (The task's row was read and locked held, in this transaction.)
         self.RELEASE = (
-            f"UPDATE {hot} SET status = %(status)s, due_at = %(due_at)s, attempts = %(attempts)s,"
-            " lease_expires_at = NULL, updated_at = %(now)s WHERE seq = %(seq)s RETURNING *"
+            f"WITH upd AS (UPDATE {hot} SET status = %(status)s, due_at = %(due_at)s,"
+            " attempts = %(attempts)s, lease_expires_at = NULL, updated_at = %(now)s"
+            " WHERE seq = %(seq)s RETURNING *),"
+            f" cnt AS ({_counted(counts, _moved('upd', _HELD, 'upd', 'status'))})"
+            " SELECT * FROM upd"
         )
         # A dead letter or canceled task back to the hot table, PENDING.
         self.REQUEUE = (
             f"WITH moved AS (DELETE FROM {fin} WHERE id = %(id)s"
-            f" AND status = ANY({_REQUEUEABLE}) RETURNING *)"
-            f" INSERT INTO {hot} ({_COLS})"
+            f" AND status = ANY({_REQUEUEABLE}) RETURNING *),"
+            f" ins AS (INSERT INTO {hot} ({_COLS})"
             " SELECT seq, id, queue, handler, params, priority, %(status)s, %(attempts)s,"
             " max_retries, backoff, %(last_delay)s, %(due_at)s, lease_owner, NULL, progress,"
             " checkpoint, result, last_error, history, timeout, resources, has_resources,"
             " created_at, %(now)s, started_at, NULL, traceparent FROM moved"
-            f" RETURNING {_COLS}"
+            f" RETURNING {_COLS}),"
+            f" cnt AS ({_counted(counts, _moved('moved', 'status', 'ins', 'status'))})"
+            " SELECT * FROM ins"
         )
         # An operator's actions on one task: delete it (a PENDING or a finished one, never
         # while it runs), make a waiting PENDING one due now.
         self.DELETE = (
             f"WITH ins AS (DELETE FROM {hot} WHERE id = %(id)s AND status = {_PENDING}"
-            f" RETURNING seq), moved AS (DELETE FROM {fin} WHERE id = %(id)s RETURNING seq)"
-            " SELECT seq FROM ins UNION ALL SELECT seq FROM moved"
+            f" RETURNING seq, queue, status), moved AS (DELETE FROM {fin} WHERE id = %(id)s"
+            " RETURNING seq, queue, status), gone AS (SELECT * FROM ins UNION ALL"
+            " SELECT * FROM moved),"
+            f" cnt AS ({_counted(counts, 'SELECT queue, status, -1 FROM gone')})"
+            " SELECT seq FROM gone"
         )
         self.MAKE_DUE = (
             f"UPDATE {hot} SET due_at = %(now)s, updated_at = %(now)s WHERE id = %(id)s"
@@ -483,9 +579,12 @@ class Queries:
         self._lists: dict[tuple[str, bool, bool, tuple[TaskStatus, ...] | None, bool], str] = {}
         # Finished tasks of ``:statuses`` finished at or before ``:cutoff``, at most ``:batch``.
         self.PURGE_BATCH = (
-            f"DELETE FROM {fin} WHERE seq IN (SELECT seq FROM {fin}"
+            f"WITH gone AS (DELETE FROM {fin} WHERE seq IN (SELECT seq FROM {fin}"
             " WHERE status = ANY(%(statuses)s) AND finished_at <= %(cutoff)s"
             " AND (%(queue)s::TEXT IS NULL OR queue = %(queue)s) LIMIT %(batch)s)"
+            " RETURNING queue, status),"
+            f" cnt AS ({_counted(counts, 'SELECT queue, status, -1 FROM gone')})"
+            " SELECT COUNT(*) AS n FROM gone"
         )
         # The earliest lease expiry and the earliest due time (of tasks without needs when
         # ``:gated``); then, with a capacity, the due times and needs of tasks with needs.
@@ -542,12 +641,12 @@ class Queries:
         self.SCHEDULE_DROP = f"DELETE FROM {meta} WHERE key = %(key)s AND value = %(old)s"
 
         # -- per-minute outcome counters (minute = epoch seconds // 60) -----------------------
-        tallies = f"{s}.{TALLIES_TABLE}"
-        # Counts added, one row per (queue, minute, outcome) (summed first, sorted: no deadlock).
+        # Counts added (``Dashboard.tally_rows``), summed per (queue, outcome), sorted: no deadlock.
         self.TALLY = (
-            f"INSERT INTO {tallies} AS t (queue, minute, outcome, n)"
-            " SELECT * FROM UNNEST(%(queue)s::TEXT[], %(minute)s::BIGINT[], %(outcome)s::TEXT[],"
-            " %(n)s::BIGINT[]) ON CONFLICT (queue, minute, outcome) DO UPDATE SET n = t.n + EXCLUDED.n"
+            f"INSERT INTO {tallies} AS c (queue, minute, outcome, n)"
+            " SELECT k.queue, %(minute)s, k.outcome, SUM(k.n)"
+            f" FROM ({_json_rows('tallies', TALLY_FIELDS)}) AS k GROUP BY k.queue, k.outcome ORDER BY k.queue, k.outcome"
+            " ON CONFLICT (queue, minute, outcome) DO UPDATE SET n = c.n + EXCLUDED.n"
         )
         self.PRUNE_TALLIES = f"DELETE FROM {tallies} WHERE minute < %(cutoff)s"
         self.TALLIES = (

@@ -61,6 +61,7 @@ from resile.queue.store.base import (
 )
 from resile.queue.store.postgres._dashboard import Dashboard
 from resile.queue.store.postgres._db import (
+    Connection,
     Cursor,
     Database,
     Rows,
@@ -76,7 +77,7 @@ from resile.queue.store.postgres._enqueue import (
     prepare,
 )
 from resile.queue.store.postgres._schedules import Schedules
-from resile.queue.store.postgres._sql import Queries
+from resile.queue.store.postgres._sql import FINISH_FIELDS, Queries
 from resile.queue.store.postgres._watch import Watcher, payload
 from resile.queue.task import AttemptRecord, JSONValue, Task, TaskError, TaskSpec
 
@@ -125,6 +126,18 @@ class _Leased:
     history: Any
     started_at: float
     due_at: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _LeaseAsk:
+    """What one ``complete_then_lease`` asks to lease, checked, at ``at``."""
+
+    names: Sequence[str]
+    worker: str
+    limit: int
+    lease_seconds: float
+    capacity: Mapping[str, float] | None
+    at: float
 
 
 # resile's own URL query options (the others go to libpq).
@@ -348,32 +361,39 @@ class PostgresStore(Schedules, Dashboard, Store):
         cur: Cursor,
         items: Sequence[Mapping[str, Any]],
         now: float,
-        *,
-        timed: bool = False,
+        worker: str | None = None,
     ) -> dict[int, dict[str, Any]]:
         """Move live tasks to the finished table (one statement); their rows by seq.
 
-        Each item: ``seq``, ``status`` and the new ``result``, ``progress``,
-        ``history``, ``last_error`` (``None``: keep the stored one). ``timed``: the
-        attempts ended by complete or fail (their run time and lateness are counted).
+        Each item: ``seq``, ``queue``, ``status`` and the new ``result``, ``progress``,
+        ``history``, ``last_error`` (``None``: keep the stored one); with ``worker``
+        also ``attempts``, and only the tasks still held by ``worker`` at those
+        attempts move (``FINISH``). An item's ``counter`` (from ``timed_tally``: an
+        attempt ended by complete or fail, with its run time and lateness) is what it
+        counts; without one, its status's plain tally.
         """
         if not items:
             return {}
-        params: dict[str, Any] = {"now": now, "seqs": [i["seq"] for i in items]}
-        for key in ("status", "result", "progress", "history", "last_error"):
-            params[key] = [i.get(key) for i in items]
-        cur.execute(self.q.FINISH, params)
-        rows = {int(r["seq"]): r for r in cur.fetchall()}
-        self.tally(
-            cur,
-            (
-                (r["queue"], _counter(r, _FINISH_TALLY[r["status"]], now, timed))
-                for r in rows.values()
-                if r["status"] in _FINISH_TALLY
-            ),
-            now,
+        cur.execute(self.q.FINISH, self._finish_params(items, now, worker))
+        return {int(r["seq"]): r for r in cur.fetchall()}
+
+    def _finish_params(
+        self, items: Sequence[Mapping[str, Any]], now: float, worker: str | None
+    ) -> dict[str, Any]:
+        """``FINISH``'s parameters for ``items`` (see ``_finish``), with their tally rows."""
+        rows = [[i.get(key) for key in FINISH_FIELDS] for i in items]
+        params: dict[str, Any] = {"now": now, "worker": worker, "items": json.dumps(rows)}
+        params.update(
+            self.tally_rows(
+                (
+                    (i["seq"], i["queue"], i.get("counter") or _FINISH_TALLY[i["status"]])
+                    for i in items
+                    if i["status"] in _FINISH_TALLY
+                ),
+                now,
+            )
         )
-        return rows
+        return params
 
     def _failure_write(
         self,
@@ -396,13 +416,14 @@ class PostgresStore(Schedules, Dashboard, Store):
                 [
                     {
                         "seq": row["seq"],
+                        "queue": row["queue"],
                         "status": decision.status.value,
                         "history": history,
                         "last_error": error,
+                        "counter": _counter(row, Tally.DEAD, now, timed),
                     }
                 ],
                 now,
-                timed=timed,
             )
             return None
         cur.execute(
@@ -493,6 +514,7 @@ class PostgresStore(Schedules, Dashboard, Store):
                     corrupt.append(
                         {
                             "seq": row["seq"],
+                            "queue": row["queue"],
                             "status": TaskStatus.FAILED.value,
                             "last_error": encode_error(tr.corrupt_error(str(exc))),
                         }
@@ -573,33 +595,223 @@ class PostgresStore(Schedules, Dashboard, Store):
         capacity: Mapping[str, float] | None = None,
         now: float | None = None,
     ) -> tuple[builtins.list[bool], builtins.list[Task]]:
-        """See ``Store.complete_then_lease``: both in one transaction (one commit)."""
+        """See ``Store.complete_then_lease``: both in one transaction (one commit).
+
+        When this store leased every task of ``items`` (the worker's case), one round
+        trip: the completions, decided from what the lease read of those tasks, the
+        lease's checks and the lease itself go in one pipeline (``_pipelined``). The
+        locked path (``_locked``: the rows read and locked first) takes the rest, and
+        what the checks find: lapsed leases to reclaim, due tasks whose needs must be
+        checked against ``capacity``, a leased task that cannot be decoded.
+        """
         encoded = encode_results(items)
         names = lease_call_args(queues, worker_id, limit, lease_seconds)
         at = self.now(now)
-        reclaimed: builtins.list[Reclaimed] = []
+        finishing = self._held_items(encoded, worker_id, at)
+        ask = _LeaseAsk(names, worker_id, limit, lease_seconds, capacity, at)
+        if finishing is None:
+            out = self._locked(encoded, ask)
+        else:
+            out = self._pipelined(encoded, finishing, ask)
+        self._pruner.tick(at)
+        if encoded and self.vacuum_every is not None:
+            self._maybe_vacuum(sum(out[0]))
+        return out
 
-        def body(
-            cur: Cursor,
-        ) -> tuple[builtins.list[bool], builtins.list[Task]]:
+    def _held_items(
+        self, encoded: Sequence[tuple[str, str]], worker_id: str, at: float
+    ) -> builtins.list[dict[str, Any]] | None:
+        """``FINISH`` items completing ``encoded`` (each task once), decided by
+        ``_transitions.complete`` from what this store's lease read of them; ``None``
+        when it did not lease one of them for ``worker_id`` (then the rows are read)."""
+        out: builtins.list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for tid, enc in encoded:
+            known = self._leased.get(tid)
+            if known is None or known.worker != worker_id:
+                return None
+            if tid in seen:
+                continue
+            seen.add(tid)
+            done = tr.complete(known.attempts, known.started_at, at, worker_id)
+            out.append(
+                {
+                    "seq": known.seq,
+                    "queue": known.queue,
+                    "attempts": known.attempts,
+                    "status": done.status.value,
+                    "result": enc,
+                    "progress": done.progress,
+                    "history": history_with(known.history, done.entry),
+                    "counter": timed_tally(
+                        Tally.DONE,
+                        started_at=known.started_at,
+                        due_at=known.due_at,
+                        attempts=known.attempts,
+                        now=at,
+                    ),
+                }
+            )
+        return out
+
+    def _pipelined(
+        self,
+        encoded: Sequence[tuple[str, str]],
+        finishing: Sequence[Mapping[str, Any]],
+        ask: _LeaseAsk,
+    ) -> tuple[builtins.list[bool], builtins.list[Task]]:
+        """``complete_then_lease`` in one round trip: ``FINISH`` (held by the worker
+        at the attempts leased), ``LEASE_CHECKS`` and ``LEASE_DUE`` in one pipeline;
+        then the locked path for what the checks found (``_after_checks``)."""
+        q, at, worker_id = self.q, ask.at, ask.worker
+        # The status and times of every lease of this call.
+        how = tr.lease(0, at, ask.lease_seconds)
+        lease = {
+            "queues": builtins.list(ask.names),
+            "now": at,
+            "gated": ask.capacity is not None,
+            "paused_prefix": q.PAUSED_PREFIX,
+            "limit": ask.limit,
+            "status": how.status.value,
+            "worker": worker_id,
+            "lease_expires_at": how.lease_expires_at,
+            "started_at": how.started_at,
+        }
+        finish = self._finish_params(finishing, at, worker_id) if finishing else None
+        prune = finish is not None and self.tallies_prune_due(at)
+
+        def body(conn: Connection) -> Callable[[], tuple[Rows, dict[str, Any], Rows]]:
+            done = conn.cursor()
+            if finish is not None:
+                done.execute(q.FINISH, finish)
+            if prune:
+                conn.cursor().execute(q.PRUNE_TALLIES, self.tallies_cutoff(at))
+            checks, due = conn.cursor(), conn.cursor()
+            checks.execute(q.LEASE_CHECKS, lease)
+            due.execute(q.LEASE_DUE, lease)
+
+            def read() -> tuple[Rows, dict[str, Any], Rows]:
+                return (
+                    done.fetchall() if finish is not None else [],
+                    checks.fetchone() or {},
+                    due.fetchall(),
+                )
+
+            return read
+
+        finished, found, rows = self._db.pipeline(body)
+        moved = {r["id"] for r in finished}
+        flags: builtins.list[bool] = []
+        answered: set[str] = set()
+        for tid, _ in encoded:
+            flags.append(tid in moved and tid not in answered)
+            answered.add(tid)
+        leased: builtins.list[Task] = []
+        held: dict[str, _Leased] = {}
+        corrupt: builtins.list[tuple[Mapping[str, Any], str]] = []
+        for row in rows:
+            try:
+                task = decode(row, strict=True)
+            except CorruptField as exc:
+                corrupt.append((row, str(exc)))
+                continue
+            leased.append(task)
+            held[task.id] = _Leased(
+                task.sequence, task.queue, worker_id, task.attempts, row["max_retries"],
+                row["backoff"], row["last_delay"], row["history"], how.started_at,
+                row["due_at"],
+            )  # fmt: skip
+        more = bool(found.get("expired") or found.get("gated"))
+        if corrupt or more:
+            rest = dataclasses.replace(ask, limit=ask.limit - len(leased))
+            leased += self._after_checks(corrupt, more, rest, held)
+        self._remember(held, [tid for tid, _ in encoded])
+        return flags, leased
+
+    def _after_checks(
+        self,
+        corrupt: Sequence[tuple[Mapping[str, Any], str]],
+        more: bool,
+        ask: _LeaseAsk,
+        held: dict[str, _Leased],
+    ) -> builtins.list[Task]:
+        """The locked path after a pipelined lease: dead-letter the ``corrupt`` tasks it
+        took (as the locked lease does, from what they held before it), and when
+        ``more``, reclaim lapsed leases and lease up to ``ask.limit`` more (capacities
+        checked). The tasks leased here are added to ``held``."""
+        at, worker_id = ask.at, ask.worker
+        reclaimed: builtins.list[Reclaimed] = []
+        extra: dict[str, _Leased] = {}
+
+        def body(cur: Cursor) -> builtins.list[Task]:
+            reclaimed.clear()
+            extra.clear()
+            for row, _ in corrupt:
+                cur.execute(
+                    self.q.UNLEASE,
+                    {
+                        "seq": row["seq"],
+                        "worker": worker_id,
+                        "attempts": row["was_attempts"],
+                        "lease_owner": row["was_lease_owner"],
+                        "started_at": row["was_started_at"],
+                        "updated_at": row["was_updated_at"],
+                    },
+                )
+            self._finish(
+                cur,
+                [
+                    {
+                        "seq": row["seq"],
+                        "queue": row["queue"],
+                        "status": TaskStatus.FAILED.value,
+                        "last_error": encode_error(tr.corrupt_error(detail)),
+                    }
+                    for row, detail in corrupt
+                ],
+                at,
+            )
+            if not more:
+                return []
+            wake: builtins.list[tuple[str, float]] = []
+            got = self._lease_in(
+                cur, ask.names, worker_id, max(0, ask.limit), ask.lease_seconds, ask.capacity,
+                at, wake, reclaimed, extra,
+            )  # fmt: skip
+            self._wake_others(cur, wake)
+            return got
+
+        got = self._write(body)
+        self._after_reclaim(reclaimed)
+        held.update(extra)
+        return got
+
+    def _locked(
+        self,
+        encoded: Sequence[tuple[str, str]],
+        ask: _LeaseAsk,
+    ) -> tuple[builtins.list[bool], builtins.list[Task]]:
+        """``complete_then_lease`` in one transaction that reads and locks the rows first."""
+        worker_id, at = ask.worker, ask.at
+        reclaimed: builtins.list[Reclaimed] = []
+        held: dict[str, _Leased] = {}
+
+        def body(cur: Cursor) -> tuple[builtins.list[bool], builtins.list[Task]]:
             wake: builtins.list[tuple[str, float]] = []
             reclaimed.clear()  # a transaction run again reclaims afresh
             held.clear()  # and starts afresh what it leased
             done = self._complete_in(cur, encoded, worker_id, at) if encoded else {}
             flags = [tid in done for tid, _ in encoded]
             leased = self._lease_in(
-                cur, names, worker_id, limit, lease_seconds, capacity, at, wake, reclaimed, held
-            )
+                cur, ask.names, worker_id, ask.limit, ask.lease_seconds, ask.capacity, at, wake,
+                reclaimed, held,
+            )  # fmt: skip
             self._wake_others(cur, wake)
             return flags, leased
 
-        held: dict[str, _Leased] = {}
         out = self._write(body)
         self._after_reclaim(reclaimed)
         self._remember(held, [tid for tid, _ in encoded])
-        self._pruner.tick(at)
-        if encoded and self.vacuum_every is not None:
-            self._maybe_vacuum(sum(out[0]))
         return out
 
     def _maybe_vacuum(self, finished: int) -> None:
@@ -694,13 +906,15 @@ class PostgresStore(Schedules, Dashboard, Store):
             items.append(
                 {
                     "seq": row["seq"],
+                    "queue": row["queue"],
                     "status": done.status.value,
                     "result": enc,
                     "progress": done.progress,
                     "history": history_with(row["history"], done.entry),
+                    "counter": _counter(row, Tally.DONE, at, True),
                 }
             )
-        rows = self._finish(cur, items, at, timed=True)
+        rows = self._finish(cur, items, at)
         return {r["id"]: r for r in rows.values()}
 
     def complete(
@@ -840,13 +1054,21 @@ class PostgresStore(Schedules, Dashboard, Store):
             "seq": known.seq,
             "worker": known.worker,
             "attempts": known.attempts,
-            "minute": int(at // 60),
-            "outcome": timed_tally(
-                Tally.RETRIED,
-                started_at=known.started_at,
-                due_at=known.due_at,
-                attempts=known.attempts,
-                now=at,
+            **self.tally_rows(
+                [
+                    (
+                        known.seq,
+                        known.queue,
+                        timed_tally(
+                            Tally.RETRIED,
+                            started_at=known.started_at,
+                            due_at=known.due_at,
+                            attempts=known.attempts,
+                            now=at,
+                        ),
+                    )
+                ],
+                at,
             ),
             "channel": self.q.channel,
             "payload": payload([(known.queue, decision.due_at)]),
@@ -917,7 +1139,16 @@ class PostgresStore(Schedules, Dashboard, Store):
                 return False
             history = None if done.entry is None else history_with(row["history"], done.entry)
             self._finish(
-                cur, [{"seq": row["seq"], "status": done.status.value, "history": history}], at
+                cur,
+                [
+                    {
+                        "seq": row["seq"],
+                        "queue": row["queue"],
+                        "status": done.status.value,
+                        "history": history,
+                    }
+                ],
+                at,
             )
             return True
 
@@ -1082,7 +1313,8 @@ class PostgresStore(Schedules, Dashboard, Store):
 
         def body(cur: Cursor) -> int:
             cur.execute(self.q.PURGE_BATCH, params)
-            return cur.rowcount
+            row = cur.fetchone()
+            return int(row["n"]) if row else 0
 
         total = 0
         while True:
