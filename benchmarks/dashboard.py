@@ -127,9 +127,9 @@ _FILLER_PRIORITY = -(2**62)  # leased before the store's own PENDING tasks
 def fill_counters(store: Store, now: float) -> None:
     """A day of per-minute counters and timings up to ``now``, written by real transitions.
 
-    For each minute (from the last one that already counted something, at most 24 h
-    back) and queue, ``PER_MINUTE`` tasks are created, leased and ended through the
-    contract with ``now=`` in that minute: run times spread log-uniformly over 1 ms ..
+    For each minute of the last 24 h that counted nothing yet, and each queue,
+    ``PER_MINUTE`` tasks are created, leased and ended through the contract with
+    ``now=`` in that minute: run times spread log-uniformly over 1 ms ..
     10 s, a quarter fail once and are leased again 1 ms .. 2 s after their retry was
     due, then complete. That gives each minute and queue about as many distinct
     counters (outcome x run bucket x lateness bucket) as a busy queue writes. The tasks
@@ -142,15 +142,15 @@ def fill_counters(store: Store, now: float) -> None:
     rng = random.Random(11)
     day = now - 86_400.0
     have = store.tallies(since=day, until=now)
-    first = max(day, max(have) + 60.0) if have else day
-    minutes = int((now - first) // 60)
-    if minutes <= 0:
+    first = int(day // 60 + 1) * 60
+    missing = [float(m) for m in range(first, int(now // 60) * 60, 60) if m not in have]
+    minutes = len(missing)
+    if not minutes:
         print("the per-minute counters are up to date")
         return
     started = time.perf_counter()
     error = TaskError("ConnectionError", "refused")
-    for m in range(minutes):
-        t0 = first + 60.0 * m
+    for t0 in missing:
         for queue in QUEUES:
             ids = [f"fill-{queue}-{int(t0)}-{i}" for i in range(PER_MINUTE)]
             store.create_many(
