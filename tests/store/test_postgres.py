@@ -30,6 +30,7 @@ from resile.queue._names import FIELDS, TASKS_TABLE, Outcome, Tally
 from resile.queue.store import open_store
 from resile.queue.store.postgres import SCHEMA_VERSION, PostgresStore, SchemaError
 from resile.queue.store.postgres import _sql as pgsql
+from resile.queue.store.postgres._maintenance import index_sizes, keep_indexes
 from resile.queue.worker import Worker
 
 from .conftest import fill_to_count
@@ -132,6 +133,7 @@ class TestUrl:
         ("query", "match"),
         [
             ("listen=maybe", "listen must be true or false, got 'maybe'"),
+            ("reindex=sometimes", "reindex must be true or false, got 'sometimes'"),
             ("retention=soon", "retention must be seconds, got 'soon'"),
             ("pool_size=0", "pool_size must be an int >= 1, got 0"),
             ("schema=Bad-Name", "schema must be a lower-case identifier"),
@@ -517,6 +519,31 @@ class TestHotTable:
             15,
             "a vacuum of the hot table after 200 finished",
         )
+
+    def test_a_bloated_index_is_rebuilt_smaller_and_leftovers_dropped(
+        self, url: str, schema: str, stores: Callable[..., PostgresStore]
+    ) -> None:
+        """keep_indexes drops an INVALID *_ccnew, then REINDEXes the most bloated index (VALID)."""
+        s = stores(vacuum_every=None)
+        assert s.reindex and stores(reindex="false")._indexes is None
+        s.create_many([spec() for _ in range(3000)])
+        hot = f"{schema}.{TASKS_TABLE}"
+        with raw(url) as c:
+            c.execute(f"DELETE FROM {hot} WHERE seq > 30")
+            c.execute(f"VACUUM (INDEX_CLEANUP ON) {hot}")
+            with pytest.raises(psycopg.errors.UniqueViolation):  # leaves it INVALID
+                c.execute(
+                    f"CREATE UNIQUE INDEX CONCURRENTLY {TASKS_TABLE}_id_ccnew ON {hot} (queue)"
+                )
+        with s._db.connect() as conn:
+            before = {ix.name: ix for ix in index_sizes(conn, s.q)}
+            assert not before[f"{TASKS_TABLE}_id_ccnew"].valid
+            rebuilt = keep_indexes(conn, s.q, ratio=1.5, floor=0)
+            after = {ix.name: ix for ix in index_sizes(conn, s.q)}
+        assert f"{TASKS_TABLE}_id_ccnew" not in after
+        assert rebuilt in (f"{TASKS_TABLE}_id_key", f"{TASKS_TABLE}_pkey")
+        assert after[rebuilt].valid and after[rebuilt].size < before[rebuilt].size
+        assert after[rebuilt].size <= 1.5 * after[rebuilt].live
 
     def test_partial_indexes_on_live_states(self, url: str, schema: str) -> None:
         """The hot table's lease indexes are partial on the live states; autovacuum is tuned."""
