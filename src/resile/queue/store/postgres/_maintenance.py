@@ -5,8 +5,11 @@ a B-tree keeps the largest size it ever needed; under churn each late vacuum
 raises it for good (docs/postgres.md, "Retention and vacuum"). After a vacuum
 the store's vacuum thread calls ``IndexKeeper.after_vacuum``, which at most
 every ``every`` seconds compares each index with the size a fresh build of its
-entries would take (``live_bytes``) and rebuilds the most bloated one past
-``ratio`` (and ``floor``), concurrently: workers keep reading and writing.
+entries would take (``live_bytes``) and, of those past ``ratio`` times it (and
+``floor``), rebuilds the one whose rebuild frees the most bytes, concurrently:
+workers keep reading and writing. The most bytes, not the highest ratio: a
+small partial index (the leased tasks) reaches 20x in seconds and, picked by
+ratio, would be rebuilt every round while the id index grew to 12x.
 
 The live size is estimated from the entries and the key widths, not learned
 from an earlier rebuild: it needs no state, so it is right in a fresh process
@@ -43,11 +46,13 @@ _TUPLE_HEADER = 8
 # What a failed ``REINDEX ... CONCURRENTLY`` leaves: the new copy or the old one, INVALID.
 _LEFTOVER = re.compile(r"_cc(new|old)[0-9]*$")
 
-# Defaults: rebuild past 1.7x the estimate and 128 kB, at most one index every 10 s, and
+# Defaults: rebuild past 1.7x the estimate and 128 kB; at most one index a round, a round
+# at most every second and at most a tenth of the time (a round of a big table waits longer);
 # wait at most 1 s for a lock (a rebuild takes none that blocks workers; it waits for vacuums).
 RATIO = 1.7
 FLOOR = 128 * 1024
-EVERY = 10.0
+EVERY = 1.0
+BUSY = 0.1
 LOCK_TIMEOUT = 1.0
 
 
@@ -109,13 +114,14 @@ def keep_indexes(
     floor: int = FLOOR,
     lock_timeout: float = LOCK_TIMEOUT,
 ) -> str | None:
-    """One round: drop leftovers, then rebuild the most bloated index; its name, or ``None``.
+    """One round: drop leftovers, then rebuild the index whose rebuild frees the most bytes.
 
     An index is bloated when its file is larger than ``ratio`` times its
     estimated live size and than ``floor`` bytes. ``conn`` must be an
     autocommit connection of its own (``REINDEX CONCURRENTLY`` runs outside a
-    transaction; its ``lock_timeout`` is set here). Skipped (``None``) while
-    another store of the schema runs a round (an advisory lock).
+    transaction; its ``lock_timeout`` is set here). Returns the rebuilt
+    index's name; ``None`` when none is bloated, or while another store of
+    the schema runs a round (an advisory lock).
 
     Raises:
         psycopg.Error: a statement failed (the caller logs it).
@@ -135,11 +141,13 @@ def keep_indexes(
         ]
         if not bloated:
             return None
-        worst = max(bloated, key=lambda ix: ix.size / ix.live)
+        worst = max(bloated, key=lambda ix: ix.size - ix.live)
         conn.execute(f'REINDEX INDEX CONCURRENTLY {q.schema}."{worst.name}"')
+        now = {ix.name: ix.size for ix in index_sizes(conn, q)}
         logger.info(
-            "resile: rebuilt index %s.%s (%d kB, about %d kB live)",
-            q.schema, worst.name, worst.size // 1024, worst.live // 1024,
+            "resile: rebuilt index %s.%s (%d kB -> %d kB, about %d kB live)",
+            q.schema, worst.name, worst.size // 1024, now.get(worst.name, 0) // 1024,
+            worst.live // 1024,
         )  # fmt: skip
         return worst.name
     finally:
@@ -147,7 +155,8 @@ def keep_indexes(
 
 
 class IndexKeeper:
-    """Runs ``keep_indexes`` after a vacuum, at most every ``every`` seconds.
+    """Runs ``keep_indexes`` after a vacuum: at most every ``every`` seconds, and at
+    most ``BUSY`` of the time (the next round waits 10x as long as the last took).
 
     Args:
         connect: opens an autocommit connection of its own (closed after the round).
@@ -177,10 +186,9 @@ class IndexKeeper:
 
     def after_vacuum(self) -> str | None:
         """A round when one is due; the rebuilt index's name, or ``None``."""
-        now = self._clock()
-        if now < self._next:
+        start = self._clock()
+        if start < self._next:
             return None
-        self._next = now + self.every
         try:
             with self._connect() as conn:
                 return keep_indexes(conn, self._q)
@@ -189,3 +197,6 @@ class IndexKeeper:
             self._warned = True
             logger.log(level, "resile: REINDEX of %s's indexes failed: %s", self._q.hot, exc)
             return None
+        finally:
+            took = self._clock() - start
+            self._next = start + max(self.every, took / BUSY)

@@ -170,10 +170,11 @@ class PostgresStore(Schedules, Dashboard, Store):
             store, and at least this often (seconds), so that its dead rows are
             reused long before autovacuum's next round; ``None``: leave it to
             autovacuum.
-        reindex: after the store's vacuums, at most every 10 s, rebuild
-            (``REINDEX INDEX CONCURRENTLY``, one at a time) the hot table's
-            index furthest past 1.7x its estimated live size and 128 kB
-            (``_maintenance``); ``False``: never. Needs ``vacuum_every``.
+        reindex: after the store's vacuums, at most every second (and a tenth
+            of the time), rebuild (``REINDEX INDEX CONCURRENTLY``, one at a time)
+            the hot table's index past 1.7x its estimated live size and 128 kB
+            whose rebuild frees the most (``_maintenance``); ``False``: never.
+            Needs ``vacuum_every``.
         read_timeout: seconds one transaction may wait on a silent server
             before the store drops its connection and runs it again on a fresh
             one (``None``: wait for ever); TCP keepalives and
