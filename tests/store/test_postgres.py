@@ -7,6 +7,7 @@ Everything runs on a real server (the session's throwaway cluster or
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -30,7 +31,7 @@ from resile.queue._names import FIELDS, TASKS_TABLE, Outcome, Tally
 from resile.queue.store import open_store
 from resile.queue.store.postgres import SCHEMA_VERSION, PostgresStore, SchemaError
 from resile.queue.store.postgres import _sql as pgsql
-from resile.queue.store.postgres._maintenance import index_sizes, keep_indexes
+from resile.queue.store.postgres._maintenance import IndexKeeper, index_sizes, keep_indexes
 from resile.queue.worker import Worker
 
 from .conftest import fill_to_count
@@ -550,6 +551,23 @@ class TestHotTable:
         assert rebuilt in (f"{TASKS_TABLE}_id_key", f"{TASKS_TABLE}_pkey")
         assert after[rebuilt].valid and after[rebuilt].size < before[rebuilt].size
         assert after[rebuilt].size <= 1.5 * after[rebuilt].live
+
+    def test_a_failing_rebuild_round_is_logged_once_never_raised(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """IndexKeeper waits ``every`` between rounds; a failed round warns once, then debugs."""
+        now = [0.0]
+        dead = f"postgresql://u:p@127.0.0.1:{free_port()}/db?connect_timeout=1"
+        keeper = IndexKeeper(
+            lambda: psycopg.connect(dead, autocommit=True), pgsql.Queries("s"), clock=lambda: now[0]
+        )
+        caplog.set_level(logging.DEBUG, logger="resile.queue")
+        assert keeper.after_vacuum() is None and caplog.records == []  # not due yet: no connect
+        for _ in range(2):
+            now[0] += keeper.every
+            assert keeper.after_vacuum() is None
+        assert [r.levelno for r in caplog.records] == [logging.WARNING, logging.DEBUG]
+        assert "REINDEX of s.resile_tasks's indexes failed" in caplog.records[0].getMessage()
 
     def test_partial_indexes_on_live_states(self, url: str, schema: str) -> None:
         """The hot table's lease indexes are partial on the live states; autovacuum is tuned."""
