@@ -3,7 +3,7 @@
 A producer and a worker loop in this process run at full speed against a
 throwaway cluster (``tests/_postgres_server.py``, autovacuum at the server's
 defaults, the table settings the migration writes, the store's own
-``vacuum_every``): each round creates 500
+``vacuum_every`` and ``reindex``): each round creates 500
 tasks and leases and completes 500, keeping about ``--backlog`` live tasks.
 Every ``--sample`` seconds it prints the hot table's size with its indexes
 (``pg_total_relation_size``); at the end it compares that with the size
@@ -16,6 +16,7 @@ Run: ``.venv/bin/python benchmarks/postgres_bloat.py --minutes 30``.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
@@ -60,7 +61,12 @@ def main() -> None:
     parser.add_argument(
         "--vacuum-every", default="1", help="the store's vacuum_every option (seconds, or none)"
     )
+    parser.add_argument(
+        "--reindex", default="true", help="the store's reindex option (true or false)"
+    )
     args = parser.parse_args()
+    # The store's index rebuilds (INFO) and any failure (WARNING), timestamped.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     bindir = find_pg_bindir()
     if bindir is None:
         sys.exit("no PostgreSQL binaries (initdb, pg_ctl)")
@@ -68,6 +74,7 @@ def main() -> None:
     try:
         store = open_store(
             f"{server.url}?schema={SCHEMA}&listen=false&vacuum_every={args.vacuum_every}"
+            f"&reindex={args.reindex}"
         )
         store.create_many([TaskSpec("noop") for _ in range(args.backlog)])
         end = time.monotonic() + args.minutes * 60

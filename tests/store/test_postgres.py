@@ -7,6 +7,7 @@ Everything runs on a real server (the session's throwaway cluster or
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -30,6 +31,7 @@ from resile.queue._names import FIELDS, TASKS_TABLE, Outcome, Tally
 from resile.queue.store import open_store
 from resile.queue.store.postgres import SCHEMA_VERSION, PostgresStore, SchemaError
 from resile.queue.store.postgres import _sql as pgsql
+from resile.queue.store.postgres._maintenance import IndexKeeper, index_sizes, keep_indexes
 from resile.queue.worker import Worker
 
 from .conftest import fill_to_count
@@ -132,6 +134,7 @@ class TestUrl:
         ("query", "match"),
         [
             ("listen=maybe", "listen must be true or false, got 'maybe'"),
+            ("reindex=sometimes", "reindex must be true or false, got 'sometimes'"),
             ("retention=soon", "retention must be seconds, got 'soon'"),
             ("pool_size=0", "pool_size must be an int >= 1, got 0"),
             ("schema=Bad-Name", "schema must be a lower-case identifier"),
@@ -322,6 +325,12 @@ class TestSchema:
             "pg_class",
             "oid",
             "reltuples",
+            # the catalog the index sizes are read from, the rebuilders' advisory lock
+            *("pg_index", "pg_attribute", "pg_stats", "pg_relation_size", "i", "a", "st"),
+            *("relname", "indexrelid", "indrelid", "indisvalid", "indkey", "attrelid"),
+            *("attnum", "attlen", "attname", "avg_width", "schemaname", "tablename"),
+            *("size", "entries", "valid", "key_bytes"),
+            *("got", "hashtext", "pg_try_advisory_lock", "pg_advisory_unlock"),
         }
         for text in texts:
             if text is q.SCHEMA:
@@ -517,6 +526,48 @@ class TestHotTable:
             15,
             "a vacuum of the hot table after 200 finished",
         )
+
+    def test_a_bloated_index_is_rebuilt_smaller_and_leftovers_dropped(
+        self, url: str, schema: str, stores: Callable[..., PostgresStore]
+    ) -> None:
+        """keep_indexes drops an INVALID *_ccnew, then REINDEXes the most bloated index (VALID)."""
+        s = stores(vacuum_every=None)
+        assert s.reindex and stores(reindex="false")._indexes is None
+        s.create_many([spec() for _ in range(3000)])
+        hot = f"{schema}.{TASKS_TABLE}"
+        with raw(url) as c:
+            c.execute(f"DELETE FROM {hot} WHERE seq > 30")
+            c.execute(f"VACUUM (INDEX_CLEANUP ON) {hot}")
+            with pytest.raises(psycopg.errors.UniqueViolation):  # leaves it INVALID
+                c.execute(
+                    f"CREATE UNIQUE INDEX CONCURRENTLY {TASKS_TABLE}_id_ccnew ON {hot} (queue)"
+                )
+        with s._db.connect() as conn:
+            before = {ix.name: ix for ix in index_sizes(conn, s.q)}
+            assert not before[f"{TASKS_TABLE}_id_ccnew"].valid
+            rebuilt = keep_indexes(conn, s.q, ratio=1.5, floor=0)
+            after = {ix.name: ix for ix in index_sizes(conn, s.q)}
+        assert f"{TASKS_TABLE}_id_ccnew" not in after
+        assert rebuilt in (f"{TASKS_TABLE}_id_key", f"{TASKS_TABLE}_pkey")
+        assert after[rebuilt].valid and after[rebuilt].size < before[rebuilt].size
+        assert after[rebuilt].size <= 1.5 * after[rebuilt].live
+
+    def test_a_failing_rebuild_round_is_logged_once_never_raised(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """IndexKeeper waits ``every`` between rounds; a failed round warns once, then debugs."""
+        now = [0.0]
+        dead = f"postgresql://u:p@127.0.0.1:{free_port()}/db?connect_timeout=1"
+        keeper = IndexKeeper(
+            lambda: psycopg.connect(dead, autocommit=True), pgsql.Queries("s"), clock=lambda: now[0]
+        )
+        caplog.set_level(logging.DEBUG, logger="resile.queue")
+        assert keeper.after_vacuum() is None and caplog.records == []  # not due yet: no connect
+        for _ in range(2):
+            now[0] += keeper.every
+            assert keeper.after_vacuum() is None
+        assert [r.levelno for r in caplog.records] == [logging.WARNING, logging.DEBUG]
+        assert "REINDEX of s.resile_tasks's indexes failed" in caplog.records[0].getMessage()
 
     def test_partial_indexes_on_live_states(self, url: str, schema: str) -> None:
         """The hot table's lease indexes are partial on the live states; autovacuum is tuned."""

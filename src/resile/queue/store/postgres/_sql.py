@@ -296,6 +296,7 @@ class Queries:
         tallies = f"{s}.{TALLIES_TABLE}"
         self.schema = s
         self.hot, self.fin = hot, fin
+        self.hot_table = TASKS_TABLE
         #: The NOTIFY channel of this schema's wake-ups (payload: JSON ``{"q": queue, "due": t}``).
         self.channel = f"resile_wake_{s}"
         self.LOCK_KEY = f"resile:{s}"
@@ -573,6 +574,23 @@ class Queries:
         self.VACUUM_HOT = f"VACUUM (SKIP_LOCKED, INDEX_CLEANUP ON) {hot}"
         # The hot table's live rows as the last vacuum counted them (no scan).
         self.LIVE_ROWS = f"SELECT reltuples AS n FROM pg_class WHERE oid = '{hot}'::REGCLASS"
+        # Each index of the hot table: its file's size, its entries as the last vacuum
+        # counted them, and the bytes of one entry's key (fixed widths from the catalog,
+        # variable ones from ``pg_stats``, 32 where ANALYZE has not run yet).
+        self.HOT_INDEXES = (
+            "SELECT c.relname AS name, pg_relation_size(c.oid) AS size, c.reltuples AS entries,"
+            " i.indisvalid AS valid, (SELECT SUM(CASE WHEN a.attlen > 0 THEN a.attlen"
+            " ELSE COALESCE(st.avg_width, 32) END) FROM UNNEST(i.indkey::INT2[]) AS k(n)"
+            " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n"
+            " LEFT JOIN pg_stats st ON st.schemaname = %(schema)s"
+            " AND st.tablename = %(table)s AND st.attname = a.attname) AS key_bytes"
+            f" FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+            f" WHERE i.indrelid = '{hot}'::REGCLASS ORDER BY c.relname"
+        )
+        # One index rebuilder per schema at a time (a session advisory lock).
+        self.REINDEX_LOCK = "SELECT pg_try_advisory_lock(hashtext(%(key)s)) AS got"
+        self.REINDEX_UNLOCK = "SELECT pg_advisory_unlock(hashtext(%(key)s))"
+        self.REINDEX_LOCK_KEY = f"resile:reindex:{s}"
 
         # -- lists, prunes, wake-up times -----------------------------------------------------
         # ``Store.list``'s statements, one per shape (``list_statement``), made on first use.

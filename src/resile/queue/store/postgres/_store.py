@@ -76,6 +76,7 @@ from resile.queue.store.postgres._enqueue import (
     in_transaction_async,
     prepare,
 )
+from resile.queue.store.postgres._maintenance import IndexKeeper
 from resile.queue.store.postgres._schedules import Schedules
 from resile.queue.store.postgres._sql import FINISH_FIELDS, Queries
 from resile.queue.store.postgres._watch import Watcher, payload
@@ -141,7 +142,7 @@ class _LeaseAsk:
 
 
 # resile's own URL query options (the others go to libpq).
-_OPTIONS = ("schema", "listen", "vacuum_every", *SERVER_OPTIONS)
+_OPTIONS = ("schema", "listen", "vacuum_every", "reindex", *SERVER_OPTIONS)
 
 
 class PostgresStore(Schedules, Dashboard, Store):
@@ -169,6 +170,11 @@ class PostgresStore(Schedules, Dashboard, Store):
             store, and at least this often (seconds), so that its dead rows are
             reused long before autovacuum's next round; ``None``: leave it to
             autovacuum.
+        reindex: after the store's vacuums, at most every second (and a tenth
+            of the time), rebuild (``REINDEX INDEX CONCURRENTLY``, one at a time)
+            the hot table's index past 1.7x its estimated live size and 128 kB
+            whose rebuild frees the most (``_maintenance``); ``False``: never.
+            Needs ``vacuum_every``.
         read_timeout: seconds one transaction may wait on a silent server
             before the store drops its connection and runs it again on a fresh
             one (``None``: wait for ever); TCP keepalives and
@@ -198,6 +204,7 @@ class PostgresStore(Schedules, Dashboard, Store):
         retry_for: float = 30.0,
         migrate: bool = True,
         vacuum_every: float | None = 1.0,
+        reindex: bool = True,
         read_timeout: float | None = DEFAULT_READ_TIMEOUT,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         clock: Callable[[], float] = time.time,
@@ -229,6 +236,8 @@ class PostgresStore(Schedules, Dashboard, Store):
         # Tasks this store finished since its last vacuum, and how many make the next one due.
         self._finished_since_vacuum = 0
         self._vacuum_rows = _VACUUM_MIN_ROWS
+        self.reindex = bool_option("reindex", reindex)
+        self._indexes = IndexKeeper(self._db.connect, self.q) if self.reindex else None
         # What this store's leases read of the tasks they leased, by id (``_retry_held``).
         self._leased: dict[str, _Leased] = {}
         self._write = self._read = self._db.tx
@@ -240,7 +249,7 @@ class PostgresStore(Schedules, Dashboard, Store):
         resile's query options: ``schema``, ``listen``, ``retention`` and
         ``failed_retention`` (seconds or ``none``), ``pool_size``,
         ``connect_timeout``, ``retry_for``, ``migrate``, ``vacuum_every``,
-        ``read_timeout``, ``idle_timeout`` (seconds or ``none``); every other query
+        ``reindex``, ``read_timeout``, ``idle_timeout`` (seconds or ``none``); every other query
         option goes to libpq (``sslmode``, ``application_name`` ...).
         Keyword ``options`` override them.
 
@@ -836,6 +845,8 @@ class PostgresStore(Schedules, Dashboard, Store):
                 rows = self._read(lambda cur: cur.execute(self.q.LIVE_ROWS).fetchall())
                 live = float(rows[0]["n"]) if rows else 0.0
                 self._vacuum_rows = max(_VACUUM_MIN_ROWS, int(live * _VACUUM_CHURN))
+                if self._indexes is not None:
+                    self._indexes.after_vacuum()  # logs, never raises
             except Exception as exc:  # housekeeping: a worker never fails for it
                 logger.warning("resile: VACUUM of %s failed: %s", self.q.hot, exc)
             finally:
