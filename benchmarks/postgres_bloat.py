@@ -67,6 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     # The store's index rebuilds (INFO) and any failure (WARNING), timestamped.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("resile.queue").setLevel(logging.DEBUG)  # the index rebuilds are DEBUG lines
     bindir = find_pg_bindir()
     if bindir is None:
         sys.exit("no PostgreSQL binaries (initdb, pg_ctl)")

@@ -144,7 +144,7 @@ def keep_indexes(
         worst = max(bloated, key=lambda ix: ix.size - ix.live)
         conn.execute(f'REINDEX INDEX CONCURRENTLY {q.schema}."{worst.name}"')
         now = {ix.name: ix.size for ix in index_sizes(conn, q)}
-        logger.info(
+        logger.debug(  # at full speed a rebuild a second: not a line an operator wants each time
             "resile: rebuilt index %s.%s (%d kB -> %d kB, about %d kB live)",
             q.schema, worst.name, worst.size // 1024, now.get(worst.name, 0) // 1024,
             worst.live // 1024,
