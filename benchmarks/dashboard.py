@@ -41,7 +41,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -63,6 +62,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 from _common import RedisServer, free_port, wait_for  # noqa: E402
+
+from _process import end  # noqa: E402
 
 QUEUES = ("mail", "images", "reports", "media")
 # Finished tasks end SPACING seconds apart (by sequence), so times sort as in a real store.
@@ -362,9 +363,7 @@ class KeptRedis(RedisServer):
 
     def stop(self) -> None:
         proc, self.process = self.process, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            proc.wait(30)
+        end(proc, 30)
 
 
 # -- the dashboard in a process of its own ------------------------------------------------------
@@ -412,13 +411,7 @@ def dashboard_process(cmd: list[str], port: int, log: Path) -> Iterator[tuple[st
             raise RuntimeError(f"the dashboard did not answer within 180 s; see {log}")
         yield url, proc.pid
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        end(proc, 30)
 
 
 def timed(client: httpx.Client, path: str, n: int, seconds: float) -> list[float]:

@@ -37,6 +37,7 @@ import pytest
 
 from _components import missing
 from _postgres_server import free_port
+from _process import end
 
 __all__ = [
     "MariaDBServer",
@@ -200,13 +201,7 @@ class MariaDBServer:
     def stop(self, *, remove: bool = True) -> None:
         """Stop the server (SIGTERM, SIGKILL after 20 s); remove the directory unless told not to."""
         proc, self.process = self.process, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        end(proc, 20)
         if remove:
             shutil.rmtree(self.dir, ignore_errors=True)
 

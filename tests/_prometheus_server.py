@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -20,6 +19,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from _process import end
 from _redis_server import free_port
 
 __all__ = ["PrometheusServer", "find_binary"]
@@ -113,13 +113,7 @@ class PrometheusServer:
     def stop(self, *, remove: bool = True) -> None:
         """SIGTERM, then SIGKILL after 10 s; remove the directory unless told not to."""
         proc, self.process = self.process, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        end(proc, 10)
         if remove:
             shutil.rmtree(self.dir, ignore_errors=True)
 

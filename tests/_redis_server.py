@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from _process import end
 
 __all__ = ["RedisServer", "RedisServerFactory", "find_redis_server", "free_port"]
 
@@ -119,13 +120,7 @@ class RedisServer:
     def stop(self, *, remove: bool = True) -> None:
         """Stop the process (SIGTERM, then SIGKILL after 5 s); remove the directory unless told not to."""
         proc, self.process = self.process, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        end(proc, 5)
         if remove:
             shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -128,6 +128,12 @@ class _Leased:
     started_at: float
     due_at: float
 
+    def counter(self, what: Tally, now: float) -> str:
+        """The counter this lease's attempt adds to when it ends at ``now`` by complete or fail."""
+        return timed_tally(
+            what, started_at=self.started_at, due_at=self.due_at, attempts=self.attempts, now=now
+        )
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _LeaseAsk:
@@ -652,13 +658,7 @@ class PostgresStore(Schedules, Dashboard, Store):
                     "result": enc,
                     "progress": done.progress,
                     "history": history_with(known.history, done.entry),
-                    "counter": timed_tally(
-                        Tally.DONE,
-                        started_at=known.started_at,
-                        due_at=known.due_at,
-                        attempts=known.attempts,
-                        now=at,
-                    ),
+                    "counter": known.counter(Tally.DONE, at),
                 }
             )
         return out
@@ -1065,22 +1065,7 @@ class PostgresStore(Schedules, Dashboard, Store):
             "seq": known.seq,
             "worker": known.worker,
             "attempts": known.attempts,
-            **self.tally_rows(
-                [
-                    (
-                        known.seq,
-                        known.queue,
-                        timed_tally(
-                            Tally.RETRIED,
-                            started_at=known.started_at,
-                            due_at=known.due_at,
-                            attempts=known.attempts,
-                            now=at,
-                        ),
-                    )
-                ],
-                at,
-            ),
+            **self.tally_rows([(known.seq, known.queue, known.counter(Tally.RETRIED, at))], at),
             "channel": self.q.channel,
             "payload": payload([(known.queue, decision.due_at)]),
         }
